@@ -1,0 +1,105 @@
+//! Public identifiers: a short prefix naming the kind, then a ULID, so ids sort by creation
+//! time and a stray id in a log says what it points at (`evt_01J…`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdKind {
+    Tenant,
+    ApiKey,
+    Event,
+    EventType,
+    Job,
+    Secret,
+}
+
+impl IdKind {
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            IdKind::Tenant => "ten",
+            IdKind::ApiKey => "key",
+            IdKind::Event => "evt",
+            IdKind::EventType => "et",
+            IdKind::Job => "job",
+            IdKind::Secret => "sec",
+        }
+    }
+}
+
+/// A prefixed, time-sortable identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Id(String);
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("expected an id of the form {expected}_<26 characters>")]
+pub struct IdParseError {
+    pub expected: &'static str,
+}
+
+impl Id {
+    pub fn new(kind: IdKind) -> Self {
+        Self(format!("{}_{}", kind.prefix(), Ulid::new().to_string().to_lowercase()))
+    }
+
+    /// Parses an id that must be of `kind`; anything else is refused, so a key id can never be
+    /// used where an event id is expected.
+    pub fn parse(kind: IdKind, s: &str) -> Result<Self, IdParseError> {
+        let err = IdParseError { expected: kind.prefix() };
+        let rest = s
+            .strip_prefix(kind.prefix())
+            .and_then(|r| r.strip_prefix('_'))
+            .ok_or(err.clone())?;
+        Ulid::from_str(rest).map_err(|_| err)?;
+        Ok(Self(s.to_string()))
+    }
+
+    /// Wraps an id read back from the database, which was validated when it was written.
+    pub fn from_trusted(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Id {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_carry_their_prefix_and_sort_by_creation() {
+        let a = Id::new(IdKind::Event);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = Id::new(IdKind::Event);
+        assert!(a.as_str().starts_with("evt_"));
+        assert_eq!(a.as_str().len(), 4 + 26);
+        assert!(a < b, "{a} should sort before {b}");
+    }
+
+    #[test]
+    fn parse_refuses_other_kinds_and_garbage() {
+        let evt = Id::new(IdKind::Event);
+        assert_eq!(Id::parse(IdKind::Event, evt.as_str()).unwrap(), evt);
+        assert!(Id::parse(IdKind::ApiKey, evt.as_str()).is_err());
+        assert!(Id::parse(IdKind::Event, "evt_nope").is_err());
+        assert!(Id::parse(IdKind::Event, "").is_err());
+    }
+}

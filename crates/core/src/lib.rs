@@ -1,0 +1,28 @@
+//! The bottom layer: identifiers, the clock, API-key tokens and the secret box.
+//!
+//! Nothing here performs I/O except reading and writing the master key file, so every other
+//! crate can depend on it.
+
+pub mod api_key;
+pub mod clock;
+pub mod id;
+pub mod secret_box;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use id::{Id, IdKind};
+pub use secret_box::{KeyRing, SecretBox, SecretBoxError};
+
+/// Timestamps are UTC with microsecond precision everywhere (they are stored as
+/// microseconds since the Unix epoch).
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+/// Converts a timestamp to the integer form stored in the database.
+pub fn to_micros(t: Timestamp) -> i64 {
+    t.timestamp_micros()
+}
+
+/// Converts stored microseconds back to a timestamp. Out-of-range values clamp to the epoch
+/// rather than panic: they can only come from a corrupted row.
+pub fn from_micros(us: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
