@@ -1,0 +1,168 @@
+//! Persistence for Switchboard behind one trait, [`Store`], with a SQLite and a PostgreSQL
+//! implementation that share their SQL (see `sql.rs`).
+//!
+//! Every write is one atomic unit: a trait method either commits all of its rows (the domain
+//! rows *and* the jobs they cause: the outbox) or none. SQLite funnels writes through a single
+//! writer task that commits many units in one transaction (group commit, one fsync for many
+//! requests), isolating each unit in a savepoint. PostgreSQL runs each unit in its own
+//! transaction and claims jobs with `FOR UPDATE SKIP LOCKED`.
+
+mod error;
+pub mod model;
+mod postgres;
+pub mod queue;
+mod sql;
+mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use switchboard_core::{Id, Timestamp};
+
+pub use error::StoreError;
+pub use model::*;
+pub use queue::{Job, JobLease, NewJob};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// `sqlite://path/to/file.db` or `postgres://…`.
+    pub url: String,
+    /// PostgreSQL only: the schema every connection uses (created if missing). Tests use a
+    /// fresh schema each so that they never see each other's rows.
+    pub pg_schema: Option<String>,
+    /// PostgreSQL connection pool size; SQLite reader pool size.
+    pub max_connections: u32,
+}
+
+impl OpenOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), pg_schema: None, max_connections: 16 }
+    }
+}
+
+/// Opens the store named by the URL and brings its schema up to date.
+pub async fn open(options: &OpenOptions) -> Result<Arc<dyn Store>> {
+    let url = options.url.as_str();
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(options).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(postgres::PgStore::open(options).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "unsupported database URL scheme in {:?}: expected sqlite:// or postgres://",
+            redact_url(url)
+        )))
+    }
+}
+
+/// A URL with its password removed, fit for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparseable url>".to_string(),
+    }
+}
+
+/// Everything Switchboard persists. Every method that touches tenant data takes the tenant id
+/// and filters on it: a row of another tenant is indistinguishable from a missing row.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Proves the database answers (used by `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    /// Stops background tasks and flushes pending writes.
+    async fn close(&self);
+
+    // --- tenants and API keys -------------------------------------------------------------
+
+    /// Creates the operator tenant and its first admin key unless one exists. Returns the
+    /// tenant when this call created it; safe to race from several processes.
+    async fn bootstrap_operator(&self, tenant: &NewTenant, key: &NewApiKey) -> Result<Option<Tenant>>;
+    async fn create_tenant(&self, tenant: &NewTenant, first_key: Option<&NewApiKey>) -> Result<Tenant>;
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
+    async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>>;
+
+    async fn create_api_key(&self, key: &NewApiKey) -> Result<ApiKey>;
+    async fn list_api_keys(&self, tenant_id: &str, page: &Page) -> Result<Vec<ApiKey>>;
+    async fn get_api_key(&self, tenant_id: &str, id: &str) -> Result<Option<ApiKey>>;
+    /// Returns false when no such (unrevoked) key exists in the tenant.
+    async fn revoke_api_key(&self, tenant_id: &str, id: &str, at: Timestamp) -> Result<bool>;
+    /// Authentication: the key with this hash, with its tenant's operator flag.
+    async fn authenticate(&self, key_hash: &str) -> Result<Option<(ApiKey, bool)>>;
+
+    // --- event types and events -----------------------------------------------------------
+
+    async fn create_event_type(&self, event_type: &NewEventType) -> Result<EventType>;
+    async fn update_event_type(&self, tenant_id: &str, name: &str, patch: &EventTypePatch) -> Result<Option<EventType>>;
+    async fn get_event_type(&self, tenant_id: &str, name: &str) -> Result<Option<EventType>>;
+    async fn list_event_types(&self, tenant_id: &str, page: &Page) -> Result<Vec<EventType>>;
+
+    /// Stores the event and the jobs it causes in one unit. With an idempotency key that was
+    /// seen before, nothing is written and the earlier event (same request) or a conflict
+    /// (different request) is returned.
+    async fn create_event(&self, event: &NewEvent, jobs: &[NewJob]) -> Result<CreateEventOutcome>;
+    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>>;
+    async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>>;
+
+    // --- the durable queue ----------------------------------------------------------------
+
+    async fn enqueue(&self, jobs: &[NewJob]) -> Result<()>;
+    /// Leases up to `limit` due jobs of `queue` until `now + lease`. A job is due when its
+    /// `run_at` has passed and it is not leased, or its lease expired (its worker died).
+    async fn claim(&self, queue: &str, limit: u32, now: Timestamp, lease: chrono::Duration) -> Result<Vec<Job>>;
+    /// Finishes a job. False when the lease was lost (expired and claimed by another worker).
+    async fn ack(&self, lease: &JobLease) -> Result<bool>;
+    /// Releases the job to run again at `at`.
+    async fn retry_at(&self, lease: &JobLease, at: Timestamp, error: &str) -> Result<bool>;
+    /// Keeps a long job's lease alive.
+    async fn extend_lease(&self, lease: &JobLease, until: Timestamp) -> Result<bool>;
+    /// Parks the job for good (dead letter): it is kept for inspection but never claimed.
+    async fn dead_letter(&self, lease: &JobLease, at: Timestamp, error: &str) -> Result<bool>;
+    /// When the next job of `queue` becomes claimable (due, or its lease expires).
+    async fn next_due(&self, queue: &str) -> Result<Option<Timestamp>>;
+    async fn queue_depth(&self, queue: &str) -> Result<QueueDepth>;
+    /// A receiver that changes whenever jobs may have become claimable: after a local enqueue
+    /// and, on PostgreSQL, after another process's enqueue (LISTEN/NOTIFY).
+    fn job_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Wakes the workers of this process (e.g. after a test moved its clock).
+    fn wake_workers(&self);
+
+    // --- encrypted secrets (sealed by the core secret box) ---------------------------------
+
+    async fn put_secret(&self, secret: &StoredSecret) -> Result<()>;
+    async fn get_secret(&self, tenant_id: &str, id: &str) -> Result<Option<StoredSecret>>;
+    /// Secrets of a tenant not sealed with `primary_key_id`, after `after_id`, in id order.
+    async fn secrets_sealed_with_other_keys(
+        &self,
+        tenant_id: &str,
+        primary_key_id: &str,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredSecret>>;
+    /// Replaces a secret's ciphertext if it is still sealed with `expected_key_id` (so a
+    /// concurrent update is never overwritten by a re-encryption).
+    async fn reseal_secret(&self, secret: &StoredSecret, expected_key_id: &str) -> Result<bool>;
+    async fn count_secrets_sealed_with_other_keys(&self, primary_key_id: &str) -> Result<u64>;
+}
+
+/// Creates a fresh id; a tiny helper so that callers need not import core for it.
+pub fn new_id(kind: switchboard_core::IdKind) -> Id {
+    Id::new(kind)
+}

@@ -1,0 +1,149 @@
+//! The durable queue's job types and the worker runtime every background task runs on.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_core::{Clock, Id, Timestamp};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::Store;
+
+/// A job to enqueue. `payload` is JSON text owned by whoever handles the queue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Id,
+    pub tenant_id: Id,
+    pub queue: String,
+    pub payload: String,
+    pub run_at: Timestamp,
+}
+
+/// A claimed job. Its lease must be presented to ack or retry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: Id,
+    pub tenant_id: Id,
+    pub queue: String,
+    pub payload: String,
+    pub run_at: Timestamp,
+    /// How many times it has been claimed, this claim included.
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub lease: JobLease,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLease {
+    pub job_id: Id,
+    pub lease_id: String,
+}
+
+/// What a handler decided about a job.
+#[derive(Debug)]
+pub enum JobOutcome {
+    Done,
+    RetryAt(Timestamp, String),
+    DeadLetter(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub queue: String,
+    /// Jobs handled at the same time by this process.
+    pub concurrency: usize,
+    pub lease: chrono::Duration,
+    /// Upper bound on an idle wait; wake-ups normally come from the job signal.
+    pub max_idle_wait: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(queue: impl Into<String>) -> Self {
+        Self {
+            queue: queue.into(),
+            concurrency: 8,
+            lease: chrono::Duration::seconds(60),
+            max_idle_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs `handler` on the jobs of one queue until `shutdown` is cancelled, then waits for the
+/// jobs in hand to finish. A job whose handler never finishes keeps its lease and is claimed
+/// again elsewhere when the lease expires, so stopping never loses work.
+pub async fn run_worker<H, F>(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+    handler: H,
+) where
+    H: Fn(Job) -> F + Send + Sync + 'static,
+    F: Future<Output = JobOutcome> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let mut signal = store.job_signal();
+    loop {
+        signal.borrow_and_update();
+        let free = permits.available_permits();
+        if free == 0 {
+            // Every slot is busy: wait for one to free up (or for shutdown).
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned() => drop(permit),
+            }
+            continue;
+        }
+        let claimed = match store.claim(&config.queue, free as u32, clock.now(), config.lease).await {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::warn!(queue = %config.queue, %error, "claiming jobs failed; retrying shortly");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            let wait = match store.next_due(&config.queue).await {
+                Ok(Some(at)) => (at - clock.now()).to_std().unwrap_or(Duration::ZERO).min(config.max_idle_wait),
+                _ => config.max_idle_wait,
+            };
+            if wait.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = signal.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        for job in claimed {
+            let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+            let (store, clock, handler) = (store.clone(), clock.clone(), handler.clone());
+            tokio::spawn(async move {
+                let lease = job.lease.clone();
+                let queue = job.queue.clone();
+                let outcome = handler(job).await;
+                let result = match &outcome {
+                    JobOutcome::Done => store.ack(&lease).await,
+                    JobOutcome::RetryAt(at, error) => store.retry_at(&lease, *at, error).await,
+                    JobOutcome::DeadLetter(error) => store.dead_letter(&lease, clock.now(), error).await,
+                };
+                match result {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(%queue, job = %lease.job_id, "lease lost before the job finished; another worker owns it now"),
+                    Err(error) => tracing::error!(%queue, job = %lease.job_id, %error, "recording a job outcome failed; the job will run again after its lease expires"),
+                }
+                drop(permit);
+            });
+        }
+    }
+    // Drain: every permit back means every job in hand has finished.
+    let _ = permits.acquire_many(config.concurrency as u32).await;
+}

@@ -1,0 +1,199 @@
+//! SQLite: one writer task with group commit, a pool of readers (WAL lets them run beside the
+//! writer), and in-process wake-ups for workers.
+
+use std::panic::AssertUnwindSafe;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use sqlx::ConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{OpenOptions, Result, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Called once the batch carrying a unit has committed (`None`) or failed (`Some`).
+type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// One atomic unit of writes; returns whether it succeeded and how to report the outcome.
+type Unit = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Finish)> + Send>;
+
+enum Command {
+    Write(Unit),
+    Close(oneshot::Sender<()>),
+}
+
+/// The most units one transaction carries; bounds the latency a large burst adds.
+const MAX_BATCH: usize = 1024;
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<Command>,
+    readers: SqlitePool,
+    signal: watch::Sender<u64>,
+}
+
+impl SqliteStore {
+    pub async fn open(options: &OpenOptions) -> Result<Self> {
+        let connect = SqliteConnectOptions::from_str(&options.url)
+            .map_err(|e| StoreError::Config(format!("invalid SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before any request it carries is answered. Group
+            // commit makes that affordable.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .disable_statement_logging();
+        let mut writer_conn = connect.connect().await?;
+        MIGRATOR.run(&mut writer_conn).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect)
+            .await?;
+        let (writer, commands) = mpsc::channel(8192);
+        tokio::spawn(run_writer(writer_conn, commands));
+        Ok(Self { writer, readers, signal: watch::Sender::new(0) })
+    }
+
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let (reply, outcome) = oneshot::channel::<Result<T>>();
+        let unit: Unit = Box::new(move |conn| {
+            Box::pin(async move {
+                let result = f(conn).await;
+                let ok = result.is_ok();
+                let finish: Finish = Box::new(move |commit_error| {
+                    let _ = reply.send(match (result, commit_error) {
+                        (Ok(_), Some(error)) => Err(StoreError::Commit(error.to_string())),
+                        (result, _) => result,
+                    });
+                });
+                (ok, finish)
+            })
+        });
+        self.writer.send(Command::Write(unit)).await.map_err(|_| StoreError::Closed)?;
+        outcome.await.map_err(|_| StoreError::Commit("the write was abandoned".into()))?
+    }
+
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let mut conn = self.readers.acquire().await?;
+        f(&mut conn).await
+    }
+
+    /// The single writer serialises claims, so no row lock is needed.
+    pub(crate) const CLAIM_SQL: &'static str = "UPDATE jobs SET lease_id = $1, lease_expires_at = $2, attempts = attempts + 1
+         WHERE id IN (
+             SELECT id FROM jobs
+             WHERE queue = $3 AND failed_at IS NULL AND run_at <= $4
+               AND (lease_expires_at IS NULL OR lease_expires_at <= $4)
+             ORDER BY run_at, id LIMIT $5)
+         RETURNING id, tenant_id, queue, payload, run_at, attempts, last_error, lease_id";
+
+    pub(crate) async fn notify_in_unit(_conn: &mut SqliteConnection) -> Result<()> {
+        Ok(())
+    }
+
+    pub(crate) fn after_enqueue(&self) {
+        self.wake();
+    }
+
+    pub(crate) fn signal(&self) -> watch::Receiver<u64> {
+        self.signal.subscribe()
+    }
+
+    pub(crate) fn wake(&self) {
+        self.signal.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.writer.send(Command::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+        self.readers.close().await;
+    }
+}
+
+async fn run_writer(mut conn: SqliteConnection, mut commands: mpsc::Receiver<Command>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = commands.recv().await {
+        let mut close = None;
+        match first {
+            Command::Write(unit) => batch.push(unit),
+            Command::Close(done) => close = Some(done),
+        }
+        // Everything that queued up while the previous batch committed goes into this one.
+        while close.is_none() && batch.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(Command::Write(unit)) => batch.push(unit),
+                Ok(Command::Close(done)) => close = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&mut conn, &mut batch).await;
+        }
+        if let Some(done) = close {
+            commands.close();
+            // Units that raced with the close still get carried out.
+            while let Ok(Command::Write(unit)) = commands.try_recv() {
+                batch.push(unit);
+            }
+            if !batch.is_empty() {
+                commit_batch(&mut conn, &mut batch).await;
+            }
+            let _ = sqlx::Connection::close(conn).await;
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Unit>) {
+    let mut finishes = Vec::with_capacity(batch.len());
+    match run_units(conn, batch, &mut finishes).await {
+        Ok(()) => finishes.into_iter().for_each(|finish| finish(None)),
+        Err(error) => {
+            tracing::error!(%error, units = finishes.len(), "SQLite group commit failed; its writes were rolled back");
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            let error = StoreError::Commit(error.to_string());
+            finishes.into_iter().for_each(|finish| finish(Some(&error)));
+        }
+    }
+    // Units never reached (after a failure) are dropped here; their callers see an error.
+    batch.clear();
+}
+
+async fn run_units(conn: &mut SqliteConnection, batch: &mut Vec<Unit>, finishes: &mut Vec<Finish>) -> Result<(), sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    for unit in batch.drain(..) {
+        sqlx::query("SAVEPOINT unit").execute(&mut *conn).await?;
+        let ok = match AssertUnwindSafe(unit(conn)).catch_unwind().await {
+            Ok((ok, finish)) => {
+                finishes.push(finish);
+                ok
+            }
+            Err(_) => {
+                tracing::error!("a store write panicked; it was rolled back");
+                false
+            }
+        };
+        if !ok {
+            sqlx::query("ROLLBACK TO unit").execute(&mut *conn).await?;
+        }
+        sqlx::query("RELEASE unit").execute(&mut *conn).await?;
+    }
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    Ok(())
+}
+
+crate::sql::store_impl!(SqliteStore, sqlx::Sqlite, Backend::Sqlite);

@@ -1,0 +1,89 @@
+//! Throwaway databases for tests: a SQLite file in a temporary directory, or a fresh schema in
+//! the PostgreSQL named by `SWITCHBOARD_TEST_DATABASE_URL`, dropped when the test ends (even
+//! when it panics).
+
+use std::sync::Arc;
+
+use crate::{Backend, OpenOptions, Store};
+
+pub const PG_URL_VAR: &str = "SWITCHBOARD_TEST_DATABASE_URL";
+
+/// A test database. Keep it alive for as long as the store is used.
+pub struct TestDb {
+    pub options: OpenOptions,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("switchboard.db").display());
+        Self { options: OpenOptions::new(url), _dir: Some(dir), pg: None }
+    }
+
+    /// `None` (after printing a notice) when no test PostgreSQL is configured.
+    pub fn postgres() -> Option<Self> {
+        let Ok(url) = std::env::var(PG_URL_VAR) else {
+            eprintln!("notice: {PG_URL_VAR} is not set; skipping a PostgreSQL test");
+            return None;
+        };
+        let schema = format!("sbtest_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let mut options = OpenOptions::new(url.clone());
+        options.pg_schema = Some(schema.clone());
+        options.max_connections = 8;
+        Some(Self { options, _dir: None, pg: Some((url, schema)) })
+    }
+
+    pub fn for_backend(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => Some(Self::sqlite()),
+            Backend::Postgres => Self::postgres(),
+        }
+    }
+
+    pub async fn open(&self) -> Arc<dyn Store> {
+        crate::open(&self.options).await.expect("open the test store")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((url, schema)) = self.pg.take() else { return };
+        // Drop runs outside any async context we could borrow; use a private runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async move {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await.ok()?;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Declares one test per backend for each listed `async fn(Backend)`.
+/// The PostgreSQL variant is skipped (with a notice) when no test database is configured.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,404 @@
+//! The store conformance suite: every test runs against SQLite and against PostgreSQL.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::Duration;
+use switchboard_core::{Clock, Id, IdKind, ManualClock, Timestamp, api_key, from_micros};
+use switchboard_store::queue::{JobOutcome, WorkerConfig, run_worker};
+use switchboard_store::testing::TestDb;
+use switchboard_store::*;
+
+switchboard_store::conformance_tests!(
+    first_start_creates_one_operator_tenant_and_key,
+    api_keys_authenticate_list_and_revoke_within_their_tenant,
+    event_types_are_unique_per_tenant_and_versioned,
+    events_are_isolated_between_tenants,
+    idempotent_event_replays_the_first_and_refuses_a_different_body,
+    parallel_idempotent_requests_create_exactly_one_event,
+    a_rolled_back_unit_enqueues_nothing,
+    event_listing_pages_newest_first_and_filters,
+    concurrent_claimers_never_share_a_job,
+    an_expired_lease_is_claimed_again_and_the_old_lease_is_void,
+    retried_jobs_wait_until_their_time_and_dead_letters_stay_parked,
+    workers_wake_on_enqueue_and_drain_on_shutdown,
+    secrets_are_isolated_and_resealed_only_from_the_expected_key,
+);
+
+fn t0() -> Timestamp {
+    from_micros(1_760_000_000_000_000)
+}
+
+async fn store_for(backend: Backend) -> Option<(TestDb, Arc<dyn Store>)> {
+    let db = TestDb::for_backend(backend)?;
+    let store = db.open().await;
+    Some((db, store))
+}
+
+async fn tenant(store: &dyn Store, name: &str) -> Id {
+    let t = NewTenant { id: Id::new(IdKind::Tenant), name: name.into(), created_at: t0() };
+    store.create_tenant(&t, None).await.unwrap().id
+}
+
+fn new_key(tenant_id: &Id, scope: Scope) -> (String, NewApiKey) {
+    let minted = api_key::mint();
+    let key = NewApiKey {
+        id: Id::new(IdKind::ApiKey),
+        tenant_id: tenant_id.clone(),
+        name: format!("{scope} key"),
+        scope,
+        key_hash: minted.hash,
+        masked: minted.masked,
+        expires_at: None,
+        created_at: t0(),
+    };
+    (minted.token, key)
+}
+
+fn new_event(tenant_id: &Id, payload: &str, key: Option<(&str, &str)>) -> NewEvent {
+    NewEvent {
+        id: Id::new(IdKind::Event),
+        tenant_id: tenant_id.clone(),
+        event_type: "user.created".into(),
+        payload: payload.into(),
+        idempotency: key.map(|(key, hash)| Idempotency { key: key.into(), request_hash: hash.into() }),
+        created_at: t0(),
+    }
+}
+
+fn job(tenant_id: &Id, queue: &str, run_at: Timestamp) -> NewJob {
+    NewJob { id: Id::new(IdKind::Job), tenant_id: tenant_id.clone(), queue: queue.into(), payload: "{}".into(), run_at }
+}
+
+async fn first_start_creates_one_operator_tenant_and_key(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let make = || {
+        let t = NewTenant { id: Id::new(IdKind::Tenant), name: "default".into(), created_at: t0() };
+        let (token, key) = new_key(&t.id, Scope::Admin);
+        (t, token, key)
+    };
+    let (first, token, key) = make();
+    let created = store.bootstrap_operator(&first, &key).await.unwrap().expect("first start creates the operator");
+    assert!(created.is_operator);
+
+    let (second, _, second_key) = make();
+    assert_eq!(store.bootstrap_operator(&second, &second_key).await.unwrap(), None, "later starts create nothing");
+    assert!(store.authenticate(&second_key.key_hash).await.unwrap().is_none(), "no key from a later start");
+
+    let (found, is_operator) = store.authenticate(&api_key::hash(&token)).await.unwrap().unwrap();
+    assert_eq!(found.tenant_id, first.id);
+    assert!(is_operator);
+    assert_eq!(found.scope, Scope::Admin);
+}
+
+async fn api_keys_authenticate_list_and_revoke_within_their_tenant(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let (a, b) = (tenant(&*store, "a").await, tenant(&*store, "b").await);
+    let (token, key) = new_key(&a, Scope::Read);
+    let stored = store.create_api_key(&key).await.unwrap();
+    assert!(stored.masked.starts_with("sk_") && !stored.masked.contains(&token[3..]));
+
+    let (found, is_operator) = store.authenticate(&api_key::hash(&token)).await.unwrap().unwrap();
+    assert_eq!(found.id, key.id);
+    assert!(!is_operator);
+
+    let listed = store.list_api_keys(a.as_str(), &Page::default()).await.unwrap();
+    assert_eq!(listed.iter().map(|k| &k.id).collect::<Vec<_>>(), vec![&key.id]);
+    assert!(store.list_api_keys(b.as_str(), &Page::default()).await.unwrap().is_empty());
+
+    assert!(!store.revoke_api_key(b.as_str(), key.id.as_str(), t0()).await.unwrap(), "another tenant cannot revoke it");
+    assert!(store.revoke_api_key(a.as_str(), key.id.as_str(), t0()).await.unwrap());
+    assert!(!store.revoke_api_key(a.as_str(), key.id.as_str(), t0()).await.unwrap(), "revoking twice is a no-op");
+    let (revoked, _) = store.authenticate(&api_key::hash(&token)).await.unwrap().unwrap();
+    assert!(!revoked.is_usable_at(t0()));
+
+    let (_, duplicate) = new_key(&a, Scope::Read);
+    let duplicate = NewApiKey { key_hash: key.key_hash.clone(), ..duplicate };
+    assert!(matches!(store.create_api_key(&duplicate).await, Err(StoreError::Conflict(_))));
+}
+
+async fn event_types_are_unique_per_tenant_and_versioned(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let (a, b) = (tenant(&*store, "a").await, tenant(&*store, "b").await);
+    let et = |tenant_id: &Id| NewEventType {
+        id: Id::new(IdKind::EventType),
+        tenant_id: tenant_id.clone(),
+        name: "user.created".into(),
+        description: "a user signed up".into(),
+        schema: Some(r#"{"type":"object"}"#.into()),
+        created_at: t0(),
+    };
+    let created = store.create_event_type(&et(&a)).await.unwrap();
+    assert_eq!(created.version, 1);
+    assert!(matches!(store.create_event_type(&et(&a)).await, Err(StoreError::Conflict(_))));
+    store.create_event_type(&et(&b)).await.expect("the same name in another tenant is fine");
+
+    let patch = EventTypePatch { schema: Some(None), updated_at: Some(t0() + Duration::seconds(1)), ..Default::default() };
+    let updated = store.update_event_type(a.as_str(), "user.created", &patch).await.unwrap().unwrap();
+    assert_eq!((updated.version, updated.schema.as_deref(), updated.description.as_str()), (2, None, "a user signed up"));
+    assert_eq!(store.get_event_type(a.as_str(), "user.created").await.unwrap().unwrap(), updated);
+    assert!(store.get_event_type(b.as_str(), "user.created").await.unwrap().unwrap().schema.is_some());
+    assert!(store.update_event_type(a.as_str(), "nope", &patch).await.unwrap().is_none());
+}
+
+async fn events_are_isolated_between_tenants(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let (a, b) = (tenant(&*store, "a").await, tenant(&*store, "b").await);
+    let CreateEventOutcome::Created(event) = store.create_event(&new_event(&a, "{}", None), &[]).await.unwrap() else {
+        panic!("expected a new event")
+    };
+    assert_eq!(store.get_event(a.as_str(), event.id.as_str()).await.unwrap().unwrap(), event);
+    assert!(store.get_event(b.as_str(), event.id.as_str()).await.unwrap().is_none());
+    assert!(store.list_events(b.as_str(), &EventFilter::default()).await.unwrap().is_empty());
+}
+
+async fn idempotent_event_replays_the_first_and_refuses_a_different_body(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let a = tenant(&*store, "a").await;
+    let b = tenant(&*store, "b").await;
+    let first = new_event(&a, r#"{"n":1}"#, Some(("k1", "hash-1")));
+    let CreateEventOutcome::Created(created) = store.create_event(&first, &[job(&a, "fanout", t0())]).await.unwrap() else {
+        panic!("expected a new event")
+    };
+    let again = new_event(&a, r#"{"n":1}"#, Some(("k1", "hash-1")));
+    assert_eq!(
+        store.create_event(&again, &[job(&a, "fanout", t0())]).await.unwrap(),
+        CreateEventOutcome::Replayed(created.clone())
+    );
+    let different = new_event(&a, r#"{"n":2}"#, Some(("k1", "hash-2")));
+    assert_eq!(store.create_event(&different, &[job(&a, "fanout", t0())]).await.unwrap(), CreateEventOutcome::KeyReused);
+    let other_tenant = new_event(&b, r#"{"n":2}"#, Some(("k1", "hash-2")));
+    assert!(matches!(store.create_event(&other_tenant, &[]).await.unwrap(), CreateEventOutcome::Created(_)));
+
+    assert_eq!(store.list_events(a.as_str(), &EventFilter::default()).await.unwrap().len(), 1);
+    let jobs = store.claim("fanout", 10, t0(), Duration::seconds(30)).await.unwrap();
+    assert_eq!(jobs.len(), 1, "replays and conflicts enqueue nothing");
+}
+
+async fn parallel_idempotent_requests_create_exactly_one_event(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let a = tenant(&*store, "a").await;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (store, a) = (store.clone(), a.clone());
+            tokio::spawn(async move { store.create_event(&new_event(&a, "{}", Some(("same", "h"))), &[]).await.unwrap() })
+        })
+        .collect();
+    let mut created = 0;
+    let mut ids = HashSet::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            CreateEventOutcome::Created(e) => {
+                created += 1;
+                ids.insert(e.id);
+            }
+            CreateEventOutcome::Replayed(e) => {
+                ids.insert(e.id);
+            }
+            CreateEventOutcome::KeyReused => panic!("same body must replay"),
+        }
+    }
+    assert_eq!((created, ids.len()), (1, 1));
+    assert_eq!(store.list_events(a.as_str(), &EventFilter::default()).await.unwrap().len(), 1);
+}
+
+async fn a_rolled_back_unit_enqueues_nothing(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let a = tenant(&*store, "a").await;
+    let event = new_event(&a, "{}", None);
+    store.create_event(&event, &[job(&a, "q", t0())]).await.unwrap();
+    // Same event id again: the insert fails after nothing else, so the unit rolls back whole.
+    let duplicate = NewEvent { payload: r#"{"dup":true}"#.into(), ..event.clone() };
+    let doomed = job(&a, "q", t0());
+    assert!(matches!(store.create_event(&duplicate, std::slice::from_ref(&doomed)).await, Err(StoreError::Conflict(_))));
+
+    let claimed = store.claim("q", 10, t0() + Duration::hours(1), Duration::seconds(30)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_ne!(claimed[0].id, doomed.id);
+    assert_eq!(store.queue_depth("q").await.unwrap(), QueueDepth { pending: 0, leased: 1, dead: 0 });
+}
+
+async fn event_listing_pages_newest_first_and_filters(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let a = tenant(&*store, "a").await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut e = new_event(&a, &format!(r#"{{"i":{i}}}"#), None);
+        e.created_at = t0() + Duration::seconds(i);
+        if i % 2 == 0 {
+            e.event_type = "order.paid".into();
+        }
+        ids.push(e.id.clone());
+        store.create_event(&e, &[]).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut page = Page { limit: 3, before: None };
+    loop {
+        let batch = store.list_events(a.as_str(), &EventFilter { page: page.clone(), ..Default::default() }).await.unwrap();
+        seen.extend(batch.iter().map(|e| e.id.clone()));
+        if batch.len() < 3 {
+            break;
+        }
+        page.before = Some(batch.last().unwrap().id.to_string());
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "pages walk every event once, newest first");
+
+    let paid = EventFilter { event_type: Some("order.paid".into()), ..Default::default() };
+    assert_eq!(store.list_events(a.as_str(), &paid).await.unwrap().len(), 4);
+    let window = EventFilter {
+        created_after: Some(t0() + Duration::seconds(1)),
+        created_before: Some(t0() + Duration::seconds(4)),
+        ..Default::default()
+    };
+    assert_eq!(store.list_events(a.as_str(), &window).await.unwrap().len(), 2);
+}
+
+async fn concurrent_claimers_never_share_a_job(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let a = tenant(&*store, "a").await;
+    let jobs: Vec<_> = (0..300).map(|_| job(&a, "work", t0())).collect();
+    store.enqueue(&jobs).await.unwrap();
+    let claimers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = store.claim("work", 7, t0(), Duration::seconds(60)).await.unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    for job in batch {
+                        assert!(store.ack(&job.lease).await.unwrap());
+                        mine.push(job.id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 300, "every job claimed");
+    assert_eq!(unique.len(), 300, "no job claimed twice");
+}
+
+async fn an_expired_lease_is_claimed_again_and_the_old_lease_is_void(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let a = tenant(&*store, "a").await;
+    store.enqueue(&[job(&a, "q", t0())]).await.unwrap();
+    let lease = Duration::seconds(30);
+    let first = store.claim("q", 1, t0(), lease).await.unwrap().remove(0);
+    assert_eq!(first.attempts, 1);
+    assert!(store.claim("q", 1, t0() + Duration::seconds(29), lease).await.unwrap().is_empty(), "leased jobs are not claimable");
+    assert_eq!(store.next_due("q").await.unwrap(), Some(t0() + lease));
+
+    // The first worker "crashed"; after the lease expires someone else gets the job.
+    let second = store.claim("q", 1, t0() + Duration::seconds(31), lease).await.unwrap().remove(0);
+    assert_eq!((second.id.clone(), second.attempts), (first.id.clone(), 2));
+    assert!(!store.ack(&first.lease).await.unwrap(), "the expired lease can no longer ack");
+    assert!(store.extend_lease(&second.lease, t0() + Duration::minutes(5)).await.unwrap());
+    assert!(store.ack(&second.lease).await.unwrap());
+    assert_eq!(store.queue_depth("q").await.unwrap(), QueueDepth::default());
+}
+
+async fn retried_jobs_wait_until_their_time_and_dead_letters_stay_parked(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let a = tenant(&*store, "a").await;
+    store.enqueue(&[job(&a, "q", t0()), job(&a, "q", t0())]).await.unwrap();
+    let mut claimed = store.claim("q", 2, t0(), Duration::seconds(30)).await.unwrap();
+    let (retried, parked) = (claimed.remove(0), claimed.remove(0));
+    let later = t0() + Duration::minutes(5);
+    assert!(store.retry_at(&retried.lease, later, "HTTP 503").await.unwrap());
+    assert!(store.dead_letter(&parked.lease, t0(), "gave up").await.unwrap());
+    assert_eq!(store.queue_depth("q").await.unwrap(), QueueDepth { pending: 1, leased: 0, dead: 1 });
+
+    assert!(store.claim("q", 5, later - Duration::seconds(1), Duration::seconds(30)).await.unwrap().is_empty());
+    let again = store.claim("q", 5, later, Duration::seconds(30)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((&again[0].id, again[0].attempts, again[0].last_error.as_deref()), (&retried.id, 2, Some("HTTP 503")));
+    assert!(store.ack(&again[0].lease).await.unwrap());
+    assert!(store.claim("q", 5, later + Duration::days(30), Duration::seconds(30)).await.unwrap().is_empty(), "dead letters are never claimed");
+}
+
+async fn workers_wake_on_enqueue_and_drain_on_shutdown(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let a = tenant(&*store, "a").await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut config = WorkerConfig::new("wake");
+    // A long idle wait proves the wake-up comes from the signal, not from polling.
+    config.max_idle_wait = std::time::Duration::from_secs(3600);
+    let worker = tokio::spawn(run_worker(store.clone(), clock.clone() as Arc<dyn Clock>, config, shutdown.clone(), {
+        let handled = handled.clone();
+        move |_job| {
+            let handled = handled.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                handled.fetch_add(1, Ordering::SeqCst);
+                JobOutcome::Done
+            }
+        }
+    }));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let jobs: Vec<_> = (0..20).map(|_| job(&a, "wake", t0())).collect();
+    store.enqueue(&jobs).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while handled.load(Ordering::SeqCst) < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "workers did not wake: {} handled", handled.load(Ordering::SeqCst));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Jobs in hand when shutdown starts are finished before the worker returns.
+    store.enqueue(&(0..5).map(|_| job(&a, "wake", t0())).collect::<Vec<_>>()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    shutdown.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(10), worker).await.expect("drained in time").unwrap();
+    let depth = store.queue_depth("wake").await.unwrap();
+    assert_eq!(depth.leased, 0, "no job is left leased after a graceful stop");
+    assert_eq!(handled.load(Ordering::SeqCst) as u64 + depth.pending, 25);
+}
+
+async fn secrets_are_isolated_and_resealed_only_from_the_expected_key(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let (a, b) = (tenant(&*store, "a").await, tenant(&*store, "b").await);
+    let secret = StoredSecret {
+        id: Id::new(IdKind::Secret),
+        tenant_id: a.clone(),
+        key_id: "mk_old".into(),
+        ciphertext: vec![1, 2, 3],
+        updated_at: t0(),
+    };
+    store.put_secret(&secret).await.unwrap();
+    assert_eq!(store.get_secret(a.as_str(), secret.id.as_str()).await.unwrap().unwrap(), secret);
+    assert!(store.get_secret(b.as_str(), secret.id.as_str()).await.unwrap().is_none());
+
+    assert_eq!(store.count_secrets_sealed_with_other_keys("mk_new").await.unwrap(), 1);
+    let stale = store.secrets_sealed_with_other_keys(a.as_str(), "mk_new", None, 10).await.unwrap();
+    assert_eq!(stale, vec![secret.clone()]);
+    let resealed = StoredSecret { key_id: "mk_new".into(), ciphertext: vec![9], ..secret.clone() };
+    assert!(!store.reseal_secret(&resealed, "mk_other").await.unwrap(), "a changed secret is not overwritten");
+    assert!(store.reseal_secret(&resealed, "mk_old").await.unwrap());
+    assert_eq!(store.count_secrets_sealed_with_other_keys("mk_new").await.unwrap(), 0);
+}
+
+/// Two stores on one PostgreSQL database stand for two `serve` processes: an enqueue in one
+/// wakes the workers of the other through LISTEN/NOTIFY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notify_wakes_workers_of_another_process() {
+    let Some(db) = TestDb::postgres() else { return };
+    let (producer, consumer) = (db.open().await, db.open().await);
+    let a = tenant(&*producer, "a").await;
+    let mut signal = consumer.job_signal();
+    signal.borrow_and_update();
+    producer.enqueue(&[job(&a, "x", t0())]).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), signal.changed())
+        .await
+        .expect("the other process is notified")
+        .unwrap();
+    assert_eq!(consumer.claim("x", 1, t0(), Duration::seconds(5)).await.unwrap().len(), 1);
+}
