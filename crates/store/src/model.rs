@@ -91,6 +91,22 @@ pub struct NewApiKey {
     pub created_at: Timestamp,
 }
 
+impl NewApiKey {
+    /// The key as it reads back right after being stored.
+    pub fn as_stored(&self) -> ApiKey {
+        ApiKey {
+            id: self.id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            name: self.name.clone(),
+            scope: self.scope,
+            masked: self.masked.clone(),
+            expires_at: self.expires_at,
+            revoked_at: None,
+            created_at: self.created_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventType {
     pub id: Id,

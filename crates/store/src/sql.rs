@@ -145,19 +145,6 @@ macro_rules! store_impl {
             Ok(())
         }
 
-        fn key_from_new(k: &NewApiKey) -> ApiKey {
-            ApiKey {
-                id: k.id.clone(),
-                tenant_id: k.tenant_id.clone(),
-                name: k.name.clone(),
-                scope: k.scope,
-                masked: k.masked.clone(),
-                expires_at: k.expires_at,
-                revoked_at: None,
-                created_at: k.created_at,
-            }
-        }
-
         async fn insert_jobs(c: &mut Conn, jobs: &[NewJob]) -> Result<()> {
             for job in jobs {
                 sqlx::query(
@@ -269,7 +256,7 @@ macro_rules! store_impl {
                 let key = key.clone();
                 self.write(move |c| Box::pin(async move {
                     insert_api_key(c, &key).await?;
-                    Ok(key_from_new(&key))
+                    Ok(key.as_stored())
                 }))
                 .await
             }

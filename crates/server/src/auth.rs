@@ -1,0 +1,98 @@
+//! API-key authentication (`Authorization: Bearer sk_…`), scope checks and per-key rate limits.
+
+use std::num::NonZeroU32;
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use switchboard_core::api_key;
+use switchboard_store::{ApiKey, Scope};
+
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key: ApiKey,
+    /// Keys of the operator tenant may manage other tenants.
+    pub is_operator: bool,
+}
+
+impl Caller {
+    pub fn tenant_id(&self) -> &str {
+        self.key.tenant_id.as_str()
+    }
+
+    pub fn require(&self, scope: Scope) -> ApiResult<()> {
+        if self.key.scope.allows(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("This API key has the {} scope; this request needs {scope}", self.key.scope)))
+        }
+    }
+
+    pub fn require_operator(&self) -> ApiResult<()> {
+        self.require(Scope::Admin)?;
+        if self.is_operator {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("Only admin keys of the operator tenant may manage tenants"))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header_value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("An API key is required: send Authorization: Bearer sk_…"))?;
+        let token = header_value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| t.starts_with(api_key::TOKEN_PREFIX))
+            .ok_or_else(|| ApiError::unauthorized("The Authorization header must be Bearer sk_…"))?;
+        let (key, is_operator) = state
+            .store
+            .authenticate(&api_key::hash(token))
+            .await?
+            .filter(|(key, _)| key.is_usable_at(state.clock.now()))
+            .ok_or_else(|| ApiError::unauthorized("The API key is invalid, revoked or expired"))?;
+        if let Some(limiter) = &state.limiter {
+            limiter.check(key.id.as_str())?;
+        }
+        Ok(Caller { key, is_operator })
+    }
+}
+
+/// A token bucket per API key. Idle keys are forgotten periodically, so memory stays bounded
+/// by the keys active in the last interval.
+pub struct KeyRateLimiter {
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl KeyRateLimiter {
+    pub fn new(per_second: NonZeroU32) -> Self {
+        Self { limiter: governor::RateLimiter::keyed(Quota::per_second(per_second)) }
+    }
+
+    fn check(&self, key_id: &str) -> ApiResult<()> {
+        self.limiter.check_key(&key_id.to_string()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::rate_limited(wait.as_secs().max(1))
+        })
+    }
+
+    /// Drops the state of keys whose buckets are full again.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}

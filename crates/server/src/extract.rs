@@ -1,0 +1,186 @@
+//! Extractors that turn every kind of bad input into a problem naming the field: wrong content
+//! type (415), oversize body (413), malformed JSON (400), unknown or mistyped fields (422),
+//! bad query parameters (400).
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::problem::ApiError;
+
+/// A JSON request body.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::unsupported_media_type("The request body must be JSON (Content-Type: application/json)")
+                .with_field("Content-Type", "expected application/json"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(body_limit_hint())
+            } else {
+                ApiError::bad_request("The request body could not be read")
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// The body limit, for error messages; set once at start-up.
+static BODY_LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+pub(crate) fn set_body_limit_hint(limit: usize) {
+    let _ = BODY_LIMIT.set(limit);
+}
+
+fn body_limit_hint() -> usize {
+    BODY_LIMIT.get().copied().unwrap_or(crate::DEFAULT_MAX_BODY_BYTES)
+}
+
+/// Parses JSON, telling syntax errors (400) from well-formed JSON of the wrong shape (422).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::malformed("body", "the body is empty; a JSON object is expected"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(value) => Ok(value),
+        Err(error) => {
+            let field = field_name(error.path());
+            let inner = error.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data => Err(ApiError::validation(field, clean_serde_message(&inner))),
+                _ => Err(ApiError::malformed("body", format!("invalid JSON at line {} column {}", inner.line(), inner.column()))),
+            }
+        }
+    }
+}
+
+/// `payload.items[0].sku` from a serde path; `body` for the document itself.
+fn field_name(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            serde_path_to_error::Segment::Enum { variant } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(variant);
+            }
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    if out.is_empty() { "body".to_string() } else { out }
+}
+
+/// serde's messages end with " at line 1 column 17"; the field name already says where.
+fn clean_serde_message(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+/// Query parameters, refused with a 400 naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded_deserializer(query);
+        serde_path_to_error::deserialize::<_, T>(de).map(ApiQuery).map_err(|error| {
+            let field = field_name(error.path());
+            let detail = error.into_inner().to_string();
+            let field = if field == "body" { query_field_from_message(&detail) } else { field };
+            ApiError::malformed(field, detail)
+        })
+    }
+}
+
+fn serde_urlencoded_deserializer(query: &str) -> serde_urlencoded::Deserializer<'_> {
+    serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()))
+}
+
+/// serde reports a missing or unknown parameter as "missing field `x`" without a path.
+fn query_field_from_message(message: &str) -> String {
+    message.split('`').nth(1).unwrap_or("query").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        sku: u32,
+    }
+
+    fn field_errors(e: &ApiError) -> Vec<String> {
+        e.to_problem().errors.into_iter().map(|f| f.field).collect()
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_shape_errors_422_naming_the_field() {
+        let e = parse_json::<Body>(b"{\"name\": ").unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+
+        let e = parse_json::<Body>(br#"{"name":"a","items":[{"sku":"x"}]}"#).unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(field_errors(&e), vec!["items[0].sku"]);
+
+        let e = parse_json::<Body>(br#"{"name":"a","items":[],"extra":1}"#).unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.to_problem().errors[0].detail.contains("extra"), "{:?}", e.to_problem());
+
+        let e = parse_json::<Body>(br#"{"items":[]}"#).unwrap_err();
+        assert!(e.to_problem().errors[0].detail.contains("name"));
+
+        let e = parse_json::<Body>(b"  ").unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+}

@@ -1,0 +1,111 @@
+//! The HTTP layer: axum routes, API-key auth with scopes, problem+json errors, the OpenAPI
+//! document and docs page, health and metrics endpoints.
+
+pub mod auth;
+pub mod extract;
+pub mod metrics;
+mod middleware;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+pub mod schemas;
+mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Request, header};
+use axum::response::{Html, IntoResponse};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use problem::{ApiError, ApiResult, Problem};
+pub use state::{AppState, DEFAULT_MAX_BODY_BYTES, ServerConfig};
+
+use routes::{api_keys, event_types, events, health, tenants};
+
+/// The OpenAPI document describing every route of [`router`].
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi_json))
+        .routes(routes!(docs_page))
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(tenants::get_tenant))
+        .routes(routes!(tenants::create_tenant_api_key))
+        .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
+        .routes(routes!(api_keys::get_api_key, api_keys::revoke_api_key))
+        .routes(routes!(event_types::create_event_type, event_types::list_event_types))
+        .routes(routes!(event_types::get_event_type, event_types::update_event_type))
+        .routes(routes!(events::create_event, events::list_events))
+        .routes(routes!(events::get_event))
+        .split_for_parts();
+    OpenApiRouter::with_openapi(openapi::finish(doc)).merge(router.into())
+}
+
+/// The OpenAPI 3.1 document of this server.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations", responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], state.openapi_json.clone())
+}
+
+/// Human-readable API documentation.
+#[utoipa::path(get, path = "/api/docs", tag = "operations", responses((status = 200, description = "An HTML page", content_type = "text/html", body = String)))]
+async fn docs_page(State(state): State<AppState>) -> Html<String> {
+    Html(state.docs_html.clone())
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("route")
+}
+
+/// The whole application: routes, documentation and every middleware.
+pub fn router(state: AppState) -> Router {
+    extract::set_body_limit_hint(state.config.max_body_bytes);
+    let (api, _) = api_routes().split_for_parts();
+    api.fallback(fallback)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::enforce_timeout))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::track_metrics))
+        .layer(axum::middleware::from_fn(middleware::normalize_problems))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then finishes the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Some(limiter_state) = state.limiter.is_some().then(|| state.clone()) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Some(limiter) = &limiter_state.limiter {
+                    limiter.forget_idle();
+                }
+            }
+        });
+    }
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

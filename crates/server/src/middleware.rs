@@ -1,0 +1,87 @@
+//! Cross-cutting request handling: problem normalisation, metrics, timeouts.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::problem::{PROBLEM_CONTENT_TYPE, Problem, problem_for, problem_response};
+use crate::state::AppState;
+use crate::problem::ApiError;
+
+/// Problem bodies are small; anything larger is not one of ours and is replaced.
+const MAX_PROBLEM_BYTES: usize = 64 * 1024;
+
+/// Makes every error response a problem document carrying the request path and id, whoever
+/// produced it: our handlers, axum's router (405), a layer (413) or the panic catcher.
+pub async fn normalize_problems(request: Request, next: Next) -> Response {
+    let instance = request.uri().path().to_string();
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let is_problem = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_CONTENT_TYPE.as_bytes());
+    let mut problem = match is_problem {
+        true => axum::body::to_bytes(body, MAX_PROBLEM_BYTES)
+            .await
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Problem>(&bytes).ok()),
+        false => None,
+    }
+    .unwrap_or_else(|| generic_problem(status));
+    problem.instance = Some(instance);
+    problem.request_id = request_id;
+    let rebuilt = problem_response(status, &problem);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+    Response::from_parts(parts, rebuilt.into_body())
+}
+
+fn generic_problem(status: StatusCode) -> Problem {
+    let (slug, detail) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "This method is not allowed on this path; see the Allow header"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "The request body is too large"),
+        StatusCode::NOT_FOUND => ("not-found", "No such resource"),
+        s if s.is_server_error() => ("internal", "An internal error occurred; it has been logged"),
+        _ => ("http-error", "The request could not be served"),
+    };
+    problem_for(status, slug, Some(detail.to_string()), Vec::new())
+}
+
+/// Counts and times every request by its route template (never the raw path, which would
+/// make label cardinality unbounded).
+pub async fn track_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    let labels = RouteLabels { method: method.clone(), route: route.clone() };
+    state.metrics.request_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    state.metrics.requests.get_or_create(&RequestLabels { method, route, status: response.status().as_u16() }).inc();
+    response
+}
+
+/// Abandons a request that runs longer than the configured timeout.
+pub async fn enforce_timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout().into_response(),
+    }
+}
+
+/// A panic becomes a plain 500 problem; its message goes to the log only.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic");
+    ApiError::internal(&format!("handler panicked: {message}")).into_response()
+}

@@ -1,0 +1,194 @@
+//! API keys of the caller's tenant: create (the token is shown once), list (masked), revoke.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use switchboard_core::{Id, IdKind, api_key};
+use switchboard_store::{ApiKey, NewApiKey, Scope};
+use utoipa::ToSchema;
+
+use super::{ListResponse, PageParams, path_id};
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeName {
+    Read,
+    Write,
+    Admin,
+}
+
+impl From<ScopeName> for Scope {
+    fn from(s: ScopeName) -> Self {
+        match s {
+            ScopeName::Read => Scope::Read,
+            ScopeName::Write => Scope::Write,
+            ScopeName::Admin => Scope::Admin,
+        }
+    }
+}
+
+/// The scopes a key holds: its own and every scope below it.
+fn implied_scopes(scope: Scope) -> Vec<ScopeName> {
+    [(Scope::Read, ScopeName::Read), (Scope::Write, ScopeName::Write), (Scope::Admin, ScopeName::Admin)]
+        .into_iter()
+        .filter(|(s, _)| scope.allows(*s))
+        .map(|(_, name)| name)
+        .collect()
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// A label for people, e.g. "billing service".
+    pub name: String,
+    /// `admin` ⊇ `write` ⊇ `read`; the key gets the highest scope listed.
+    pub scopes: Vec<ScopeName>,
+    /// When the key stops working; never when absent.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An API key as listed: never the token itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyOut {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub scopes: Vec<ScopeName>,
+    /// The first and last characters of the token, e.g. `sk_AbCd…wXyZ`.
+    pub masked: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A newly created key. `token` is shown this once and cannot be retrieved again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyCreated {
+    #[serde(flatten)]
+    pub key: ApiKeyOut,
+    pub token: String,
+}
+
+impl From<ApiKey> for ApiKeyOut {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id.to_string(),
+            tenant_id: k.tenant_id.to_string(),
+            name: k.name,
+            scopes: implied_scopes(k.scope),
+            masked: k.masked,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            created_at: k.created_at,
+        }
+    }
+}
+
+/// Validates a key request and mints the token; used for a tenant's own keys and by the
+/// operator for other tenants.
+pub(crate) fn new_key(state: &AppState, tenant_id: &Id, request: CreateApiKey) -> ApiResult<(String, NewApiKey)> {
+    let name = request.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::validation("name", "must be 1 to 200 characters"));
+    }
+    let scope = request.scopes.iter().copied().map(Scope::from).max().ok_or_else(|| {
+        ApiError::validation("scopes", "at least one of admin, write, read is required")
+    })?;
+    let now = state.clock.now();
+    if request.expires_at.is_some_and(|at| at <= now) {
+        return Err(ApiError::validation("expires_at", "must be in the future"));
+    }
+    let minted = api_key::mint();
+    let key = NewApiKey {
+        id: Id::new(IdKind::ApiKey),
+        tenant_id: tenant_id.clone(),
+        name: name.to_string(),
+        scope,
+        key_hash: minted.hash,
+        masked: minted.masked,
+        expires_at: request.expires_at,
+        created_at: now,
+    };
+    Ok((minted.token, key))
+}
+
+/// Creates an API key in the caller's tenant (admin scope).
+#[utoipa::path(
+    post,
+    path = "/api/api-keys",
+    tag = "api keys",
+    request_body = CreateApiKey,
+    responses((status = 201, body = ApiKeyCreated)),
+    security(("api_key" = []))
+)]
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateApiKey>,
+) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
+    caller.require(Scope::Admin)?;
+    let (token, key) = new_key(&state, &caller.key.tenant_id, request)?;
+    let stored = state.store.create_api_key(&key).await?;
+    Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: stored.into(), token })))
+}
+
+/// Lists the caller's tenant's API keys, masked (admin scope).
+#[utoipa::path(
+    get,
+    path = "/api/api-keys",
+    tag = "api keys",
+    params(PageParams),
+    responses((status = 200, body = ListResponse<ApiKeyOut>)),
+    security(("api_key" = []))
+)]
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<ListResponse<ApiKeyOut>>> {
+    caller.require(Scope::Admin)?;
+    let page = params.to_page(IdKind::ApiKey)?;
+    let rows = state.store.list_api_keys(caller.tenant_id(), &page).await?;
+    Ok(Json(ListResponse::from_rows(rows, &page, |k| k.id.to_string(), ApiKeyOut::from)))
+}
+
+/// One API key of the caller's tenant, masked (admin scope).
+#[utoipa::path(
+    get,
+    path = "/api/api-keys/{key_id}",
+    tag = "api keys",
+    params(("key_id" = String, Path, description = "The key id (`key_…`)")),
+    responses((status = 200, body = ApiKeyOut), (status = 404, description = "No such key in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get_api_key(State(state): State<AppState>, caller: Caller, Path(key_id): Path<String>) -> ApiResult<Json<ApiKeyOut>> {
+    caller.require(Scope::Admin)?;
+    let id = path_id(IdKind::ApiKey, &key_id, "API key")?;
+    let key = state.store.get_api_key(caller.tenant_id(), id.as_str()).await?.ok_or_else(|| ApiError::not_found("API key"))?;
+    Ok(Json(key.into()))
+}
+
+/// Revokes an API key of the caller's tenant at once (admin scope).
+#[utoipa::path(
+    delete,
+    path = "/api/api-keys/{key_id}",
+    tag = "api keys",
+    params(("key_id" = String, Path, description = "The key id (`key_…`)")),
+    responses((status = 204, description = "Revoked"), (status = 404, description = "No such unrevoked key in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn revoke_api_key(State(state): State<AppState>, caller: Caller, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
+    caller.require(Scope::Admin)?;
+    let id = path_id(IdKind::ApiKey, &key_id, "API key")?;
+    if state.store.revoke_api_key(caller.tenant_id(), id.as_str(), state.clock.now()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("API key"))
+    }
+}

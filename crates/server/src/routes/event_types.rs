@@ -1,0 +1,184 @@
+//! Event types: the names events may carry, each with an optional JSON Schema for payloads.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use switchboard_core::{Id, IdKind};
+use switchboard_store::{EventType, EventTypePatch, NewEventType, Scope};
+use utoipa::ToSchema;
+
+use super::{ListResponse, PageParams};
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEventType {
+    /// Dot-separated segments of letters, digits, `_` and `-`, e.g. `video.generated`.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// A JSON Schema (draft 2020-12 by default) that payloads of this type must satisfy.
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEventType {
+    pub description: Option<String>,
+    /// A new schema, or `null` to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Option<Value>>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Value>>, D::Error> {
+    Option::<Value>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventTypeOut {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Value>,
+    /// Increases with every change.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<EventType> for EventTypeOut {
+    fn from(t: EventType) -> Self {
+        Self {
+            id: t.id.to_string(),
+            name: t.name,
+            description: t.description,
+            schema: t.schema.and_then(|s| serde_json::from_str(&s).ok()),
+            version: t.version,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+pub fn check_event_type_name(field: &str, name: &str) -> ApiResult<()> {
+    let valid_segment = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if name.len() > 128 || !name.split('.').all(valid_segment) {
+        return Err(ApiError::validation(
+            field,
+            "must be 1 to 128 characters: dot-separated segments of letters, digits, '_' and '-'",
+        ));
+    }
+    Ok(())
+}
+
+fn check_schema(schema: &Value) -> ApiResult<String> {
+    crate::schemas::compile(schema).map_err(|reason| ApiError::validation("schema", format!("not a valid JSON Schema: {reason}")))?;
+    Ok(schema.to_string())
+}
+
+/// Registers an event type (write scope).
+#[utoipa::path(
+    post,
+    path = "/api/event-types",
+    tag = "events",
+    request_body = CreateEventType,
+    responses((status = 201, body = EventTypeOut), (status = 409, description = "The name is taken", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn create_event_type(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateEventType>,
+) -> ApiResult<(StatusCode, Json<EventTypeOut>)> {
+    caller.require(Scope::Write)?;
+    check_event_type_name("name", &request.name)?;
+    if request.description.len() > 2000 {
+        return Err(ApiError::validation("description", "must be at most 2000 characters"));
+    }
+    let schema = request.schema.as_ref().map(check_schema).transpose()?;
+    let new = NewEventType {
+        id: Id::new(IdKind::EventType),
+        tenant_id: caller.key.tenant_id.clone(),
+        name: request.name,
+        description: request.description,
+        schema,
+        created_at: state.clock.now(),
+    };
+    let created = state.store.create_event_type(&new).await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
+}
+
+/// Lists event types (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/event-types",
+    tag = "events",
+    params(PageParams),
+    responses((status = 200, body = ListResponse<EventTypeOut>)),
+    security(("api_key" = []))
+)]
+pub async fn list_event_types(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<ListResponse<EventTypeOut>>> {
+    caller.require(Scope::Read)?;
+    let page = params.to_page(IdKind::EventType)?;
+    let rows = state.store.list_event_types(caller.tenant_id(), &page).await?;
+    Ok(Json(ListResponse::from_rows(rows, &page, |t| t.id.to_string(), EventTypeOut::from)))
+}
+
+/// One event type by name (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/event-types/{name}",
+    tag = "events",
+    params(("name" = String, Path, description = "The event type name")),
+    responses((status = 200, body = EventTypeOut), (status = 404, description = "No such event type", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get_event_type(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<EventTypeOut>> {
+    caller.require(Scope::Read)?;
+    let found = state.store.get_event_type(caller.tenant_id(), &name).await?.ok_or_else(|| ApiError::not_found("event type"))?;
+    Ok(Json(found.into()))
+}
+
+/// Changes an event type's description or schema (write scope).
+#[utoipa::path(
+    patch,
+    path = "/api/event-types/{name}",
+    tag = "events",
+    params(("name" = String, Path, description = "The event type name")),
+    request_body = UpdateEventType,
+    responses((status = 200, body = EventTypeOut), (status = 404, description = "No such event type", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn update_event_type(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<UpdateEventType>,
+) -> ApiResult<Json<EventTypeOut>> {
+    caller.require(Scope::Write)?;
+    if request.description.as_ref().is_some_and(|d| d.len() > 2000) {
+        return Err(ApiError::validation("description", "must be at most 2000 characters"));
+    }
+    let schema = match &request.schema {
+        Some(Some(schema)) => Some(Some(check_schema(schema)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let patch = EventTypePatch { description: request.description, schema, updated_at: Some(state.clock.now()) };
+    let updated = state.store.update_event_type(caller.tenant_id(), &name, &patch).await?.ok_or_else(|| ApiError::not_found("event type"))?;
+    Ok(Json(updated.into()))
+}

@@ -1,0 +1,201 @@
+//! Events: what the product publishes. An accepted event is durable before the 2xx.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use switchboard_core::{Id, IdKind};
+use switchboard_store::{CreateEventOutcome, Event, EventFilter, Idempotency, NewEvent, Scope};
+use utoipa::{IntoParams, ToSchema};
+
+use super::event_types::check_event_type_name;
+use super::{ListResponse, PageParams, path_id};
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::metrics::EventLabels;
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEvent {
+    /// A registered event type name.
+    pub event_type: String,
+    /// Any JSON value; validated against the event type's schema when it has one.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventOut {
+    /// `evt_…`, sortable by creation time.
+    pub id: String,
+    pub event_type: String,
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TryFrom<Event> for EventOut {
+    type Error = ApiError;
+    fn try_from(e: Event) -> ApiResult<Self> {
+        Ok(Self {
+            id: e.id.to_string(),
+            event_type: e.event_type,
+            payload: RawValue::from_string(e.payload).map_err(|err| ApiError::internal(&format!("stored payload is not JSON: {err}")))?,
+            idempotency_key: e.idempotency_key,
+            created_at: e.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// Items per page, 1 to 100 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only events of this type.
+    pub event_type: Option<String>,
+    /// Only events created strictly after this time (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only events created strictly before this time (RFC 3339).
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else { return Ok(None) };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| ApiError::malformed("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters")))?;
+    Ok(Some(key.to_string()))
+}
+
+/// Publishes an event (write scope). With an `Idempotency-Key` header, a repeat of the same
+/// request returns the first response (with `Idempotent-Replayed: true`); the same key with a
+/// different request is a 409.
+#[utoipa::path(
+    post,
+    path = "/api/events",
+    tag = "events",
+    request_body = CreateEvent,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 visible ASCII characters")),
+    responses(
+        (status = 201, body = EventOut, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier identical request"))),
+        (status = 409, description = "The idempotency key was used with a different request", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<CreateEvent>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Write)?;
+    let key = idempotency_key(&headers)?;
+    check_event_type_name("event_type", &request.event_type)?;
+    let tenant_id = caller.tenant_id();
+    let event_type = state.store.get_event_type(tenant_id, &request.event_type).await?.ok_or_else(|| {
+        state.metrics.events.get_or_create(&EventLabels { outcome: "rejected" }).inc();
+        ApiError::validation("event_type", format!("no event type named {:?} is registered", request.event_type))
+    })?;
+    if let Some(schema) = &event_type.schema {
+        state.schemas.validate(tenant_id, &event_type.name, event_type.version, schema, &request.payload).map_err(|errors| {
+            state.metrics.events.get_or_create(&EventLabels { outcome: "rejected" }).inc();
+            ApiError::validation_many(errors)
+        })?;
+    }
+    // serde_json maps are sorted, so this text is canonical: equal payloads hash equally.
+    let payload = request.payload.to_string();
+    let idempotency = key.map(|key| {
+        let mut digest = Sha256::new();
+        digest.update(request.event_type.as_bytes());
+        digest.update([0]);
+        digest.update(payload.as_bytes());
+        Idempotency { key, request_hash: hex::encode(digest.finalize()) }
+    });
+    let event = NewEvent {
+        id: Id::new(IdKind::Event),
+        tenant_id: caller.key.tenant_id.clone(),
+        event_type: request.event_type,
+        payload,
+        idempotency,
+        created_at: state.clock.now(),
+    };
+    let (event, replayed) = match state.store.create_event(&event, &[]).await? {
+        CreateEventOutcome::Created(event) => (event, false),
+        CreateEventOutcome::Replayed(event) => (event, true),
+        CreateEventOutcome::KeyReused => {
+            return Err(ApiError::conflict("This Idempotency-Key was already used with a different request")
+                .with_field("Idempotency-Key", "already used with a different request"));
+        }
+    };
+    let outcome = if replayed { "replayed" } else { "created" };
+    state.metrics.events.get_or_create(&EventLabels { outcome }).inc();
+    let mut response = (StatusCode::CREATED, Json(EventOut::try_from(event)?)).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Lists events, newest first (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    tag = "events",
+    params(EventQuery),
+    responses((status = 200, body = ListResponse<EventOut>)),
+    security(("api_key" = []))
+)]
+pub async fn list_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<EventQuery>,
+) -> ApiResult<Json<ListResponse<EventOut>>> {
+    caller.require(Scope::Read)?;
+    let page = PageParams { limit: query.limit, cursor: query.cursor }.to_page(IdKind::Event)?;
+    let filter = EventFilter {
+        page: page.clone(),
+        event_type: query.event_type,
+        created_after: query.created_after,
+        created_before: query.created_before,
+    };
+    let rows = state.store.list_events(caller.tenant_id(), &filter).await?;
+    let list = ListResponse::from_rows(rows, &page, |e| e.id.to_string(), |e| e);
+    Ok(Json(ListResponse {
+        data: list.data.into_iter().map(EventOut::try_from).collect::<ApiResult<_>>()?,
+        next_cursor: list.next_cursor,
+    }))
+}
+
+/// One event (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/events/{event_id}",
+    tag = "events",
+    params(("event_id" = String, Path, description = "The event id (`evt_…`)")),
+    responses((status = 200, body = EventOut), (status = 404, description = "No such event in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get_event(State(state): State<AppState>, caller: Caller, Path(event_id): Path<String>) -> ApiResult<Json<EventOut>> {
+    caller.require(Scope::Read)?;
+    let id = path_id(IdKind::Event, &event_id, "event")?;
+    let event = state.store.get_event(caller.tenant_id(), id.as_str()).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    Ok(Json(event.try_into()?))
+}

@@ -1,0 +1,69 @@
+//! One module per resource. Each handler is annotated for the OpenAPI document; the router
+//! in `lib.rs` collects them through `utoipa_axum`, so a route cannot exist undocumented.
+
+pub mod api_keys;
+pub mod event_types;
+pub mod events;
+pub mod health;
+pub mod tenants;
+
+use serde::{Deserialize, Serialize};
+use switchboard_core::{Id, IdKind};
+use switchboard_store::Page;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::problem::{ApiError, ApiResult};
+
+pub const MAX_PAGE: u32 = 100;
+pub const DEFAULT_PAGE: u32 = 50;
+
+/// Cursor pagination parameters shared by every list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1 to 100 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    /// Checks the parameters; the store is asked for one extra row to know whether another
+    /// page exists.
+    pub fn to_page(&self, kind: IdKind) -> ApiResult<Page> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::malformed("limit", format!("must be between 1 and {MAX_PAGE}")));
+        }
+        let before = match &self.cursor {
+            Some(cursor) => Some(Id::parse(kind, cursor).map_err(|e| ApiError::malformed("cursor", e.to_string()))?.to_string()),
+            None => None,
+        };
+        Ok(Page { limit: limit + 1, before })
+    }
+}
+
+/// A page of results, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListResponse<T> {
+    pub data: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+impl<T> ListResponse<T> {
+    /// Trims the extra row fetched by [`PageParams::to_page`] and derives the cursor.
+    pub fn from_rows<R>(mut rows: Vec<R>, page: &Page, id_of: impl Fn(&R) -> String, to_api: impl Fn(R) -> T) -> Self {
+        let more = rows.len() > (page.limit - 1) as usize;
+        rows.truncate((page.limit - 1) as usize);
+        let next_cursor = if more { rows.last().map(&id_of) } else { None };
+        Self { data: rows.into_iter().map(to_api).collect(), next_cursor }
+    }
+}
+
+/// Parses a path id of the expected kind; anything else is simply not found.
+pub fn path_id(kind: IdKind, raw: &str, what: &str) -> ApiResult<Id> {
+    Id::parse(kind, raw).map_err(|_| ApiError::not_found(what))
+}

@@ -1,0 +1,132 @@
+//! Tenants, managed by admin keys of the operator tenant (the one created at first start).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use switchboard_core::{Id, IdKind};
+use switchboard_store::{NewTenant, Tenant};
+use utoipa::ToSchema;
+
+use super::api_keys::{ApiKeyCreated, CreateApiKey, ScopeName, new_key};
+use super::{ListResponse, PageParams, path_id};
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantOut {
+    pub id: String,
+    pub name: String,
+    /// The operator tenant may manage other tenants.
+    pub is_operator: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new tenant and its first admin key (the token is shown this once).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantCreated {
+    pub tenant: TenantOut,
+    pub api_key: ApiKeyCreated,
+}
+
+impl From<Tenant> for TenantOut {
+    fn from(t: Tenant) -> Self {
+        Self { id: t.id.to_string(), name: t.name, is_operator: t.is_operator, created_at: t.created_at }
+    }
+}
+
+/// Creates a tenant with a first admin key (operator admin only).
+#[utoipa::path(
+    post,
+    path = "/api/tenants",
+    tag = "tenants",
+    request_body = CreateTenant,
+    responses((status = 201, body = TenantCreated)),
+    security(("api_key" = []))
+)]
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
+    caller.require_operator()?;
+    let name = request.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::validation("name", "must be 1 to 200 characters"));
+    }
+    let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: name.to_string(), created_at: state.clock.now() };
+    let first = CreateApiKey { name: "admin".into(), scopes: vec![ScopeName::Admin], expires_at: None };
+    let (token, key) = new_key(&state, &tenant.id, first)?;
+    let created = state.store.create_tenant(&tenant, Some(&key)).await?;
+    let api_key = ApiKeyCreated { key: key.as_stored().into(), token };
+    Ok((StatusCode::CREATED, Json(TenantCreated { tenant: created.into(), api_key })))
+}
+
+/// Lists tenants (operator admin only).
+#[utoipa::path(
+    get,
+    path = "/api/tenants",
+    tag = "tenants",
+    params(PageParams),
+    responses((status = 200, body = ListResponse<TenantOut>)),
+    security(("api_key" = []))
+)]
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<ListResponse<TenantOut>>> {
+    caller.require_operator()?;
+    let page = params.to_page(IdKind::Tenant)?;
+    let rows = state.store.list_tenants(&page).await?;
+    Ok(Json(ListResponse::from_rows(rows, &page, |t| t.id.to_string(), TenantOut::from)))
+}
+
+/// One tenant (operator admin only).
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tenant_id}",
+    tag = "tenants",
+    params(("tenant_id" = String, Path, description = "The tenant id (`ten_…`)")),
+    responses((status = 200, body = TenantOut), (status = 404, description = "No such tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get_tenant(State(state): State<AppState>, caller: Caller, Path(tenant_id): Path<String>) -> ApiResult<Json<TenantOut>> {
+    caller.require_operator()?;
+    let id = path_id(IdKind::Tenant, &tenant_id, "tenant")?;
+    let tenant = state.store.get_tenant(id.as_str()).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
+    Ok(Json(tenant.into()))
+}
+
+/// Creates an API key in another tenant (operator admin only).
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tenant_id}/api-keys",
+    tag = "tenants",
+    params(("tenant_id" = String, Path, description = "The tenant id (`ten_…`)")),
+    request_body = CreateApiKey,
+    responses((status = 201, body = ApiKeyCreated), (status = 404, description = "No such tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn create_tenant_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant_id): Path<String>,
+    ApiJson(request): ApiJson<CreateApiKey>,
+) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
+    caller.require_operator()?;
+    let id = path_id(IdKind::Tenant, &tenant_id, "tenant")?;
+    let tenant = state.store.get_tenant(id.as_str()).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
+    let (token, key) = new_key(&state, &tenant.id, request)?;
+    let stored = state.store.create_api_key(&key).await?;
+    Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: stored.into(), token })))
+}

@@ -1,0 +1,70 @@
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_core::{Clock, SecretBox};
+use switchboard_store::Store;
+
+use crate::auth::KeyRateLimiter;
+use crate::metrics::Metrics;
+use crate::schemas::SchemaCache;
+
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// A request still running after this is answered with a 503 problem.
+    pub request_timeout: Duration,
+    /// Requests per second allowed per API key; `None` for no limit.
+    pub rate_limit_per_key: Option<NonZeroU32>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: DEFAULT_MAX_BODY_BYTES, request_timeout: Duration::from_secs(30), rate_limit_per_key: None }
+    }
+}
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub secrets: Arc<SecretBox>,
+    pub config: ServerConfig,
+    pub metrics: Metrics,
+    pub schemas: SchemaCache,
+    pub limiter: Option<KeyRateLimiter>,
+    pub openapi_json: String,
+    pub docs_html: String,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, secrets: Arc<SecretBox>, config: ServerConfig) -> Self {
+        let limiter = config.rate_limit_per_key.map(KeyRateLimiter::new);
+        let document = crate::openapi_document();
+        Self(Arc::new(Inner {
+            openapi_json: serde_json::to_string(&document).expect("the OpenAPI document serialises"),
+            docs_html: crate::openapi::docs_html(&document),
+            store,
+            clock,
+            secrets,
+            metrics: Metrics::new(),
+            schemas: SchemaCache::default(),
+            limiter,
+            config,
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
