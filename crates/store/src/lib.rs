@@ -11,6 +11,7 @@ mod error;
 pub mod model;
 mod postgres;
 pub mod queue;
+pub mod secrets;
 mod sql;
 mod sqlite;
 #[cfg(feature = "testing")]

@@ -24,6 +24,7 @@ switchboard_store::conformance_tests!(
     retried_jobs_wait_until_their_time_and_dead_letters_stay_parked,
     workers_wake_on_enqueue_and_drain_on_shutdown,
     secrets_are_isolated_and_resealed_only_from_the_expected_key,
+    rotation_reseals_every_secret_of_every_tenant,
 );
 
 fn t0() -> Timestamp {
@@ -401,4 +402,34 @@ async fn postgres_notify_wakes_workers_of_another_process() {
         .expect("the other process is notified")
         .unwrap();
     assert_eq!(consumer.claim("x", 1, t0(), Duration::seconds(5)).await.unwrap().len(), 1);
+}
+
+/// After a key rotation every secret of every tenant is re-encrypted with the new key and
+/// still opens to the same plaintext.
+async fn rotation_reseals_every_secret_of_every_tenant(backend: Backend) {
+    use switchboard_core::{KeyRing, SecretBox};
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let mut ring = KeyRing::generate();
+    let old = SecretBox::new(KeyRing::parse(&ring.to_text()).unwrap());
+    let mut sealed = Vec::new();
+    for name in ["a", "b"] {
+        let t = tenant(&*store, name).await;
+        for i in 0..3 {
+            let secret = secrets::seal(&old, &t, format!("{name}-{i}").as_bytes(), t0());
+            store.put_secret(&secret).await.unwrap();
+            sealed.push((secret, format!("{name}-{i}")));
+        }
+    }
+    let new_id = ring.rotate();
+    let new = SecretBox::new(ring);
+    let reported = std::sync::Mutex::new(Vec::new());
+    let count = secrets::reseal_all(&*store, &new, t0(), |n| reported.lock().unwrap().push(n)).await.unwrap();
+    assert_eq!(count, 6);
+    assert_eq!(*reported.lock().unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    for (secret, plaintext) in sealed {
+        let now = store.get_secret(secret.tenant_id.as_str(), secret.id.as_str()).await.unwrap().unwrap();
+        assert_eq!(now.key_id, new_id);
+        assert_eq!(&secrets::open(&new, &now).unwrap()[..], plaintext.as_bytes());
+    }
+    assert_eq!(secrets::reseal_all(&*store, &new, t0(), |_| {}).await.unwrap(), 0, "a second run has nothing to do");
 }

@@ -1,0 +1,127 @@
+//! Settings: command-line flags, each also read from `SWITCHBOARD_<NAME>`, over an optional
+//! TOML file, over defaults.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the data lives; shared by every command.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StorageArgs {
+    /// Directory for the SQLite database and the master key file [default: ./switchboard-data]
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite://FILE or postgres://… (also read from DATABASE_URL) [default: SQLite in the data dir]
+    #[arg(long, env = "SWITCHBOARD_DATABASE_URL", value_name = "URL", global = true)]
+    pub database_url: Option<String>,
+    /// Database connections per process (PostgreSQL pool; SQLite readers) [default: 16]
+    #[arg(long, env = "SWITCHBOARD_DB_MAX_CONNECTIONS", value_name = "N", global = true)]
+    pub db_max_connections: Option<u32>,
+    /// A TOML file with any of these settings (flags and environment take precedence)
+    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr: text or json [default: text]
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_name = "FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Settings of `serve`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "SWITCHBOARD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Largest accepted request body in bytes [default: 1048576]
+    #[arg(long, env = "SWITCHBOARD_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Seconds before a request is abandoned with a 503 [default: 30]
+    #[arg(long, env = "SWITCHBOARD_REQUEST_TIMEOUT_SECS", value_name = "SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// Requests per second allowed per API key; 0 for no limit [default: 0]
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_PER_KEY", value_name = "N")]
+    pub rate_limit_per_key: Option<u32>,
+    /// Seconds to finish in-flight requests and work after SIGTERM/SIGINT [default: 30]
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
+}
+
+/// The TOML file: the same names as the flags, with underscores.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    db_max_connections: Option<u32>,
+    log_format: Option<LogFormat>,
+    listen: Option<SocketAddr>,
+    max_body_bytes: Option<usize>,
+    request_timeout_secs: Option<u64>,
+    rate_limit_per_key: Option<u32>,
+    shutdown_timeout_secs: Option<u64>,
+}
+
+/// The settled configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub log_format: LogFormat,
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub rate_limit_per_key: Option<NonZeroU32>,
+    pub shutdown_timeout: Duration,
+}
+
+impl Settings {
+    pub fn resolve(storage: &StorageArgs, serve: &ServeArgs) -> anyhow::Result<Self> {
+        let file = match &storage.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = storage.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./switchboard-data"));
+        let database_url = storage
+            .database_url
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty()))
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("switchboard.db").display()));
+        let max_body_bytes = serve.max_body_bytes.or(file.max_body_bytes).unwrap_or(switchboard_server::DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes == 0 {
+            bail!("max_body_bytes must be positive");
+        }
+        Ok(Self {
+            data_dir,
+            database_url,
+            db_max_connections: storage.db_max_connections.or(file.db_max_connections).unwrap_or(16).max(1),
+            log_format: storage.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            listen: serve.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            max_body_bytes,
+            request_timeout: Duration::from_secs(serve.request_timeout_secs.or(file.request_timeout_secs).unwrap_or(30).max(1)),
+            rate_limit_per_key: NonZeroU32::new(serve.rate_limit_per_key.or(file.rate_limit_per_key).unwrap_or(0)),
+            shutdown_timeout: Duration::from_secs(serve.shutdown_timeout_secs.or(file.shutdown_timeout_secs).unwrap_or(30)),
+        })
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}

@@ -1,0 +1,135 @@
+//! The `switchboard` binary.
+
+mod bootstrap;
+mod config;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchboard_core::{Clock, SystemClock};
+use tokio_util::sync::CancellationToken;
+
+use config::{LogFormat, ServeArgs, Settings, StorageArgs};
+
+/// Switchboard: a self-hosted integration hub.
+///
+/// Every flag can also be set with an environment variable (shown in brackets) or in a TOML
+/// file given with --config. Secrets come only from the environment: SWITCHBOARD_MASTER_KEY
+/// (the master key ring, instead of the key file in the data dir) and SWITCHBOARD_ADMIN_KEY
+/// (the first admin API key, used on the first start only).
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    storage: StorageArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API, the workers and the web UI (creates the data dir, database, master key and
+    /// first admin key on the first start)
+    Serve(ServeArgs),
+    /// Bring the database schema up to date, then exit
+    Migrate,
+    /// Manage the master encryption keys
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a new master key in front of the key file and re-encrypt every stored secret with it
+    Rotate,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let serve_args = match &cli.command {
+        Command::Serve(args) => args.clone(),
+        _ => ServeArgs::default(),
+    };
+    let settings = Settings::resolve(&cli.storage, &serve_args)?;
+    init_logging(settings.log_format);
+    match cli.command {
+        Command::Serve(_) => serve(settings).await,
+        Command::Migrate => {
+            let store = bootstrap::open_store(&settings).await?;
+            store.close().await;
+            println!("Database is up to date ({}).", switchboard_store::redact_url(&settings.database_url));
+            Ok(())
+        }
+        Command::Keys { action: KeysCommand::Rotate } => bootstrap::rotate_keys(&settings).await,
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let secrets = Arc::new(bootstrap::load_or_create_key_ring(&settings)?);
+    let store = bootstrap::open_store(&settings).await?;
+    bootstrap::first_admin_key(&*store, clock.now()).await?;
+
+    let config = switchboard_server::ServerConfig {
+        max_body_bytes: settings.max_body_bytes,
+        request_timeout: settings.request_timeout,
+        rate_limit_per_key: settings.rate_limit_per_key,
+    };
+    let state = switchboard_server::AppState::new(store.clone(), clock, secrets, config);
+    let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("listening on {}", settings.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, database = %switchboard_store::redact_url(&settings.database_url), "switchboard is serving");
+    println!("Listening on http://{address}");
+
+    let stop = CancellationToken::new();
+    tokio::spawn(wait_for_signal(stop.clone()));
+    let server = tokio::spawn(switchboard_server::serve(listener, state, stop.clone().cancelled_owned()));
+    stop.cancelled().await;
+    tracing::info!(deadline_secs = settings.shutdown_timeout.as_secs(), "shutting down: finishing in-flight requests");
+    match tokio::time::timeout(settings.shutdown_timeout, server).await {
+        Ok(result) => result.context("server task")?.context("serving")?,
+        Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown deadline"),
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal(stop: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    stop.cancel();
+}

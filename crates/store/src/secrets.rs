@@ -1,0 +1,73 @@
+//! Sealing values with the core secret box for storage, and re-encrypting them all after a
+//! key rotation.
+
+use switchboard_core::secret_box::Sealed;
+use switchboard_core::{Id, IdKind, SecretBox, SecretBoxError, Timestamp};
+use zeroize::Zeroizing;
+
+use crate::{Page, Store, StoredSecret};
+
+/// The associated data binding a ciphertext to its row: it cannot be moved to another row or
+/// tenant and still decrypt.
+fn context(tenant_id: &Id, secret_id: &Id) -> Vec<u8> {
+    format!("switchboard/secret/{tenant_id}/{secret_id}").into_bytes()
+}
+
+pub fn seal(secrets: &SecretBox, tenant_id: &Id, plaintext: &[u8], now: Timestamp) -> StoredSecret {
+    let id = Id::new(IdKind::Secret);
+    let sealed = secrets.seal(plaintext, &context(tenant_id, &id));
+    StoredSecret { id, tenant_id: tenant_id.clone(), key_id: sealed.key_id, ciphertext: sealed.ciphertext, updated_at: now }
+}
+
+pub fn open(secrets: &SecretBox, stored: &StoredSecret) -> Result<Zeroizing<Vec<u8>>, SecretBoxError> {
+    let sealed = Sealed { key_id: stored.key_id.clone(), ciphertext: stored.ciphertext.clone() };
+    secrets.open(&sealed, &context(&stored.tenant_id, &stored.id))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error(transparent)]
+    Store(#[from] crate::StoreError),
+    #[error("secret {id} of tenant {tenant_id} cannot be decrypted: {source}")]
+    Undecryptable { id: Id, tenant_id: Id, source: SecretBoxError },
+}
+
+/// Re-encrypts every secret not sealed with the primary key, tenant by tenant, reporting each
+/// re-encrypted secret to `progress`. Safe to interrupt and run again: it only touches
+/// secrets still sealed with an older key.
+pub async fn reseal_all(store: &dyn Store, secrets: &SecretBox, now: Timestamp, progress: impl Fn(u64)) -> Result<u64, RotationError> {
+    let primary = secrets.ring().primary_id().to_string();
+    let mut done = 0;
+    let mut tenants_page = Page { limit: 100, before: None };
+    loop {
+        let tenants = store.list_tenants(&tenants_page).await?;
+        for tenant in &tenants {
+            let mut after: Option<String> = None;
+            loop {
+                let batch = store.secrets_sealed_with_other_keys(tenant.id.as_str(), &primary, after.as_deref(), 200).await?;
+                for stored in &batch {
+                    let plaintext = open(secrets, stored).map_err(|source| RotationError::Undecryptable {
+                        id: stored.id.clone(),
+                        tenant_id: stored.tenant_id.clone(),
+                        source,
+                    })?;
+                    let sealed = secrets.seal(&plaintext, &context(&stored.tenant_id, &stored.id));
+                    let resealed = StoredSecret { key_id: sealed.key_id, ciphertext: sealed.ciphertext, updated_at: now, ..stored.clone() };
+                    if store.reseal_secret(&resealed, &stored.key_id).await? {
+                        done += 1;
+                        progress(done);
+                    }
+                }
+                match batch.last() {
+                    Some(last) if batch.len() == 200 => after = Some(last.id.to_string()),
+                    _ => break,
+                }
+            }
+        }
+        match tenants.last() {
+            Some(last) if tenants.len() == 100 => tenants_page.before = Some(last.id.to_string()),
+            _ => break,
+        }
+    }
+    Ok(done)
+}
