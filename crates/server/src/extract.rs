@@ -9,18 +9,18 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::problem::ApiError;
+use crate::state::AppState;
 
 /// A JSON request body.
 pub struct ApiJson<T>(pub T);
 
-impl<S, T> FromRequest<S> for ApiJson<T>
+impl<T> FromRequest<AppState> for ApiJson<T>
 where
-    S: Send + Sync,
     T: DeserializeOwned,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -37,24 +37,13 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(body_limit_hint())
+                ApiError::payload_too_large(state.config.max_body_bytes)
             } else {
                 ApiError::bad_request("The request body could not be read")
             }
         })?;
         parse_json(&bytes).map(ApiJson)
     }
-}
-
-/// The body limit, for error messages; set once at start-up.
-static BODY_LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-
-pub(crate) fn set_body_limit_hint(limit: usize) {
-    let _ = BODY_LIMIT.set(limit);
-}
-
-fn body_limit_hint() -> usize {
-    BODY_LIMIT.get().copied().unwrap_or(crate::DEFAULT_MAX_BODY_BYTES)
 }
 
 /// Parses JSON, telling syntax errors (400) from well-formed JSON of the wrong shape (422).

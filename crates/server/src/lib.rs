@@ -73,7 +73,6 @@ async fn fallback() -> ApiError {
 
 /// The whole application: routes, documentation and every middleware.
 pub fn router(state: AppState) -> Router {
-    extract::set_body_limit_hint(state.config.max_body_bytes);
     let (api, _) = api_routes().split_for_parts();
     api.fallback(fallback)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

@@ -1,0 +1,377 @@
+//! The HTTP API, end to end over loopback, on SQLite and on PostgreSQL.
+
+mod common;
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+
+use common::{TestServer, blamed_fields, expect_problem};
+use serde_json::{Value, json};
+use switchboard_server::ServerConfig;
+use switchboard_store::Backend;
+
+switchboard_store::conformance_tests!(
+    health_readiness_and_metrics_answer,
+    every_client_error_is_a_problem_naming_the_field,
+    a_database_failure_is_a_500_that_leaks_nothing,
+    oversize_bodies_are_413_and_bursts_are_429,
+    tenants_never_see_each_other,
+    api_keys_are_shown_once_listed_masked_and_revocable,
+    scopes_limit_what_a_key_may_do,
+    events_validate_against_their_type_schema,
+    idempotency_keys_replay_and_conflict,
+    fifty_parallel_idempotent_requests_create_one_event,
+    event_lists_page_and_filter,
+    the_openapi_document_describes_every_route,
+);
+
+async fn health_readiness_and_metrics_answer(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let health: Value = server.client.get(server.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = server.client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    server.event_type(&server.admin_key, "a.b", None).await;
+    server.post(&server.admin_key, "/api/events", &json!({"event_type": "a.b", "payload": {}})).await;
+
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"switchboard_http_requests_total{method="POST",route="/api/events",status="201"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"switchboard_events_total{outcome="created"} 1"#), "{metrics}");
+    assert!(metrics.contains("switchboard_http_request_duration_seconds_bucket"), "{metrics}");
+}
+
+async fn every_client_error_is_a_problem_naming_the_field(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let key = server.admin_key.clone();
+    server.event_type(&key, "user.created", None).await;
+    let events = server.url("/api/events");
+
+    // 400: malformed JSON.
+    let response = server.client.post(&events).bearer_auth(&key).header("content-type", "application/json").body("{\"event_type\":").send().await.unwrap();
+    assert_eq!(blamed_fields(&expect_problem(response, 400).await), vec!["body"]);
+    // 401: no key, a bad key.
+    let response = server.client.get(&events).send().await.unwrap();
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    expect_problem(response, 401).await;
+    expect_problem(server.get("sk_not-a-real-key-at-all-0000000", "/api/events").await, 401).await;
+    // 404: an unknown route, an unknown event, an id of the wrong kind.
+    expect_problem(server.get(&key, "/api/nothing-here").await, 404).await;
+    expect_problem(server.get(&key, "/api/events/evt_01jd0000000000000000000000").await, 404).await;
+    expect_problem(server.get(&key, "/api/events/key_01jd0000000000000000000000").await, 404).await;
+    // 405: wrong method, with Allow.
+    let response = server.client.delete(&events).bearer_auth(&key).send().await.unwrap();
+    assert!(response.headers()["allow"].to_str().unwrap().contains("POST"));
+    expect_problem(response, 405).await;
+    // 409: a duplicate event type.
+    let problem = expect_problem(server.post(&key, "/api/event-types", &json!({"name": "user.created"})).await, 409).await;
+    assert!(problem["detail"].as_str().unwrap().contains("event type"));
+    // 415: not JSON.
+    let response = server.client.post(&events).bearer_auth(&key).header("content-type", "text/plain").body("hi").send().await.unwrap();
+    assert_eq!(blamed_fields(&expect_problem(response, 415).await), vec!["Content-Type"]);
+    // 422: unknown field, wrong type, unknown event type, bad name.
+    let problem = expect_problem(server.post(&key, "/api/events", &json!({"event_type": "user.created", "payload": {}, "extra": 1})).await, 422).await;
+    assert!(problem["errors"][0]["detail"].as_str().unwrap().contains("extra"), "{problem}");
+    let problem = expect_problem(server.post(&key, "/api/events", &json!({"event_type": 5, "payload": {}})).await, 422).await;
+    assert_eq!(blamed_fields(&problem), vec!["event_type"]);
+    let problem = expect_problem(server.post(&key, "/api/events", &json!({"event_type": "nope.never", "payload": {}})).await, 422).await;
+    assert_eq!(blamed_fields(&problem), vec!["event_type"]);
+    let problem = expect_problem(server.post(&key, "/api/event-types", &json!({"name": "bad name!"})).await, 422).await;
+    assert_eq!(blamed_fields(&problem), vec!["name"]);
+    let problem = expect_problem(server.post(&key, "/api/event-types", &json!({"name": "x.y", "schema": {"type": 12}})).await, 422).await;
+    assert_eq!(blamed_fields(&problem), vec!["schema"]);
+    // 400: bad query parameters and headers name themselves.
+    assert_eq!(blamed_fields(&expect_problem(server.get(&key, "/api/events?limit=0").await, 400).await), vec!["limit"]);
+    assert_eq!(blamed_fields(&expect_problem(server.get(&key, "/api/events?limit=abc").await, 400).await), vec!["limit"]);
+    assert_eq!(blamed_fields(&expect_problem(server.get(&key, "/api/events?cursor=zzz").await, 400).await), vec!["cursor"]);
+    assert_eq!(blamed_fields(&expect_problem(server.get(&key, "/api/events?bogus=1").await, 400).await), vec!["bogus"]);
+    let response = server.client.post(&events).bearer_auth(&key).header("idempotency-key", "").json(&json!({"event_type": "user.created", "payload": {}})).send().await.unwrap();
+    assert_eq!(blamed_fields(&expect_problem(response, 400).await), vec!["Idempotency-Key"]);
+
+    // None of the refused requests wrote anything.
+    let list: Value = server.get(&key, "/api/events").await.json().await.unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+}
+
+async fn a_database_failure_is_a_500_that_leaks_nothing(backend: Backend) {
+    use sqlx::Connection;
+    let Some(server) = TestServer::start(backend).await else { return };
+    server.event_type(&server.admin_key, "a.b", None).await;
+    // Break the database under the running server.
+    match backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&server.db.options.url).await.unwrap();
+            sqlx::query("DROP TABLE events").execute(&mut conn).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&server.db.options.url).await.unwrap();
+            let schema = server.db.options.pg_schema.clone().unwrap();
+            sqlx::query(&format!("DROP TABLE {schema}.events")).execute(&mut conn).await.unwrap();
+        }
+    }
+    let response = server.get(&server.admin_key, "/api/events").await;
+    let problem = expect_problem(response, 500).await;
+    let text = problem.to_string().to_lowercase();
+    for leak in ["events", "table", "sqlite", "postgres", "relation", "sql"] {
+        assert!(!text.replace("/api/events", "").contains(leak), "the 500 leaks {leak:?}: {problem}");
+    }
+}
+
+async fn oversize_bodies_are_413_and_bursts_are_429(backend: Backend) {
+    let config = ServerConfig { max_body_bytes: 2048, rate_limit_per_key: NonZeroU32::new(5), ..Default::default() };
+    let Some(server) = TestServer::start_with(backend, config).await else { return };
+    server.event_type(&server.admin_key, "a.b", None).await;
+    let (_, other) = server.new_tenant("other").await;
+    let big = json!({"event_type": "a.b", "payload": {"blob": "x".repeat(4096)}});
+    let problem = expect_problem(server.post(&server.admin_key, "/api/events", &big).await, 413).await;
+    assert!(problem["detail"].as_str().unwrap().contains("2048"));
+
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let response = server.get(&server.admin_key, "/api/event-types").await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            assert!(response.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+            expect_problem(response, 429).await;
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "a burst past the quota is refused: {statuses:?}");
+    // Another key has its own bucket.
+    assert_eq!(server.get(&other, "/api/event-types").await.status(), 200);
+}
+
+async fn tenants_never_see_each_other(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let a = server.admin_key.clone();
+    let (b_id, b) = server.new_tenant("beta").await;
+    server.event_type(&a, "order.paid", None).await;
+    let created: Value = server.post(&a, "/api/events", &json!({"event_type": "order.paid", "payload": {"n": 1}})).await.json().await.unwrap();
+    let event_path = format!("/api/events/{}", created["id"].as_str().unwrap());
+
+    expect_problem(server.get(&b, &event_path).await, 404).await;
+    let list: Value = server.get(&b, "/api/events").await.json().await.unwrap();
+    assert!(list["data"].as_array().unwrap().is_empty());
+    expect_problem(server.get(&b, "/api/event-types/order.paid").await, 404).await;
+    // Tenant b has no such event type, so it cannot publish one.
+    expect_problem(server.post(&b, "/api/events", &json!({"event_type": "order.paid", "payload": {}})).await, 422).await;
+    // Keys of another tenant cannot be read or revoked.
+    let a_keys: Value = server.get(&a, "/api/api-keys").await.json().await.unwrap();
+    let a_key_id = a_keys["data"][0]["id"].as_str().unwrap().to_string();
+    expect_problem(server.get(&b, &format!("/api/api-keys/{a_key_id}")).await, 404).await;
+    let response = server.client.delete(server.url(&format!("/api/api-keys/{a_key_id}"))).bearer_auth(&b).send().await.unwrap();
+    expect_problem(response, 404).await;
+    // Only the operator manages tenants.
+    expect_problem(server.post(&b, "/api/tenants", &json!({"name": "gamma"})).await, 403).await;
+    expect_problem(server.get(&b, &format!("/api/tenants/{b_id}")).await, 403).await;
+    let tenant: Value = server.get(&a, &format!("/api/tenants/{b_id}")).await.json().await.unwrap();
+    assert_eq!(tenant["name"], "beta");
+}
+
+async fn api_keys_are_shown_once_listed_masked_and_revocable(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let admin = server.admin_key.clone();
+    let expires = "2030-01-01T00:00:00Z";
+    let created: Value = server
+        .post(&admin, "/api/api-keys", &json!({"name": "ci", "scopes": ["read"], "expires_at": expires}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("sk_") && token.len() >= 3 + 22);
+    assert_eq!(created["scopes"], json!(["read"]));
+
+    let listed = server.get(&admin, "/api/api-keys").await.text().await.unwrap();
+    assert!(!listed.contains(&token), "the token is never listed");
+    assert!(!listed.contains(&token[3..]), "nor its body");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let entry = listed["data"].as_array().unwrap().iter().find(|k| k["id"] == created["id"]).unwrap().clone();
+    assert!(entry["masked"].as_str().unwrap().contains('…'));
+    assert!(entry.get("token").is_none());
+
+    assert_eq!(server.get(&token, "/api/events").await.status(), 200);
+    // Expiry follows the server clock.
+    server.clock.set(chrono::DateTime::parse_from_rfc3339(expires).unwrap().into());
+    expect_problem(server.get(&token, "/api/events").await, 401).await;
+    server.clock.set(switchboard_core::from_micros(1_760_000_000_000_000));
+    assert_eq!(server.get(&token, "/api/events").await.status(), 200);
+
+    let id = created["id"].as_str().unwrap();
+    let response = server.client.delete(server.url(&format!("/api/api-keys/{id}"))).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+    expect_problem(server.get(&token, "/api/events").await, 401).await;
+    let revoked: Value = server.get(&admin, &format!("/api/api-keys/{id}")).await.json().await.unwrap();
+    assert!(revoked["revoked_at"].is_string());
+
+    let problem = expect_problem(server.post(&admin, "/api/api-keys", &json!({"name": "x", "scopes": []})).await, 422).await;
+    assert_eq!(blamed_fields(&problem), vec!["scopes"]);
+    let problem = expect_problem(server.post(&admin, "/api/api-keys", &json!({"name": "x", "scopes": ["root"]})).await, 422).await;
+    assert_eq!(blamed_fields(&problem), vec!["scopes[0]"]);
+}
+
+async fn scopes_limit_what_a_key_may_do(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let read = server.key_with_scope("read").await;
+    let write = server.key_with_scope("write").await;
+    server.event_type(&write, "a.b", None).await;
+    let event = json!({"event_type": "a.b", "payload": {}});
+    let problem = expect_problem(server.post(&read, "/api/events", &event).await, 403).await;
+    assert!(problem["detail"].as_str().unwrap().contains("write"));
+    assert_eq!(server.post(&write, "/api/events", &event).await.status(), 201);
+    assert_eq!(server.get(&read, "/api/events").await.status(), 200);
+    expect_problem(server.get(&write, "/api/api-keys").await, 403).await;
+    expect_problem(server.post(&write, "/api/api-keys", &json!({"name": "x", "scopes": ["admin"]})).await, 403).await;
+    expect_problem(server.get(&write, "/api/tenants").await, 403).await;
+}
+
+async fn events_validate_against_their_type_schema(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let key = server.admin_key.clone();
+    let schema = json!({
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {"sku": {"type": "string"}}}}}
+    });
+    server.event_type(&key, "order.placed", Some(schema)).await;
+    let bad = json!({"event_type": "order.placed", "payload": {"items": [{"sku": "a"}, {"sku": 7}]}});
+    let problem = expect_problem(server.post(&key, "/api/events", &bad).await, 422).await;
+    assert_eq!(blamed_fields(&problem), vec!["payload.items[1].sku"]);
+    let good = json!({"event_type": "order.placed", "payload": {"items": [{"sku": "a"}]}});
+    let created: Value = server.post(&key, "/api/events", &good).await.json().await.unwrap();
+    assert_eq!(created["payload"], good["payload"]);
+    let fetched: Value = server.get(&key, &format!("/api/events/{}", created["id"].as_str().unwrap())).await.json().await.unwrap();
+    assert_eq!(fetched, created);
+
+    // Dropping the schema accepts what it used to refuse; the version moves on.
+    let updated: Value = server
+        .client
+        .patch(server.url("/api/event-types/order.placed"))
+        .bearer_auth(&key)
+        .json(&json!({"schema": null}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((updated["version"].as_i64(), updated["schema"].is_null()), (Some(2), true));
+    assert_eq!(server.post(&key, "/api/events", &bad).await.status(), 201);
+}
+
+async fn idempotency_keys_replay_and_conflict(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let key = server.admin_key.clone();
+    server.event_type(&key, "a.b", None).await;
+    let send = |body: Value| {
+        server.client.post(server.url("/api/events")).bearer_auth(&key).header("idempotency-key", "order-42").json(&body).send()
+    };
+    let first = send(json!({"event_type": "a.b", "payload": {"x": 1, "y": 2}})).await.unwrap();
+    assert_eq!(first.status(), 201);
+    assert!(!first.headers().contains_key("idempotent-replayed"));
+    let first: Value = first.json().await.unwrap();
+    // Same request (keys in another order are the same JSON): same response.
+    let again = send(json!({"event_type": "a.b", "payload": {"y": 2, "x": 1}})).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let problem = expect_problem(send(json!({"event_type": "a.b", "payload": {"x": 2}})).await.unwrap(), 409).await;
+    assert_eq!(blamed_fields(&problem), vec!["Idempotency-Key"]);
+    let list: Value = server.get(&key, "/api/events").await.json().await.unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+}
+
+async fn fifty_parallel_idempotent_requests_create_one_event(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let key = server.admin_key.clone();
+    server.event_type(&key, "a.b", None).await;
+    let requests = (0..50).map(|_| {
+        server
+            .client
+            .post(server.url("/api/events"))
+            .bearer_auth(&key)
+            .header("idempotency-key", "same")
+            .json(&json!({"event_type": "a.b", "payload": {"n": 1}}))
+            .send()
+    });
+    let responses = futures::future::join_all(requests).await;
+    let mut ids = HashSet::new();
+    let mut replays = 0;
+    for response in responses {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 201);
+        replays += usize::from(response.headers().contains_key("idempotent-replayed"));
+        ids.insert(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!((ids.len(), replays), (1, 49));
+    let list: Value = server.get(&key, "/api/events").await.json().await.unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+}
+
+async fn event_lists_page_and_filter(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let key = server.admin_key.clone();
+    server.event_type(&key, "a.one", None).await;
+    server.event_type(&key, "a.two", None).await;
+    let mut created = Vec::new();
+    for i in 0..7 {
+        let event_type = if i % 3 == 0 { "a.two" } else { "a.one" };
+        let body: Value = server.post(&key, "/api/events", &json!({"event_type": event_type, "payload": {"i": i}})).await.json().await.unwrap();
+        created.push(body["id"].as_str().unwrap().to_string());
+        server.clock.advance(chrono::Duration::seconds(10));
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/events?limit=3".to_string();
+    loop {
+        let page: Value = server.get(&key, &path).await.json().await.unwrap();
+        seen.extend(page["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/events?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    created.reverse();
+    assert_eq!(seen, created, "every event once, newest first");
+
+    let two: Value = server.get(&key, "/api/events?event_type=a.two").await.json().await.unwrap();
+    assert_eq!(two["data"].as_array().unwrap().len(), 3);
+    let after = "2025-10-09T08:53:35Z"; // between the 2nd and 3rd event
+    let window: Value = server.get(&key, &format!("/api/events?created_after={after}")).await.json().await.unwrap();
+    assert_eq!(window["data"].as_array().unwrap().len(), 5, "{window}");
+    let problem = expect_problem(server.get(&key, "/api/events?created_after=yesterday").await, 400).await;
+    assert_eq!(blamed_fields(&problem), vec!["created_after"]);
+}
+
+async fn the_openapi_document_describes_every_route(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let response = server.client.get(server.url("/api/openapi.json")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let doc: Value = response.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    for expected in ["/api/events", "/api/events/{event_id}", "/api/event-types", "/api/event-types/{name}", "/api/api-keys", "/api/api-keys/{key_id}", "/api/tenants", "/api/tenants/{tenant_id}", "/api/tenants/{tenant_id}/api-keys", "/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api/docs"] {
+        assert!(paths.contains_key(expected), "{expected} is not documented");
+    }
+    let create_event = &doc["paths"]["/api/events"]["post"];
+    for status in ["201", "400", "401", "403", "409", "413", "415", "422", "429", "500"] {
+        assert!(create_event["responses"].get(status).is_some(), "POST /api/events does not document {status}");
+    }
+    assert!(create_event["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "Idempotency-Key"));
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+
+    // Every documented operation exists: the server answers it with something other than
+    // "no such route" or "wrong method".
+    let sample = |path: &str| path.replace("{event_id}", "evt_01jd0000000000000000000000").replace("{key_id}", "key_01jd0000000000000000000000").replace("{tenant_id}", "ten_01jd0000000000000000000000").replace("{name}", "a.b");
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let request = server.client.request(method.to_uppercase().parse().unwrap(), server.url(&sample(path))).bearer_auth(&server.admin_key);
+            let response = request.header("content-type", "application/json").body("{}").send().await.unwrap();
+            assert_ne!(response.status(), 405, "{method} {path}");
+            if response.status() == 404 {
+                let problem: Value = response.json().await.unwrap();
+                assert_ne!(problem["detail"], "No such route", "{method} {path} is documented but not routed");
+            }
+        }
+    }
+    let docs = server.client.get(server.url("/api/docs")).send().await.unwrap().text().await.unwrap();
+    assert!(docs.contains("/api/events/{event_id}") && docs.contains("<html"));
+}

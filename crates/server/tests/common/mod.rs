@@ -1,0 +1,116 @@
+//! A real server on a loopback port, backed by a throwaway SQLite file or PostgreSQL schema,
+//! with a clock the test controls.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use switchboard_core::{Clock, Id, IdKind, KeyRing, ManualClock, SecretBox, api_key, from_micros};
+use switchboard_server::{AppState, ServerConfig};
+use switchboard_store::testing::TestDb;
+use switchboard_store::{Backend, NewApiKey, NewTenant, Scope, Store};
+use tokio_util::sync::CancellationToken;
+
+pub struct TestServer {
+    pub base: String,
+    pub admin_key: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub clock: ManualClock,
+    pub db: TestDb,
+    stop: CancellationToken,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Option<Self> {
+        Self::start_with(backend, ServerConfig::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, config: ServerConfig) -> Option<Self> {
+        let db = TestDb::for_backend(backend)?;
+        let store = db.open().await;
+        let clock = ManualClock::new(from_micros(1_760_000_000_000_000));
+        let minted = api_key::mint();
+        let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: "default".into(), created_at: clock.now() };
+        let key = NewApiKey {
+            id: Id::new(IdKind::ApiKey),
+            tenant_id: tenant.id.clone(),
+            name: "admin".into(),
+            scope: Scope::Admin,
+            key_hash: minted.hash,
+            masked: minted.masked,
+            expires_at: None,
+            created_at: clock.now(),
+        };
+        store.bootstrap_operator(&tenant, &key).await.unwrap().expect("fresh database");
+        let state = AppState::new(store.clone(), Arc::new(clock.clone()), Arc::new(SecretBox::new(KeyRing::generate())), config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        tokio::spawn(switchboard_server::serve(listener, state, stop.clone().cancelled_owned()));
+        Some(Self { base, admin_key: minted.token, client: reqwest::Client::new(), store, clock, db, stop })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(key).send().await.unwrap()
+    }
+
+    pub async fn post(&self, key: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).bearer_auth(key).json(body).send().await.unwrap()
+    }
+
+    /// Creates a tenant through the API and returns (tenant id, its admin token).
+    pub async fn new_tenant(&self, name: &str) -> (String, String) {
+        let response = self.post(&self.admin_key.clone(), "/api/tenants", &serde_json::json!({"name": name})).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        (body["tenant"]["id"].as_str().unwrap().to_string(), body["api_key"]["token"].as_str().unwrap().to_string())
+    }
+
+    /// Creates a key of `scope` in the admin's tenant and returns its token.
+    pub async fn key_with_scope(&self, scope: &str) -> String {
+        let body = serde_json::json!({"name": format!("{scope} key"), "scopes": [scope]});
+        let response = self.post(&self.admin_key, "/api/api-keys", &body).await;
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn event_type(&self, key: &str, name: &str, schema: Option<Value>) {
+        let mut body = serde_json::json!({"name": name});
+        if let Some(schema) = schema {
+            body["schema"] = schema;
+        }
+        let response = self.post(key, "/api/event-types", &body).await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Asserts the response is a problem document with this status, and returns it.
+pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert_eq!(content_type, "application/problem+json");
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["type"].as_str().unwrap().starts_with("urn:switchboard:problem:"), "{body}");
+    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
+    assert!(body["request_id"].is_string(), "{body}");
+    body
+}
+
+/// The names of the fields a problem document blames.
+pub fn blamed_fields(problem: &Value) -> Vec<String> {
+    problem["errors"].as_array().into_iter().flatten().map(|e| e["field"].as_str().unwrap().to_string()).collect()
+}
