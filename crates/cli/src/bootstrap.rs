@@ -18,14 +18,17 @@ fn key_file(settings: &Settings) -> PathBuf {
 }
 
 fn ensure_data_dir(settings: &Settings) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating data dir {}", settings.data_dir.display()))
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))
 }
 
 /// The key ring from `SWITCHBOARD_MASTER_KEY`, else from the key file, which is created (mode
 /// 0600) on the first start.
 pub fn load_or_create_key_ring(settings: &Settings) -> anyhow::Result<SecretBox> {
     if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
-        return Ok(SecretBox::new(KeyRing::parse(&text).with_context(|| format!("{MASTER_KEY_ENV} is not a valid key ring"))?));
+        return Ok(SecretBox::new(
+            KeyRing::parse(&text).with_context(|| format!("{MASTER_KEY_ENV} is not a valid key ring"))?,
+        ));
     }
     ensure_data_dir(settings)?;
     let path = key_file(settings);
@@ -82,7 +85,10 @@ pub async fn first_admin_key(store: &dyn Store, now: Timestamp) -> anyhow::Resul
 /// command again adds another key and finishes the job.
 pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<()> {
     if std::env::var(MASTER_KEY_ENV).is_ok() {
-        bail!("{MASTER_KEY_ENV} is set: rotation rewrites the key file, so unset it and keep the key ring in {}", key_file(settings).display());
+        bail!(
+            "{MASTER_KEY_ENV} is set: rotation rewrites the key file, so unset it and keep the key ring in {}",
+            key_file(settings).display()
+        );
     }
     let path = key_file(settings);
     let mut ring = KeyRing::load(&path).with_context(|| format!("reading the key file {}", path.display()))?;
@@ -92,13 +98,17 @@ pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<()> {
     let store = open_store(settings).await?;
     let total = store.count_secrets_sealed_with_other_keys(&new_id).await?;
     let bar = indicatif::ProgressBar::new(total).with_style(
-        indicatif::ProgressStyle::with_template("re-encrypting {bar:40} {pos}/{len} secrets ({eta})").expect("valid template"),
+        indicatif::ProgressStyle::with_template("re-encrypting {bar:40} {pos}/{len} secrets ({eta})")
+            .expect("valid template"),
     );
     let now = chrono_now();
     let done = switchboard_store::secrets::reseal_all(&*store, &secrets, now, |n| bar.set_position(n)).await?;
     bar.finish_and_clear();
     store.close().await;
-    println!("New master key {new_id} is primary; re-encrypted {done} secrets. Older keys stay in {} until you remove them.", path.display());
+    println!(
+        "New master key {new_id} is primary; re-encrypted {done} secrets. Older keys stay in {} until you remove them.",
+        path.display()
+    );
     Ok(())
 }
 

@@ -92,14 +92,16 @@ impl Settings {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        let data_dir = storage.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./switchboard-data"));
+        let data_dir =
+            storage.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./switchboard-data"));
         let database_url = storage
             .database_url
             .clone()
             .or_else(|| std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty()))
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("switchboard.db").display()));
-        let max_body_bytes = serve.max_body_bytes.or(file.max_body_bytes).unwrap_or(switchboard_server::DEFAULT_MAX_BODY_BYTES);
+        let max_body_bytes =
+            serve.max_body_bytes.or(file.max_body_bytes).unwrap_or(switchboard_server::DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 {
             bail!("max_body_bytes must be positive");
         }
@@ -110,9 +112,13 @@ impl Settings {
             log_format: storage.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             listen: serve.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             max_body_bytes,
-            request_timeout: Duration::from_secs(serve.request_timeout_secs.or(file.request_timeout_secs).unwrap_or(30).max(1)),
+            request_timeout: Duration::from_secs(
+                serve.request_timeout_secs.or(file.request_timeout_secs).unwrap_or(30).max(1),
+            ),
             rate_limit_per_key: NonZeroU32::new(serve.rate_limit_per_key.or(file.rate_limit_per_key).unwrap_or(0)),
-            shutdown_timeout: Duration::from_secs(serve.shutdown_timeout_secs.or(file.shutdown_timeout_secs).unwrap_or(30)),
+            shutdown_timeout: Duration::from_secs(
+                serve.shutdown_timeout_secs.or(file.shutdown_timeout_secs).unwrap_or(30),
+            ),
         })
     }
 

@@ -100,13 +100,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         rate_limit_per_key: settings.rate_limit_per_key,
     };
     let state = switchboard_server::AppState::new(store.clone(), clock, secrets, config);
-    let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("listening on {}", settings.listen))?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
     let address = listener.local_addr()?;
+    // Handlers go in before the address is announced, so a signal sent right after it is
+    // never missed.
+    let stop = CancellationToken::new();
+    tokio::spawn(wait_for_signal(stop.clone(), signals()?));
     tracing::info!(%address, database = %switchboard_store::redact_url(&settings.database_url), "switchboard is serving");
     println!("Listening on http://{address}");
 
-    let stop = CancellationToken::new();
-    tokio::spawn(wait_for_signal(stop.clone()));
     let server = tokio::spawn(switchboard_server::serve(listener, state, stop.clone().cancelled_owned()));
     stop.cancelled().await;
     tracing::info!(deadline_secs = settings.shutdown_timeout.as_secs(), "shutting down: finishing in-flight requests");
@@ -119,17 +123,35 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal(stop: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
+#[cfg(unix)]
+type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+#[cfg(not(unix))]
+type Signals = ();
+
+#[cfg(unix)]
+fn signals() -> anyhow::Result<Signals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    Ok((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+}
+
+#[cfg(not(unix))]
+fn signals() -> anyhow::Result<Signals> {
+    Ok(())
+}
+
+async fn wait_for_signal(stop: CancellationToken, signals: Signals) {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let (mut term, mut interrupt) = signals;
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let () = signals;
+        let _ = tokio::signal::ctrl_c().await;
+    }
     stop.cancel();
 }

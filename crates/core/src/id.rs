@@ -59,10 +59,7 @@ impl Id {
     /// used where an event id is expected.
     pub fn parse(kind: IdKind, s: &str) -> Result<Self, IdParseError> {
         let err = IdParseError { expected: kind.prefix() };
-        let rest = s
-            .strip_prefix(kind.prefix())
-            .and_then(|r| r.strip_prefix('_'))
-            .ok_or(err.clone())?;
+        let rest = s.strip_prefix(kind.prefix()).and_then(|r| r.strip_prefix('_')).ok_or(err.clone())?;
         Ulid::from_str(rest).map_err(|_| err)?;
         Ok(Self(s.to_string()))
     }

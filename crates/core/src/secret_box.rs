@@ -109,7 +109,8 @@ impl KeyRing {
 
     /// The text form. It contains the keys themselves: write it only to the key file.
     pub fn to_text(&self) -> Zeroizing<String> {
-        let mut out = String::from("# Switchboard master keys: the first encrypts, all decrypt. Keep this file secret.\n");
+        let mut out =
+            String::from("# Switchboard master keys: the first encrypts, all decrypt. Keep this file secret.\n");
         for key in &self.keys {
             out.push_str(&key.id);
             out.push(':');
@@ -121,7 +122,8 @@ impl KeyRing {
 
     pub fn load(path: &Path) -> Result<Self, SecretBoxError> {
         let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|source| SecretBoxError::Io { path: path.display().to_string(), source })?,
+            std::fs::read_to_string(path)
+                .map_err(|source| SecretBoxError::Io { path: path.display().to_string(), source })?,
         );
         Self::parse(&text)
     }

@@ -30,7 +30,10 @@ impl Caller {
         if self.key.scope.allows(scope) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!("This API key has the {} scope; this request needs {scope}", self.key.scope)))
+            Err(ApiError::forbidden(format!(
+                "This API key has the {} scope; this request needs {scope}",
+                self.key.scope
+            )))
         }
     }
 

@@ -32,8 +32,10 @@ where
             })
             .unwrap_or(false);
         if !is_json {
-            return Err(ApiError::unsupported_media_type("The request body must be JSON (Content-Type: application/json)")
-                .with_field("Content-Type", "expected application/json"));
+            return Err(ApiError::unsupported_media_type(
+                "The request body must be JSON (Content-Type: application/json)",
+            )
+            .with_field("Content-Type", "expected application/json"));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -59,7 +61,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let inner = error.into_inner();
             match inner.classify() {
                 serde_json::error::Category::Data => Err(ApiError::validation(field, clean_serde_message(&inner))),
-                _ => Err(ApiError::malformed("body", format!("invalid JSON at line {} column {}", inner.line(), inner.column()))),
+                _ => Err(ApiError::malformed(
+                    "body",
+                    format!("invalid JSON at line {} column {}", inner.line(), inner.column()),
+                )),
             }
         }
     }

@@ -9,9 +9,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::metrics::{RequestLabels, RouteLabels};
+use crate::problem::ApiError;
 use crate::problem::{PROBLEM_CONTENT_TYPE, Problem, problem_for, problem_response};
 use crate::state::AppState;
-use crate::problem::ApiError;
 
 /// Problem bodies are small; anything larger is not one of ours and is replaced.
 const MAX_PROBLEM_BYTES: usize = 64 * 1024;
@@ -27,7 +27,8 @@ pub async fn normalize_problems(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let is_problem = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_CONTENT_TYPE.as_bytes());
+    let is_problem =
+        parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_CONTENT_TYPE.as_bytes());
     let mut problem = match is_problem {
         true => axum::body::to_bytes(body, MAX_PROBLEM_BYTES)
             .await
@@ -46,7 +47,9 @@ pub async fn normalize_problems(request: Request, next: Next) -> Response {
 
 fn generic_problem(status: StatusCode) -> Problem {
     let (slug, detail) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "This method is not allowed on this path; see the Allow header"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method-not-allowed", "This method is not allowed on this path; see the Allow header")
+        }
         StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "The request body is too large"),
         StatusCode::NOT_FOUND => ("not-found", "No such resource"),
         s if s.is_server_error() => ("internal", "An internal error occurred; it has been logged"),
@@ -60,7 +63,8 @@ fn generic_problem(status: StatusCode) -> Problem {
 pub async fn track_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route =
+        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let response = next.run(request).await;
     let labels = RouteLabels { method: method.clone(), route: route.clone() };
     state.metrics.request_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());

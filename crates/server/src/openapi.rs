@@ -57,7 +57,10 @@ pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     for (_, name, description) in COMMON.iter().chain(AUTHENTICATED).chain(WITH_BODY).chain(WITH_QUERY) {
         let response = ResponseBuilder::new()
             .description(*description)
-            .content("application/problem+json", ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build())
+            .content(
+                "application/problem+json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
             .build();
         components.responses.insert(name.to_string(), RefOr::T(response));
     }
@@ -87,7 +90,11 @@ fn add_errors(operation: &mut Operation) {
         sets.push(WITH_QUERY);
     }
     for (status, name, _) in sets.into_iter().flatten() {
-        operation.responses.responses.entry(status.to_string()).or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
+        operation
+            .responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
     }
 }
 
@@ -144,7 +151,10 @@ fn render_operation(method: &str, path: &str, op: &Value) -> String {
     if let Some(responses) = op["responses"].as_object() {
         html.push_str("<ul>");
         for (status, response) in responses {
-            let description = response["description"].as_str().or(response["$ref"].as_str().and_then(|r| r.rsplit('/').next())).unwrap_or("");
+            let description = response["description"]
+                .as_str()
+                .or(response["$ref"].as_str().and_then(|r| r.rsplit('/').next()))
+                .unwrap_or("");
             html.push_str(&format!("<li><b>{}</b> {}</li>", escape(status), escape(description)));
         }
         html.push_str("</ul>");

@@ -8,9 +8,12 @@ use serde_json::Value;
 
 use crate::problem::FieldError;
 
+/// (tenant id, event type name) → (version, compiled schema).
+type Compiled = HashMap<(String, String), (i64, Arc<jsonschema::Validator>)>;
+
 #[derive(Default)]
 pub struct SchemaCache {
-    compiled: RwLock<HashMap<(String, String), (i64, Arc<jsonschema::Validator>)>>,
+    compiled: RwLock<Compiled>,
 }
 
 /// Compiles a schema, or says why it is not a valid JSON Schema. External references are not
@@ -21,9 +24,19 @@ pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
 
 impl SchemaCache {
     /// Validates `payload`; errors name the failing path under `payload`.
-    pub fn validate(&self, tenant_id: &str, name: &str, version: i64, schema_text: &str, payload: &Value) -> Result<(), Vec<FieldError>> {
+    pub fn validate(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        version: i64,
+        schema_text: &str,
+        payload: &Value,
+    ) -> Result<(), Vec<FieldError>> {
         let validator = self.validator(tenant_id, name, version, schema_text).map_err(|detail| {
-            vec![FieldError { field: "event_type".into(), detail: format!("the event type's schema cannot be used: {detail}") }]
+            vec![FieldError {
+                field: "event_type".into(),
+                detail: format!("the event type's schema cannot be used: {detail}"),
+            }]
         })?;
         let errors: Vec<FieldError> = validator
             .iter_errors(payload)
@@ -33,12 +46,18 @@ impl SchemaCache {
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
-    fn validator(&self, tenant_id: &str, name: &str, version: i64, schema_text: &str) -> Result<Arc<jsonschema::Validator>, String> {
+    fn validator(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        version: i64,
+        schema_text: &str,
+    ) -> Result<Arc<jsonschema::Validator>, String> {
         let key = (tenant_id.to_string(), name.to_string());
-        if let Some((cached_version, validator)) = self.compiled.read().expect("schema cache lock").get(&key) {
-            if *cached_version == version {
-                return Ok(validator.clone());
-            }
+        if let Some((_, validator)) =
+            self.compiled.read().expect("schema cache lock").get(&key).filter(|(cached, _)| *cached == version)
+        {
+            return Ok(validator.clone());
         }
         let schema: Value = serde_json::from_str(schema_text).map_err(|e| e.to_string())?;
         let validator = Arc::new(compile(&schema)?);

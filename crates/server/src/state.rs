@@ -24,7 +24,11 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { max_body_bytes: DEFAULT_MAX_BODY_BYTES, request_timeout: Duration::from_secs(30), rate_limit_per_key: None }
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            request_timeout: Duration::from_secs(30),
+            rate_limit_per_key: None,
+        }
     }
 }
 

@@ -35,7 +35,10 @@ async fn health_readiness_and_metrics_answer(backend: Backend) {
     server.post(&server.admin_key, "/api/events", &json!({"event_type": "a.b", "payload": {}})).await;
 
     let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"switchboard_http_requests_total{method="POST",route="/api/events",status="201"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"switchboard_http_requests_total{method="POST",route="/api/events",status="201"} 1"#),
+        "{metrics}"
+    );
     assert!(metrics.contains(r#"switchboard_events_total{outcome="created"} 1"#), "{metrics}");
     assert!(metrics.contains("switchboard_http_request_duration_seconds_bucket"), "{metrics}");
 }
@@ -47,7 +50,15 @@ async fn every_client_error_is_a_problem_naming_the_field(backend: Backend) {
     let events = server.url("/api/events");
 
     // 400: malformed JSON.
-    let response = server.client.post(&events).bearer_auth(&key).header("content-type", "application/json").body("{\"event_type\":").send().await.unwrap();
+    let response = server
+        .client
+        .post(&events)
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body("{\"event_type\":")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(blamed_fields(&expect_problem(response, 400).await), vec!["body"]);
     // 401: no key, a bad key.
     let response = server.client.get(&events).send().await.unwrap();
@@ -63,28 +74,64 @@ async fn every_client_error_is_a_problem_naming_the_field(backend: Backend) {
     assert!(response.headers()["allow"].to_str().unwrap().contains("POST"));
     expect_problem(response, 405).await;
     // 409: a duplicate event type.
-    let problem = expect_problem(server.post(&key, "/api/event-types", &json!({"name": "user.created"})).await, 409).await;
+    let problem =
+        expect_problem(server.post(&key, "/api/event-types", &json!({"name": "user.created"})).await, 409).await;
     assert!(problem["detail"].as_str().unwrap().contains("event type"));
     // 415: not JSON.
-    let response = server.client.post(&events).bearer_auth(&key).header("content-type", "text/plain").body("hi").send().await.unwrap();
+    let response = server
+        .client
+        .post(&events)
+        .bearer_auth(&key)
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(blamed_fields(&expect_problem(response, 415).await), vec!["Content-Type"]);
     // 422: unknown field, wrong type, unknown event type, bad name.
-    let problem = expect_problem(server.post(&key, "/api/events", &json!({"event_type": "user.created", "payload": {}, "extra": 1})).await, 422).await;
+    let problem = expect_problem(
+        server.post(&key, "/api/events", &json!({"event_type": "user.created", "payload": {}, "extra": 1})).await,
+        422,
+    )
+    .await;
     assert!(problem["errors"][0]["detail"].as_str().unwrap().contains("extra"), "{problem}");
-    let problem = expect_problem(server.post(&key, "/api/events", &json!({"event_type": 5, "payload": {}})).await, 422).await;
+    let problem =
+        expect_problem(server.post(&key, "/api/events", &json!({"event_type": 5, "payload": {}})).await, 422).await;
     assert_eq!(blamed_fields(&problem), vec!["event_type"]);
-    let problem = expect_problem(server.post(&key, "/api/events", &json!({"event_type": "nope.never", "payload": {}})).await, 422).await;
+    let problem = expect_problem(
+        server.post(&key, "/api/events", &json!({"event_type": "nope.never", "payload": {}})).await,
+        422,
+    )
+    .await;
     assert_eq!(blamed_fields(&problem), vec!["event_type"]);
     let problem = expect_problem(server.post(&key, "/api/event-types", &json!({"name": "bad name!"})).await, 422).await;
     assert_eq!(blamed_fields(&problem), vec!["name"]);
-    let problem = expect_problem(server.post(&key, "/api/event-types", &json!({"name": "x.y", "schema": {"type": 12}})).await, 422).await;
+    let problem = expect_problem(
+        server.post(&key, "/api/event-types", &json!({"name": "x.y", "schema": {"type": 12}})).await,
+        422,
+    )
+    .await;
     assert_eq!(blamed_fields(&problem), vec!["schema"]);
     // 400: bad query parameters and headers name themselves.
     assert_eq!(blamed_fields(&expect_problem(server.get(&key, "/api/events?limit=0").await, 400).await), vec!["limit"]);
-    assert_eq!(blamed_fields(&expect_problem(server.get(&key, "/api/events?limit=abc").await, 400).await), vec!["limit"]);
-    assert_eq!(blamed_fields(&expect_problem(server.get(&key, "/api/events?cursor=zzz").await, 400).await), vec!["cursor"]);
+    assert_eq!(
+        blamed_fields(&expect_problem(server.get(&key, "/api/events?limit=abc").await, 400).await),
+        vec!["limit"]
+    );
+    assert_eq!(
+        blamed_fields(&expect_problem(server.get(&key, "/api/events?cursor=zzz").await, 400).await),
+        vec!["cursor"]
+    );
     assert_eq!(blamed_fields(&expect_problem(server.get(&key, "/api/events?bogus=1").await, 400).await), vec!["bogus"]);
-    let response = server.client.post(&events).bearer_auth(&key).header("idempotency-key", "").json(&json!({"event_type": "user.created", "payload": {}})).send().await.unwrap();
+    let response = server
+        .client
+        .post(&events)
+        .bearer_auth(&key)
+        .header("idempotency-key", "")
+        .json(&json!({"event_type": "user.created", "payload": {}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(blamed_fields(&expect_problem(response, 400).await), vec!["Idempotency-Key"]);
 
     // None of the refused requests wrote anything.
@@ -145,7 +192,12 @@ async fn tenants_never_see_each_other(backend: Backend) {
     let a = server.admin_key.clone();
     let (b_id, b) = server.new_tenant("beta").await;
     server.event_type(&a, "order.paid", None).await;
-    let created: Value = server.post(&a, "/api/events", &json!({"event_type": "order.paid", "payload": {"n": 1}})).await.json().await.unwrap();
+    let created: Value = server
+        .post(&a, "/api/events", &json!({"event_type": "order.paid", "payload": {"n": 1}}))
+        .await
+        .json()
+        .await
+        .unwrap();
     let event_path = format!("/api/events/{}", created["id"].as_str().unwrap());
 
     expect_problem(server.get(&b, &event_path).await, 404).await;
@@ -153,12 +205,14 @@ async fn tenants_never_see_each_other(backend: Backend) {
     assert!(list["data"].as_array().unwrap().is_empty());
     expect_problem(server.get(&b, "/api/event-types/order.paid").await, 404).await;
     // Tenant b has no such event type, so it cannot publish one.
-    expect_problem(server.post(&b, "/api/events", &json!({"event_type": "order.paid", "payload": {}})).await, 422).await;
+    expect_problem(server.post(&b, "/api/events", &json!({"event_type": "order.paid", "payload": {}})).await, 422)
+        .await;
     // Keys of another tenant cannot be read or revoked.
     let a_keys: Value = server.get(&a, "/api/api-keys").await.json().await.unwrap();
     let a_key_id = a_keys["data"][0]["id"].as_str().unwrap().to_string();
     expect_problem(server.get(&b, &format!("/api/api-keys/{a_key_id}")).await, 404).await;
-    let response = server.client.delete(server.url(&format!("/api/api-keys/{a_key_id}"))).bearer_auth(&b).send().await.unwrap();
+    let response =
+        server.client.delete(server.url(&format!("/api/api-keys/{a_key_id}"))).bearer_auth(&b).send().await.unwrap();
     expect_problem(response, 404).await;
     // Only the operator manages tenants.
     expect_problem(server.post(&b, "/api/tenants", &json!({"name": "gamma"})).await, 403).await;
@@ -197,15 +251,19 @@ async fn api_keys_are_shown_once_listed_masked_and_revocable(backend: Backend) {
     assert_eq!(server.get(&token, "/api/events").await.status(), 200);
 
     let id = created["id"].as_str().unwrap();
-    let response = server.client.delete(server.url(&format!("/api/api-keys/{id}"))).bearer_auth(&admin).send().await.unwrap();
+    let response =
+        server.client.delete(server.url(&format!("/api/api-keys/{id}"))).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(response.status(), 204);
     expect_problem(server.get(&token, "/api/events").await, 401).await;
     let revoked: Value = server.get(&admin, &format!("/api/api-keys/{id}")).await.json().await.unwrap();
     assert!(revoked["revoked_at"].is_string());
 
-    let problem = expect_problem(server.post(&admin, "/api/api-keys", &json!({"name": "x", "scopes": []})).await, 422).await;
+    let problem =
+        expect_problem(server.post(&admin, "/api/api-keys", &json!({"name": "x", "scopes": []})).await, 422).await;
     assert_eq!(blamed_fields(&problem), vec!["scopes"]);
-    let problem = expect_problem(server.post(&admin, "/api/api-keys", &json!({"name": "x", "scopes": ["root"]})).await, 422).await;
+    let problem =
+        expect_problem(server.post(&admin, "/api/api-keys", &json!({"name": "x", "scopes": ["root"]})).await, 422)
+            .await;
     assert_eq!(blamed_fields(&problem), vec!["scopes[0]"]);
 }
 
@@ -239,7 +297,8 @@ async fn events_validate_against_their_type_schema(backend: Backend) {
     let good = json!({"event_type": "order.placed", "payload": {"items": [{"sku": "a"}]}});
     let created: Value = server.post(&key, "/api/events", &good).await.json().await.unwrap();
     assert_eq!(created["payload"], good["payload"]);
-    let fetched: Value = server.get(&key, &format!("/api/events/{}", created["id"].as_str().unwrap())).await.json().await.unwrap();
+    let fetched: Value =
+        server.get(&key, &format!("/api/events/{}", created["id"].as_str().unwrap())).await.json().await.unwrap();
     assert_eq!(fetched, created);
 
     // Dropping the schema accepts what it used to refuse; the version moves on.
@@ -263,7 +322,13 @@ async fn idempotency_keys_replay_and_conflict(backend: Backend) {
     let key = server.admin_key.clone();
     server.event_type(&key, "a.b", None).await;
     let send = |body: Value| {
-        server.client.post(server.url("/api/events")).bearer_auth(&key).header("idempotency-key", "order-42").json(&body).send()
+        server
+            .client
+            .post(server.url("/api/events"))
+            .bearer_auth(&key)
+            .header("idempotency-key", "order-42")
+            .json(&body)
+            .send()
     };
     let first = send(json!({"event_type": "a.b", "payload": {"x": 1, "y": 2}})).await.unwrap();
     assert_eq!(first.status(), 201);
@@ -315,7 +380,12 @@ async fn event_lists_page_and_filter(backend: Backend) {
     let mut created = Vec::new();
     for i in 0..7 {
         let event_type = if i % 3 == 0 { "a.two" } else { "a.one" };
-        let body: Value = server.post(&key, "/api/events", &json!({"event_type": event_type, "payload": {"i": i}})).await.json().await.unwrap();
+        let body: Value = server
+            .post(&key, "/api/events", &json!({"event_type": event_type, "payload": {"i": i}}))
+            .await
+            .json()
+            .await
+            .unwrap();
         created.push(body["id"].as_str().unwrap().to_string());
         server.clock.advance(chrono::Duration::seconds(10));
     }
@@ -348,7 +418,22 @@ async fn the_openapi_document_describes_every_route(backend: Backend) {
     let doc: Value = response.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
-    for expected in ["/api/events", "/api/events/{event_id}", "/api/event-types", "/api/event-types/{name}", "/api/api-keys", "/api/api-keys/{key_id}", "/api/tenants", "/api/tenants/{tenant_id}", "/api/tenants/{tenant_id}/api-keys", "/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api/docs"] {
+    for expected in [
+        "/api/events",
+        "/api/events/{event_id}",
+        "/api/event-types",
+        "/api/event-types/{name}",
+        "/api/api-keys",
+        "/api/api-keys/{key_id}",
+        "/api/tenants",
+        "/api/tenants/{tenant_id}",
+        "/api/tenants/{tenant_id}/api-keys",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/openapi.json",
+        "/api/docs",
+    ] {
         assert!(paths.contains_key(expected), "{expected} is not documented");
     }
     let create_event = &doc["paths"]["/api/events"]["post"];
@@ -360,10 +445,18 @@ async fn the_openapi_document_describes_every_route(backend: Backend) {
 
     // Every documented operation exists: the server answers it with something other than
     // "no such route" or "wrong method".
-    let sample = |path: &str| path.replace("{event_id}", "evt_01jd0000000000000000000000").replace("{key_id}", "key_01jd0000000000000000000000").replace("{tenant_id}", "ten_01jd0000000000000000000000").replace("{name}", "a.b");
+    let sample = |path: &str| {
+        path.replace("{event_id}", "evt_01jd0000000000000000000000")
+            .replace("{key_id}", "key_01jd0000000000000000000000")
+            .replace("{tenant_id}", "ten_01jd0000000000000000000000")
+            .replace("{name}", "a.b")
+    };
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
-            let request = server.client.request(method.to_uppercase().parse().unwrap(), server.url(&sample(path))).bearer_auth(&server.admin_key);
+            let request = server
+                .client
+                .request(method.to_uppercase().parse().unwrap(), server.url(&sample(path)))
+                .bearer_auth(&server.admin_key);
             let response = request.header("content-type", "application/json").body("{}").send().await.unwrap();
             assert_ne!(response.status(), 405, "{method} {path}");
             if response.status() == 404 {

@@ -111,7 +111,8 @@ pub trait Store: Send + Sync + 'static {
     // --- event types and events -----------------------------------------------------------
 
     async fn create_event_type(&self, event_type: &NewEventType) -> Result<EventType>;
-    async fn update_event_type(&self, tenant_id: &str, name: &str, patch: &EventTypePatch) -> Result<Option<EventType>>;
+    async fn update_event_type(&self, tenant_id: &str, name: &str, patch: &EventTypePatch)
+    -> Result<Option<EventType>>;
     async fn get_event_type(&self, tenant_id: &str, name: &str) -> Result<Option<EventType>>;
     async fn list_event_types(&self, tenant_id: &str, page: &Page) -> Result<Vec<EventType>>;
 

@@ -80,7 +80,8 @@ impl PgStore {
     }
 
     /// Rows locked by another claimer are skipped, so concurrent claimers never share a job.
-    pub(crate) const CLAIM_SQL: &'static str = "UPDATE jobs SET lease_id = $1, lease_expires_at = $2, attempts = attempts + 1
+    pub(crate) const CLAIM_SQL: &'static str =
+        "UPDATE jobs SET lease_id = $1, lease_expires_at = $2, attempts = attempts + 1
          WHERE id IN (
              SELECT id FROM jobs
              WHERE queue = $3 AND failed_at IS NULL AND run_at <= $4
@@ -116,10 +117,14 @@ impl PgStore {
 async fn listen_for_jobs(mut listener: PgListener, signal: watch::Sender<u64>, stop: CancellationToken) {
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             received = listener.recv() => {
                 // On a reconnect notifications may have been missed: wake the workers anyway.
                 if let Err(error) = received {
+                    if stop.is_cancelled() {
+                        return;
+                    }
                     tracing::warn!(%error, "LISTEN connection lost; reconnecting");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

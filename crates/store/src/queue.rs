@@ -137,8 +137,12 @@ pub async fn run_worker<H, F>(
                 };
                 match result {
                     Ok(true) => {}
-                    Ok(false) => tracing::warn!(%queue, job = %lease.job_id, "lease lost before the job finished; another worker owns it now"),
-                    Err(error) => tracing::error!(%queue, job = %lease.job_id, %error, "recording a job outcome failed; the job will run again after its lease expires"),
+                    Ok(false) => {
+                        tracing::warn!(%queue, job = %lease.job_id, "lease lost before the job finished; another worker owns it now")
+                    }
+                    Err(error) => {
+                        tracing::error!(%queue, job = %lease.job_id, %error, "recording a job outcome failed; the job will run again after its lease expires")
+                    }
                 }
                 drop(permit);
             });

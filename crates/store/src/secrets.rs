@@ -16,7 +16,13 @@ fn context(tenant_id: &Id, secret_id: &Id) -> Vec<u8> {
 pub fn seal(secrets: &SecretBox, tenant_id: &Id, plaintext: &[u8], now: Timestamp) -> StoredSecret {
     let id = Id::new(IdKind::Secret);
     let sealed = secrets.seal(plaintext, &context(tenant_id, &id));
-    StoredSecret { id, tenant_id: tenant_id.clone(), key_id: sealed.key_id, ciphertext: sealed.ciphertext, updated_at: now }
+    StoredSecret {
+        id,
+        tenant_id: tenant_id.clone(),
+        key_id: sealed.key_id,
+        ciphertext: sealed.ciphertext,
+        updated_at: now,
+    }
 }
 
 pub fn open(secrets: &SecretBox, stored: &StoredSecret) -> Result<Zeroizing<Vec<u8>>, SecretBoxError> {
@@ -35,7 +41,12 @@ pub enum RotationError {
 /// Re-encrypts every secret not sealed with the primary key, tenant by tenant, reporting each
 /// re-encrypted secret to `progress`. Safe to interrupt and run again: it only touches
 /// secrets still sealed with an older key.
-pub async fn reseal_all(store: &dyn Store, secrets: &SecretBox, now: Timestamp, progress: impl Fn(u64)) -> Result<u64, RotationError> {
+pub async fn reseal_all(
+    store: &dyn Store,
+    secrets: &SecretBox,
+    now: Timestamp,
+    progress: impl Fn(u64),
+) -> Result<u64, RotationError> {
     let primary = secrets.ring().primary_id().to_string();
     let mut done = 0;
     let mut tenants_page = Page { limit: 100, before: None };
@@ -44,7 +55,8 @@ pub async fn reseal_all(store: &dyn Store, secrets: &SecretBox, now: Timestamp, 
         for tenant in &tenants {
             let mut after: Option<String> = None;
             loop {
-                let batch = store.secrets_sealed_with_other_keys(tenant.id.as_str(), &primary, after.as_deref(), 200).await?;
+                let batch =
+                    store.secrets_sealed_with_other_keys(tenant.id.as_str(), &primary, after.as_deref(), 200).await?;
                 for stored in &batch {
                     let plaintext = open(secrets, stored).map_err(|source| RotationError::Undecryptable {
                         id: stored.id.clone(),
@@ -52,7 +64,12 @@ pub async fn reseal_all(store: &dyn Store, secrets: &SecretBox, now: Timestamp, 
                         source,
                     })?;
                     let sealed = secrets.seal(&plaintext, &context(&stored.tenant_id, &stored.id));
-                    let resealed = StoredSecret { key_id: sealed.key_id, ciphertext: sealed.ciphertext, updated_at: now, ..stored.clone() };
+                    let resealed = StoredSecret {
+                        key_id: sealed.key_id,
+                        ciphertext: sealed.ciphertext,
+                        updated_at: now,
+                        ..stored.clone()
+                    };
                     if store.reseal_secret(&resealed, &stored.key_id).await? {
                         done += 1;
                         progress(done);

@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use sqlx::ConnectOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{OpenOptions, Result, StoreError};
@@ -48,10 +50,8 @@ impl SqliteStore {
             .disable_statement_logging();
         let mut writer_conn = connect.connect().await?;
         MIGRATOR.run(&mut writer_conn).await?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .connect_with(connect)
-            .await?;
+        let readers =
+            SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).connect_with(connect).await?;
         let (writer, commands) = mpsc::channel(8192);
         tokio::spawn(run_writer(writer_conn, commands));
         Ok(Self { writer, readers, signal: watch::Sender::new(0) })
@@ -90,7 +90,8 @@ impl SqliteStore {
     }
 
     /// The single writer serialises claims, so no row lock is needed.
-    pub(crate) const CLAIM_SQL: &'static str = "UPDATE jobs SET lease_id = $1, lease_expires_at = $2, attempts = attempts + 1
+    pub(crate) const CLAIM_SQL: &'static str =
+        "UPDATE jobs SET lease_id = $1, lease_expires_at = $2, attempts = attempts + 1
          WHERE id IN (
              SELECT id FROM jobs
              WHERE queue = $3 AND failed_at IS NULL AND run_at <= $4
@@ -173,7 +174,11 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Unit>) {
     batch.clear();
 }
 
-async fn run_units(conn: &mut SqliteConnection, batch: &mut Vec<Unit>, finishes: &mut Vec<Finish>) -> Result<(), sqlx::Error> {
+async fn run_units(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<Unit>,
+    finishes: &mut Vec<Finish>,
+) -> Result<(), sqlx::Error> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     for unit in batch.drain(..) {
         sqlx::query("SAVEPOINT unit").execute(&mut *conn).await?;

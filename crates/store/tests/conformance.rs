@@ -135,9 +135,13 @@ async fn event_types_are_unique_per_tenant_and_versioned(backend: Backend) {
     assert!(matches!(store.create_event_type(&et(&a)).await, Err(StoreError::Conflict(_))));
     store.create_event_type(&et(&b)).await.expect("the same name in another tenant is fine");
 
-    let patch = EventTypePatch { schema: Some(None), updated_at: Some(t0() + Duration::seconds(1)), ..Default::default() };
+    let patch =
+        EventTypePatch { schema: Some(None), updated_at: Some(t0() + Duration::seconds(1)), ..Default::default() };
     let updated = store.update_event_type(a.as_str(), "user.created", &patch).await.unwrap().unwrap();
-    assert_eq!((updated.version, updated.schema.as_deref(), updated.description.as_str()), (2, None, "a user signed up"));
+    assert_eq!(
+        (updated.version, updated.schema.as_deref(), updated.description.as_str()),
+        (2, None, "a user signed up")
+    );
     assert_eq!(store.get_event_type(a.as_str(), "user.created").await.unwrap().unwrap(), updated);
     assert!(store.get_event_type(b.as_str(), "user.created").await.unwrap().unwrap().schema.is_some());
     assert!(store.update_event_type(a.as_str(), "nope", &patch).await.unwrap().is_none());
@@ -159,7 +163,8 @@ async fn idempotent_event_replays_the_first_and_refuses_a_different_body(backend
     let a = tenant(&*store, "a").await;
     let b = tenant(&*store, "b").await;
     let first = new_event(&a, r#"{"n":1}"#, Some(("k1", "hash-1")));
-    let CreateEventOutcome::Created(created) = store.create_event(&first, &[job(&a, "fanout", t0())]).await.unwrap() else {
+    let CreateEventOutcome::Created(created) = store.create_event(&first, &[job(&a, "fanout", t0())]).await.unwrap()
+    else {
         panic!("expected a new event")
     };
     let again = new_event(&a, r#"{"n":1}"#, Some(("k1", "hash-1")));
@@ -168,7 +173,10 @@ async fn idempotent_event_replays_the_first_and_refuses_a_different_body(backend
         CreateEventOutcome::Replayed(created.clone())
     );
     let different = new_event(&a, r#"{"n":2}"#, Some(("k1", "hash-2")));
-    assert_eq!(store.create_event(&different, &[job(&a, "fanout", t0())]).await.unwrap(), CreateEventOutcome::KeyReused);
+    assert_eq!(
+        store.create_event(&different, &[job(&a, "fanout", t0())]).await.unwrap(),
+        CreateEventOutcome::KeyReused
+    );
     let other_tenant = new_event(&b, r#"{"n":2}"#, Some(("k1", "hash-2")));
     assert!(matches!(store.create_event(&other_tenant, &[]).await.unwrap(), CreateEventOutcome::Created(_)));
 
@@ -183,7 +191,9 @@ async fn parallel_idempotent_requests_create_exactly_one_event(backend: Backend)
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let (store, a) = (store.clone(), a.clone());
-            tokio::spawn(async move { store.create_event(&new_event(&a, "{}", Some(("same", "h"))), &[]).await.unwrap() })
+            tokio::spawn(
+                async move { store.create_event(&new_event(&a, "{}", Some(("same", "h"))), &[]).await.unwrap() },
+            )
         })
         .collect();
     let mut created = 0;
@@ -212,7 +222,10 @@ async fn a_rolled_back_unit_enqueues_nothing(backend: Backend) {
     // Same event id again: the insert fails after nothing else, so the unit rolls back whole.
     let duplicate = NewEvent { payload: r#"{"dup":true}"#.into(), ..event.clone() };
     let doomed = job(&a, "q", t0());
-    assert!(matches!(store.create_event(&duplicate, std::slice::from_ref(&doomed)).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_event(&duplicate, std::slice::from_ref(&doomed)).await,
+        Err(StoreError::Conflict(_))
+    ));
 
     let claimed = store.claim("q", 10, t0() + Duration::hours(1), Duration::seconds(30)).await.unwrap();
     assert_eq!(claimed.len(), 1);
@@ -236,7 +249,8 @@ async fn event_listing_pages_newest_first_and_filters(backend: Backend) {
     let mut seen = Vec::new();
     let mut page = Page { limit: 3, before: None };
     loop {
-        let batch = store.list_events(a.as_str(), &EventFilter { page: page.clone(), ..Default::default() }).await.unwrap();
+        let batch =
+            store.list_events(a.as_str(), &EventFilter { page: page.clone(), ..Default::default() }).await.unwrap();
         seen.extend(batch.iter().map(|e| e.id.clone()));
         if batch.len() < 3 {
             break;
@@ -295,7 +309,10 @@ async fn an_expired_lease_is_claimed_again_and_the_old_lease_is_void(backend: Ba
     let lease = Duration::seconds(30);
     let first = store.claim("q", 1, t0(), lease).await.unwrap().remove(0);
     assert_eq!(first.attempts, 1);
-    assert!(store.claim("q", 1, t0() + Duration::seconds(29), lease).await.unwrap().is_empty(), "leased jobs are not claimable");
+    assert!(
+        store.claim("q", 1, t0() + Duration::seconds(29), lease).await.unwrap().is_empty(),
+        "leased jobs are not claimable"
+    );
     assert_eq!(store.next_due("q").await.unwrap(), Some(t0() + lease));
 
     // The first worker "crashed"; after the lease expires someone else gets the job.
@@ -323,7 +340,10 @@ async fn retried_jobs_wait_until_their_time_and_dead_letters_stay_parked(backend
     assert_eq!(again.len(), 1);
     assert_eq!((&again[0].id, again[0].attempts, again[0].last_error.as_deref()), (&retried.id, 2, Some("HTTP 503")));
     assert!(store.ack(&again[0].lease).await.unwrap());
-    assert!(store.claim("q", 5, later + Duration::days(30), Duration::seconds(30)).await.unwrap().is_empty(), "dead letters are never claimed");
+    assert!(
+        store.claim("q", 5, later + Duration::days(30), Duration::seconds(30)).await.unwrap().is_empty(),
+        "dead letters are never claimed"
+    );
 }
 
 async fn workers_wake_on_enqueue_and_drain_on_shutdown(backend: Backend) {
@@ -351,7 +371,11 @@ async fn workers_wake_on_enqueue_and_drain_on_shutdown(backend: Backend) {
     store.enqueue(&jobs).await.unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while handled.load(Ordering::SeqCst) < 20 {
-        assert!(tokio::time::Instant::now() < deadline, "workers did not wake: {} handled", handled.load(Ordering::SeqCst));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "workers did not wake: {} handled",
+            handled.load(Ordering::SeqCst)
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     // Jobs in hand when shutdown starts are finished before the worker returns.

@@ -97,9 +97,13 @@ pub(crate) fn new_key(state: &AppState, tenant_id: &Id, request: CreateApiKey) -
     if name.is_empty() || name.len() > 200 {
         return Err(ApiError::validation("name", "must be 1 to 200 characters"));
     }
-    let scope = request.scopes.iter().copied().map(Scope::from).max().ok_or_else(|| {
-        ApiError::validation("scopes", "at least one of admin, write, read is required")
-    })?;
+    let scope = request
+        .scopes
+        .iter()
+        .copied()
+        .map(Scope::from)
+        .max()
+        .ok_or_else(|| ApiError::validation("scopes", "at least one of admin, write, read is required"))?;
     let now = state.clock.now();
     if request.expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::validation("expires_at", "must be in the future"));
@@ -167,10 +171,18 @@ pub async fn list_api_keys(
     responses((status = 200, body = ApiKeyOut), (status = 404, description = "No such key in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
-pub async fn get_api_key(State(state): State<AppState>, caller: Caller, Path(key_id): Path<String>) -> ApiResult<Json<ApiKeyOut>> {
+pub async fn get_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key_id): Path<String>,
+) -> ApiResult<Json<ApiKeyOut>> {
     caller.require(Scope::Admin)?;
     let id = path_id(IdKind::ApiKey, &key_id, "API key")?;
-    let key = state.store.get_api_key(caller.tenant_id(), id.as_str()).await?.ok_or_else(|| ApiError::not_found("API key"))?;
+    let key = state
+        .store
+        .get_api_key(caller.tenant_id(), id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("API key"))?;
     Ok(Json(key.into()))
 }
 
@@ -183,7 +195,11 @@ pub async fn get_api_key(State(state): State<AppState>, caller: Caller, Path(key
     responses((status = 204, description = "Revoked"), (status = 404, description = "No such unrevoked key in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
-pub async fn revoke_api_key(State(state): State<AppState>, caller: Caller, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key_id): Path<String>,
+) -> ApiResult<StatusCode> {
     caller.require(Scope::Admin)?;
     let id = path_id(IdKind::ApiKey, &key_id, "API key")?;
     if state.store.revoke_api_key(caller.tenant_id(), id.as_str(), state.clock.now()).await? {

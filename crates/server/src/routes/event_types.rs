@@ -71,7 +71,8 @@ impl From<EventType> for EventTypeOut {
 }
 
 pub fn check_event_type_name(field: &str, name: &str) -> ApiResult<()> {
-    let valid_segment = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let valid_segment =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if name.len() > 128 || !name.split('.').all(valid_segment) {
         return Err(ApiError::validation(
             field,
@@ -82,7 +83,8 @@ pub fn check_event_type_name(field: &str, name: &str) -> ApiResult<()> {
 }
 
 fn check_schema(schema: &Value) -> ApiResult<String> {
-    crate::schemas::compile(schema).map_err(|reason| ApiError::validation("schema", format!("not a valid JSON Schema: {reason}")))?;
+    crate::schemas::compile(schema)
+        .map_err(|reason| ApiError::validation("schema", format!("not a valid JSON Schema: {reason}")))?;
     Ok(schema.to_string())
 }
 
@@ -147,9 +149,17 @@ pub async fn list_event_types(
     responses((status = 200, body = EventTypeOut), (status = 404, description = "No such event type", body = crate::problem::Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
-pub async fn get_event_type(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<EventTypeOut>> {
+pub async fn get_event_type(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<EventTypeOut>> {
     caller.require(Scope::Read)?;
-    let found = state.store.get_event_type(caller.tenant_id(), &name).await?.ok_or_else(|| ApiError::not_found("event type"))?;
+    let found = state
+        .store
+        .get_event_type(caller.tenant_id(), &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event type"))?;
     Ok(Json(found.into()))
 }
 
@@ -179,6 +189,10 @@ pub async fn update_event_type(
         None => None,
     };
     let patch = EventTypePatch { description: request.description, schema, updated_at: Some(state.clock.now()) };
-    let updated = state.store.update_event_type(caller.tenant_id(), &name, &patch).await?.ok_or_else(|| ApiError::not_found("event type"))?;
+    let updated = state
+        .store
+        .update_event_type(caller.tenant_id(), &name, &patch)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event type"))?;
     Ok(Json(updated.into()))
 }

@@ -52,7 +52,8 @@ impl TryFrom<Event> for EventOut {
         Ok(Self {
             id: e.id.to_string(),
             event_type: e.event_type,
-            payload: RawValue::from_string(e.payload).map_err(|err| ApiError::internal(&format!("stored payload is not JSON: {err}")))?,
+            payload: RawValue::from_string(e.payload)
+                .map_err(|err| ApiError::internal(&format!("stored payload is not JSON: {err}")))?,
             idempotency_key: e.idempotency_key,
             created_at: e.created_at,
         })
@@ -81,7 +82,12 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| ApiError::malformed("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters")))?;
+        .ok_or_else(|| {
+            ApiError::malformed(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+            )
+        })?;
     Ok(Some(key.to_string()))
 }
 
@@ -115,10 +121,12 @@ pub async fn create_event(
         ApiError::validation("event_type", format!("no event type named {:?} is registered", request.event_type))
     })?;
     if let Some(schema) = &event_type.schema {
-        state.schemas.validate(tenant_id, &event_type.name, event_type.version, schema, &request.payload).map_err(|errors| {
-            state.metrics.events.get_or_create(&EventLabels { outcome: "rejected" }).inc();
-            ApiError::validation_many(errors)
-        })?;
+        state.schemas.validate(tenant_id, &event_type.name, event_type.version, schema, &request.payload).map_err(
+            |errors| {
+                state.metrics.events.get_or_create(&EventLabels { outcome: "rejected" }).inc();
+                ApiError::validation_many(errors)
+            },
+        )?;
     }
     // serde_json maps are sorted, so this text is canonical: equal payloads hash equally.
     let payload = request.payload.to_string();
@@ -193,9 +201,14 @@ pub async fn list_events(
     responses((status = 200, body = EventOut), (status = 404, description = "No such event in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
-pub async fn get_event(State(state): State<AppState>, caller: Caller, Path(event_id): Path<String>) -> ApiResult<Json<EventOut>> {
+pub async fn get_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(event_id): Path<String>,
+) -> ApiResult<Json<EventOut>> {
     caller.require(Scope::Read)?;
     let id = path_id(IdKind::Event, &event_id, "event")?;
-    let event = state.store.get_event(caller.tenant_id(), id.as_str()).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    let event =
+        state.store.get_event(caller.tenant_id(), id.as_str()).await?.ok_or_else(|| ApiError::not_found("event"))?;
     Ok(Json(event.try_into()?))
 }

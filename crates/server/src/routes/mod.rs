@@ -37,7 +37,9 @@ impl PageParams {
             return Err(ApiError::malformed("limit", format!("must be between 1 and {MAX_PAGE}")));
         }
         let before = match &self.cursor {
-            Some(cursor) => Some(Id::parse(kind, cursor).map_err(|e| ApiError::malformed("cursor", e.to_string()))?.to_string()),
+            Some(cursor) => {
+                Some(Id::parse(kind, cursor).map_err(|e| ApiError::malformed("cursor", e.to_string()))?.to_string())
+            }
             None => None,
         };
         Ok(Page { limit: limit + 1, before })

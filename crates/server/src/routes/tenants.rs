@@ -100,7 +100,11 @@ pub async fn list_tenants(
     responses((status = 200, body = TenantOut), (status = 404, description = "No such tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
-pub async fn get_tenant(State(state): State<AppState>, caller: Caller, Path(tenant_id): Path<String>) -> ApiResult<Json<TenantOut>> {
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant_id): Path<String>,
+) -> ApiResult<Json<TenantOut>> {
     caller.require_operator()?;
     let id = path_id(IdKind::Tenant, &tenant_id, "tenant")?;
     let tenant = state.store.get_tenant(id.as_str()).await?.ok_or_else(|| ApiError::not_found("tenant"))?;

@@ -44,7 +44,12 @@ impl TestServer {
             created_at: clock.now(),
         };
         store.bootstrap_operator(&tenant, &key).await.unwrap().expect("fresh database");
-        let state = AppState::new(store.clone(), Arc::new(clock.clone()), Arc::new(SecretBox::new(KeyRing::generate())), config);
+        let state = AppState::new(
+            store.clone(),
+            Arc::new(clock.clone()),
+            Arc::new(SecretBox::new(KeyRing::generate())),
+            config,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();

@@ -1,0 +1,330 @@
+//! The `switchboard` binary as an operator uses it: real processes, real files, signals.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn command(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("SWITCHBOARD_") || name == "DATABASE_URL" {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.arg("--data-dir").arg(data_dir).env("RUST_LOG", "warn");
+    cmd
+}
+
+/// A running `switchboard serve`.
+struct Serve {
+    child: Child,
+    base: String,
+    admin_line: Option<String>,
+}
+
+impl Serve {
+    fn start(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut admin_line = None;
+        loop {
+            let line = rx.recv_timeout(Duration::from_secs(60)).expect("serve printed its address");
+            if line.starts_with("Admin API key:") {
+                assert!(admin_line.is_none(), "the admin key is printed once");
+                admin_line = Some(line);
+            } else if let Some(address) = line.strip_prefix("Listening on ") {
+                return Self { child, base: address.to_string(), admin_line };
+            }
+        }
+    }
+
+    fn admin_key(&self) -> String {
+        self.admin_line.as_ref().expect("first start prints the admin key")["Admin API key: ".len()..].to_string()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    fn terminate(mut self) -> i32 {
+        use nix::sys::signal::{Signal, kill};
+        kill(nix::unistd::Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().expect("exited, not killed");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("serve did not stop within 15 s of SIGTERM");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn first_start_creates_data_dir_key_file_database_and_one_admin_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Serve::start(command(&data));
+    let key = server.admin_key();
+    assert!(key.starts_with("sk_") && key.len() >= 3 + 22, "{key}");
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("master.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the master key file is private");
+    }
+    // WAL mode leaves its side files next to the database.
+    assert!(data.join("switchboard.db").exists() && data.join("switchboard.db-wal").exists());
+
+    let response = client().get(server.url("/api/api-keys")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.terminate(), 0);
+
+    let again = Serve::start(command(&data));
+    assert!(again.admin_line.is_none(), "later starts print no key");
+    let response = client().get(again.url("/api/api-keys")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(response.status(), 200, "the first key still works");
+    assert_eq!(again.terminate(), 0);
+}
+
+#[tokio::test]
+async fn an_admin_key_from_the_environment_is_used_and_not_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let chosen = "sk_automation0000000000000000000001";
+    let mut cmd = command(dir.path());
+    cmd.env("SWITCHBOARD_ADMIN_KEY", chosen);
+    let server = Serve::start(cmd);
+    let line = server.admin_line.clone().unwrap();
+    assert!(!line.contains(chosen), "{line}");
+    let response = client().get(server.url("/api/events")).bearer_auth(chosen).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.terminate(), 0);
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_every_acknowledged_event_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(command(dir.path()));
+    let key = server.admin_key();
+    let http = client();
+    let response = http
+        .post(server.url("/api/event-types"))
+        .bearer_auth(&key)
+        .json(&json!({"name": "load.test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    let sends: Vec<_> = (0..300)
+        .map(|i| {
+            let request = http
+                .post(server.url("/api/events"))
+                .bearer_auth(&key)
+                .json(&json!({"event_type": "load.test", "payload": {"i": i}}));
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let code = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    assert_eq!(code, 0, "graceful shutdown exits 0");
+    let mut acknowledged = 0;
+    for send in sends {
+        if let Ok(201) = send.await.unwrap() {
+            acknowledged += 1;
+        }
+    }
+
+    let restarted = Serve::start(command(dir.path()));
+    let mut stored = 0;
+    let mut path = "/api/events?limit=100".to_string();
+    loop {
+        let page: Value = http.get(restarted.url(&path)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        stored += page["data"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/events?limit=100&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(stored, acknowledged, "every event answered 201 is stored, and nothing else");
+    assert_eq!(restarted.terminate(), 0);
+}
+
+#[test]
+fn help_documents_every_flag_and_its_environment_variable() {
+    let output = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for (flag, env) in [
+        ("--listen", "SWITCHBOARD_LISTEN"),
+        ("--data-dir", "SWITCHBOARD_DATA_DIR"),
+        ("--database-url", "SWITCHBOARD_DATABASE_URL"),
+        ("--config", "SWITCHBOARD_CONFIG"),
+        ("--log-format", "SWITCHBOARD_LOG_FORMAT"),
+        ("--max-body-bytes", "SWITCHBOARD_MAX_BODY_BYTES"),
+        ("--request-timeout-secs", "SWITCHBOARD_REQUEST_TIMEOUT_SECS"),
+        ("--rate-limit-per-key", "SWITCHBOARD_RATE_LIMIT_PER_KEY"),
+        ("--shutdown-timeout-secs", "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECS"),
+        ("--db-max-connections", "SWITCHBOARD_DB_MAX_CONNECTIONS"),
+    ] {
+        assert!(help.contains(flag) && help.contains(env), "{flag} / {env} missing from:\n{help}");
+    }
+    let top = String::from_utf8(Command::new(BIN).arg("--help").output().unwrap().stdout).unwrap();
+    for command in ["serve", "migrate", "keys"] {
+        assert!(top.contains(command), "{command} missing from:\n{top}");
+    }
+}
+
+#[test]
+fn migrate_creates_the_schema_and_bad_urls_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = command(dir.path()).arg("migrate").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(dir.path().join("switchboard.db").exists());
+
+    let output = command(dir.path()).args(["--database-url", "mysql://x:secretpw@h/db", "migrate"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("expected sqlite:// or postgres://"), "{stderr}");
+    assert!(!stderr.contains("secretpw"), "the password is redacted: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_config_file_is_read_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(&config, "max_body_bytes = 100\nrate_limit_per_key = 0\n").unwrap();
+    let mut cmd = command(dir.path());
+    cmd.arg("--config").arg(&config);
+    let server = Serve::start(cmd);
+    let key = server.admin_key();
+    let big = json!({"name": "x".repeat(200)});
+    let response = client().post(server.url("/api/event-types")).bearer_auth(&key).json(&big).send().await.unwrap();
+    assert_eq!(response.status(), 413, "the file's body limit applies");
+    assert_eq!(server.terminate(), 0);
+
+    let mut cmd = command(dir.path());
+    cmd.arg("--config").arg(&config).env("SWITCHBOARD_MAX_BODY_BYTES", "100000");
+    let server = Serve::start(cmd);
+    let response = client()
+        .post(server.url("/api/event-types"))
+        .bearer_auth(&key)
+        .json(&json!({"name": "a.b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "the environment overrides the file");
+    assert_eq!(server.terminate(), 0);
+
+    std::fs::write(&config, "listn = \"127.0.0.1:1\"\n").unwrap();
+    let output = command(dir.path()).arg("--config").arg(&config).arg("migrate").output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("listn"), "a typo in the file is named");
+}
+
+#[tokio::test]
+async fn keys_rotate_re_encrypts_stored_secrets_with_a_new_primary_key() {
+    use switchboard_core::{Clock, KeyRing, SecretBox, SystemClock};
+    let dir = tempfile::tempdir().unwrap();
+    let output = command(dir.path()).arg("migrate").output().unwrap();
+    assert!(output.status.success());
+    // First start writes the key file and the operator tenant.
+    let server = Serve::start(command(dir.path()));
+    assert_eq!(server.terminate(), 0);
+
+    let key_file = dir.path().join("master.key");
+    let old = SecretBox::new(KeyRing::load(&key_file).unwrap());
+    let url = format!("sqlite://{}", dir.path().join("switchboard.db").display());
+    let store = switchboard_store::open(&switchboard_store::OpenOptions::new(url.clone())).await.unwrap();
+    let tenant = store.list_tenants(&Default::default()).await.unwrap().remove(0).id;
+    let secret = switchboard_store::secrets::seal(&old, &tenant, b"s3cret", SystemClock.now());
+    store.put_secret(&secret).await.unwrap();
+    store.close().await;
+
+    let output = command(dir.path()).args(["keys", "rotate"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("re-encrypted 1 secrets"));
+
+    let ring = KeyRing::load(&key_file).unwrap();
+    assert_eq!(ring.key_ids().count(), 2, "the old key is kept for decryption");
+    let new = SecretBox::new(ring);
+    let store = switchboard_store::open(&switchboard_store::OpenOptions::new(url)).await.unwrap();
+    let stored = store.get_secret(tenant.as_str(), secret.id.as_str()).await.unwrap().unwrap();
+    assert_eq!(stored.key_id, new.ring().primary_id());
+    assert_eq!(&switchboard_store::secrets::open(&new, &stored).unwrap()[..], b"s3cret");
+    store.close().await;
+}
+
+/// Two `serve` processes on one PostgreSQL database: one creates the admin key, both serve
+/// the same data.
+#[tokio::test]
+async fn two_serve_processes_share_one_postgresql() {
+    let Some(db) = switchboard_store::testing::TestDb::postgres() else { return };
+    db.open().await.close().await; // creates the schema
+    let schema = db.options.pg_schema.clone().unwrap();
+    let url = format!("{}?options=-c%20search_path%3D{schema}", db.options.url);
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = |name: &str| {
+        let mut cmd = command(&dir.path().join(name));
+        cmd.env("SWITCHBOARD_DATABASE_URL", &url)
+            .env("SWITCHBOARD_MASTER_KEY", "mk_test:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+        Serve::start(cmd)
+    };
+    let (first, second) = (spawn("one"), spawn("two"));
+    let printed: Vec<_> = [&first, &second].iter().filter_map(|s| s.admin_line.clone()).collect();
+    assert_eq!(printed.len(), 1, "exactly one process creates the admin key");
+    let key = printed[0]["Admin API key: ".len()..].to_string();
+    let http = client();
+    let response =
+        http.post(first.url("/api/event-types")).bearer_auth(&key).json(&json!({"name": "x.y"})).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let event: Value = http
+        .post(first.url("/api/events"))
+        .bearer_auth(&key)
+        .json(&json!({"event_type": "x.y", "payload": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seen = http
+        .get(second.url(&format!("/api/events/{}", event["id"].as_str().unwrap())))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.status(), 200);
+    assert_eq!(first.terminate(), 0);
+    assert_eq!(second.terminate(), 0);
+}
