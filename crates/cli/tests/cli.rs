@@ -37,20 +37,22 @@ impl Serve {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        // Owned from here on, so the child is reaped even if the wait below fails.
+        let mut serve = Self { child, base: String::new(), admin_line: None };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
             }
         });
-        let mut admin_line = None;
         loop {
             let line = rx.recv_timeout(Duration::from_secs(60)).expect("serve printed its address");
             if line.starts_with("Admin API key:") {
-                assert!(admin_line.is_none(), "the admin key is printed once");
-                admin_line = Some(line);
+                assert!(serve.admin_line.is_none(), "the admin key is printed once");
+                serve.admin_line = Some(line);
             } else if let Some(address) = line.strip_prefix("Listening on ") {
-                return Self { child, base: address.to_string(), admin_line };
+                serve.base = address.to_string();
+                return serve;
             }
         }
     }
