@@ -43,7 +43,11 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("switchboard"),
     };
-    anyhow::ensure!(binary.exists(), "no switchboard binary at {} (build it with cargo build --release)", binary.display());
+    anyhow::ensure!(
+        binary.exists(),
+        "no switchboard binary at {} (build it with cargo build --release)",
+        binary.display()
+    );
     let results = match cli.scenario {
         Scenario::Ingest(args) => ingest::run(&binary, args).await?,
     };
