@@ -174,14 +174,17 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Unit>) {
     batch.clear();
 }
 
+/// Runs the units in one transaction, each inside its own savepoint. Every call into SQLite
+/// is a round trip to the connection's thread, so the statements between two units (end one
+/// savepoint, open the next) travel together as one script.
 async fn run_units(
     conn: &mut SqliteConnection,
     batch: &mut Vec<Unit>,
     finishes: &mut Vec<Finish>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    for unit in batch.drain(..) {
-        sqlx::query("SAVEPOINT unit").execute(&mut *conn).await?;
+    sqlx::query("BEGIN IMMEDIATE; SAVEPOINT unit").execute(&mut *conn).await?;
+    let count = batch.len();
+    for (index, unit) in batch.drain(..).enumerate() {
         let ok = match AssertUnwindSafe(unit(conn)).catch_unwind().await {
             Ok((ok, finish)) => {
                 finishes.push(finish);
@@ -192,12 +195,15 @@ async fn run_units(
                 false
             }
         };
-        if !ok {
-            sqlx::query("ROLLBACK TO unit").execute(&mut *conn).await?;
-        }
-        sqlx::query("RELEASE unit").execute(&mut *conn).await?;
+        let last = index + 1 == count;
+        let between = match (ok, last) {
+            (true, false) => "RELEASE unit; SAVEPOINT unit",
+            (false, false) => "ROLLBACK TO unit; RELEASE unit; SAVEPOINT unit",
+            (true, true) => "RELEASE unit; COMMIT",
+            (false, true) => "ROLLBACK TO unit; RELEASE unit; COMMIT",
+        };
+        sqlx::query(between).execute(&mut *conn).await?;
     }
-    sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(())
 }
 

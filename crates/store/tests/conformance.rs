@@ -25,6 +25,7 @@ switchboard_store::conformance_tests!(
     workers_wake_on_enqueue_and_drain_on_shutdown,
     secrets_are_isolated_and_resealed_only_from_the_expected_key,
     rotation_reseals_every_secret_of_every_tenant,
+    failing_units_roll_back_alone_inside_a_shared_commit,
 );
 
 fn t0() -> Timestamp {
@@ -456,4 +457,35 @@ async fn rotation_reseals_every_secret_of_every_tenant(backend: Backend) {
         assert_eq!(&secrets::open(&new, &now).unwrap()[..], plaintext.as_bytes());
     }
     assert_eq!(secrets::reseal_all(&*store, &new, t0(), |_| {}).await.unwrap(), 0, "a second run has nothing to do");
+}
+
+/// Units that fail halfway leave nothing behind, even when they share a group commit with
+/// units that succeed.
+async fn failing_units_roll_back_alone_inside_a_shared_commit(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let owner = tenant(&*store, "owner").await;
+    let (_, taken) = new_key(&owner, Scope::Read);
+    store.create_api_key(&taken).await.unwrap();
+    let attempts: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            let taken_hash = taken.key_hash.clone();
+            tokio::spawn(async move {
+                let t = NewTenant { id: Id::new(IdKind::Tenant), name: format!("t{i}"), created_at: t0() };
+                let (_, mut key) = new_key(&t.id, Scope::Admin);
+                if i % 2 == 0 {
+                    // The tenant row goes in first; the key then collides and must undo it.
+                    key.key_hash = taken_hash;
+                }
+                (i, store.create_tenant(&t, Some(&key)).await)
+            })
+        })
+        .collect();
+    for attempt in attempts {
+        let (i, result) = attempt.await.unwrap();
+        assert_eq!(result.is_ok(), i % 2 == 1, "attempt {i}: {result:?}");
+    }
+    let tenants = store.list_tenants(&Page { limit: 100, before: None }).await.unwrap();
+    assert_eq!(tenants.len(), 1 + 20, "only the owner and the 20 whole units remain");
+    assert!(tenants.iter().all(|t| t.name == "owner" || t.name[1..].parse::<u32>().unwrap() % 2 == 1));
 }
