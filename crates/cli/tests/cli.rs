@@ -66,16 +66,20 @@ impl Serve {
     }
 
     /// Sends SIGTERM and returns the exit code.
-    fn terminate(mut self) -> i32 {
-        use nix::sys::signal::{Signal, kill};
-        kill(nix::unistd::Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+    fn terminate(self) -> i32 {
+        self.signal(nix::sys::signal::Signal::SIGTERM).expect("exited, not killed")
+    }
+
+    /// Sends `signal` and returns the exit code (`None` when the signal killed it).
+    fn signal(mut self, signal: nix::sys::signal::Signal) -> Option<i32> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
         for _ in 0..300 {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().expect("exited, not killed");
+                return status.code();
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("serve did not stop within 15 s of SIGTERM");
+        panic!("serve did not stop within 15 s of {signal}");
     }
 }
 
@@ -134,6 +138,24 @@ async fn an_admin_key_from_the_environment_is_used_and_not_echoed() {
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_every_acknowledged_event_survives() {
+    let (acknowledged, stored) = stop_during_a_burst(nix::sys::signal::Signal::SIGTERM, Some(0)).await;
+    assert_eq!(stored, acknowledged, "every event answered 201 is stored, and nothing else");
+}
+
+#[tokio::test]
+async fn sigkill_loses_no_acknowledged_event() {
+    let (acknowledged, stored) = stop_during_a_burst(nix::sys::signal::Signal::SIGKILL, None).await;
+    // A request cut off after its commit but before its answer may be stored unacknowledged
+    // (at-least-once); an acknowledged one is never missing.
+    assert!(stored >= acknowledged, "{acknowledged} acknowledged, only {stored} stored");
+    assert!(stored <= acknowledged + 64, "at most one batch of requests was in flight");
+}
+
+const BURST: usize = 2000;
+
+/// Starts a burst of event posts, stops the server with `signal` part way, restarts it and
+/// returns (events answered 201, events stored).
+async fn stop_during_a_burst(signal: nix::sys::signal::Signal, expected_code: Option<i32>) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
     let server = Serve::start(command(dir.path()));
     let key = server.admin_key();
@@ -147,24 +169,30 @@ async fn sigterm_finishes_in_flight_requests_and_every_acknowledged_event_surviv
         .unwrap();
     assert_eq!(response.status(), 201);
 
-    let sends: Vec<_> = (0..300)
+    let limiter = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let sends: Vec<_> = (0..BURST)
         .map(|i| {
             let request = http
                 .post(server.url("/api/events"))
                 .bearer_auth(&key)
                 .json(&json!({"event_type": "load.test", "payload": {"i": i}}));
-            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let _permit = limiter.acquire_owned().await.unwrap();
+                request.send().await.map(|r| r.status().as_u16())
+            })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let code = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
-    assert_eq!(code, 0, "graceful shutdown exits 0");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let code = tokio::task::spawn_blocking(move || server.signal(signal)).await.unwrap();
+    assert_eq!(code, expected_code, "exit code after {signal}");
     let mut acknowledged = 0;
     for send in sends {
         if let Ok(201) = send.await.unwrap() {
             acknowledged += 1;
         }
     }
+    assert!(0 < acknowledged && acknowledged < BURST, "the stop came during the burst: {acknowledged} acknowledged");
 
     let restarted = Serve::start(command(dir.path()));
     let mut stored = 0;
@@ -177,8 +205,8 @@ async fn sigterm_finishes_in_flight_requests_and_every_acknowledged_event_surviv
             None => break,
         }
     }
-    assert_eq!(stored, acknowledged, "every event answered 201 is stored, and nothing else");
     assert_eq!(restarted.terminate(), 0);
+    (acknowledged, stored)
 }
 
 #[test]
@@ -329,4 +357,33 @@ async fn two_serve_processes_share_one_postgresql() {
     assert_eq!(seen.status(), 200);
     assert_eq!(first.terminate(), 0);
     assert_eq!(second.terminate(), 0);
+}
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut parsed = Vec::new();
+    while let Some(Ok(line)) = lines.next() {
+        let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let serving = value["fields"]["message"] == "switchboard is serving";
+        parsed.push(value);
+        if serving {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        parsed.iter().any(|v| v["level"] == "INFO" && v["fields"]["message"] == "switchboard is serving"),
+        "{parsed:?}"
+    );
 }

@@ -20,7 +20,7 @@ pub mod testing;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use switchboard_core::{Id, Timestamp};
+use switchboard_core::Timestamp;
 
 pub use error::StoreError;
 pub use model::*;
@@ -162,9 +162,4 @@ pub trait Store: Send + Sync + 'static {
     /// concurrent update is never overwritten by a re-encryption).
     async fn reseal_secret(&self, secret: &StoredSecret, expected_key_id: &str) -> Result<bool>;
     async fn count_secrets_sealed_with_other_keys(&self, primary_key_id: &str) -> Result<u64>;
-}
-
-/// Creates a fresh id; a tiny helper so that callers need not import core for it.
-pub fn new_id(kind: switchboard_core::IdKind) -> Id {
-    Id::new(kind)
 }
