@@ -67,15 +67,27 @@ pub async fn open(options: &OpenOptions) -> Result<Arc<dyn Store>> {
     }
 }
 
-/// A URL with its password removed, fit for logs and errors.
+/// A URL fit for logs and errors: the password is masked and the query string (which may
+/// carry `password=` or `sslpassword=`) is dropped.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.set_query(None);
             parsed.to_string()
         }
-        Ok(parsed) => parsed.to_string(),
         Err(_) => "<unparseable url>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacted_urls_keep_no_password() {
+        let redacted = super::redact_url("postgres://app:hunter2@db:5432/sb?sslmode=require&password=hunter3");
+        assert_eq!(redacted, "postgres://app:***@db:5432/sb");
     }
 }
 
@@ -120,6 +132,8 @@ pub trait Store: Send + Sync + 'static {
     /// seen before, nothing is written and the earlier event (same request) or a conflict
     /// (different request) is returned.
     async fn create_event(&self, event: &NewEvent, jobs: &[NewJob]) -> Result<CreateEventOutcome>;
+    /// The event stored under an idempotency key, with the digest of the request that made it.
+    async fn find_idempotent_event(&self, tenant_id: &str, key: &str) -> Result<Option<(Event, String)>>;
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>>;
     async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>>;
 
@@ -158,8 +172,8 @@ pub trait Store: Send + Sync + 'static {
         after_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<StoredSecret>>;
-    /// Replaces a secret's ciphertext if it is still sealed with `expected_key_id` (so a
-    /// concurrent update is never overwritten by a re-encryption).
-    async fn reseal_secret(&self, secret: &StoredSecret, expected_key_id: &str) -> Result<bool>;
+    /// Replaces a secret's key id and ciphertext if the row still holds exactly what was read
+    /// (`as_read`), so a concurrent update is never overwritten by a re-encryption.
+    async fn reseal_secret(&self, secret: &StoredSecret, as_read: &StoredSecret) -> Result<bool>;
     async fn count_secrets_sealed_with_other_keys(&self, primary_key_id: &str) -> Result<u64>;
 }

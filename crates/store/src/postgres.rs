@@ -7,9 +7,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
-use tokio::sync::watch;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+use crate::queue::WakeSignal;
 use crate::{OpenOptions, Result, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -19,7 +20,7 @@ const JOBS_CHANNEL: &str = "switchboard_jobs";
 
 pub struct PgStore {
     pool: PgPool,
-    signal: watch::Sender<u64>,
+    pub(crate) signal: Arc<WakeSignal>,
     stop_listening: CancellationToken,
 }
 
@@ -44,7 +45,7 @@ impl PgStore {
             .await?;
         MIGRATOR.run(&pool).await?;
 
-        let signal = watch::Sender::new(0u64);
+        let signal = Arc::new(WakeSignal::new());
         let stop_listening = CancellationToken::new();
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(JOBS_CHANNEL).await?;
@@ -79,33 +80,10 @@ impl PgStore {
         f(&mut conn).await
     }
 
-    /// Rows locked by another claimer are skipped, so concurrent claimers never share a job.
-    pub(crate) const CLAIM_SQL: &'static str =
-        "UPDATE jobs SET lease_id = $1, lease_expires_at = $2, attempts = attempts + 1
-         WHERE id IN (
-             SELECT id FROM jobs
-             WHERE queue = $3 AND failed_at IS NULL AND run_at <= $4
-               AND (lease_expires_at IS NULL OR lease_expires_at <= $4)
-             ORDER BY run_at, id LIMIT $5
-             FOR UPDATE SKIP LOCKED)
-         RETURNING id, tenant_id, queue, payload, run_at, attempts, last_error, lease_id";
-
     /// NOTIFY is transactional: it is delivered on commit and never for a rolled-back unit.
     pub(crate) async fn notify_in_unit(conn: &mut PgConnection) -> Result<()> {
         sqlx::query("SELECT pg_notify($1, '')").bind(JOBS_CHANNEL).execute(&mut *conn).await?;
         Ok(())
-    }
-
-    pub(crate) fn after_enqueue(&self) {
-        self.wake();
-    }
-
-    pub(crate) fn signal(&self) -> watch::Receiver<u64> {
-        self.signal.subscribe()
-    }
-
-    pub(crate) fn wake(&self) {
-        self.signal.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub(crate) async fn shutdown(&self) {
@@ -114,7 +92,7 @@ impl PgStore {
     }
 }
 
-async fn listen_for_jobs(mut listener: PgListener, signal: watch::Sender<u64>, stop: CancellationToken) {
+async fn listen_for_jobs(mut listener: PgListener, signal: Arc<WakeSignal>, stop: CancellationToken) {
     loop {
         tokio::select! {
             biased;
@@ -128,10 +106,11 @@ async fn listen_for_jobs(mut listener: PgListener, signal: watch::Sender<u64>, s
                     tracing::warn!(%error, "LISTEN connection lost; reconnecting");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                signal.send_modify(|n| *n = n.wrapping_add(1));
+                signal.wake();
             }
         }
     }
 }
 
-crate::sql::store_impl!(PgStore, sqlx::Postgres, Backend::Postgres);
+// Rows locked by another claimer are skipped, so concurrent claimers never share a job.
+crate::sql::store_impl!(PgStore, sqlx::Postgres, Backend::Postgres, "FOR UPDATE SKIP LOCKED");

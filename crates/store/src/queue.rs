@@ -1,14 +1,36 @@
 //! The durable queue's job types and the worker runtime every background task runs on.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use switchboard_core::{Clock, Id, Timestamp};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::Store;
+
+/// Wakes the workers of this process: a counter that changes whenever jobs may have become
+/// claimable. A watch channel (not a bare notify) so a worker busy claiming when the change
+/// happens still sees it on its next wait.
+#[derive(Debug)]
+pub(crate) struct WakeSignal(tokio::sync::watch::Sender<u64>);
+
+impl WakeSignal {
+    pub(crate) fn new() -> Self {
+        Self(tokio::sync::watch::Sender::new(0))
+    }
+
+    pub(crate) fn wake(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
 
 /// A job to enqueue. `payload` is JSON text owned by whoever handles the queue.
 #[derive(Debug, Clone)]
@@ -129,7 +151,12 @@ pub async fn run_worker<H, F>(
             tokio::spawn(async move {
                 let lease = job.lease.clone();
                 let queue = job.queue.clone();
-                let outcome = handler(job).await;
+                let outcome = match AssertUnwindSafe(handler(job)).catch_unwind().await {
+                    Ok(outcome) => outcome,
+                    // A panic is a bug; parking the job keeps it for inspection instead of
+                    // re-running it every lease period forever.
+                    Err(_) => JobOutcome::DeadLetter("the job handler panicked".into()),
+                };
                 let result = match &outcome {
                     JobOutcome::Done => store.ack(&lease).await,
                     JobOutcome::RetryAt(at, error) => store.retry_at(&lease, *at, error).await,

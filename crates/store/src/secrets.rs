@@ -70,7 +70,7 @@ pub async fn reseal_all(
                         updated_at: now,
                         ..stored.clone()
                     };
-                    if store.reseal_secret(&resealed, &stored.key_id).await? {
+                    if store.reseal_secret(&resealed, stored).await? {
                         done += 1;
                         progress(done);
                     }

@@ -7,11 +7,14 @@
 //! - `write(f)`: runs `f` as one atomic unit on a connection (SQLite: inside the group commit;
 //!   PostgreSQL: in its own transaction);
 //! - `read(f)`: runs `f` on a pooled connection;
-//! - `CLAIM_SQL`, `notify_in_unit(conn)`, `after_enqueue()`, `ping_db()`, `shutdown()`,
-//!   `signal()`, `wake()`. The including module imports `Result` and `StoreError`.
+//! - `notify_in_unit(conn)`: tells other processes that jobs were enqueued;
+//! - `shutdown()`, and a `signal: WakeSignal` field for local wake-ups;
+//! - the row-lock clause of the claim query (the macro's last argument).
+//!
+//! The including module imports `Result` and `StoreError`.
 
 macro_rules! store_impl {
-    ($store:ty, $db:ty, $backend:expr) => {
+    ($store:ty, $db:ty, $backend:expr, $claim_lock:literal) => {
         use async_trait::async_trait;
         use sqlx::Row as _;
         use switchboard_core::{Id, Timestamp, from_micros, to_micros};
@@ -22,6 +25,21 @@ macro_rules! store_impl {
 
         type Row = <$db as sqlx::Database>::Row;
         type Conn = <$db as sqlx::Database>::Connection;
+
+        /// The picked ids are materialised first: PostgreSQL may otherwise re-run a
+        /// `LIMIT … FOR UPDATE SKIP LOCKED` subquery and lease more jobs than asked for.
+        const CLAIM_SQL: &str = concat!(
+            "WITH picked AS MATERIALIZED (
+                 SELECT id FROM jobs
+                 WHERE queue = $3 AND failed_at IS NULL AND run_at <= $4
+                   AND (lease_expires_at IS NULL OR lease_expires_at <= $4)
+                 ORDER BY run_at, id LIMIT $5 ",
+            $claim_lock,
+            ")
+             UPDATE jobs SET lease_id = $1, lease_expires_at = $2, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM picked)
+             RETURNING id, tenant_id, queue, payload, run_at, attempts, last_error, lease_id"
+        );
 
         fn id(row: &Row, column: &str) -> Result<Id> {
             Ok(Id::from_trusted(row.try_get::<String, _>(column)?))
@@ -443,9 +461,25 @@ macro_rules! store_impl {
                 }))
                 .await?;
                 if enqueued && matches!(outcome, CreateEventOutcome::Created(_)) {
-                    self.after_enqueue();
+                    self.signal.wake();
                 }
                 Ok(outcome)
+            }
+
+            async fn find_idempotent_event(&self, tenant_id: &str, key: &str) -> Result<Option<(Event, String)>> {
+                let (tenant_id, key) = (tenant_id.to_string(), key.to_string());
+                self.read(move |c| Box::pin(async move {
+                    let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND idempotency_key = $2"))
+                        .bind(&tenant_id)
+                        .bind(&key)
+                        .fetch_optional(&mut *c)
+                        .await?;
+                    match row {
+                        Some(row) => Ok(Some((event_from(&row)?, row.try_get::<Option<String>, _>("request_hash")?.unwrap_or_default()))),
+                        None => Ok(None),
+                    }
+                }))
+                .await
             }
 
             async fn get_event(&self, tenant_id: &str, event_id: &str) -> Result<Option<Event>> {
@@ -485,7 +519,7 @@ macro_rules! store_impl {
             async fn enqueue(&self, jobs: &[NewJob]) -> Result<()> {
                 let jobs = jobs.to_vec();
                 self.write(move |c| Box::pin(async move { insert_jobs(c, &jobs).await })).await?;
-                self.after_enqueue();
+                self.signal.wake();
                 Ok(())
             }
 
@@ -494,7 +528,7 @@ macro_rules! store_impl {
                 let lease_id = Id::new(switchboard_core::IdKind::Job).to_string();
                 let expires = now + lease;
                 self.write(move |c| Box::pin(async move {
-                    let rows = sqlx::query(<$store>::CLAIM_SQL)
+                    let rows = sqlx::query(CLAIM_SQL)
                         .bind(&lease_id)
                         .bind(to_micros(expires))
                         .bind(&queue)
@@ -537,7 +571,7 @@ macro_rules! store_impl {
                 }))
                 .await?;
                 if released {
-                    self.after_enqueue();
+                    self.signal.wake();
                 }
                 Ok(released)
             }
@@ -607,17 +641,17 @@ macro_rules! store_impl {
             }
 
             fn job_signal(&self) -> tokio::sync::watch::Receiver<u64> {
-                self.signal()
+                self.signal.subscribe()
             }
 
             fn wake_workers(&self) {
-                self.wake()
+                self.signal.wake()
             }
 
             async fn put_secret(&self, secret: &StoredSecret) -> Result<()> {
                 let secret = secret.clone();
                 self.write(move |c| Box::pin(async move {
-                    sqlx::query(
+                    let done = sqlx::query(
                         "INSERT INTO secrets (id, tenant_id, key_id, ciphertext, created_at, updated_at)
                          VALUES ($1, $2, $3, $4, $5, $5)
                          ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, ciphertext = excluded.ciphertext,
@@ -631,6 +665,9 @@ macro_rules! store_impl {
                     .bind(to_micros(secret.updated_at))
                     .execute(&mut *c)
                     .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::Conflict("a secret with this id in another tenant"));
+                    }
                     Ok(())
                 }))
                 .await
@@ -673,19 +710,20 @@ macro_rules! store_impl {
                 .await
             }
 
-            async fn reseal_secret(&self, secret: &StoredSecret, expected_key_id: &str) -> Result<bool> {
-                let (secret, expected) = (secret.clone(), expected_key_id.to_string());
+            async fn reseal_secret(&self, secret: &StoredSecret, as_read: &StoredSecret) -> Result<bool> {
+                let (secret, as_read) = (secret.clone(), as_read.clone());
                 self.write(move |c| Box::pin(async move {
                     let done = sqlx::query(
                         "UPDATE secrets SET key_id = $3, ciphertext = $4, updated_at = $5
-                         WHERE tenant_id = $1 AND id = $2 AND key_id = $6",
+                         WHERE tenant_id = $1 AND id = $2 AND key_id = $6 AND ciphertext = $7",
                     )
                     .bind(secret.tenant_id.as_str())
                     .bind(secret.id.as_str())
                     .bind(&secret.key_id)
                     .bind(&secret.ciphertext)
                     .bind(to_micros(secret.updated_at))
-                    .bind(&expected)
+                    .bind(&as_read.key_id)
+                    .bind(&as_read.ciphertext)
                     .execute(&mut *c)
                     .await?;
                     Ok(done.rows_affected() == 1)

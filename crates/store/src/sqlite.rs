@@ -11,8 +11,9 @@ use sqlx::ConnectOptions;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
+use crate::queue::WakeSignal;
 use crate::{OpenOptions, Result, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -33,7 +34,7 @@ const MAX_BATCH: usize = 1024;
 pub struct SqliteStore {
     writer: mpsc::Sender<Command>,
     readers: SqlitePool,
-    signal: watch::Sender<u64>,
+    pub(crate) signal: WakeSignal,
 }
 
 impl SqliteStore {
@@ -54,7 +55,7 @@ impl SqliteStore {
             SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).connect_with(connect).await?;
         let (writer, commands) = mpsc::channel(8192);
         tokio::spawn(run_writer(writer_conn, commands));
-        Ok(Self { writer, readers, signal: watch::Sender::new(0) })
+        Ok(Self { writer, readers, signal: WakeSignal::new() })
     }
 
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
@@ -89,30 +90,8 @@ impl SqliteStore {
         f(&mut conn).await
     }
 
-    /// The single writer serialises claims, so no row lock is needed.
-    pub(crate) const CLAIM_SQL: &'static str =
-        "UPDATE jobs SET lease_id = $1, lease_expires_at = $2, attempts = attempts + 1
-         WHERE id IN (
-             SELECT id FROM jobs
-             WHERE queue = $3 AND failed_at IS NULL AND run_at <= $4
-               AND (lease_expires_at IS NULL OR lease_expires_at <= $4)
-             ORDER BY run_at, id LIMIT $5)
-         RETURNING id, tenant_id, queue, payload, run_at, attempts, last_error, lease_id";
-
     pub(crate) async fn notify_in_unit(_conn: &mut SqliteConnection) -> Result<()> {
         Ok(())
-    }
-
-    pub(crate) fn after_enqueue(&self) {
-        self.wake();
-    }
-
-    pub(crate) fn signal(&self) -> watch::Receiver<u64> {
-        self.signal.subscribe()
-    }
-
-    pub(crate) fn wake(&self) {
-        self.signal.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub(crate) async fn shutdown(&self) {
@@ -207,4 +186,5 @@ async fn run_units(
     Ok(())
 }
 
-crate::sql::store_impl!(SqliteStore, sqlx::Sqlite, Backend::Sqlite);
+// The single writer serialises claims, so no row lock is needed.
+crate::sql::store_impl!(SqliteStore, sqlx::Sqlite, Backend::Sqlite, "");

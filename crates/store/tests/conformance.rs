@@ -26,6 +26,7 @@ switchboard_store::conformance_tests!(
     secrets_are_isolated_and_resealed_only_from_the_expected_key,
     rotation_reseals_every_secret_of_every_tenant,
     failing_units_roll_back_alone_inside_a_shared_commit,
+    a_panicking_handler_parks_its_job_and_the_worker_goes_on,
 );
 
 fn t0() -> Timestamp {
@@ -178,6 +179,9 @@ async fn idempotent_event_replays_the_first_and_refuses_a_different_body(backend
         store.create_event(&different, &[job(&a, "fanout", t0())]).await.unwrap(),
         CreateEventOutcome::KeyReused
     );
+    let (found, hash) = store.find_idempotent_event(a.as_str(), "k1").await.unwrap().unwrap();
+    assert_eq!((found, hash.as_str()), (created.clone(), "hash-1"));
+    assert!(store.find_idempotent_event(b.as_str(), "k1").await.unwrap().is_none());
     let other_tenant = new_event(&b, r#"{"n":2}"#, Some(("k1", "hash-2")));
     assert!(matches!(store.create_event(&other_tenant, &[]).await.unwrap(), CreateEventOutcome::Created(_)));
 
@@ -402,13 +406,21 @@ async fn secrets_are_isolated_and_resealed_only_from_the_expected_key(backend: B
     store.put_secret(&secret).await.unwrap();
     assert_eq!(store.get_secret(a.as_str(), secret.id.as_str()).await.unwrap().unwrap(), secret);
     assert!(store.get_secret(b.as_str(), secret.id.as_str()).await.unwrap().is_none());
+    let hijack = StoredSecret { tenant_id: b.clone(), ciphertext: vec![0], ..secret.clone() };
+    assert!(
+        matches!(store.put_secret(&hijack).await, Err(StoreError::Conflict(_))),
+        "another tenant cannot overwrite it"
+    );
 
     assert_eq!(store.count_secrets_sealed_with_other_keys("mk_new").await.unwrap(), 1);
     let stale = store.secrets_sealed_with_other_keys(a.as_str(), "mk_new", None, 10).await.unwrap();
     assert_eq!(stale, vec![secret.clone()]);
     let resealed = StoredSecret { key_id: "mk_new".into(), ciphertext: vec![9], ..secret.clone() };
-    assert!(!store.reseal_secret(&resealed, "mk_other").await.unwrap(), "a changed secret is not overwritten");
-    assert!(store.reseal_secret(&resealed, "mk_old").await.unwrap());
+    // Someone rewrote the secret (same key) after the rotation read it: the reseal must not win.
+    let changed = StoredSecret { ciphertext: vec![4, 5, 6], ..secret.clone() };
+    store.put_secret(&changed).await.unwrap();
+    assert!(!store.reseal_secret(&resealed, &secret).await.unwrap(), "a changed secret is not overwritten");
+    assert!(store.reseal_secret(&resealed, &changed).await.unwrap());
     assert_eq!(store.count_secrets_sealed_with_other_keys("mk_new").await.unwrap(), 0);
 }
 
@@ -488,4 +500,39 @@ async fn failing_units_roll_back_alone_inside_a_shared_commit(backend: Backend) 
     let tenants = store.list_tenants(&Page { limit: 100, before: None }).await.unwrap();
     assert_eq!(tenants.len(), 1 + 20, "only the owner and the 20 whole units remain");
     assert!(tenants.iter().all(|t| t.name == "owner" || t.name[1..].parse::<u32>().unwrap() % 2 == 1));
+}
+
+/// A handler that panics does not take the worker down; its job is parked, not retried
+/// forever.
+async fn a_panicking_handler_parks_its_job_and_the_worker_goes_on(backend: Backend) {
+    let Some((_db, store)) = store_for(backend).await else { return };
+    let a = tenant(&*store, "a").await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let worker =
+        tokio::spawn(run_worker(store.clone(), clock as Arc<dyn Clock>, WorkerConfig::new("p"), shutdown.clone(), {
+            let handled = handled.clone();
+            move |job: switchboard_store::Job| {
+                let handled = handled.clone();
+                async move {
+                    if job.payload.contains("boom") {
+                        panic!("handler bug");
+                    }
+                    handled.fetch_add(1, Ordering::SeqCst);
+                    JobOutcome::Done
+                }
+            }
+        }));
+    let mut boom = job(&a, "p", t0());
+    boom.payload = r#"{"boom":true}"#.into();
+    store.enqueue(&[boom, job(&a, "p", t0())]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.queue_depth("p").await.unwrap() != (QueueDepth { pending: 0, leased: 0, dead: 1 }) {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", store.queue_depth("p").await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+    shutdown.cancel();
+    worker.await.unwrap();
 }

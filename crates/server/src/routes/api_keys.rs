@@ -46,8 +46,10 @@ fn implied_scopes(scope: Scope) -> Vec<ScopeName> {
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// A label for people, e.g. "billing service".
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     /// `admin` ⊇ `write` ⊇ `read`; the key gets the highest scope listed.
+    #[schema(min_items = 1)]
     pub scopes: Vec<ScopeName>,
     /// When the key stops working; never when absent.
     pub expires_at: Option<DateTime<Utc>>,

@@ -20,10 +20,13 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CreateEventType {
     /// Dot-separated segments of letters, digits, `_` and `-`, e.g. `video.generated`.
+    #[schema(max_length = 128, pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: String,
-    /// A JSON Schema (draft 2020-12 by default) that payloads of this type must satisfy.
+    /// A JSON Schema object (draft 2020-12 unless it says otherwise) that payloads of this
+    /// type must satisfy. It must be self-contained: remote `$ref`s are not fetched.
     #[schema(value_type = Option<Object>)]
     pub schema: Option<Value>,
 }
@@ -31,6 +34,7 @@ pub struct CreateEventType {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEventType {
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// A new schema, or `null` to remove it.
     #[serde(default, deserialize_with = "present")]
@@ -83,6 +87,9 @@ pub fn check_event_type_name(field: &str, name: &str) -> ApiResult<()> {
 }
 
 fn check_schema(schema: &Value) -> ApiResult<String> {
+    if !schema.is_object() {
+        return Err(ApiError::validation("schema", "must be a JSON Schema object"));
+    }
     crate::schemas::compile(schema)
         .map_err(|reason| ApiError::validation("schema", format!("not a valid JSON Schema: {reason}")))?;
     Ok(schema.to_string())

@@ -28,6 +28,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 #[serde(deny_unknown_fields)]
 pub struct CreateEvent {
     /// A registered event type name.
+    #[schema(max_length = 128, pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")]
     pub event_type: String,
     /// Any JSON value; validated against the event type's schema when it has one.
     #[schema(value_type = Object)]
@@ -65,6 +66,7 @@ impl TryFrom<Event> for EventOut {
 #[into_params(parameter_in = Query)]
 pub struct EventQuery {
     /// Items per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -99,7 +101,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     path = "/api/events",
     tag = "events",
     request_body = CreateEvent,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 visible ASCII characters")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 visible ASCII characters", pattern = r"^[\x21-\x7E]{1,255}$")),
     responses(
         (status = 201, body = EventOut, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier identical request"))),
         (status = 409, description = "The idempotency key was used with a different request", body = crate::problem::Problem, content_type = "application/problem+json"),
