@@ -32,13 +32,15 @@ pub fn load_or_create_key_ring(settings: &Settings) -> anyhow::Result<SecretBox>
     }
     ensure_data_dir(settings)?;
     let path = key_file(settings);
-    if path.exists() {
-        return Ok(SecretBox::new(KeyRing::load(&path)?));
+    if !path.exists() {
+        let ring = KeyRing::generate();
+        // Two processes starting together both get here; exactly one file wins and both use it.
+        if ring.save_new(&path)? {
+            tracing::info!(path = %path.display(), key_id = ring.primary_id(), "created a master key file; back it up: stored secrets cannot be read without it");
+            return Ok(SecretBox::new(ring));
+        }
     }
-    let ring = KeyRing::generate();
-    ring.save(&path)?;
-    tracing::info!(path = %path.display(), key_id = ring.primary_id(), "created a master key file; back it up: stored secrets cannot be read without it");
-    Ok(SecretBox::new(ring))
+    Ok(SecretBox::new(KeyRing::load(&path)?))
 }
 
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {

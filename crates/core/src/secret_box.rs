@@ -128,11 +128,30 @@ impl KeyRing {
         Self::parse(&text)
     }
 
-    /// Writes the key file with mode 0600, atomically (a temporary file renamed over it), so a
-    /// crash leaves either the old ring or the new one.
+    /// Writes the key file with mode 0600, atomically (a temporary file renamed over it, then
+    /// the directory synced), so a crash leaves either the old ring or the new one on disk.
     pub fn save(&self, path: &Path) -> Result<(), SecretBoxError> {
-        let io = |source| SecretBoxError::Io { path: path.display().to_string(), source };
-        let tmp = path.with_extension("tmp");
+        let tmp = self.write_temporary(path)?;
+        std::fs::rename(&tmp, path).map_err(|source| io_error(path, source))?;
+        sync_parent(path)
+    }
+
+    /// Writes the key file only if none exists yet. Returns false (writing nothing) when
+    /// another process created it first; that file is then the one to load.
+    pub fn save_new(&self, path: &Path) -> Result<bool, SecretBoxError> {
+        let tmp = self.write_temporary(path)?;
+        // A hard link publishes the complete file under its name, or fails if the name exists.
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => sync_parent(path).map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(source) => Err(io_error(path, source)),
+        }
+    }
+
+    fn write_temporary(&self, path: &Path) -> Result<std::path::PathBuf, SecretBoxError> {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -140,11 +159,10 @@ impl KeyRing {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = options.open(&tmp).map_err(io)?;
-        file.write_all(self.to_text().as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        Ok(())
+        let mut file = options.open(&tmp).map_err(|source| io_error(&tmp, source))?;
+        file.write_all(self.to_text().as_bytes()).map_err(|source| io_error(&tmp, source))?;
+        file.sync_all().map_err(|source| io_error(&tmp, source))?;
+        Ok(tmp)
     }
 
     /// Puts a new key in front; returns its id.
@@ -162,6 +180,19 @@ impl KeyRing {
     pub fn key_ids(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().map(|k| k.id.as_str())
     }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> SecretBoxError {
+    SecretBoxError::Io { path: path.display().to_string(), source }
+}
+
+/// Makes a rename or link durable: the directory entry itself must reach the disk.
+fn sync_parent(path: &Path) -> Result<(), SecretBoxError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(|source| io_error(parent, source))
 }
 
 /// A sealed value: which key sealed it and `nonce || ciphertext || tag`.
@@ -298,6 +329,9 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
+        assert_eq!(KeyRing::load(&path).unwrap().primary_id(), ring.primary_id());
+        // A second first start never replaces an existing ring.
+        assert!(!KeyRing::generate().save_new(&path).unwrap());
         assert_eq!(KeyRing::load(&path).unwrap().primary_id(), ring.primary_id());
         std::fs::remove_dir_all(dir).unwrap();
     }

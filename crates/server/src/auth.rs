@@ -55,11 +55,13 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("An API key is required: send Authorization: Bearer sk_…"))?;
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
         let token = header_value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| t.starts_with(api_key::TOKEN_PREFIX))
             .ok_or_else(|| ApiError::unauthorized("The Authorization header must be Bearer sk_…"))?;
         let (key, is_operator) = state

@@ -50,8 +50,11 @@ where
 
 /// Parses JSON, telling syntax errors (400) from well-formed JSON of the wrong shape (422).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::malformed("body", "the body is empty; a JSON object is expected"));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(ApiError::malformed("body", "the body is empty; a JSON object is expected")),
+        // serde would also read a struct from a positional array; every body here is an object.
+        Some(b'[') => return Err(ApiError::validation("body", "must be a JSON object, not an array")),
+        Some(_) => {}
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(de) {
@@ -176,5 +179,8 @@ mod tests {
 
         let e = parse_json::<Body>(b"  ").unwrap_err();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+
+        let e = parse_json::<Body>(br#"["a", []]"#).unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

@@ -116,7 +116,11 @@ impl ApiError {
     }
 
     pub fn timeout() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "The request took too long and was abandoned")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "The request took too long; its outcome is unknown. Retry it with the same Idempotency-Key",
+        )
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {

@@ -9,7 +9,7 @@ use switchboard_core::{Id, IdKind, api_key};
 use switchboard_store::{ApiKey, NewApiKey, Scope};
 use utoipa::ToSchema;
 
-use super::{ListResponse, PageParams, path_id};
+use super::{ListResponse, PageParams, check_label, path_id};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::{ApiError, ApiResult};
@@ -95,10 +95,7 @@ impl From<ApiKey> for ApiKeyOut {
 /// Validates a key request and mints the token; used for a tenant's own keys and by the
 /// operator for other tenants.
 pub(crate) fn new_key(state: &AppState, tenant_id: &Id, request: CreateApiKey) -> ApiResult<(String, NewApiKey)> {
-    let name = request.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::validation("name", "must be 1 to 200 characters"));
-    }
+    let name = check_label("name", &request.name, 200)?;
     let scope = request
         .scopes
         .iter()
@@ -114,7 +111,7 @@ pub(crate) fn new_key(state: &AppState, tenant_id: &Id, request: CreateApiKey) -
     let key = NewApiKey {
         id: Id::new(IdKind::ApiKey),
         tenant_id: tenant_id.clone(),
-        name: name.to_string(),
+        name,
         scope,
         key_hash: minted.hash,
         masked: minted.masked,
@@ -122,6 +119,17 @@ pub(crate) fn new_key(state: &AppState, tenant_id: &Id, request: CreateApiKey) -
         created_at: now,
     };
     Ok((minted.token, key))
+}
+
+/// Mints and stores a key in `tenant_id`.
+pub(crate) async fn issue_key(
+    state: &AppState,
+    tenant_id: &Id,
+    request: CreateApiKey,
+) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
+    let (token, key) = new_key(state, tenant_id, request)?;
+    let stored = state.store.create_api_key(&key).await?;
+    Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: stored.into(), token })))
 }
 
 /// Creates an API key in the caller's tenant (admin scope).
@@ -139,9 +147,7 @@ pub async fn create_api_key(
     ApiJson(request): ApiJson<CreateApiKey>,
 ) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
     caller.require(Scope::Admin)?;
-    let (token, key) = new_key(&state, &caller.key.tenant_id, request)?;
-    let stored = state.store.create_api_key(&key).await?;
-    Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: stored.into(), token })))
+    issue_key(&state, &caller.key.tenant_id, request).await
 }
 
 /// Lists the caller's tenant's API keys, masked (admin scope).

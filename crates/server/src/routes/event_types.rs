@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use switchboard_core::{Id, IdKind};
-use switchboard_store::{EventType, EventTypePatch, NewEventType, Scope};
+use switchboard_store::{EventType, EventTypePatch, NewEventType, Scope, StoreError};
 use utoipa::ToSchema;
 
-use super::{ListResponse, PageParams};
+use super::{ListResponse, PageParams, check_text};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::{ApiError, ApiResult};
@@ -86,6 +86,11 @@ pub fn check_event_type_name(field: &str, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// A name in a path that could never have been registered names nothing.
+fn event_type_in_path(name: &str) -> ApiResult<&str> {
+    check_event_type_name("name", name).map(|()| name).map_err(|_| ApiError::not_found("event type"))
+}
+
 fn check_schema(schema: &Value) -> ApiResult<String> {
     if !schema.is_object() {
         return Err(ApiError::validation("schema", "must be a JSON Schema object"));
@@ -111,9 +116,7 @@ pub async fn create_event_type(
 ) -> ApiResult<(StatusCode, Json<EventTypeOut>)> {
     caller.require(Scope::Write)?;
     check_event_type_name("name", &request.name)?;
-    if request.description.len() > 2000 {
-        return Err(ApiError::validation("description", "must be at most 2000 characters"));
-    }
+    check_text("description", &request.description, 2000)?;
     let schema = request.schema.as_ref().map(check_schema).transpose()?;
     let new = NewEventType {
         id: Id::new(IdKind::EventType),
@@ -123,7 +126,11 @@ pub async fn create_event_type(
         schema,
         created_at: state.clock.now(),
     };
-    let created = state.store.create_event_type(&new).await?;
+    let created = state.store.create_event_type(&new).await.map_err(|e| match e {
+        StoreError::Conflict(_) => ApiError::conflict("An event type with this name already exists")
+            .with_field("name", "already exists in this tenant"),
+        other => other.into(),
+    })?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
@@ -162,11 +169,9 @@ pub async fn get_event_type(
     Path(name): Path<String>,
 ) -> ApiResult<Json<EventTypeOut>> {
     caller.require(Scope::Read)?;
-    let found = state
-        .store
-        .get_event_type(caller.tenant_id(), &name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("event type"))?;
+    let name = event_type_in_path(&name)?;
+    let found =
+        state.store.get_event_type(caller.tenant_id(), name).await?.ok_or_else(|| ApiError::not_found("event type"))?;
     Ok(Json(found.into()))
 }
 
@@ -187,9 +192,10 @@ pub async fn update_event_type(
     ApiJson(request): ApiJson<UpdateEventType>,
 ) -> ApiResult<Json<EventTypeOut>> {
     caller.require(Scope::Write)?;
-    if request.description.as_ref().is_some_and(|d| d.len() > 2000) {
-        return Err(ApiError::validation("description", "must be at most 2000 characters"));
+    if let Some(description) = &request.description {
+        check_text("description", description, 2000)?;
     }
+    let name = event_type_in_path(&name)?;
     let schema = match &request.schema {
         Some(Some(schema)) => Some(Some(check_schema(schema)?)),
         Some(None) => Some(None),
@@ -198,7 +204,7 @@ pub async fn update_event_type(
     let patch = EventTypePatch { description: request.description, schema, updated_at: Some(state.clock.now()) };
     let updated = state
         .store
-        .update_event_type(caller.tenant_id(), &name, &patch)
+        .update_event_type(caller.tenant_id(), name, &patch)
         .await?
         .ok_or_else(|| ApiError::not_found("event type"))?;
     Ok(Json(updated.into()))

@@ -31,7 +31,7 @@ pub struct CreateEvent {
     #[schema(max_length = 128, pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")]
     pub event_type: String,
     /// Any JSON value; validated against the event type's schema when it has one.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Value,
 }
 
@@ -40,7 +40,7 @@ pub struct EventOut {
     /// `evt_…`, sortable by creation time.
     pub id: String,
     pub event_type: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Box<RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -116,29 +116,25 @@ pub async fn create_event(
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
     let key = idempotency_key(&headers)?;
-    check_event_type_name("event_type", &request.event_type)?;
-    let tenant_id = caller.tenant_id();
-    let event_type = state.store.get_event_type(tenant_id, &request.event_type).await?.ok_or_else(|| {
-        state.metrics.events.get_or_create(&EventLabels { outcome: "rejected" }).inc();
-        ApiError::validation("event_type", format!("no event type named {:?} is registered", request.event_type))
-    })?;
-    if let Some(schema) = &event_type.schema {
-        state.schemas.validate(tenant_id, &event_type.name, event_type.version, schema, &request.payload).map_err(
-            |errors| {
-                state.metrics.events.get_or_create(&EventLabels { outcome: "rejected" }).inc();
-                ApiError::validation_many(errors)
-            },
-        )?;
-    }
     // serde_json maps are sorted, so this text is canonical: equal payloads hash equally.
     let payload = request.payload.to_string();
-    let idempotency = key.map(|key| {
-        let mut digest = Sha256::new();
-        digest.update(request.event_type.as_bytes());
-        digest.update([0]);
-        digest.update(payload.as_bytes());
-        Idempotency { key, request_hash: hex::encode(digest.finalize()) }
-    });
+    let idempotency = key.map(|key| Idempotency { key, request_hash: request_hash(&request.event_type, &payload) });
+    if let Err(refusal) = validate(&state, caller.tenant_id(), &request).await {
+        state.metrics.events.get_or_create(&EventLabels { outcome: "rejected" }).inc();
+        // A request accepted earlier is answered as it was, even if its event type or schema
+        // has changed since.
+        if let Some(idempotency) = &idempotency {
+            if let Some((event, hash)) = state.store.find_idempotent_event(caller.tenant_id(), &idempotency.key).await?
+            {
+                let outcome = match hash == idempotency.request_hash {
+                    true => CreateEventOutcome::Replayed(event),
+                    false => CreateEventOutcome::KeyReused,
+                };
+                return respond(&state, outcome);
+            }
+        }
+        return Err(refusal);
+    }
     let event = NewEvent {
         id: Id::new(IdKind::Event),
         tenant_id: caller.key.tenant_id.clone(),
@@ -147,7 +143,40 @@ pub async fn create_event(
         idempotency,
         created_at: state.clock.now(),
     };
-    let (event, replayed) = match state.store.create_event(&event, &[]).await? {
+    // The write runs in its own task: if the request is abandoned (timeout, client gone) the
+    // write still either commits whole or not at all, never half-way.
+    let store = state.store.clone();
+    let outcome = tokio::spawn(async move { store.create_event(&event, &[]).await })
+        .await
+        .map_err(|e| ApiError::internal(&format!("event write task failed: {e}")))??;
+    respond(&state, outcome)
+}
+
+/// The event type must exist in the tenant and the payload must satisfy its schema.
+async fn validate(state: &AppState, tenant_id: &str, request: &CreateEvent) -> ApiResult<()> {
+    check_event_type_name("event_type", &request.event_type)?;
+    let event_type = state.store.get_event_type(tenant_id, &request.event_type).await?.ok_or_else(|| {
+        ApiError::validation("event_type", format!("no event type named {:?} is registered", request.event_type))
+    })?;
+    if let Some(schema) = &event_type.schema {
+        state
+            .schemas
+            .validate(tenant_id, &event_type.name, event_type.version, schema, &request.payload)
+            .map_err(ApiError::validation_many)?;
+    }
+    Ok(())
+}
+
+fn request_hash(event_type: &str, canonical_payload: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(event_type.as_bytes());
+    digest.update([0]);
+    digest.update(canonical_payload.as_bytes());
+    hex::encode(digest.finalize())
+}
+
+fn respond(state: &AppState, outcome: CreateEventOutcome) -> ApiResult<Response> {
+    let (event, replayed) = match outcome {
         CreateEventOutcome::Created(event) => (event, false),
         CreateEventOutcome::Replayed(event) => (event, true),
         CreateEventOutcome::KeyReused => {
@@ -180,9 +209,15 @@ pub async fn list_events(
 ) -> ApiResult<Json<ListResponse<EventOut>>> {
     caller.require(Scope::Read)?;
     let page = PageParams { limit: query.limit, cursor: query.cursor }.to_page(IdKind::Event)?;
+    // An empty filter is no filter; a name that could never be registered is refused.
+    let event_type = query.event_type.filter(|t| !t.is_empty());
+    if let Some(event_type) = &event_type {
+        check_event_type_name("event_type", event_type)
+            .map_err(|_| ApiError::malformed("event_type", "dot-separated segments of letters, digits, '_' and '-'"))?;
+    }
     let filter = EventFilter {
         page: page.clone(),
-        event_type: query.event_type,
+        event_type,
         created_after: query.created_after,
         created_before: query.created_before,
     };

@@ -37,7 +37,8 @@ impl PageParams {
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(ApiError::malformed("limit", format!("must be between 1 and {MAX_PAGE}")));
         }
-        let before = match &self.cursor {
+        // An empty cursor is the first page, as if it were absent.
+        let before = match self.cursor.as_deref().filter(|c| !c.is_empty()) {
             Some(cursor) => {
                 Some(Id::parse(kind, cursor).map_err(|e| ApiError::malformed("cursor", e.to_string()))?.to_string())
             }
@@ -64,6 +65,33 @@ impl<T> ListResponse<T> {
         let next_cursor = if more { rows.last().map(&id_of) } else { None };
         Self { data: rows.into_iter().map(to_api).collect(), next_cursor }
     }
+}
+
+/// A human label (a name): trimmed, 1 to `max` characters, no control characters (which some
+/// databases refuse and no UI shows).
+pub fn check_label(field: &str, value: &str, max: usize) -> ApiResult<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > max {
+        return Err(ApiError::validation(field, format!("must be 1 to {max} characters")));
+    }
+    check_no_control_characters(field, trimmed)?;
+    Ok(trimmed.to_string())
+}
+
+/// Free text (a description): at most `max` characters, newlines and tabs allowed, no other
+/// control characters.
+pub fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.chars().count() > max {
+        return Err(ApiError::validation(field, format!("must be at most {max} characters")));
+    }
+    check_no_control_characters(field, &value.replace(['\n', '\t', '\r'], " "))
+}
+
+fn check_no_control_characters(field: &str, value: &str) -> ApiResult<()> {
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::validation(field, "must not contain control characters"));
+    }
+    Ok(())
 }
 
 /// Parses a path id of the expected kind; anything else is simply not found.

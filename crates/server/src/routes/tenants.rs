@@ -9,8 +9,8 @@ use switchboard_core::{Id, IdKind};
 use switchboard_store::{NewTenant, Tenant};
 use utoipa::ToSchema;
 
-use super::api_keys::{ApiKeyCreated, CreateApiKey, ScopeName, new_key};
-use super::{ListResponse, PageParams, path_id};
+use super::api_keys::{ApiKeyCreated, CreateApiKey, ScopeName, issue_key, new_key};
+use super::{ListResponse, PageParams, check_label, path_id};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::{ApiError, ApiResult};
@@ -60,11 +60,8 @@ pub async fn create_tenant(
     ApiJson(request): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
     caller.require_operator()?;
-    let name = request.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::validation("name", "must be 1 to 200 characters"));
-    }
-    let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: name.to_string(), created_at: state.clock.now() };
+    let name = check_label("name", &request.name, 200)?;
+    let tenant = NewTenant { id: Id::new(IdKind::Tenant), name, created_at: state.clock.now() };
     let first = CreateApiKey { name: "admin".into(), scopes: vec![ScopeName::Admin], expires_at: None };
     let (token, key) = new_key(&state, &tenant.id, first)?;
     let created = state.store.create_tenant(&tenant, Some(&key)).await?;
@@ -131,7 +128,5 @@ pub async fn create_tenant_api_key(
     caller.require_operator()?;
     let id = path_id(IdKind::Tenant, &tenant_id, "tenant")?;
     let tenant = state.store.get_tenant(id.as_str()).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
-    let (token, key) = new_key(&state, &tenant.id, request)?;
-    let stored = state.store.create_api_key(&key).await?;
-    Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: stored.into(), token })))
+    issue_key(&state, &tenant.id, request).await
 }
