@@ -123,15 +123,16 @@ pub async fn create_event(
         state.metrics.events.get_or_create(&EventLabels { outcome: "rejected" }).inc();
         // A request accepted earlier is answered as it was, even if its event type or schema
         // has changed since.
-        if let Some(idempotency) = &idempotency {
-            if let Some((event, hash)) = state.store.find_idempotent_event(caller.tenant_id(), &idempotency.key).await?
-            {
-                let outcome = match hash == idempotency.request_hash {
-                    true => CreateEventOutcome::Replayed(event),
-                    false => CreateEventOutcome::KeyReused,
-                };
-                return respond(&state, outcome);
-            }
+        let earlier = match &idempotency {
+            Some(idempotency) => state.store.find_idempotent_event(caller.tenant_id(), &idempotency.key).await?,
+            None => None,
+        };
+        if let (Some((event, hash)), Some(idempotency)) = (earlier, &idempotency) {
+            let outcome = match hash == idempotency.request_hash {
+                true => CreateEventOutcome::Replayed(event),
+                false => CreateEventOutcome::KeyReused,
+            };
+            return respond(&state, outcome);
         }
         return Err(refusal);
     }
