@@ -82,15 +82,6 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redacted_urls_keep_no_password() {
-        let redacted = super::redact_url("postgres://app:hunter2@db:5432/sb?sslmode=require&password=hunter3");
-        assert_eq!(redacted, "postgres://app:***@db:5432/sb");
-    }
-}
-
 /// Everything Switchboard persists. Every method that touches tenant data takes the tenant id
 /// and filters on it: a row of another tenant is indistinguishable from a missing row.
 #[async_trait]
@@ -176,4 +167,13 @@ pub trait Store: Send + Sync + 'static {
     /// (`as_read`), so a concurrent update is never overwritten by a re-encryption.
     async fn reseal_secret(&self, secret: &StoredSecret, as_read: &StoredSecret) -> Result<bool>;
     async fn count_secrets_sealed_with_other_keys(&self, primary_key_id: &str) -> Result<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacted_urls_keep_no_password() {
+        let redacted = super::redact_url("postgres://app:hunter2@db:5432/sb?sslmode=require&password=hunter3");
+        assert_eq!(redacted, "postgres://app:***@db:5432/sb");
+    }
 }
