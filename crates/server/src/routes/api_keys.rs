@@ -46,7 +46,11 @@ fn implied_scopes(scope: Scope) -> Vec<ScopeName> {
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// A label for people, e.g. "billing service".
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub name: String,
     /// `admin` ⊇ `write` ⊇ `read`; the key gets the highest scope listed.
     #[schema(min_items = 1)]

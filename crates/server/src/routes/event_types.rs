@@ -23,7 +23,7 @@ pub struct CreateEventType {
     #[schema(max_length = 128, pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")]
     pub name: String,
     #[serde(default)]
-    #[schema(max_length = 2000)]
+    #[schema(max_length = 2000, pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$")]
     pub description: String,
     /// A JSON Schema object (draft 2020-12 unless it says otherwise) that payloads of this
     /// type must satisfy. It must be self-contained: remote `$ref`s are not fetched.
@@ -34,7 +34,7 @@ pub struct CreateEventType {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEventType {
-    #[schema(max_length = 2000)]
+    #[schema(max_length = 2000, pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$")]
     pub description: Option<String>,
     /// A new schema, or `null` to remove it.
     #[serde(default, deserialize_with = "present")]

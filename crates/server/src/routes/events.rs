@@ -69,6 +69,7 @@ pub struct EventQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^([a-z]+_[0-9a-z]{26})?$")]
     pub cursor: Option<String>,
     /// Only events of this type.
     pub event_type: Option<String>,

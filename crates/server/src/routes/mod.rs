@@ -26,6 +26,7 @@ pub struct PageParams {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^([a-z]+_[0-9a-z]{26})?$")]
     pub cursor: Option<String>,
 }
 
