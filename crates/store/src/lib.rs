@@ -24,7 +24,8 @@ use switchboard_core::Timestamp;
 
 pub use error::StoreError;
 pub use model::*;
-pub use queue::{Job, JobLease, NewJob};
+pub use queue::{Job, JobLease, JobQueue, NewJob};
+pub use secrets::SecretStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -82,10 +83,11 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Everything Switchboard persists. Every method that touches tenant data takes the tenant id
-/// and filters on it: a row of another tenant is indistinguishable from a missing row.
+/// Everything Switchboard persists, with the queue ([`JobQueue`]) and sealed secrets
+/// ([`SecretStore`]) as traits of their own. Every method that touches tenant data takes the
+/// tenant id and filters on it: a row of another tenant is indistinguishable from a missing row.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: JobQueue + SecretStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Proves the database answers (used by `/readyz`).
@@ -127,46 +129,6 @@ pub trait Store: Send + Sync + 'static {
     async fn find_idempotent_event(&self, tenant_id: &str, key: &str) -> Result<Option<(Event, String)>>;
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>>;
     async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>>;
-
-    // --- the durable queue ----------------------------------------------------------------
-
-    async fn enqueue(&self, jobs: &[NewJob]) -> Result<()>;
-    /// Leases up to `limit` due jobs of `queue` until `now + lease`. A job is due when its
-    /// `run_at` has passed and it is not leased, or its lease expired (its worker died).
-    async fn claim(&self, queue: &str, limit: u32, now: Timestamp, lease: chrono::Duration) -> Result<Vec<Job>>;
-    /// Finishes a job. False when the lease was lost (expired and claimed by another worker).
-    async fn ack(&self, lease: &JobLease) -> Result<bool>;
-    /// Releases the job to run again at `at`.
-    async fn retry_at(&self, lease: &JobLease, at: Timestamp, error: &str) -> Result<bool>;
-    /// Keeps a long job's lease alive.
-    async fn extend_lease(&self, lease: &JobLease, until: Timestamp) -> Result<bool>;
-    /// Parks the job for good (dead letter): it is kept for inspection but never claimed.
-    async fn dead_letter(&self, lease: &JobLease, at: Timestamp, error: &str) -> Result<bool>;
-    /// When the next job of `queue` becomes claimable (due, or its lease expires).
-    async fn next_due(&self, queue: &str) -> Result<Option<Timestamp>>;
-    async fn queue_depth(&self, queue: &str) -> Result<QueueDepth>;
-    /// A receiver that changes whenever jobs may have become claimable: after a local enqueue
-    /// and, on PostgreSQL, after another process's enqueue (LISTEN/NOTIFY).
-    fn job_signal(&self) -> tokio::sync::watch::Receiver<u64>;
-    /// Wakes the workers of this process (e.g. after a test moved its clock).
-    fn wake_workers(&self);
-
-    // --- encrypted secrets (sealed by the core secret box) ---------------------------------
-
-    async fn put_secret(&self, secret: &StoredSecret) -> Result<()>;
-    async fn get_secret(&self, tenant_id: &str, id: &str) -> Result<Option<StoredSecret>>;
-    /// Secrets of a tenant not sealed with `primary_key_id`, after `after_id`, in id order.
-    async fn secrets_sealed_with_other_keys(
-        &self,
-        tenant_id: &str,
-        primary_key_id: &str,
-        after_id: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<StoredSecret>>;
-    /// Replaces a secret's key id and ciphertext if the row still holds exactly what was read
-    /// (`as_read`), so a concurrent update is never overwritten by a re-encryption.
-    async fn reseal_secret(&self, secret: &StoredSecret, as_read: &StoredSecret) -> Result<bool>;
-    async fn count_secrets_sealed_with_other_keys(&self, primary_key_id: &str) -> Result<u64>;
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use switchboard_core::{Clock, Id, Timestamp};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::Store;
+use crate::{QueueDepth, Result, Store};
 
 /// Wakes the workers of this process: a counter that changes whenever jobs may have become
 /// claimable. A watch channel (not a bare notify) so a worker busy claiming when the change
@@ -30,6 +30,32 @@ impl WakeSignal {
     pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.0.subscribe()
     }
+}
+
+/// The durable queue: the primitive every background task runs on. Jobs are enqueued in the
+/// same unit as the rows that cause them (see [`crate::Store::create_event`]) or on their own.
+#[async_trait::async_trait]
+pub trait JobQueue: Send + Sync {
+    async fn enqueue(&self, jobs: &[NewJob]) -> Result<()>;
+    /// Leases up to `limit` due jobs of `queue` until `now + lease`. A job is due when its
+    /// `run_at` has passed and it is not leased, or its lease expired (its worker died).
+    async fn claim(&self, queue: &str, limit: u32, now: Timestamp, lease: chrono::Duration) -> Result<Vec<Job>>;
+    /// Finishes a job. False when the lease was lost (expired and claimed by another worker).
+    async fn ack(&self, lease: &JobLease) -> Result<bool>;
+    /// Releases the job to run again at `at`.
+    async fn retry_at(&self, lease: &JobLease, at: Timestamp, error: &str) -> Result<bool>;
+    /// Keeps a long job's lease alive.
+    async fn extend_lease(&self, lease: &JobLease, until: Timestamp) -> Result<bool>;
+    /// Parks the job for good (dead letter): it is kept for inspection but never claimed.
+    async fn dead_letter(&self, lease: &JobLease, at: Timestamp, error: &str) -> Result<bool>;
+    /// When the next job of `queue` becomes claimable (due, or its lease expires).
+    async fn next_due(&self, queue: &str) -> Result<Option<Timestamp>>;
+    async fn queue_depth(&self, queue: &str) -> Result<QueueDepth>;
+    /// A receiver that changes whenever jobs may have become claimable: after a local enqueue
+    /// and, on PostgreSQL, after another process's enqueue (LISTEN/NOTIFY).
+    fn job_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Wakes the workers of this process (e.g. after a test moved its clock).
+    fn wake_workers(&self);
 }
 
 /// A job to enqueue. `payload` is JSON text owned by whoever handles the queue.

@@ -5,7 +5,26 @@ use switchboard_core::secret_box::Sealed;
 use switchboard_core::{Id, IdKind, SecretBox, SecretBoxError, Timestamp};
 use zeroize::Zeroizing;
 
-use crate::{Page, Store, StoredSecret};
+use crate::{Page, Result, Store, StoredSecret};
+
+/// Storage of values sealed by the core secret box.
+#[async_trait::async_trait]
+pub trait SecretStore: Send + Sync {
+    async fn put_secret(&self, secret: &StoredSecret) -> Result<()>;
+    async fn get_secret(&self, tenant_id: &str, id: &str) -> Result<Option<StoredSecret>>;
+    /// Secrets of a tenant not sealed with `primary_key_id`, after `after_id`, in id order.
+    async fn secrets_sealed_with_other_keys(
+        &self,
+        tenant_id: &str,
+        primary_key_id: &str,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredSecret>>;
+    /// Replaces a secret's key id and ciphertext if the row still holds exactly what was read
+    /// (`as_read`), so a concurrent update is never overwritten by a re-encryption.
+    async fn reseal_secret(&self, secret: &StoredSecret, as_read: &StoredSecret) -> Result<bool>;
+    async fn count_secrets_sealed_with_other_keys(&self, primary_key_id: &str) -> Result<u64>;
+}
 
 /// The associated data binding a ciphertext to its row: it cannot be moved to another row or
 /// tenant and still decrypt.

@@ -1,0 +1,218 @@
+//! The SQL both backends share, written once.
+//!
+//! `store_impl!` expands to the whole [`crate::Store`] implementation for one backend: the row
+//! decoders and shared helpers here, then the methods by concern in `domain.rs`, `queue.rs`
+//! and `secrets.rs`. The
+//! statements use `$n` placeholders, which SQLite and PostgreSQL both accept; where the
+//! dialects differ (claiming jobs, signalling workers) the backend type supplies the piece:
+//!
+//! - `write(f)`: runs `f` as one atomic unit on a connection (SQLite: inside the group commit;
+//!   PostgreSQL: in its own transaction);
+//! - `read(f)`: runs `f` on a pooled connection;
+//! - `notify_in_unit(conn)`: tells other processes that jobs were enqueued;
+//! - `shutdown()`, and a `signal: WakeSignal` field for local wake-ups;
+//! - the row-lock clause of the claim query (the macro's last argument).
+//!
+//! The including module imports `Result` and `StoreError`.
+
+pub(crate) mod domain;
+pub(crate) mod queue;
+pub(crate) mod secrets;
+
+macro_rules! store_impl {
+    ($store:ty, $db:ty, $backend:expr, $claim_lock:literal) => {
+        use async_trait::async_trait;
+        use sqlx::Row as _;
+        use switchboard_core::{Id, Timestamp, from_micros, to_micros};
+
+        use crate::model::*;
+        use crate::queue::{Job, JobLease, NewJob};
+        use crate::{Backend, Store};
+
+        type Row = <$db as sqlx::Database>::Row;
+        type Conn = <$db as sqlx::Database>::Connection;
+
+        /// The picked ids are materialised first: PostgreSQL may otherwise re-run a
+        /// `LIMIT … FOR UPDATE SKIP LOCKED` subquery and lease more jobs than asked for.
+        const CLAIM_SQL: &str = concat!(
+            "WITH picked AS MATERIALIZED (
+                 SELECT id FROM jobs
+                 WHERE queue = $3 AND failed_at IS NULL AND run_at <= $4
+                   AND (lease_expires_at IS NULL OR lease_expires_at <= $4)
+                 ORDER BY run_at, id LIMIT $5 ",
+            $claim_lock,
+            ")
+             UPDATE jobs SET lease_id = $1, lease_expires_at = $2, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM picked)
+             RETURNING id, tenant_id, queue, payload, run_at, attempts, last_error, lease_id"
+        );
+
+        fn id(row: &Row, column: &str) -> Result<Id> {
+            Ok(Id::from_trusted(row.try_get::<String, _>(column)?))
+        }
+
+        fn time(row: &Row, column: &str) -> Result<Timestamp> {
+            Ok(from_micros(row.try_get::<i64, _>(column)?))
+        }
+
+        fn opt_time(row: &Row, column: &str) -> Result<Option<Timestamp>> {
+            Ok(row.try_get::<Option<i64>, _>(column)?.map(from_micros))
+        }
+
+        fn tenant_from(row: &Row) -> Result<Tenant> {
+            Ok(Tenant {
+                id: id(row, "id")?,
+                name: row.try_get("name")?,
+                is_operator: row.try_get("is_operator")?,
+                created_at: time(row, "created_at")?,
+            })
+        }
+
+        const API_KEY_COLUMNS: &str = "id, tenant_id, name, scope, masked, expires_at, revoked_at, created_at";
+
+        fn api_key_from(row: &Row) -> Result<ApiKey> {
+            let scope: String = row.try_get("scope")?;
+            Ok(ApiKey {
+                id: id(row, "id")?,
+                tenant_id: id(row, "tenant_id")?,
+                name: row.try_get("name")?,
+                scope: scope.parse().map_err(StoreError::Corrupt)?,
+                masked: row.try_get("masked")?,
+                expires_at: opt_time(row, "expires_at")?,
+                revoked_at: opt_time(row, "revoked_at")?,
+                created_at: time(row, "created_at")?,
+            })
+        }
+
+        const EVENT_TYPE_COLUMNS: &str = "id, tenant_id, name, description, schema, version, created_at, updated_at";
+
+        fn event_type_from(row: &Row) -> Result<EventType> {
+            Ok(EventType {
+                id: id(row, "id")?,
+                tenant_id: id(row, "tenant_id")?,
+                name: row.try_get("name")?,
+                description: row.try_get("description")?,
+                schema: row.try_get("schema")?,
+                version: row.try_get("version")?,
+                created_at: time(row, "created_at")?,
+                updated_at: time(row, "updated_at")?,
+            })
+        }
+
+        const EVENT_COLUMNS: &str = "id, tenant_id, event_type, payload, idempotency_key, request_hash, created_at";
+
+        fn event_from(row: &Row) -> Result<Event> {
+            Ok(Event {
+                id: id(row, "id")?,
+                tenant_id: id(row, "tenant_id")?,
+                event_type: row.try_get("event_type")?,
+                payload: row.try_get("payload")?,
+                idempotency_key: row.try_get("idempotency_key")?,
+                created_at: time(row, "created_at")?,
+            })
+        }
+
+        fn job_from(row: &Row) -> Result<Job> {
+            let job_id = id(row, "id")?;
+            Ok(Job {
+                lease: JobLease { job_id: job_id.clone(), lease_id: row.try_get("lease_id")? },
+                id: job_id,
+                tenant_id: id(row, "tenant_id")?,
+                queue: row.try_get("queue")?,
+                payload: row.try_get("payload")?,
+                run_at: time(row, "run_at")?,
+                attempts: row.try_get("attempts")?,
+                last_error: row.try_get("last_error")?,
+            })
+        }
+
+        fn secret_from(row: &Row) -> Result<StoredSecret> {
+            Ok(StoredSecret {
+                id: id(row, "id")?,
+                tenant_id: id(row, "tenant_id")?,
+                key_id: row.try_get("key_id")?,
+                ciphertext: row.try_get("ciphertext")?,
+                updated_at: time(row, "updated_at")?,
+            })
+        }
+
+        async fn insert_tenant(c: &mut Conn, t: &NewTenant, is_operator: bool) -> Result<u64> {
+            let done = sqlx::query(
+                "INSERT INTO tenants (id, tenant_id, name, is_operator, created_at) VALUES ($1, $1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(t.id.as_str())
+            .bind(&t.name)
+            .bind(is_operator)
+            .bind(to_micros(t.created_at))
+            .execute(&mut *c)
+            .await?;
+            Ok(done.rows_affected())
+        }
+
+        async fn insert_api_key(c: &mut Conn, k: &NewApiKey) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO api_keys (id, tenant_id, name, scope, key_hash, masked, expires_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(k.id.as_str())
+            .bind(k.tenant_id.as_str())
+            .bind(&k.name)
+            .bind(k.scope.as_str())
+            .bind(&k.key_hash)
+            .bind(&k.masked)
+            .bind(k.expires_at.map(to_micros))
+            .bind(to_micros(k.created_at))
+            .execute(&mut *c)
+            .await
+            .map_err(|e| StoreError::conflict_or(e, "an API key with this value"))?;
+            Ok(())
+        }
+
+        async fn insert_jobs(c: &mut Conn, jobs: &[NewJob]) -> Result<()> {
+            for job in jobs {
+                sqlx::query(
+                    "INSERT INTO jobs (id, tenant_id, queue, payload, run_at, created_at) VALUES ($1, $2, $3, $4, $5, $5)",
+                )
+                .bind(job.id.as_str())
+                .bind(job.tenant_id.as_str())
+                .bind(&job.queue)
+                .bind(&job.payload)
+                .bind(to_micros(job.run_at))
+                .execute(&mut *c)
+                .await?;
+            }
+            if !jobs.is_empty() {
+                <$store>::notify_in_unit(c).await?;
+            }
+            Ok(())
+        }
+
+        /// `WHERE tenant_id = … [AND id < before] ORDER BY id DESC LIMIT …` for list queries.
+        fn push_page<'a>(q: &mut sqlx::QueryBuilder<'a, $db>, page: &'a Page) {
+            if let Some(before) = &page.before {
+                q.push(" AND id < ").push_bind(before.as_str());
+            }
+            q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(page.limit));
+        }
+
+        /// Ends a lease: `sql` binds the job id, the lease id, a time and an error text.
+        async fn end_lease(c: &mut Conn, sql: &'static str, lease: &JobLease, at: Timestamp, error: &str) -> Result<bool> {
+            let done = sqlx::query(sql)
+                .bind(lease.job_id.as_str())
+                .bind(&lease.lease_id)
+                .bind(to_micros(at))
+                .bind(error)
+                .execute(&mut *c)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+
+        crate::sql::domain::domain_impl!($store, $db, $backend);
+        crate::sql::queue::queue_impl!($store, $db);
+        crate::sql::secrets::secrets_impl!($store, $db);
+    };
+}
+
+pub(crate) use store_impl;
