@@ -62,16 +62,7 @@ pub async fn first_admin_key(store: &dyn Store, now: Timestamp) -> anyhow::Resul
         None => api_key::mint(),
     };
     let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: "default".into(), created_at: now };
-    let key = NewApiKey {
-        id: Id::new(IdKind::ApiKey),
-        tenant_id: tenant.id.clone(),
-        name: "first admin key".into(),
-        scope: Scope::Admin,
-        key_hash: minted.hash,
-        masked: minted.masked.clone(),
-        expires_at: None,
-        created_at: now,
-    };
+    let key = NewApiKey::for_token(&tenant.id, "first admin key", Scope::Admin, &minted, None, now);
     if store.bootstrap_operator(&tenant, &key).await?.is_some() {
         match supplied {
             // The operator chose it; echoing it would only put it in more logs.

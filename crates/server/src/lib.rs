@@ -12,10 +12,12 @@ pub mod schemas;
 mod state;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, header};
 use axum::response::{Html, IntoResponse};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -32,10 +34,11 @@ use routes::{api_keys, event_types, events, health, tenants};
 
 /// The OpenAPI document describing every route of [`router`].
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    api_routes().1
 }
 
-fn api_routes() -> OpenApiRouter<AppState> {
+/// The routes and the document describing them, collected together.
+fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -52,19 +55,25 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::create_event, events::list_events))
         .routes(routes!(events::get_event))
         .split_for_parts();
-    OpenApiRouter::with_openapi(openapi::finish(doc)).merge(router.into())
+    (router, openapi::finish(doc))
+}
+
+/// The OpenAPI document as served, rendered once when the router is built.
+struct Documentation {
+    json: String,
+    html: String,
 }
 
 /// The OpenAPI 3.1 document of this server.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "operations", responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
-async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], state.openapi_json.clone())
+async fn openapi_json(Extension(docs): Extension<Arc<Documentation>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], docs.json.clone())
 }
 
 /// Human-readable API documentation.
 #[utoipa::path(get, path = "/api/docs", tag = "operations", responses((status = 200, description = "An HTML page", content_type = "text/html", body = String)))]
-async fn docs_page(State(state): State<AppState>) -> Html<String> {
-    Html(state.docs_html.clone())
+async fn docs_page(Extension(docs): Extension<Arc<Documentation>>) -> Html<String> {
+    Html(docs.html.clone())
 }
 
 async fn fallback() -> ApiError {
@@ -73,8 +82,13 @@ async fn fallback() -> ApiError {
 
 /// The whole application: routes, documentation and every middleware.
 pub fn router(state: AppState) -> Router {
-    let (api, _) = api_routes().split_for_parts();
+    let (api, doc) = api_routes();
+    let docs = Documentation {
+        json: serde_json::to_string(&doc).expect("the OpenAPI document serialises"),
+        html: openapi::docs_html(&doc),
+    };
     api.fallback(fallback)
+        .layer(Extension(Arc::new(docs)))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::enforce_timeout))
         .layer(CatchPanicLayer::custom(middleware::panic_response))

@@ -44,17 +44,12 @@ pub struct Inner {
     pub metrics: Metrics,
     pub schemas: SchemaCache,
     pub limiter: Option<KeyRateLimiter>,
-    pub openapi_json: String,
-    pub docs_html: String,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, secrets: Arc<SecretBox>, config: ServerConfig) -> Self {
         let limiter = config.rate_limit_per_key.map(KeyRateLimiter::new);
-        let document = crate::openapi_document();
         Self(Arc::new(Inner {
-            openapi_json: serde_json::to_string(&document).expect("the OpenAPI document serialises"),
-            docs_html: crate::openapi::docs_html(&document),
             store,
             clock,
             secrets,

@@ -92,6 +92,27 @@ pub struct NewApiKey {
 }
 
 impl NewApiKey {
+    /// A key row for a minted (or operator-supplied) token: only its digest and mask are kept.
+    pub fn for_token(
+        tenant_id: &Id,
+        name: impl Into<String>,
+        scope: Scope,
+        token: &switchboard_core::api_key::MintedToken,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id: Id::new(switchboard_core::IdKind::ApiKey),
+            tenant_id: tenant_id.clone(),
+            name: name.into(),
+            scope,
+            key_hash: token.hash.clone(),
+            masked: token.masked.clone(),
+            expires_at,
+            created_at: now,
+        }
+    }
+
     /// The key as it reads back right after being stored.
     pub fn as_stored(&self) -> ApiKey {
         ApiKey {

@@ -46,16 +46,7 @@ async fn tenant(store: &dyn Store, name: &str) -> Id {
 
 fn new_key(tenant_id: &Id, scope: Scope) -> (String, NewApiKey) {
     let minted = api_key::mint();
-    let key = NewApiKey {
-        id: Id::new(IdKind::ApiKey),
-        tenant_id: tenant_id.clone(),
-        name: format!("{scope} key"),
-        scope,
-        key_hash: minted.hash,
-        masked: minted.masked,
-        expires_at: None,
-        created_at: t0(),
-    };
+    let key = NewApiKey::for_token(tenant_id, format!("{scope} key"), scope, &minted, None, t0());
     (minted.token, key)
 }
 

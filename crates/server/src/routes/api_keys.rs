@@ -112,16 +112,7 @@ pub(crate) fn new_key(state: &AppState, tenant_id: &Id, request: CreateApiKey) -
         return Err(ApiError::validation("expires_at", "must be in the future"));
     }
     let minted = api_key::mint();
-    let key = NewApiKey {
-        id: Id::new(IdKind::ApiKey),
-        tenant_id: tenant_id.clone(),
-        name,
-        scope,
-        key_hash: minted.hash,
-        masked: minted.masked,
-        expires_at: request.expires_at,
-        created_at: now,
-    };
+    let key = NewApiKey::for_token(tenant_id, name, scope, &minted, request.expires_at, now);
     Ok((minted.token, key))
 }
 

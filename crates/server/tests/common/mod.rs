@@ -33,16 +33,7 @@ impl TestServer {
         let clock = ManualClock::new(from_micros(1_760_000_000_000_000));
         let minted = api_key::mint();
         let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: "default".into(), created_at: clock.now() };
-        let key = NewApiKey {
-            id: Id::new(IdKind::ApiKey),
-            tenant_id: tenant.id.clone(),
-            name: "admin".into(),
-            scope: Scope::Admin,
-            key_hash: minted.hash,
-            masked: minted.masked,
-            expires_at: None,
-            created_at: clock.now(),
-        };
+        let key = NewApiKey::for_token(&tenant.id, "admin", Scope::Admin, &minted, None, clock.now());
         store.bootstrap_operator(&tenant, &key).await.unwrap().expect("fresh database");
         let state = AppState::new(
             store.clone(),
