@@ -9,6 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
+use switchboard_egress::AddressPolicy;
+use switchboard_webhooks::WebhookConfig;
+use switchboard_webhooks::schedule::RetrySchedule;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,6 +58,30 @@ pub struct ServeArgs {
     /// Seconds to finish in-flight requests and work after SIGTERM/SIGINT [default: 30]
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
     pub shutdown_timeout_secs: Option<u64>,
+    /// Webhook deliveries in flight at once in this process [default: 64]
+    #[arg(long, env = "SWITCHBOARD_DELIVERY_CONCURRENCY", value_name = "N")]
+    pub delivery_concurrency: Option<usize>,
+    /// Seconds a webhook receiver has to answer [default: 15]
+    #[arg(long, env = "SWITCHBOARD_DELIVERY_TIMEOUT_SECS", value_name = "SECS")]
+    pub delivery_timeout_secs: Option<u64>,
+    /// Seconds a claimed delivery stays with this process before another may take it [default: 60]
+    #[arg(long, env = "SWITCHBOARD_DELIVERY_LEASE_SECS", value_name = "SECS")]
+    pub delivery_lease_secs: Option<u64>,
+    /// Waits between delivery attempts [default: 5s,5m,30m,2h,5h,10h,10h]
+    #[arg(long, env = "SWITCHBOARD_RETRY_SCHEDULE", value_name = "LIST")]
+    pub retry_schedule: Option<String>,
+    /// Disable an endpoint that has only failed for this many hours [default: 120]
+    #[arg(long, env = "SWITCHBOARD_DISABLE_FAILING_ENDPOINTS_AFTER_HOURS", value_name = "HOURS")]
+    pub disable_failing_endpoints_after_hours: Option<u64>,
+    /// Days events, messages and attempts are kept [default: 30]
+    #[arg(long, env = "SWITCHBOARD_RETENTION_DAYS", value_name = "DAYS")]
+    pub retention_days: Option<u64>,
+    /// Let webhook URLs reach loopback, private and link-local addresses (development only)
+    #[arg(long, env = "SWITCHBOARD_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: bool,
+    /// Networks webhook URLs may reach even though they are private, e.g. 10.1.0.0/16,fd00::/8
+    #[arg(long, env = "SWITCHBOARD_ALLOW_TARGET_NETWORKS", value_name = "CIDRS")]
+    pub allow_target_networks: Option<String>,
 }
 
 /// The TOML file: the same names as the flags, with underscores.
@@ -70,6 +97,14 @@ struct FileConfig {
     request_timeout_secs: Option<u64>,
     rate_limit_per_key: Option<u32>,
     shutdown_timeout_secs: Option<u64>,
+    delivery_concurrency: Option<usize>,
+    delivery_timeout_secs: Option<u64>,
+    delivery_lease_secs: Option<u64>,
+    retry_schedule: Option<String>,
+    disable_failing_endpoints_after_hours: Option<u64>,
+    retention_days: Option<u64>,
+    allow_private_targets: Option<bool>,
+    allow_target_networks: Option<String>,
 }
 
 /// The settled configuration.
@@ -84,6 +119,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub rate_limit_per_key: Option<NonZeroU32>,
     pub shutdown_timeout: Duration,
+    pub webhooks: WebhookConfig,
+    pub egress_policy: AddressPolicy,
 }
 
 impl Settings {
@@ -93,12 +130,12 @@ impl Settings {
             None => FileConfig::default(),
         };
         let data_dir =
-            storage.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./switchboard-data"));
+            storage.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("./switchboard-data"));
         let database_url = storage
             .database_url
             .clone()
             .or_else(|| std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty()))
-            .or(file.database_url)
+            .or(file.database_url.clone())
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("switchboard.db").display()));
         let max_body_bytes =
             serve.max_body_bytes.or(file.max_body_bytes).unwrap_or(switchboard_server::DEFAULT_MAX_BODY_BYTES);
@@ -119,12 +156,56 @@ impl Settings {
             shutdown_timeout: Duration::from_secs(
                 serve.shutdown_timeout_secs.or(file.shutdown_timeout_secs).unwrap_or(30),
             ),
+            webhooks: webhook_config(serve, &file)?,
+            egress_policy: egress_policy(serve, &file)?,
         })
     }
 
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
     }
+}
+
+fn webhook_config(serve: &ServeArgs, file: &FileConfig) -> anyhow::Result<WebhookConfig> {
+    let defaults = WebhookConfig::default();
+    let mut schedule = defaults.schedule.clone();
+    if let Some(text) = serve.retry_schedule.as_ref().or(file.retry_schedule.as_ref()) {
+        schedule.delays = RetrySchedule::parse_delays(text).map_err(|e| anyhow::anyhow!("retry_schedule: {e}"))?;
+    }
+    let timeout = Duration::from_secs(serve.delivery_timeout_secs.or(file.delivery_timeout_secs).unwrap_or(15).max(1));
+    let lease = Duration::from_secs(serve.delivery_lease_secs.or(file.delivery_lease_secs).unwrap_or(60).max(1));
+    if lease <= timeout {
+        bail!("delivery_lease_secs ({}) must exceed delivery_timeout_secs ({})", lease.as_secs(), timeout.as_secs());
+    }
+    let hours = serve.disable_failing_endpoints_after_hours.or(file.disable_failing_endpoints_after_hours);
+    Ok(WebhookConfig {
+        schedule,
+        request_timeout: timeout,
+        concurrency: serve.delivery_concurrency.or(file.delivery_concurrency).unwrap_or(defaults.concurrency).max(1),
+        lease,
+        disable_after: hours.map(|h| Duration::from_secs(h * 3600)).unwrap_or(defaults.disable_after),
+        retention: serve
+            .retention_days
+            .or(file.retention_days)
+            .map(|d| Duration::from_secs(d.max(1) * 86_400))
+            .unwrap_or(defaults.retention),
+        ..defaults
+    })
+}
+
+fn egress_policy(serve: &ServeArgs, file: &FileConfig) -> anyhow::Result<AddressPolicy> {
+    let networks = match serve.allow_target_networks.as_ref().or(file.allow_target_networks.as_ref()) {
+        Some(text) => text
+            .split(',')
+            .filter(|part| !part.trim().is_empty())
+            .map(|part| part.trim().parse().with_context(|| format!("allow_target_networks: {part:?} is not a CIDR")))
+            .collect::<anyhow::Result<_>>()?,
+        None => Vec::new(),
+    };
+    Ok(AddressPolicy {
+        allow_private: serve.allow_private_targets || file.allow_private_targets.unwrap_or(false),
+        allowed_networks: networks,
+    })
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {

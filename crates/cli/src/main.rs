@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Run the API, the workers and the web UI (creates the data dir, database, master key and
     /// first admin key on the first start)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Bring the database schema up to date, then exit
     Migrate,
     /// Manage the master encryption keys
@@ -61,7 +61,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let serve_args = match &cli.command {
-        Command::Serve(args) => args.clone(),
+        Command::Serve(args) => (**args).clone(),
         _ => ServeArgs::default(),
     };
     let settings = Settings::resolve(&cli.storage, &serve_args)?;
@@ -102,7 +102,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         request_timeout: settings.request_timeout,
         rate_limit_per_key: settings.rate_limit_per_key,
     };
-    let state = switchboard_server::AppState::new(store.clone(), clock, secrets, config);
+    let egress = switchboard_egress::EgressClient::new(switchboard_egress::EgressConfig {
+        policy: settings.egress_policy.clone(),
+        ..Default::default()
+    })?;
+    let webhooks =
+        switchboard_webhooks::Webhooks::new(store.clone(), clock, secrets, egress, settings.webhooks.clone());
+    let state = switchboard_server::AppState::new(webhooks.clone(), config);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
@@ -115,11 +121,20 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("Listening on http://{address}");
 
     let server = tokio::spawn(switchboard_server::serve(listener, state, stop.clone().cancelled_owned()));
+    let workers = webhooks.start(stop.clone());
     stop.cancelled().await;
-    tracing::info!(deadline_secs = settings.shutdown_timeout.as_secs(), "shutting down: finishing in-flight requests");
-    match tokio::time::timeout(settings.shutdown_timeout, server).await {
+    tracing::info!(
+        deadline_secs = settings.shutdown_timeout.as_secs(),
+        "shutting down: finishing in-flight requests and deliveries"
+    );
+    let deadline = tokio::time::Instant::now() + settings.shutdown_timeout;
+    match tokio::time::timeout_at(deadline, server).await {
         Ok(result) => result.context("server task")?.context("serving")?,
         Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown deadline"),
+    }
+    // Deliveries not finished by then keep their lease and are sent again after it expires.
+    if tokio::time::timeout_at(deadline, workers).await.is_err() {
+        tracing::warn!("deliveries in flight did not finish within the shutdown deadline");
     }
     store.close().await;
     tracing::info!("stopped");

@@ -16,6 +16,9 @@ pub enum IdKind {
     EventType,
     Job,
     Secret,
+    Endpoint,
+    Message,
+    Attempt,
 }
 
 impl IdKind {
@@ -27,6 +30,9 @@ impl IdKind {
             IdKind::EventType => "et",
             IdKind::Job => "job",
             IdKind::Secret => "sec",
+            IdKind::Endpoint => "ep",
+            IdKind::Message => "msg",
+            IdKind::Attempt => "atmpt",
         }
     }
 }
@@ -64,6 +70,13 @@ impl Id {
         Ok(Self(s.to_string()))
     }
 
+    /// The smallest possible id of `kind` created at `at`: every id of that kind created
+    /// earlier sorts below it.
+    pub fn lower_bound(kind: IdKind, at: chrono::DateTime<chrono::Utc>) -> String {
+        let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+        format!("{}_{}", kind.prefix(), Ulid::from_parts(millis, 0).to_string().to_lowercase())
+    }
+
     /// Wraps an id read back from the database, which was validated when it was written.
     pub fn from_trusted(s: String) -> Self {
         Self(s)
@@ -97,6 +110,9 @@ mod tests {
         assert!(a.as_str().starts_with("evt_"));
         assert_eq!(a.as_str().len(), 4 + 26);
         assert!(a < b, "{a} should sort before {b}");
+        let now = chrono::Utc::now();
+        assert!(Id::lower_bound(IdKind::Event, now - chrono::Duration::seconds(1)).as_str() < a.as_str());
+        assert!(Id::lower_bound(IdKind::Event, now + chrono::Duration::seconds(1)).as_str() > b.as_str());
     }
 
     #[test]

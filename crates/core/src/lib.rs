@@ -1,4 +1,5 @@
-//! The bottom layer: identifiers, the clock, API-key tokens and the secret box.
+//! The bottom layer: identifiers, the clock, API-key tokens, the secret box and webhook
+//! signature schemes.
 //!
 //! Nothing here performs I/O except reading and writing the master key file, so every other
 //! crate can depend on it.
@@ -7,6 +8,7 @@ pub mod api_key;
 pub mod clock;
 pub mod id;
 pub mod secret_box;
+pub mod signature;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use id::{Id, IdKind};

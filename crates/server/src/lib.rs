@@ -30,7 +30,7 @@ use utoipa_axum::routes;
 pub use problem::{ApiError, ApiResult, Problem};
 pub use state::{AppState, DEFAULT_MAX_BODY_BYTES, ServerConfig};
 
-use routes::{api_keys, event_types, events, health, tenants};
+use routes::{api_keys, endpoints, event_types, events, health, messages, tenants};
 
 /// The OpenAPI document describing every route of [`router`].
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
@@ -54,6 +54,19 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(event_types::get_event_type, event_types::update_event_type))
         .routes(routes!(events::create_event, events::list_events))
         .routes(routes!(events::get_event))
+        .routes(routes!(messages::event_messages))
+        .routes(routes!(messages::event_attempts))
+        .routes(routes!(endpoints::create_endpoint, endpoints::list_endpoints))
+        .routes(routes!(endpoints::get_endpoint, endpoints::update_endpoint, endpoints::delete_endpoint))
+        .routes(routes!(endpoints::get_secret))
+        .routes(routes!(endpoints::rotate_secret))
+        .routes(routes!(messages::endpoint_messages))
+        .routes(routes!(messages::endpoint_attempts))
+        .routes(routes!(messages::endpoint_stats))
+        .routes(routes!(messages::recover))
+        .routes(routes!(messages::get_message))
+        .routes(routes!(messages::message_attempts))
+        .routes(routes!(messages::resend_message))
         .split_for_parts();
     (router, openapi::finish(doc))
 }

@@ -36,8 +36,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(deliveries: &switchboard_webhooks::DeliveryMetrics) -> Self {
         let mut registry = Registry::with_prefix("switchboard");
+        deliveries.register(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         let request_seconds: HistogramFamily =
@@ -52,11 +53,5 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
     }
 }

@@ -22,6 +22,8 @@ use crate::problem::{FieldError, Problem};
     components(schemas(Problem, FieldError)),
     tags(
         (name = "events", description = "Event types and the events the product publishes"),
+        (name = "webhooks", description = "Outgoing webhook endpoints: subscriptions, signing secrets"),
+        (name = "deliveries", description = "Messages (an event for an endpoint), attempts, resends and statistics"),
         (name = "api keys", description = "API keys of the caller's tenant"),
         (name = "tenants", description = "Tenants, for the operator"),
         (name = "operations", description = "Health, readiness, metrics and this document"),

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use switchboard_core::{Clock, SecretBox};
 use switchboard_store::Store;
+use switchboard_webhooks::Webhooks;
 
 use crate::auth::KeyRateLimiter;
 use crate::metrics::Metrics;
@@ -44,16 +45,20 @@ pub struct Inner {
     pub metrics: Metrics,
     pub schemas: SchemaCache,
     pub limiter: Option<KeyRateLimiter>,
+    pub webhooks: Webhooks,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, secrets: Arc<SecretBox>, config: ServerConfig) -> Self {
+    /// The state around the webhooks service, which brings the store, the clock and the
+    /// secret box.
+    pub fn new(webhooks: Webhooks, config: ServerConfig) -> Self {
         let limiter = config.rate_limit_per_key.map(KeyRateLimiter::new);
         Self(Arc::new(Inner {
-            store,
-            clock,
-            secrets,
-            metrics: Metrics::new(),
+            store: webhooks.store.clone(),
+            clock: webhooks.clock.clone(),
+            secrets: webhooks.secrets.clone(),
+            metrics: Metrics::new(&webhooks.metrics),
+            webhooks,
             schemas: SchemaCache::default(),
             limiter,
             config,

@@ -16,6 +16,7 @@ mod sql;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use error::StoreError;
 pub use model::*;
 pub use queue::{Job, JobLease, JobQueue, NewJob};
 pub use secrets::SecretStore;
+pub use webhooks::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -87,7 +89,7 @@ pub fn redact_url(url: &str) -> String {
 /// ([`SecretStore`]) as traits of their own. Every method that touches tenant data takes the
 /// tenant id and filters on it: a row of another tenant is indistinguishable from a missing row.
 #[async_trait]
-pub trait Store: JobQueue + SecretStore + Send + Sync + 'static {
+pub trait Store: JobQueue + SecretStore + WebhookStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Proves the database answers (used by `/readyz`).
@@ -121,10 +123,15 @@ pub trait Store: JobQueue + SecretStore + Send + Sync + 'static {
     async fn get_event_type(&self, tenant_id: &str, name: &str) -> Result<Option<EventType>>;
     async fn list_event_types(&self, tenant_id: &str, page: &Page) -> Result<Vec<EventType>>;
 
-    /// Stores the event and the jobs it causes in one unit. With an idempotency key that was
-    /// seen before, nothing is written and the earlier event (same request) or a conflict
-    /// (different request) is returned.
-    async fn create_event(&self, event: &NewEvent, jobs: &[NewJob]) -> Result<CreateEventOutcome>;
+    /// Stores the event, its fan-out (messages) and the jobs it causes in one unit. With an
+    /// idempotency key that was seen before, nothing is written and the earlier event (same
+    /// request) or a conflict (different request) is returned.
+    async fn create_event(
+        &self,
+        event: &NewEvent,
+        messages: &[NewMessage],
+        jobs: &[NewJob],
+    ) -> Result<CreateEventOutcome>;
     /// The event stored under an idempotency key, with the digest of the request that made it.
     async fn find_idempotent_event(&self, tenant_id: &str, key: &str) -> Result<Option<(Event, String)>>;
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>>;

@@ -131,8 +131,86 @@ pub async fn run_worker<H, F>(
     F: Future<Output = JobOutcome> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let permits = Arc::new(Semaphore::new(config.concurrency));
-    let mut signal = store.job_signal();
+    let limits = ClaimLimits { concurrency: config.concurrency, max_idle_wait: config.max_idle_wait };
+    let queue = config.queue.clone();
+    let claim = {
+        let (store, clock, queue) = (store.clone(), clock.clone(), queue.clone());
+        move |free: u32| {
+            let (store, clock, queue) = (store.clone(), clock.clone(), queue.clone());
+            async move { store.claim(&queue, free, clock.now(), config.lease).await }
+        }
+    };
+    let next_due = {
+        let (store, queue) = (store.clone(), queue.clone());
+        move || {
+            let (store, queue) = (store.clone(), queue.clone());
+            async move { store.next_due(&queue).await }
+        }
+    };
+    let (signal, loop_clock) = (store.job_signal(), clock.clone());
+    let handle = move |job: Job| {
+        let (store, clock, handler) = (store.clone(), clock.clone(), handler.clone());
+        async move {
+            let lease = job.lease.clone();
+            let queue = job.queue.clone();
+            let outcome = match AssertUnwindSafe(handler(job)).catch_unwind().await {
+                Ok(outcome) => outcome,
+                // A panic is a bug; parking the job keeps it for inspection instead of
+                // re-running it every lease period forever.
+                Err(_) => JobOutcome::DeadLetter("the job handler panicked".into()),
+            };
+            let result = match &outcome {
+                JobOutcome::Done => store.ack(&lease).await,
+                JobOutcome::RetryAt(at, error) => store.retry_at(&lease, *at, error).await,
+                JobOutcome::DeadLetter(error) => store.dead_letter(&lease, clock.now(), error).await,
+            };
+            match result {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(%queue, job = %lease.job_id, "lease lost before the job finished; another worker owns it now")
+                }
+                Err(error) => {
+                    tracing::error!(%queue, job = %lease.job_id, %error, "recording a job outcome failed; the job will run again after its lease expires")
+                }
+            }
+        }
+    };
+    claim_loop(&queue, loop_clock, signal, limits, shutdown, claim, next_due, handle).await
+}
+
+/// How much a claim loop runs at once, and its longest idle wait (wake-ups normally come
+/// from the signal).
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimLimits {
+    pub concurrency: usize,
+    pub max_idle_wait: Duration,
+}
+
+/// The loop every kind of background work runs on: claim as many items as there are free
+/// slots, run each on a task of its own holding a slot, and when nothing is due sleep until
+/// the next item is (or the wake signal changes). When `shutdown` is cancelled it stops
+/// claiming and returns once every item in hand is done.
+#[allow(clippy::too_many_arguments)]
+pub async fn claim_loop<T, C, CF, D, DF, H, HF>(
+    what: &str,
+    clock: Arc<dyn Clock>,
+    mut signal: tokio::sync::watch::Receiver<u64>,
+    limits: ClaimLimits,
+    shutdown: CancellationToken,
+    mut claim: C,
+    mut next_due: D,
+    handle: H,
+) where
+    T: Send + 'static,
+    C: FnMut(u32) -> CF,
+    CF: Future<Output = Result<Vec<T>>>,
+    D: FnMut() -> DF,
+    DF: Future<Output = Result<Option<Timestamp>>>,
+    H: Fn(T) -> HF,
+    HF: Future<Output = ()> + Send + 'static,
+{
+    let concurrency = limits.concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
     loop {
         signal.borrow_and_update();
         let free = permits.available_permits();
@@ -144,10 +222,10 @@ pub async fn run_worker<H, F>(
             }
             continue;
         }
-        let claimed = match store.claim(&config.queue, free as u32, clock.now(), config.lease).await {
-            Ok(jobs) => jobs,
+        let claimed = match claim(free as u32).await {
+            Ok(items) => items,
             Err(error) => {
-                tracing::warn!(queue = %config.queue, %error, "claiming jobs failed; retrying shortly");
+                tracing::warn!(%what, %error, "claiming work failed; retrying shortly");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -156,9 +234,9 @@ pub async fn run_worker<H, F>(
             }
         };
         if claimed.is_empty() {
-            let wait = match store.next_due(&config.queue).await {
-                Ok(Some(at)) => (at - clock.now()).to_std().unwrap_or(Duration::ZERO).min(config.max_idle_wait),
-                _ => config.max_idle_wait,
+            let wait = match next_due().await {
+                Ok(Some(at)) => (at - clock.now()).to_std().unwrap_or(Duration::ZERO).min(limits.max_idle_wait),
+                _ => limits.max_idle_wait,
             };
             if wait.is_zero() {
                 tokio::task::yield_now().await;
@@ -171,36 +249,15 @@ pub async fn run_worker<H, F>(
             }
             continue;
         }
-        for job in claimed {
+        for item in claimed {
             let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
-            let (store, clock, handler) = (store.clone(), clock.clone(), handler.clone());
+            let work = handle(item);
             tokio::spawn(async move {
-                let lease = job.lease.clone();
-                let queue = job.queue.clone();
-                let outcome = match AssertUnwindSafe(handler(job)).catch_unwind().await {
-                    Ok(outcome) => outcome,
-                    // A panic is a bug; parking the job keeps it for inspection instead of
-                    // re-running it every lease period forever.
-                    Err(_) => JobOutcome::DeadLetter("the job handler panicked".into()),
-                };
-                let result = match &outcome {
-                    JobOutcome::Done => store.ack(&lease).await,
-                    JobOutcome::RetryAt(at, error) => store.retry_at(&lease, *at, error).await,
-                    JobOutcome::DeadLetter(error) => store.dead_letter(&lease, clock.now(), error).await,
-                };
-                match result {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(%queue, job = %lease.job_id, "lease lost before the job finished; another worker owns it now")
-                    }
-                    Err(error) => {
-                        tracing::error!(%queue, job = %lease.job_id, %error, "recording a job outcome failed; the job will run again after its lease expires")
-                    }
-                }
+                work.await;
                 drop(permit);
             });
         }
     }
-    // Drain: every permit back means every job in hand has finished.
-    let _ = permits.acquire_many(config.concurrency as u32).await;
+    // Drain: every permit back means every item in hand has finished.
+    let _ = permits.acquire_many(concurrency as u32).await;
 }

@@ -45,6 +45,13 @@ impl TestDb {
     pub async fn open(&self) -> Arc<dyn Store> {
         crate::open(&self.options).await.expect("open the test store")
     }
+
+    /// A fresh database of `backend` and the store opened on it; `None` as in [`Self::for_backend`].
+    pub async fn store_for(backend: Backend) -> Option<(Self, Arc<dyn Store>)> {
+        let db = Self::for_backend(backend)?;
+        let store = db.open().await;
+        Some((db, store))
+    }
 }
 
 impl Drop for TestDb {

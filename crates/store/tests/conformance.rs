@@ -33,12 +33,6 @@ fn t0() -> Timestamp {
     from_micros(1_760_000_000_000_000)
 }
 
-async fn store_for(backend: Backend) -> Option<(TestDb, Arc<dyn Store>)> {
-    let db = TestDb::for_backend(backend)?;
-    let store = db.open().await;
-    Some((db, store))
-}
-
 async fn tenant(store: &dyn Store, name: &str) -> Id {
     let t = NewTenant { id: Id::new(IdKind::Tenant), name: name.into(), created_at: t0() };
     store.create_tenant(&t, None).await.unwrap().id
@@ -66,7 +60,7 @@ fn job(tenant_id: &Id, queue: &str, run_at: Timestamp) -> NewJob {
 }
 
 async fn first_start_creates_one_operator_tenant_and_key(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let make = || {
         let t = NewTenant { id: Id::new(IdKind::Tenant), name: "default".into(), created_at: t0() };
         let (token, key) = new_key(&t.id, Scope::Admin);
@@ -87,7 +81,7 @@ async fn first_start_creates_one_operator_tenant_and_key(backend: Backend) {
 }
 
 async fn api_keys_authenticate_list_and_revoke_within_their_tenant(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let (a, b) = (tenant(&*store, "a").await, tenant(&*store, "b").await);
     let (token, key) = new_key(&a, Scope::Read);
     let stored = store.create_api_key(&key).await.unwrap();
@@ -113,7 +107,7 @@ async fn api_keys_authenticate_list_and_revoke_within_their_tenant(backend: Back
 }
 
 async fn event_types_are_unique_per_tenant_and_versioned(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let (a, b) = (tenant(&*store, "a").await, tenant(&*store, "b").await);
     let et = |tenant_id: &Id| NewEventType {
         id: Id::new(IdKind::EventType),
@@ -141,9 +135,10 @@ async fn event_types_are_unique_per_tenant_and_versioned(backend: Backend) {
 }
 
 async fn events_are_isolated_between_tenants(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let (a, b) = (tenant(&*store, "a").await, tenant(&*store, "b").await);
-    let CreateEventOutcome::Created(event) = store.create_event(&new_event(&a, "{}", None), &[]).await.unwrap() else {
+    let CreateEventOutcome::Created(event) = store.create_event(&new_event(&a, "{}", None), &[], &[]).await.unwrap()
+    else {
         panic!("expected a new event")
     };
     assert_eq!(store.get_event(a.as_str(), event.id.as_str()).await.unwrap().unwrap(), event);
@@ -152,29 +147,30 @@ async fn events_are_isolated_between_tenants(backend: Backend) {
 }
 
 async fn idempotent_event_replays_the_first_and_refuses_a_different_body(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let a = tenant(&*store, "a").await;
     let b = tenant(&*store, "b").await;
     let first = new_event(&a, r#"{"n":1}"#, Some(("k1", "hash-1")));
-    let CreateEventOutcome::Created(created) = store.create_event(&first, &[job(&a, "fanout", t0())]).await.unwrap()
+    let CreateEventOutcome::Created(created) =
+        store.create_event(&first, &[], &[job(&a, "fanout", t0())]).await.unwrap()
     else {
         panic!("expected a new event")
     };
     let again = new_event(&a, r#"{"n":1}"#, Some(("k1", "hash-1")));
     assert_eq!(
-        store.create_event(&again, &[job(&a, "fanout", t0())]).await.unwrap(),
+        store.create_event(&again, &[], &[job(&a, "fanout", t0())]).await.unwrap(),
         CreateEventOutcome::Replayed(created.clone())
     );
     let different = new_event(&a, r#"{"n":2}"#, Some(("k1", "hash-2")));
     assert_eq!(
-        store.create_event(&different, &[job(&a, "fanout", t0())]).await.unwrap(),
+        store.create_event(&different, &[], &[job(&a, "fanout", t0())]).await.unwrap(),
         CreateEventOutcome::KeyReused
     );
     let (found, hash) = store.find_idempotent_event(a.as_str(), "k1").await.unwrap().unwrap();
     assert_eq!((found, hash.as_str()), (created.clone(), "hash-1"));
     assert!(store.find_idempotent_event(b.as_str(), "k1").await.unwrap().is_none());
     let other_tenant = new_event(&b, r#"{"n":2}"#, Some(("k1", "hash-2")));
-    assert!(matches!(store.create_event(&other_tenant, &[]).await.unwrap(), CreateEventOutcome::Created(_)));
+    assert!(matches!(store.create_event(&other_tenant, &[], &[]).await.unwrap(), CreateEventOutcome::Created(_)));
 
     assert_eq!(store.list_events(a.as_str(), &EventFilter::default()).await.unwrap().len(), 1);
     let jobs = store.claim("fanout", 10, t0(), Duration::seconds(30)).await.unwrap();
@@ -182,14 +178,14 @@ async fn idempotent_event_replays_the_first_and_refuses_a_different_body(backend
 }
 
 async fn parallel_idempotent_requests_create_exactly_one_event(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let a = tenant(&*store, "a").await;
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let (store, a) = (store.clone(), a.clone());
-            tokio::spawn(
-                async move { store.create_event(&new_event(&a, "{}", Some(("same", "h"))), &[]).await.unwrap() },
-            )
+            tokio::spawn(async move {
+                store.create_event(&new_event(&a, "{}", Some(("same", "h"))), &[], &[]).await.unwrap()
+            })
         })
         .collect();
     let mut created = 0;
@@ -211,15 +207,15 @@ async fn parallel_idempotent_requests_create_exactly_one_event(backend: Backend)
 }
 
 async fn a_rolled_back_unit_enqueues_nothing(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let a = tenant(&*store, "a").await;
     let event = new_event(&a, "{}", None);
-    store.create_event(&event, &[job(&a, "q", t0())]).await.unwrap();
+    store.create_event(&event, &[], &[job(&a, "q", t0())]).await.unwrap();
     // Same event id again: the insert fails after nothing else, so the unit rolls back whole.
     let duplicate = NewEvent { payload: r#"{"dup":true}"#.into(), ..event.clone() };
     let doomed = job(&a, "q", t0());
     assert!(matches!(
-        store.create_event(&duplicate, std::slice::from_ref(&doomed)).await,
+        store.create_event(&duplicate, &[], std::slice::from_ref(&doomed)).await,
         Err(StoreError::Conflict(_))
     ));
 
@@ -230,7 +226,7 @@ async fn a_rolled_back_unit_enqueues_nothing(backend: Backend) {
 }
 
 async fn event_listing_pages_newest_first_and_filters(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let a = tenant(&*store, "a").await;
     let mut ids = Vec::new();
     for i in 0..7 {
@@ -240,7 +236,7 @@ async fn event_listing_pages_newest_first_and_filters(backend: Backend) {
             e.event_type = "order.paid".into();
         }
         ids.push(e.id.clone());
-        store.create_event(&e, &[]).await.unwrap();
+        store.create_event(&e, &[], &[]).await.unwrap();
     }
     let mut seen = Vec::new();
     let mut page = Page { limit: 3, before: None };
@@ -267,7 +263,7 @@ async fn event_listing_pages_newest_first_and_filters(backend: Backend) {
 }
 
 async fn concurrent_claimers_never_share_a_job(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let a = tenant(&*store, "a").await;
     let jobs: Vec<_> = (0..300).map(|_| job(&a, "work", t0())).collect();
     store.enqueue(&jobs).await.unwrap();
@@ -299,7 +295,7 @@ async fn concurrent_claimers_never_share_a_job(backend: Backend) {
 }
 
 async fn an_expired_lease_is_claimed_again_and_the_old_lease_is_void(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let a = tenant(&*store, "a").await;
     store.enqueue(&[job(&a, "q", t0())]).await.unwrap();
     let lease = Duration::seconds(30);
@@ -321,7 +317,7 @@ async fn an_expired_lease_is_claimed_again_and_the_old_lease_is_void(backend: Ba
 }
 
 async fn retried_jobs_wait_until_their_time_and_dead_letters_stay_parked(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let a = tenant(&*store, "a").await;
     store.enqueue(&[job(&a, "q", t0()), job(&a, "q", t0())]).await.unwrap();
     let mut claimed = store.claim("q", 2, t0(), Duration::seconds(30)).await.unwrap();
@@ -343,7 +339,7 @@ async fn retried_jobs_wait_until_their_time_and_dead_letters_stay_parked(backend
 }
 
 async fn workers_wake_on_enqueue_and_drain_on_shutdown(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let a = tenant(&*store, "a").await;
     let clock = Arc::new(ManualClock::new(t0()));
     let handled = Arc::new(AtomicUsize::new(0));
@@ -385,7 +381,7 @@ async fn workers_wake_on_enqueue_and_drain_on_shutdown(backend: Backend) {
 }
 
 async fn secrets_are_isolated_and_resealed_only_from_the_expected_key(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let (a, b) = (tenant(&*store, "a").await, tenant(&*store, "b").await);
     let secret = StoredSecret {
         id: Id::new(IdKind::Secret),
@@ -436,7 +432,7 @@ async fn postgres_notify_wakes_workers_of_another_process() {
 /// still opens to the same plaintext.
 async fn rotation_reseals_every_secret_of_every_tenant(backend: Backend) {
     use switchboard_core::{KeyRing, SecretBox};
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let mut ring = KeyRing::generate();
     let old = SecretBox::new(KeyRing::parse(&ring.to_text()).unwrap());
     let mut sealed = Vec::new();
@@ -465,7 +461,7 @@ async fn rotation_reseals_every_secret_of_every_tenant(backend: Backend) {
 /// Units that fail halfway leave nothing behind, even when they share a group commit with
 /// units that succeed.
 async fn failing_units_roll_back_alone_inside_a_shared_commit(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let owner = tenant(&*store, "owner").await;
     let (_, taken) = new_key(&owner, Scope::Read);
     store.create_api_key(&taken).await.unwrap();
@@ -496,7 +492,7 @@ async fn failing_units_roll_back_alone_inside_a_shared_commit(backend: Backend) 
 /// A handler that panics does not take the worker down; its job is parked, not retried
 /// forever.
 async fn a_panicking_handler_parks_its_job_and_the_worker_goes_on(backend: Backend) {
-    let Some((_db, store)) = store_for(backend).await else { return };
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let a = tenant(&*store, "a").await;
     let clock = Arc::new(ManualClock::new(t0()));
     let shutdown = tokio_util::sync::CancellationToken::new();

@@ -4,13 +4,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_core::{Id, IdKind};
 use switchboard_store::{EventType, EventTypePatch, NewEventType, Scope, StoreError};
 use utoipa::ToSchema;
 
-use super::{ListResponse, PageParams, check_text};
+use super::{ListResponse, PageParams, check_text, present};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::{ApiError, ApiResult};
@@ -40,11 +40,6 @@ pub struct UpdateEventType {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     pub schema: Option<Option<Value>>,
-}
-
-/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Value>>, D::Error> {
-    Option::<Value>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

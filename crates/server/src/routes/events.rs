@@ -147,8 +147,8 @@ pub async fn create_event(
     };
     // The write runs in its own task: if the request is abandoned (timeout, client gone) the
     // write still either commits whole or not at all, never half-way.
-    let store = state.store.clone();
-    let outcome = tokio::spawn(async move { store.create_event(&event, &[]).await })
+    let webhooks = state.webhooks.clone();
+    let outcome = tokio::spawn(async move { webhooks.publish(event).await })
         .await
         .map_err(|e| ApiError::internal(&format!("event write task failed: {e}")))??;
     respond(&state, outcome)
@@ -157,6 +157,9 @@ pub async fn create_event(
 /// The event type must exist in the tenant and the payload must satisfy its schema.
 async fn validate(state: &AppState, tenant_id: &str, request: &CreateEvent) -> ApiResult<()> {
     check_event_type_name("event_type", &request.event_type)?;
+    if switchboard_webhooks::operational::is_operational(&request.event_type) {
+        return Err(ApiError::validation("event_type", "is reserved for events Switchboard publishes itself"));
+    }
     let event_type = state.store.get_event_type(tenant_id, &request.event_type).await?.ok_or_else(|| {
         ApiError::validation("event_type", format!("no event type named {:?} is registered", request.event_type))
     })?;

@@ -2,12 +2,14 @@
 //! in `lib.rs` collects them through `utoipa_axum`, so a route cannot exist undocumented.
 
 pub mod api_keys;
+pub mod endpoints;
 pub mod event_types;
 pub mod events;
 pub mod health;
+pub mod messages;
 pub mod tenants;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use switchboard_core::{Id, IdKind};
 use switchboard_store::Page;
 use utoipa::{IntoParams, ToSchema};
@@ -93,6 +95,11 @@ fn check_no_control_characters(field: &str, value: &str) -> ApiResult<()> {
         return Err(ApiError::validation(field, "must not contain control characters"));
     }
     Ok(())
+}
+
+/// For PATCH bodies: tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Parses a path id of the expected kind; anything else is simply not found.

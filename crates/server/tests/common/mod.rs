@@ -7,9 +7,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use switchboard_core::{Clock, Id, IdKind, KeyRing, ManualClock, SecretBox, api_key, from_micros};
+use switchboard_egress::{AddressPolicy, EgressClient, EgressConfig};
 use switchboard_server::{AppState, ServerConfig};
 use switchboard_store::testing::TestDb;
 use switchboard_store::{Backend, NewApiKey, NewTenant, Scope, Store};
+use switchboard_webhooks::schedule::RetrySchedule;
+use switchboard_webhooks::{WebhookConfig, Webhooks};
 use tokio_util::sync::CancellationToken;
 
 pub struct TestServer {
@@ -28,6 +31,15 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, config: ServerConfig) -> Option<Self> {
+        Self::start_with_policy(backend, config, AddressPolicy::allow_all()).await
+    }
+
+    /// A server whose SSRF guard refuses private targets, as in production.
+    pub async fn start_guarded(backend: Backend) -> Option<Self> {
+        Self::start_with_policy(backend, ServerConfig::default(), AddressPolicy::default()).await
+    }
+
+    async fn start_with_policy(backend: Backend, config: ServerConfig, policy: AddressPolicy) -> Option<Self> {
         let db = TestDb::for_backend(backend)?;
         let store = db.open().await;
         let clock = ManualClock::new(from_micros(1_760_000_000_000_000));
@@ -35,16 +47,25 @@ impl TestServer {
         let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: "default".into(), created_at: clock.now() };
         let key = NewApiKey::for_token(&tenant.id, "admin", Scope::Admin, &minted, None, clock.now());
         store.bootstrap_operator(&tenant, &key).await.unwrap().expect("fresh database");
-        let state = AppState::new(
+        let egress = EgressClient::new(EgressConfig { policy, ..EgressConfig::default() }).unwrap();
+        let webhook_config = WebhookConfig {
+            schedule: RetrySchedule { jitter: 0.0, ..RetrySchedule::default() },
+            request_timeout: std::time::Duration::from_secs(2),
+            ..WebhookConfig::default()
+        };
+        let webhooks = Webhooks::new(
             store.clone(),
             Arc::new(clock.clone()),
             Arc::new(SecretBox::new(KeyRing::generate())),
-            config,
+            egress,
+            webhook_config,
         );
+        let state = AppState::new(webhooks.clone(), config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         tokio::spawn(switchboard_server::serve(listener, state, stop.clone().cancelled_owned()));
+        webhooks.start(stop.clone());
         Some(Self { base, admin_key: minted.token, client: reqwest::Client::new(), store, clock, db, stop })
     }
 

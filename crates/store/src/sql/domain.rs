@@ -214,53 +214,11 @@ macro_rules! domain_impl {
                 .await
             }
 
-            async fn create_event(&self, event: &NewEvent, jobs: &[NewJob]) -> Result<CreateEventOutcome> {
-                let (event, jobs) = (event.clone(), jobs.to_vec());
-                let enqueued = !jobs.is_empty();
-                let outcome = self.write(move |c| Box::pin(async move {
-                    let done = sqlx::query(
-                        "INSERT INTO events (id, tenant_id, event_type, payload, idempotency_key, request_hash, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)
-                         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
-                    )
-                    .bind(event.id.as_str())
-                    .bind(event.tenant_id.as_str())
-                    .bind(&event.event_type)
-                    .bind(&event.payload)
-                    .bind(event.idempotency.as_ref().map(|i| i.key.as_str()))
-                    .bind(event.idempotency.as_ref().map(|i| i.request_hash.as_str()))
-                    .bind(to_micros(event.created_at))
-                    .execute(&mut *c)
-                    .await
-                    .map_err(|e| StoreError::conflict_or(e, "an event with this id"))?;
-                    if done.rows_affected() == 0 {
-                        let Some(idempotency) = &event.idempotency else {
-                            return Err(StoreError::Conflict("an event with this id"));
-                        };
-                        let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND idempotency_key = $2"))
-                            .bind(event.tenant_id.as_str())
-                            .bind(&idempotency.key)
-                            .fetch_one(&mut *c)
-                            .await?;
-                        let earlier_hash: Option<String> = row.try_get("request_hash")?;
-                        return Ok(if earlier_hash.as_deref() == Some(idempotency.request_hash.as_str()) {
-                            CreateEventOutcome::Replayed(event_from(&row)?)
-                        } else {
-                            CreateEventOutcome::KeyReused
-                        });
-                    }
-                    insert_jobs(c, &jobs).await?;
-                    Ok(CreateEventOutcome::Created(Event {
-                        id: event.id,
-                        tenant_id: event.tenant_id,
-                        event_type: event.event_type,
-                        payload: event.payload,
-                        idempotency_key: event.idempotency.map(|i| i.key),
-                        created_at: event.created_at,
-                    }))
-                }))
-                .await?;
-                if enqueued && matches!(outcome, CreateEventOutcome::Created(_)) {
+            async fn create_event(&self, event: &NewEvent, messages: &[NewMessage], jobs: &[NewJob]) -> Result<CreateEventOutcome> {
+                let (event, messages, jobs) = (event.clone(), messages.to_vec(), jobs.to_vec());
+                let wakes = !jobs.is_empty() || !messages.is_empty();
+                let outcome = self.write(move |c| Box::pin(async move { insert_event(c, event, &messages, &jobs).await })).await?;
+                if wakes && matches!(outcome, CreateEventOutcome::Created(_)) {
                     self.signal.wake();
                 }
                 Ok(outcome)
@@ -303,12 +261,7 @@ macro_rules! domain_impl {
                     if let Some(event_type) = &filter.event_type {
                         q.push(" AND event_type = ").push_bind(event_type.as_str());
                     }
-                    if let Some(after) = filter.created_after {
-                        q.push(" AND created_at > ").push_bind(to_micros(after));
-                    }
-                    if let Some(before) = filter.created_before {
-                        q.push(" AND created_at < ").push_bind(to_micros(before));
-                    }
+                    push_created_between(&mut q, filter.created_after, filter.created_before);
                     push_page(&mut q, &filter.page);
                     let rows = q.build().fetch_all(&mut *c).await?;
                     rows.iter().map(event_from).collect()

@@ -18,6 +18,7 @@
 pub(crate) mod domain;
 pub(crate) mod queue;
 pub(crate) mod secrets;
+pub(crate) mod webhooks;
 
 macro_rules! store_impl {
     ($store:ty, $db:ty, $backend:expr, $claim_lock:literal) => {
@@ -26,6 +27,7 @@ macro_rules! store_impl {
         use switchboard_core::{Id, Timestamp, from_micros, to_micros};
 
         use crate::model::*;
+        use crate::webhooks::*;
         use crate::queue::{Job, JobLease, NewJob};
         use crate::{Backend, Store};
 
@@ -188,12 +190,110 @@ macro_rules! store_impl {
             Ok(())
         }
 
+        /// Inserts an event with its messages and jobs, unless its idempotency key was used
+        /// before: then nothing is written and the earlier event (or the conflict) is returned.
+        async fn insert_event(c: &mut Conn, event: NewEvent, messages: &[NewMessage], jobs: &[NewJob]) -> Result<CreateEventOutcome> {
+            let done = sqlx::query(
+                "INSERT INTO events (id, tenant_id, event_type, payload, idempotency_key, request_hash, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+            )
+            .bind(event.id.as_str())
+            .bind(event.tenant_id.as_str())
+            .bind(&event.event_type)
+            .bind(&event.payload)
+            .bind(event.idempotency.as_ref().map(|i| i.key.as_str()))
+            .bind(event.idempotency.as_ref().map(|i| i.request_hash.as_str()))
+            .bind(to_micros(event.created_at))
+            .execute(&mut *c)
+            .await
+            .map_err(|e| StoreError::conflict_or(e, "an event with this id"))?;
+            if done.rows_affected() == 0 {
+                let Some(idempotency) = &event.idempotency else {
+                    return Err(StoreError::Conflict("an event with this id"));
+                };
+                let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND idempotency_key = $2"))
+                    .bind(event.tenant_id.as_str())
+                    .bind(&idempotency.key)
+                    .fetch_one(&mut *c)
+                    .await?;
+                let earlier_hash: Option<String> = row.try_get("request_hash")?;
+                return Ok(if earlier_hash.as_deref() == Some(idempotency.request_hash.as_str()) {
+                    CreateEventOutcome::Replayed(event_from(&row)?)
+                } else {
+                    CreateEventOutcome::KeyReused
+                });
+            }
+            insert_messages(c, &event, messages).await?;
+            insert_jobs(c, jobs).await?;
+            Ok(CreateEventOutcome::Created(Event {
+                id: event.id,
+                tenant_id: event.tenant_id,
+                event_type: event.event_type,
+                payload: event.payload,
+                idempotency_key: event.idempotency.map(|i| i.key),
+                created_at: event.created_at,
+            }))
+        }
+
+        async fn insert_secret(c: &mut Conn, secret: &StoredSecret) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO secrets (id, tenant_id, key_id, ciphertext, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(secret.id.as_str())
+            .bind(secret.tenant_id.as_str())
+            .bind(&secret.key_id)
+            .bind(&secret.ciphertext)
+            .bind(to_micros(secret.updated_at))
+            .execute(&mut *c)
+            .await
+            .map_err(|e| StoreError::conflict_or(e, "a secret with this id"))?;
+            Ok(())
+        }
+
+        /// Rows per multi-row INSERT: well under both backends' limits on bound parameters.
+        const INSERT_CHUNK: usize = 500;
+
+        async fn insert_messages(c: &mut Conn, event: &NewEvent, messages: &[NewMessage]) -> Result<()> {
+            for chunk in messages.chunks(INSERT_CHUNK) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO messages (id, tenant_id, event_id, endpoint_id, status, fifo, next_attempt_at, created_at, updated_at) ",
+                );
+                q.push_values(chunk, |mut row, m| {
+                    row.push_bind(m.id.as_str())
+                        .push_bind(event.tenant_id.as_str())
+                        .push_bind(event.id.as_str())
+                        .push_bind(m.endpoint_id.as_str())
+                        .push_bind("pending")
+                        .push_bind(m.fifo)
+                        .push_bind(to_micros(m.next_attempt_at))
+                        .push_bind(to_micros(event.created_at))
+                        .push_bind(to_micros(event.created_at));
+                });
+                q.build().execute(&mut *c).await?;
+            }
+            if !messages.is_empty() {
+                <$store>::notify_in_unit(c).await?;
+            }
+            Ok(())
+        }
+
         /// `WHERE tenant_id = … [AND id < before] ORDER BY id DESC LIMIT …` for list queries.
         fn push_page<'a>(q: &mut sqlx::QueryBuilder<'a, $db>, page: &'a Page) {
             if let Some(before) = &page.before {
                 q.push(" AND id < ").push_bind(before.as_str());
             }
             q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(page.limit));
+        }
+
+        /// ` AND created_at > … AND created_at < …` for the bounds that are set.
+        fn push_created_between(q: &mut sqlx::QueryBuilder<'_, $db>, after: Option<Timestamp>, before: Option<Timestamp>) {
+            if let Some(after) = after {
+                q.push(" AND created_at > ").push_bind(to_micros(after));
+            }
+            if let Some(before) = before {
+                q.push(" AND created_at < ").push_bind(to_micros(before));
+            }
         }
 
         /// Ends a lease: `sql` binds the job id, the lease id, a time and an error text.
@@ -212,6 +312,7 @@ macro_rules! store_impl {
         crate::sql::domain::domain_impl!($store, $db, $backend);
         crate::sql::queue::queue_impl!($store, $db);
         crate::sql::secrets::secrets_impl!($store, $db);
+        crate::sql::webhooks::webhooks_impl!($store, $db, $claim_lock);
     };
 }
 

@@ -1,0 +1,525 @@
+//! Outgoing webhook endpoints (subscriptions) under `/api/integrations/webhooks`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use switchboard_core::signature::SigningSecret;
+use switchboard_core::{Id, IdKind};
+use switchboard_store::{Endpoint, EndpointPatch, Scope};
+use switchboard_webhooks::jq::JqProgram;
+use switchboard_webhooks::{operational, patterns};
+use utoipa::ToSchema;
+
+use super::{ListResponse, PageParams, check_text, path_id, present};
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+const MAX_EVENT_TYPES: usize = 100;
+const MAX_HEADERS: usize = 20;
+const MAX_JQ: usize = 4000;
+
+/// Whether signatures are HMAC (`v1`, a `whsec_` secret) or Ed25519 (`v1a`, a `whsk_` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Signing {
+    Symmetric,
+    Asymmetric,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    /// Where messages are POSTed: an http(s) URL the SSRF guard allows.
+    #[schema(max_length = 2048)]
+    pub url: String,
+    #[serde(default)]
+    #[schema(max_length = 2000)]
+    pub description: String,
+    /// Event type names and `prefix.*` wildcards; empty or absent means every type.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// A jq expression over `{id, type, timestamp, data}` that must yield `true` for the
+    /// endpoint to receive the event.
+    pub filter: Option<String>,
+    /// A jq expression over `{id, type, timestamp, data}` whose result is sent as the body.
+    pub transform: Option<String>,
+    /// Static headers added to every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// At most this many deliveries per second to this endpoint.
+    #[schema(minimum = 1, maximum = 100000)]
+    pub rate_limit_per_second: Option<u32>,
+    /// Defaults to true.
+    pub enabled: Option<bool>,
+    /// Deliver one message at a time, in event order.
+    #[serde(default)]
+    pub fifo: bool,
+    /// Any JSON object, kept for the caller.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// A `whsec_<base64 of 24 to 64 bytes>` or `whsk_<base64 Ed25519 seed>` secret; generated
+    /// when absent.
+    pub secret: Option<String>,
+    /// Which kind of secret to generate when none is supplied (default symmetric).
+    pub signing: Option<Signing>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEndpoint {
+    #[schema(max_length = 2048)]
+    pub url: Option<String>,
+    #[schema(max_length = 2000)]
+    pub description: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    /// A new filter, or `null` to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub filter: Option<Option<String>>,
+    /// A new transform, or `null` to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub transform: Option<Option<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    /// A new limit, or `null` for none.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
+    pub rate_limit_per_second: Option<Option<u32>>,
+    /// Enabling clears the failure record; disabling stops deliveries (pending messages fail
+    /// as `endpoint_disabled` and can be recovered later).
+    pub enabled: Option<bool>,
+    pub fifo: Option<bool>,
+    pub metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointOut {
+    /// `ep_…`
+    pub id: String,
+    pub url: String,
+    pub description: String,
+    pub event_types: Vec<String>,
+    pub filter: Option<String>,
+    pub transform: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub rate_limit_per_second: Option<u32>,
+    pub enabled: bool,
+    /// `manual`, `gone` (the endpoint answered 410) or `failing` (it failed for too long).
+    pub disabled_reason: Option<String>,
+    pub fifo: bool,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub signing: Signing,
+    /// For asymmetric signing: the `whpk_` key receivers verify with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// Since when every attempt has failed; absent while the endpoint is healthy.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Until when the previous secret still signs, after a rotation.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The signing secret: only in the response that created the endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+fn endpoint_out(endpoint: Endpoint, secret: &SigningSecret, now: DateTime<Utc>) -> EndpointOut {
+    EndpointOut {
+        id: endpoint.id.to_string(),
+        url: endpoint.url,
+        description: endpoint.description,
+        event_types: endpoint.event_types,
+        filter: endpoint.filter,
+        transform: endpoint.transform,
+        headers: endpoint.headers,
+        rate_limit_per_second: endpoint.rate_limit_per_second,
+        enabled: endpoint.enabled,
+        disabled_reason: endpoint.disabled_reason,
+        fifo: endpoint.fifo,
+        metadata: serde_json::from_str(&endpoint.metadata).unwrap_or_else(|_| Value::Object(Map::new())),
+        signing: match secret {
+            SigningSecret::Symmetric(_) => Signing::Symmetric,
+            SigningSecret::Asymmetric(_) => Signing::Asymmetric,
+        },
+        public_key: secret.public_key(),
+        failing_since: endpoint.failing_since,
+        previous_secret_expires_at: endpoint.previous_secret_expires_at.filter(|at| *at > now),
+        created_at: endpoint.created_at,
+        updated_at: endpoint.updated_at,
+        secret: None,
+    }
+}
+
+async fn to_out(state: &AppState, endpoint: Endpoint) -> ApiResult<EndpointOut> {
+    let secret = state.webhooks.current_secret(&endpoint).await.map_err(|e| ApiError::internal(&e.to_string()))?;
+    Ok(endpoint_out(endpoint, &secret, state.clock.now()))
+}
+
+async fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
+    if url.len() > 2048 {
+        return Err(ApiError::validation("url", "must be at most 2048 characters"));
+    }
+    let parsed = state
+        .webhooks
+        .egress
+        .vet_url(url)
+        .await
+        .map_err(|e| ApiError::validation("url", format!("{} ({})", e, e.code())))?;
+    Ok(parsed.to_string())
+}
+
+async fn check_event_types(state: &AppState, tenant_id: &str, types: &[String]) -> ApiResult<Vec<String>> {
+    if types.len() > MAX_EVENT_TYPES {
+        return Err(ApiError::validation("event_types", format!("at most {MAX_EVENT_TYPES} entries")));
+    }
+    let mut checked = Vec::with_capacity(types.len());
+    for (index, pattern) in types.iter().enumerate() {
+        let field = format!("event_types[{index}]");
+        if !patterns::is_valid_pattern(pattern) {
+            return Err(ApiError::validation(&field, "must be an event type name, `prefix.*` or `*`"));
+        }
+        let exact = !pattern.ends_with('*');
+        if exact
+            && !operational::is_operational(pattern)
+            && state.store.get_event_type(tenant_id, pattern).await?.is_none()
+        {
+            return Err(ApiError::validation(&field, format!("no event type named {pattern:?} is registered")));
+        }
+        if !checked.contains(pattern) {
+            checked.push(pattern.clone());
+        }
+    }
+    Ok(checked)
+}
+
+fn check_jq(field: &str, text: &str) -> ApiResult<String> {
+    if text.trim().is_empty() || text.len() > MAX_JQ {
+        return Err(ApiError::validation(field, format!("must be a jq expression of 1 to {MAX_JQ} characters")));
+    }
+    JqProgram::compile(text).map_err(|e| ApiError::validation(field, format!("is not valid jq: {e}")))?;
+    Ok(text.to_string())
+}
+
+/// Headers we set ourselves, or that would break the request, cannot be configured.
+fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<BTreeMap<String, String>> {
+    if headers.len() > MAX_HEADERS {
+        return Err(ApiError::validation("headers", format!("at most {MAX_HEADERS} headers")));
+    }
+    let mut checked = BTreeMap::new();
+    for (name, value) in headers {
+        let field = format!("headers.{name}");
+        let lower = name.to_ascii_lowercase();
+        if reqwest::header::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            return Err(ApiError::validation(&field, "is not a valid header name"));
+        }
+        let reserved = lower.starts_with("webhook-")
+            || matches!(
+                lower.as_str(),
+                "host" | "content-type" | "content-length" | "transfer-encoding" | "connection" | "user-agent"
+            );
+        if reserved {
+            return Err(ApiError::validation(&field, "is set by Switchboard and cannot be configured"));
+        }
+        if value.len() > 4096 || reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(ApiError::validation(&field, "must be visible ASCII of at most 4096 characters"));
+        }
+        checked.insert(lower, value.clone());
+    }
+    Ok(checked)
+}
+
+fn check_rate(rate: Option<u32>) -> ApiResult<Option<u32>> {
+    match rate {
+        Some(0) | Some(100_001..) => Err(ApiError::validation("rate_limit_per_second", "must be between 1 and 100000")),
+        other => Ok(other),
+    }
+}
+
+fn check_metadata(metadata: &Map<String, Value>) -> ApiResult<String> {
+    let text = Value::Object(metadata.clone()).to_string();
+    if text.len() > 16 * 1024 {
+        return Err(ApiError::validation("metadata", "must be at most 16 KiB of JSON"));
+    }
+    Ok(text)
+}
+
+fn parse_secret(text: &str) -> ApiResult<SigningSecret> {
+    SigningSecret::parse(text).map_err(|e| ApiError::validation("secret", e.to_string()))
+}
+
+/// Creates an endpoint (write scope). The response carries the signing secret; it is not
+/// shown again except through `GET …/{endpoint_id}/secret`.
+#[utoipa::path(
+    post,
+    path = "/api/integrations/webhooks",
+    tag = "webhooks",
+    request_body = CreateEndpoint,
+    responses((status = 201, body = EndpointOut)),
+    security(("api_key" = []))
+)]
+pub async fn create_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateEndpoint>,
+) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
+    caller.require(Scope::Write)?;
+    let url = check_url(&state, &request.url).await?;
+    check_text("description", &request.description, 2000)?;
+    let event_types = check_event_types(&state, caller.tenant_id(), &request.event_types).await?;
+    let filter = request.filter.as_deref().map(|f| check_jq("filter", f)).transpose()?;
+    let transform = request.transform.as_deref().map(|t| check_jq("transform", t)).transpose()?;
+    let headers = check_headers(&request.headers)?;
+    let rate = check_rate(request.rate_limit_per_second)?;
+    let metadata = check_metadata(&request.metadata)?;
+    let secret = match (&request.secret, request.signing) {
+        (Some(text), _) => parse_secret(text)?,
+        (None, Some(Signing::Asymmetric)) => SigningSecret::generate_asymmetric(),
+        (None, _) => SigningSecret::generate_symmetric(),
+    };
+    let now = state.clock.now();
+    let endpoint = Endpoint {
+        id: Id::new(IdKind::Endpoint),
+        tenant_id: caller.key.tenant_id.clone(),
+        url,
+        description: request.description,
+        event_types,
+        filter,
+        transform,
+        headers,
+        rate_limit_per_second: rate,
+        enabled: request.enabled.unwrap_or(true),
+        disabled_reason: (request.enabled == Some(false)).then(|| "manual".to_string()),
+        fifo: request.fifo,
+        metadata,
+        secret_id: Id::new(IdKind::Secret),
+        previous_secret_id: None,
+        previous_secret_expires_at: None,
+        failing_since: None,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let created = state.webhooks.create_endpoint(endpoint, &secret).await?;
+    let mut out = endpoint_out(created, &secret, now);
+    out.secret = Some(secret.to_text().to_string());
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// Lists endpoints, newest first (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/integrations/webhooks",
+    tag = "webhooks",
+    params(PageParams),
+    responses((status = 200, body = ListResponse<EndpointOut>)),
+    security(("api_key" = []))
+)]
+pub async fn list_endpoints(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<ListResponse<EndpointOut>>> {
+    caller.require(Scope::Read)?;
+    let page = params.to_page(IdKind::Endpoint)?;
+    let rows = state.store.list_endpoints(caller.tenant_id(), &page).await?;
+    let list = ListResponse::from_rows(rows, &page, |e| e.id.to_string(), |e| e);
+    let mut data = Vec::with_capacity(list.data.len());
+    for endpoint in list.data {
+        data.push(to_out(&state, endpoint).await?);
+    }
+    Ok(Json(ListResponse { data, next_cursor: list.next_cursor }))
+}
+
+pub(crate) async fn find_endpoint(state: &AppState, caller: &Caller, raw_id: &str) -> ApiResult<Endpoint> {
+    let id = path_id(IdKind::Endpoint, raw_id, "endpoint")?;
+    state.store.get_endpoint(caller.tenant_id(), id.as_str()).await?.ok_or_else(|| ApiError::not_found("endpoint"))
+}
+
+/// One endpoint (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/integrations/webhooks/{endpoint_id}",
+    tag = "webhooks",
+    params(("endpoint_id" = String, Path, description = "`ep_…`")),
+    responses((status = 200, body = EndpointOut), (status = 404, description = "No such endpoint in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(endpoint_id): Path<String>,
+) -> ApiResult<Json<EndpointOut>> {
+    caller.require(Scope::Read)?;
+    let endpoint = find_endpoint(&state, &caller, &endpoint_id).await?;
+    Ok(Json(to_out(&state, endpoint).await?))
+}
+
+/// Changes an endpoint (write scope); absent fields stay as they are.
+#[utoipa::path(
+    patch,
+    path = "/api/integrations/webhooks/{endpoint_id}",
+    tag = "webhooks",
+    params(("endpoint_id" = String, Path, description = "`ep_…`")),
+    request_body = UpdateEndpoint,
+    responses((status = 200, body = EndpointOut), (status = 404, description = "No such endpoint in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn update_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(endpoint_id): Path<String>,
+    ApiJson(request): ApiJson<UpdateEndpoint>,
+) -> ApiResult<Json<EndpointOut>> {
+    caller.require(Scope::Write)?;
+    let existing = find_endpoint(&state, &caller, &endpoint_id).await?;
+    let url = match &request.url {
+        Some(url) => Some(check_url(&state, url).await?),
+        None => None,
+    };
+    if let Some(description) = &request.description {
+        check_text("description", description, 2000)?;
+    }
+    let event_types = match &request.event_types {
+        Some(types) => Some(check_event_types(&state, caller.tenant_id(), types).await?),
+        None => None,
+    };
+    let jq = |field: &str, value: &Option<Option<String>>| -> ApiResult<Option<Option<String>>> {
+        Ok(match value {
+            Some(Some(text)) => Some(Some(check_jq(field, text)?)),
+            Some(None) => Some(None),
+            None => None,
+        })
+    };
+    let patch = EndpointPatch {
+        url,
+        description: request.description,
+        event_types,
+        filter: jq("filter", &request.filter)?,
+        transform: jq("transform", &request.transform)?,
+        headers: request.headers.as_ref().map(check_headers).transpose()?,
+        rate_limit_per_second: request.rate_limit_per_second.map(check_rate).transpose()?,
+        enabled: request.enabled,
+        disabled_reason: None,
+        fifo: request.fifo,
+        metadata: request.metadata.as_ref().map(check_metadata).transpose()?,
+        updated_at: Some(state.clock.now()),
+    };
+    let updated = state
+        .webhooks
+        .update_endpoint(&existing.tenant_id, existing.id.as_str(), &patch)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    Ok(Json(to_out(&state, updated).await?))
+}
+
+/// Deletes an endpoint (write scope). Its pending messages are not delivered.
+#[utoipa::path(
+    delete,
+    path = "/api/integrations/webhooks/{endpoint_id}",
+    tag = "webhooks",
+    params(("endpoint_id" = String, Path, description = "`ep_…`")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such endpoint in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn delete_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(endpoint_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Scope::Write)?;
+    let id = path_id(IdKind::Endpoint, &endpoint_id, "endpoint")?;
+    match state.webhooks.delete_endpoint(&caller.key.tenant_id, id.as_str()).await? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::not_found("endpoint")),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SecretOut {
+    /// The current signing secret (`whsec_…` or `whsk_…`).
+    pub secret: String,
+    /// For asymmetric signing: the `whpk_` key receivers verify with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+/// The endpoint's current signing secret (admin scope: it is a credential).
+#[utoipa::path(
+    get,
+    path = "/api/integrations/webhooks/{endpoint_id}/secret",
+    tag = "webhooks",
+    params(("endpoint_id" = String, Path, description = "`ep_…`")),
+    responses((status = 200, body = SecretOut), (status = 404, description = "No such endpoint in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(endpoint_id): Path<String>,
+) -> ApiResult<Json<SecretOut>> {
+    caller.require(Scope::Admin)?;
+    let endpoint = find_endpoint(&state, &caller, &endpoint_id).await?;
+    let secret = state.webhooks.current_secret(&endpoint).await.map_err(|e| ApiError::internal(&e.to_string()))?;
+    Ok(Json(SecretOut { secret: secret.to_text().to_string(), public_key: secret.public_key() }))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// The new secret; generated (of the endpoint's kind) when absent.
+    pub secret: Option<String>,
+    /// How long the old secret keeps signing beside the new one (default 86400, at most 7
+    /// days).
+    #[schema(minimum = 0, maximum = 604800)]
+    pub grace_period_seconds: Option<u64>,
+}
+
+/// Rotates the signing secret (admin scope). Both secrets sign during the grace period; the
+/// response carries the new secret.
+#[utoipa::path(
+    post,
+    path = "/api/integrations/webhooks/{endpoint_id}/rotate-secret",
+    tag = "webhooks",
+    params(("endpoint_id" = String, Path, description = "`ep_…`")),
+    request_body = RotateSecret,
+    responses((status = 200, body = EndpointOut), (status = 404, description = "No such endpoint in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(endpoint_id): Path<String>,
+    ApiJson(request): ApiJson<RotateSecret>,
+) -> ApiResult<Json<EndpointOut>> {
+    caller.require(Scope::Admin)?;
+    let endpoint = find_endpoint(&state, &caller, &endpoint_id).await?;
+    let grace = match request.grace_period_seconds {
+        Some(seconds) if seconds > 7 * 86_400 => {
+            return Err(ApiError::validation("grace_period_seconds", "must be at most 604800 (7 days)"));
+        }
+        Some(seconds) => std::time::Duration::from_secs(seconds),
+        None => state.webhooks.config.rotation_grace,
+    };
+    let current = state.webhooks.current_secret(&endpoint).await.map_err(|e| ApiError::internal(&e.to_string()))?;
+    let secret = match (&request.secret, current) {
+        (Some(text), _) => parse_secret(text)?,
+        (None, SigningSecret::Asymmetric(_)) => SigningSecret::generate_asymmetric(),
+        (None, SigningSecret::Symmetric(_)) => SigningSecret::generate_symmetric(),
+    };
+    let rotated = state
+        .webhooks
+        .rotate_secret(&endpoint.tenant_id, endpoint.id.as_str(), &secret, grace)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    let mut out = endpoint_out(rotated, &secret, state.clock.now());
+    out.secret = Some(secret.to_text().to_string());
+    Ok(Json(out))
+}

@@ -1,0 +1,425 @@
+//! Deliveries: messages (one event for one endpoint), their attempts, resending and
+//! recovering, and per-endpoint statistics.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use switchboard_core::{Id, IdKind};
+use switchboard_store::{Attempt, AttemptFilter, Message, MessageFilter, MessageStatus, Page, Scope};
+use utoipa::{IntoParams, ToSchema};
+
+use super::endpoints::find_endpoint;
+use super::{ListResponse, PageParams, path_id};
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageOut {
+    /// `msg_…`
+    pub id: String,
+    pub event_id: String,
+    pub endpoint_id: String,
+    /// `pending`, `succeeded` or `failed` (every attempt failed, or the endpoint went away).
+    pub status: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// When the next attempt is due, while pending.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Message> for MessageOut {
+    fn from(m: Message) -> Self {
+        Self {
+            id: m.id.to_string(),
+            event_id: m.event_id.to_string(),
+            endpoint_id: m.endpoint_id.to_string(),
+            status: m.status.to_string(),
+            attempts: m.attempts,
+            next_attempt_at: m.next_attempt_at.filter(|_| m.status == MessageStatus::Pending),
+            last_status_code: m.last_status_code,
+            last_error: m.last_error,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptOut {
+    /// `atmpt_…`
+    pub id: String,
+    pub message_id: String,
+    pub endpoint_id: String,
+    /// 1 for the first attempt of the message.
+    pub attempt_number: i64,
+    pub succeeded: bool,
+    pub response_status: Option<i64>,
+    /// A subset of the response headers.
+    #[schema(value_type = Option<Object>)]
+    pub response_headers: Option<serde_json::Value>,
+    /// At most 4 KiB of the response body.
+    pub response_body: Option<String>,
+    /// `timeout`, `connection_error`, `dns_error`, `forbidden_address`, `transform_error`, …
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: f64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Attempt> for AttemptOut {
+    fn from(a: Attempt) -> Self {
+        Self {
+            id: a.id.to_string(),
+            message_id: a.message_id.to_string(),
+            endpoint_id: a.endpoint_id.to_string(),
+            attempt_number: a.attempt_number,
+            succeeded: a.succeeded,
+            response_status: a.response_status,
+            response_headers: a.response_headers.and_then(|h| serde_json::from_str(&h).ok()),
+            response_body: a.response_body,
+            error_kind: a.error_kind,
+            error: a.error,
+            duration_ms: a.duration_us as f64 / 1000.0,
+            created_at: a.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// Items per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^([a-z]+_[0-9a-z]{26})?$")]
+    pub cursor: Option<String>,
+    /// Messages: `pending`, `succeeded` or `failed`. Attempts: `succeeded` or `failed`.
+    pub status: Option<String>,
+    /// Only rows created strictly after this time (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only rows created strictly before this time (RFC 3339).
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+impl DeliveryQuery {
+    fn page(&self, kind: IdKind) -> ApiResult<Page> {
+        PageParams { limit: self.limit, cursor: self.cursor.clone() }.to_page(kind)
+    }
+
+    fn message_filter(&self) -> ApiResult<MessageFilter> {
+        let status = match self.status.as_deref().filter(|s| !s.is_empty()) {
+            Some(text) => Some(
+                text.parse::<MessageStatus>()
+                    .map_err(|_| ApiError::malformed("status", "must be pending, succeeded or failed"))?,
+            ),
+            None => None,
+        };
+        Ok(MessageFilter {
+            page: self.page(IdKind::Message)?,
+            status,
+            created_after: self.created_after,
+            created_before: self.created_before,
+            ..MessageFilter::default()
+        })
+    }
+
+    fn attempt_filter(&self) -> ApiResult<AttemptFilter> {
+        let succeeded = match self.status.as_deref().filter(|s| !s.is_empty()) {
+            Some("succeeded") => Some(true),
+            Some("failed") => Some(false),
+            Some(_) => return Err(ApiError::malformed("status", "must be succeeded or failed")),
+            None => None,
+        };
+        Ok(AttemptFilter {
+            page: self.page(IdKind::Attempt)?,
+            succeeded,
+            created_after: self.created_after,
+            created_before: self.created_before,
+            ..AttemptFilter::default()
+        })
+    }
+}
+
+async fn messages(
+    state: &AppState,
+    caller: &Caller,
+    filter: MessageFilter,
+) -> ApiResult<Json<ListResponse<MessageOut>>> {
+    let rows = state.store.list_messages(caller.tenant_id(), &filter).await?;
+    Ok(Json(ListResponse::from_rows(rows, &filter.page, |m| m.id.to_string(), MessageOut::from)))
+}
+
+async fn attempts(
+    state: &AppState,
+    caller: &Caller,
+    filter: AttemptFilter,
+) -> ApiResult<Json<ListResponse<AttemptOut>>> {
+    let rows = state.store.list_attempts(caller.tenant_id(), &filter).await?;
+    Ok(Json(ListResponse::from_rows(rows, &filter.page, |a| a.id.to_string(), AttemptOut::from)))
+}
+
+/// The messages of an endpoint, newest first (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/integrations/webhooks/{endpoint_id}/messages",
+    tag = "deliveries",
+    params(("endpoint_id" = String, Path, description = "`ep_…`"), DeliveryQuery),
+    responses((status = 200, body = ListResponse<MessageOut>), (status = 404, description = "No such endpoint in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn endpoint_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(endpoint_id): Path<String>,
+    ApiQuery(query): ApiQuery<DeliveryQuery>,
+) -> ApiResult<Json<ListResponse<MessageOut>>> {
+    caller.require(Scope::Read)?;
+    let endpoint = find_endpoint(&state, &caller, &endpoint_id).await?;
+    let filter = MessageFilter { endpoint_id: Some(endpoint.id.to_string()), ..query.message_filter()? };
+    messages(&state, &caller, filter).await
+}
+
+/// The attempts made to an endpoint, newest first (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/integrations/webhooks/{endpoint_id}/attempts",
+    tag = "deliveries",
+    params(("endpoint_id" = String, Path, description = "`ep_…`"), DeliveryQuery),
+    responses((status = 200, body = ListResponse<AttemptOut>), (status = 404, description = "No such endpoint in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn endpoint_attempts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(endpoint_id): Path<String>,
+    ApiQuery(query): ApiQuery<DeliveryQuery>,
+) -> ApiResult<Json<ListResponse<AttemptOut>>> {
+    caller.require(Scope::Read)?;
+    let endpoint = find_endpoint(&state, &caller, &endpoint_id).await?;
+    let filter = AttemptFilter { endpoint_id: Some(endpoint.id.to_string()), ..query.attempt_filter()? };
+    attempts(&state, &caller, filter).await
+}
+
+async fn find_event_id(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<Id> {
+    let id = path_id(IdKind::Event, raw, "event")?;
+    match state.store.get_event(caller.tenant_id(), id.as_str()).await? {
+        Some(_) => Ok(id),
+        None => Err(ApiError::not_found("event")),
+    }
+}
+
+/// The messages an event fanned out to (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/events/{event_id}/messages",
+    tag = "deliveries",
+    params(("event_id" = String, Path, description = "`evt_…`"), DeliveryQuery),
+    responses((status = 200, body = ListResponse<MessageOut>), (status = 404, description = "No such event in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn event_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(event_id): Path<String>,
+    ApiQuery(query): ApiQuery<DeliveryQuery>,
+) -> ApiResult<Json<ListResponse<MessageOut>>> {
+    caller.require(Scope::Read)?;
+    let id = find_event_id(&state, &caller, &event_id).await?;
+    let filter = MessageFilter { event_id: Some(id.to_string()), ..query.message_filter()? };
+    messages(&state, &caller, filter).await
+}
+
+/// The attempts made for an event, to every endpoint (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/events/{event_id}/attempts",
+    tag = "deliveries",
+    params(("event_id" = String, Path, description = "`evt_…`"), DeliveryQuery),
+    responses((status = 200, body = ListResponse<AttemptOut>), (status = 404, description = "No such event in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn event_attempts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(event_id): Path<String>,
+    ApiQuery(query): ApiQuery<DeliveryQuery>,
+) -> ApiResult<Json<ListResponse<AttemptOut>>> {
+    caller.require(Scope::Read)?;
+    let id = find_event_id(&state, &caller, &event_id).await?;
+    let filter = AttemptFilter { event_id: Some(id.to_string()), ..query.attempt_filter()? };
+    attempts(&state, &caller, filter).await
+}
+
+async fn find_message(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<Message> {
+    let id = path_id(IdKind::Message, raw, "message")?;
+    state.store.get_message(caller.tenant_id(), id.as_str()).await?.ok_or_else(|| ApiError::not_found("message"))
+}
+
+/// One message (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/messages/{message_id}",
+    tag = "deliveries",
+    params(("message_id" = String, Path, description = "`msg_…`")),
+    responses((status = 200, body = MessageOut), (status = 404, description = "No such message in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(message_id): Path<String>,
+) -> ApiResult<Json<MessageOut>> {
+    caller.require(Scope::Read)?;
+    Ok(Json(find_message(&state, &caller, &message_id).await?.into()))
+}
+
+/// The attempts of one message, newest first (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/messages/{message_id}/attempts",
+    tag = "deliveries",
+    params(("message_id" = String, Path, description = "`msg_…`"), DeliveryQuery),
+    responses((status = 200, body = ListResponse<AttemptOut>), (status = 404, description = "No such message in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn message_attempts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(message_id): Path<String>,
+    ApiQuery(query): ApiQuery<DeliveryQuery>,
+) -> ApiResult<Json<ListResponse<AttemptOut>>> {
+    caller.require(Scope::Read)?;
+    let message = find_message(&state, &caller, &message_id).await?;
+    let filter = AttemptFilter { message_id: Some(message.id.to_string()), ..query.attempt_filter()? };
+    attempts(&state, &caller, filter).await
+}
+
+/// Sends a message again now, with a fresh retry schedule (write scope). A pending message
+/// is left as it is.
+#[utoipa::path(
+    post,
+    path = "/api/messages/{message_id}/resend",
+    tag = "deliveries",
+    params(("message_id" = String, Path, description = "`msg_…`")),
+    responses((status = 202, body = MessageOut), (status = 404, description = "No such message in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn resend_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(message_id): Path<String>,
+) -> ApiResult<(axum::http::StatusCode, Json<MessageOut>)> {
+    caller.require(Scope::Write)?;
+    let id = path_id(IdKind::Message, &message_id, "message")?;
+    let message = state
+        .store
+        .resend_message(caller.tenant_id(), id.as_str(), state.clock.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(message.into())))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recover {
+    /// Resend every failed message of the endpoint created at or after this time.
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecoverOut {
+    /// How many failed messages were queued again.
+    pub recovered: u64,
+}
+
+/// Resends every failed message of an endpoint since a time (write scope).
+#[utoipa::path(
+    post,
+    path = "/api/integrations/webhooks/{endpoint_id}/recover",
+    tag = "deliveries",
+    params(("endpoint_id" = String, Path, description = "`ep_…`")),
+    request_body = Recover,
+    responses((status = 202, body = RecoverOut), (status = 404, description = "No such endpoint in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn recover(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(endpoint_id): Path<String>,
+    ApiJson(request): ApiJson<Recover>,
+) -> ApiResult<(axum::http::StatusCode, Json<RecoverOut>)> {
+    caller.require(Scope::Write)?;
+    let endpoint = find_endpoint(&state, &caller, &endpoint_id).await?;
+    let now = state.clock.now();
+    if request.since > now {
+        return Err(ApiError::validation("since", "must not be in the future"));
+    }
+    const BATCH: u32 = 1000;
+    let mut recovered = 0;
+    loop {
+        let done =
+            state.store.recover_messages(caller.tenant_id(), endpoint.id.as_str(), request.since, now, BATCH).await?;
+        recovered += done;
+        if done < u64::from(BATCH) {
+            break;
+        }
+    }
+    Ok((axum::http::StatusCode::ACCEPTED, Json(RecoverOut { recovered })))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsOut {
+    /// How many of the latest attempts the figures cover (at most 1000).
+    pub attempts: u64,
+    /// Successful attempts among them, 0 to 1.
+    pub success_rate: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// Messages by status.
+    pub messages: BTreeMap<String, u64>,
+}
+
+/// Delivery statistics of an endpoint over its latest attempts (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/integrations/webhooks/{endpoint_id}/stats",
+    tag = "deliveries",
+    params(("endpoint_id" = String, Path, description = "`ep_…`")),
+    responses((status = 200, body = StatsOut), (status = 404, description = "No such endpoint in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn endpoint_stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(endpoint_id): Path<String>,
+) -> ApiResult<Json<StatsOut>> {
+    caller.require(Scope::Read)?;
+    let endpoint = find_endpoint(&state, &caller, &endpoint_id).await?;
+    let (samples, counts) = tokio::try_join!(
+        state.store.recent_attempts(caller.tenant_id(), endpoint.id.as_str(), switchboard_webhooks::stats::SAMPLE),
+        state.store.message_counts(caller.tenant_id(), endpoint.id.as_str()),
+    )?;
+    let stats = switchboard_webhooks::stats::summarise(&samples, counts);
+    Ok(Json(StatsOut {
+        attempts: stats.attempts,
+        success_rate: stats.success_rate,
+        p50_ms: stats.p50_ms,
+        p99_ms: stats.p99_ms,
+        last_error: stats.last_error,
+        last_error_at: stats.last_error_at,
+        messages: stats.messages,
+    }))
+}

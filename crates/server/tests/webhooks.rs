@@ -1,0 +1,413 @@
+//! Outgoing webhooks end to end: the API, the delivery workers and a real receiver on
+//! loopback, on both store backends.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use common::{TestServer, expect_problem};
+use serde_json::{Value, json};
+use switchboard_core::{Clock, signature};
+use switchboard_store::Backend;
+
+switchboard_store::conformance_tests!(
+    deliveries_are_signed_per_standard_webhooks_and_recorded,
+    failures_follow_the_retry_schedule_then_dead_letter_and_emit_an_operational_event,
+    a_gone_endpoint_is_disabled,
+    endpoints_refuse_bad_input_with_the_field_named,
+    rotation_signs_with_both_secrets_during_the_grace_period,
+    filters_and_transforms_shape_what_is_delivered,
+    failed_messages_are_resent_and_recovered_and_counted_in_stats,
+    private_targets_are_refused_unless_the_operator_allows_them,
+);
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A webhook receiver on loopback that records every request and answers with the queued
+/// statuses (200 once they run out).
+#[derive(Clone, Default)]
+struct Receiver {
+    received: Arc<Mutex<Vec<Received>>>,
+    answers: Arc<Mutex<VecDeque<u16>>>,
+}
+
+impl Receiver {
+    async fn start() -> (Self, String) {
+        let receiver = Receiver::default();
+        let state = receiver.clone();
+        let app = Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                async move {
+                    state.received.lock().unwrap().push(Received { headers, body });
+                    let status = state.answers.lock().unwrap().pop_front().unwrap_or(200);
+                    StatusCode::from_u16(status).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://127.0.0.1:{}/hook", listener.local_addr().unwrap().port());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, url)
+    }
+
+    fn answer_with(&self, statuses: &[u16]) {
+        self.answers.lock().unwrap().extend(statuses);
+    }
+
+    fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Waits (briefly, on real time) until `n` requests have arrived.
+    async fn wait_for(&self, n: usize) -> Vec<Received> {
+        for _ in 0..500 {
+            if self.count() >= n {
+                return self.received.lock().unwrap().clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("expected {n} deliveries, saw {}", self.count());
+    }
+}
+
+async fn endpoint(server: &TestServer, body: Value) -> Value {
+    let response = server.post(&server.admin_key, "/api/integrations/webhooks", &body).await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    response.json().await.unwrap()
+}
+
+async fn publish(server: &TestServer, event_type: &str, payload: Value) -> String {
+    let response =
+        server.post(&server.admin_key, "/api/events", &json!({"event_type": event_type, "payload": payload})).await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+}
+
+/// Polls the API until the message of `event_id` reaches `status`.
+async fn message_of(server: &TestServer, event_id: &str, status: &str) -> Value {
+    message_where(server, event_id, |m| m["status"] == status).await
+}
+
+/// Polls the API until the message of `event_id` satisfies `wanted`.
+async fn message_where(server: &TestServer, event_id: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..500 {
+        let list: Value =
+            server.get(&server.admin_key, &format!("/api/events/{event_id}/messages")).await.json().await.unwrap();
+        if let Some(message) = list["data"].as_array().and_then(|m| m.first()) {
+            if wanted(message) {
+                return message.clone();
+            }
+            last = message.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the message of {event_id} never got there; last seen: {last}");
+}
+
+fn header<'a>(received: &'a Received, name: &str) -> &'a str {
+    received.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+async fn deliveries_are_signed_per_standard_webhooks_and_recorded(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let (receiver, url) = Receiver::start().await;
+    server.event_type(&server.admin_key, "video.generated", None).await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let created = endpoint(
+        &server,
+        json!({"url": url, "event_types": ["video.*"], "secret": secret, "headers": {"X-Team": "media"}}),
+    )
+    .await;
+    assert_eq!(created["secret"], secret, "the secret is shown on creation");
+    let shown: Value = server
+        .get(&server.admin_key, &format!("/api/integrations/webhooks/{}", created["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(shown.get("secret").is_none(), "and not afterwards");
+
+    let event_id = publish(&server, "video.generated", json!({"video": 42})).await;
+    let received = receiver.wait_for(1).await;
+    let request = &received[0];
+    let (id, timestamp) = (header(request, "webhook-id"), header(request, "webhook-timestamp"));
+    assert_eq!(id, event_id, "webhook-id is the event id");
+    let timestamp: i64 = timestamp.parse().unwrap();
+    assert!(signature::verify(header(request, "webhook-signature"), secret, id, timestamp, &request.body));
+    assert_eq!(header(request, "x-team"), "media");
+    let body: Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["type"], "video.generated");
+    assert_eq!(body["data"], json!({"video": 42}));
+    assert!(body["timestamp"].as_str().unwrap().starts_with("2025-"), "{body}");
+
+    let message = message_of(&server, &event_id, "succeeded").await;
+    assert_eq!(message["attempts"], 1);
+    let attempts: Value = server
+        .get(&server.admin_key, &format!("/api/messages/{}/attempts", message["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(attempts["data"][0]["response_status"], 200);
+    assert_eq!(attempts["data"][0]["succeeded"], true);
+}
+
+async fn failures_follow_the_retry_schedule_then_dead_letter_and_emit_an_operational_event(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let (receiver, url) = Receiver::start().await;
+    let (watcher, watcher_url) = Receiver::start().await;
+    server.event_type(&server.admin_key, "order.paid", None).await;
+    endpoint(&server, json!({"url": url, "event_types": ["order.paid"]})).await;
+    endpoint(&server, json!({"url": watcher_url, "event_types": ["message.attempt.exhausted"]})).await;
+    receiver.answer_with(&[500; 8]);
+    let event_id = publish(&server, "order.paid", json!({"n": 1})).await;
+    receiver.wait_for(1).await;
+    // Each retry waits for its step of the schedule (no jitter in tests): nothing earlier.
+    let steps = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
+    for (index, seconds) in steps.iter().enumerate() {
+        // The attempt is recorded (and the next one scheduled) shortly after the receiver saw it.
+        message_where(&server, &event_id, |m| m["status"] == "pending" && m["attempts"] == index as i64 + 1).await;
+        server.clock.advance(chrono::Duration::seconds(seconds - 1));
+        server.store.wake_workers();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(receiver.count(), index + 1, "attempt {} came early", index + 2);
+        server.clock.advance(chrono::Duration::seconds(1));
+        server.store.wake_workers();
+        receiver.wait_for(index + 2).await;
+    }
+    let message = message_of(&server, &event_id, "failed").await;
+    assert_eq!((message["attempts"].as_i64(), message["last_status_code"].as_i64()), (Some(8), Some(500)));
+    // The dead letter is announced through the events API, to whoever subscribed.
+    let announced = watcher.wait_for(1).await;
+    let body: Value = serde_json::from_slice(&announced[0].body).unwrap();
+    assert_eq!(body["type"], "message.attempt.exhausted");
+    assert_eq!(body["data"]["event_id"], event_id.as_str());
+    assert_eq!(body["data"]["attempts"], 8);
+}
+
+async fn a_gone_endpoint_is_disabled(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let (receiver, url) = Receiver::start().await;
+    server.event_type(&server.admin_key, "user.deleted", None).await;
+    let created = endpoint(&server, json!({"url": url})).await;
+    receiver.answer_with(&[410]);
+    let event_id = publish(&server, "user.deleted", json!({})).await;
+    let message = message_of(&server, &event_id, "failed").await;
+    assert_eq!(message["attempts"], 1, "410 is not retried");
+    let path = format!("/api/integrations/webhooks/{}", created["id"].as_str().unwrap());
+    for _ in 0..100 {
+        let shown: Value = server.get(&server.admin_key, &path).await.json().await.unwrap();
+        if shown["enabled"] == false {
+            assert_eq!(shown["disabled_reason"], "gone");
+            // A later event is not sent to it (it received only the one request).
+            publish(&server, "user.deleted", json!({})).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(receiver.count(), 1);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the endpoint was not disabled");
+}
+
+async fn endpoints_refuse_bad_input_with_the_field_named(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    server.event_type(&server.admin_key, "a.b", None).await;
+    let cases = [
+        (json!({"url": "ftp://example.com/"}), "url"),
+        (json!({"url": "not a url"}), "url"),
+        (json!({"url": "https://example.com/", "event_types": ["nope.registered"]}), "event_types[0]"),
+        (json!({"url": "https://example.com/", "event_types": ["a.*", "bad*"]}), "event_types[1]"),
+        (json!({"url": "https://example.com/", "filter": ".a | ("}), "filter"),
+        (json!({"url": "https://example.com/", "transform": "def f: f; f"}), "transform"),
+        (json!({"url": "https://example.com/", "secret": "whsec_c2hvcnQ="}), "secret"),
+        (json!({"url": "https://example.com/", "secret": "plain"}), "secret"),
+        (json!({"url": "https://example.com/", "headers": {"webhook-id": "x"}}), "headers.webhook-id"),
+        (json!({"url": "https://example.com/", "rate_limit_per_second": 0}), "rate_limit_per_second"),
+    ];
+    for (body, field) in cases {
+        let problem =
+            expect_problem(server.post(&server.admin_key, "/api/integrations/webhooks", &body).await, 422).await;
+        let fields = common::blamed_fields(&problem);
+        assert_eq!(fields, vec![field.to_string()], "{body}: {problem}");
+    }
+    let problem = expect_problem(
+        server
+            .post(
+                &server.admin_key,
+                "/api/integrations/webhooks",
+                &json!({"url": "https://example.com/", "filter": ".a | ("}),
+            )
+            .await,
+        422,
+    )
+    .await;
+    assert!(problem.to_string().contains("position"), "jq errors say where: {problem}");
+    let list: Value = server.get(&server.admin_key, "/api/integrations/webhooks").await.json().await.unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 0, "nothing was written");
+}
+
+async fn rotation_signs_with_both_secrets_during_the_grace_period(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let (receiver, url) = Receiver::start().await;
+    server.event_type(&server.admin_key, "a.b", None).await;
+    let created = endpoint(&server, json!({"url": url})).await;
+    let (id, old) = (created["id"].as_str().unwrap(), created["secret"].as_str().unwrap().to_string());
+    let rotated: Value = server
+        .post(&server.admin_key, &format!("/api/integrations/webhooks/{id}/rotate-secret"), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let new = rotated["secret"].as_str().unwrap().to_string();
+    assert_ne!(old, new);
+    let fetched: Value =
+        server.get(&server.admin_key, &format!("/api/integrations/webhooks/{id}/secret")).await.json().await.unwrap();
+    assert_eq!(fetched["secret"], new.as_str());
+
+    publish(&server, "a.b", json!({})).await;
+    let first = receiver.wait_for(1).await.remove(0);
+    let signatures = header(&first, "webhook-signature");
+    assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+    let ts: i64 = header(&first, "webhook-timestamp").parse().unwrap();
+    for secret in [&old, &new] {
+        assert!(signature::verify(signatures, secret, header(&first, "webhook-id"), ts, &first.body));
+    }
+    // After the grace period only the new secret signs.
+    server.clock.advance(chrono::Duration::hours(24) + chrono::Duration::seconds(1));
+    publish(&server, "a.b", json!({})).await;
+    let second = receiver.wait_for(2).await.remove(1);
+    let signatures = header(&second, "webhook-signature");
+    assert_eq!(signatures.split(' ').count(), 1);
+    let ts: i64 = header(&second, "webhook-timestamp").parse().unwrap();
+    assert!(signature::verify(signatures, &new, header(&second, "webhook-id"), ts, &second.body));
+    assert!(!signature::verify(signatures, &old, header(&second, "webhook-id"), ts, &second.body));
+}
+
+async fn filters_and_transforms_shape_what_is_delivered(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let (receiver, url) = Receiver::start().await;
+    server.event_type(&server.admin_key, "order.paid", None).await;
+    endpoint(
+        &server,
+        json!({
+            "url": url,
+            "filter": ".data.amount >= 100",
+            "transform": "{text: \"Order \\(.data.id) paid\", kind: .type}",
+        }),
+    )
+    .await;
+    publish(&server, "order.paid", json!({"id": "o1", "amount": 5})).await;
+    let big = publish(&server, "order.paid", json!({"id": "o2", "amount": 500})).await;
+    let received = receiver.wait_for(1).await;
+    let body: Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(body, json!({"text": "Order o2 paid", "kind": "order.paid"}));
+    assert_eq!(header(&received[0], "webhook-id"), big);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(receiver.count(), 1, "the filtered-out event was not delivered");
+}
+
+async fn failed_messages_are_resent_and_recovered_and_counted_in_stats(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let (receiver, url) = Receiver::start().await;
+    server.event_type(&server.admin_key, "a.b", None).await;
+    let created = endpoint(&server, json!({"url": url})).await;
+    let path = format!("/api/integrations/webhooks/{}", created["id"].as_str().unwrap());
+    let enable = || async {
+        let response = server
+            .client
+            .patch(server.url(&path))
+            .bearer_auth(&server.admin_key)
+            .json(&json!({"enabled": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    };
+    // A 410 fails the message and disables the endpoint; re-enabled, a resend delivers it.
+    receiver.answer_with(&[410]);
+    let first = publish(&server, "a.b", json!({"n": 1})).await;
+    let failed = message_of(&server, &first, "failed").await;
+    enable().await;
+    let resent = server
+        .post(&server.admin_key, &format!("/api/messages/{}/resend", failed["id"].as_str().unwrap()), &json!({}))
+        .await;
+    assert_eq!(resent.status(), 202);
+    let delivered = message_of(&server, &first, "succeeded").await;
+    assert_eq!(delivered["attempts"], 2);
+
+    // Recover resends every failed message since a time, and only those.
+    receiver.answer_with(&[410]);
+    let second = publish(&server, "a.b", json!({"n": 2})).await;
+    message_of(&server, &second, "failed").await;
+    enable().await;
+    let since = server.clock.now().to_rfc3339();
+    let recovered: Value = server
+        .post(&server.admin_key, &format!("{path}/recover"), &json!({"since": since}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(recovered["recovered"], 1);
+    message_of(&server, &second, "succeeded").await;
+    assert_eq!(receiver.count(), 4);
+
+    let stats: Value = server.get(&server.admin_key, &format!("{path}/stats")).await.json().await.unwrap();
+    assert_eq!(stats["attempts"], 4);
+    assert_eq!(stats["success_rate"], 0.5);
+    assert_eq!(stats["messages"]["succeeded"], 2);
+    assert_eq!(stats["last_error"], "HTTP 410");
+    let metrics = server.get(&server.admin_key, "/metrics").await.text().await.unwrap();
+    let line = format!(
+        "switchboard_webhook_attempts_total{{endpoint_id=\"{}\",outcome=\"failed\"}} 2",
+        created["id"].as_str().unwrap()
+    );
+    assert!(metrics.contains(&line), "{line} not in /metrics");
+}
+
+async fn private_targets_are_refused_unless_the_operator_allows_them(backend: Backend) {
+    let Some(server) = TestServer::start_guarded(backend).await else { return };
+    for (url, reason) in [
+        ("http://127.0.0.1:9/hook", "loopback_address"),
+        ("http://2130706433/hook", "loopback_address"),
+        ("http://localhost/hook", "loopback_address"),
+        ("http://10.0.0.8/hook", "private_address"),
+        ("http://169.254.169.254/latest/meta-data", "cloud_metadata_address"),
+        ("http://[::ffff:127.0.0.1]/", "ipv4_embedded_in_ipv6"),
+    ] {
+        let problem = expect_problem(
+            server.post(&server.admin_key, "/api/integrations/webhooks", &json!({"url": url})).await,
+            422,
+        )
+        .await;
+        assert_eq!(common::blamed_fields(&problem), vec!["url".to_string()]);
+        assert!(problem.to_string().contains(reason), "{url}: {problem}");
+    }
+    // A public target is accepted, and cannot be moved to a private one later.
+    let created = endpoint(&server, json!({"url": "https://93.184.216.34/hook"})).await;
+    let path = format!("/api/integrations/webhooks/{}", created["id"].as_str().unwrap());
+    let response = server
+        .client
+        .patch(server.url(&path))
+        .bearer_auth(&server.admin_key)
+        .json(&json!({"url": "http://192.168.1.1/"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(response, 422).await;
+    assert!(problem.to_string().contains("private_address"), "{problem}");
+}

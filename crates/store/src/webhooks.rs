@@ -1,0 +1,321 @@
+//! Outgoing webhooks as stored: endpoints, messages (which are their own delivery queue) and
+//! attempts, with the trait the store implements for them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use switchboard_core::{Id, Timestamp};
+
+use crate::{Event, NewEvent, Page, Result, StoredSecret};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub id: Id,
+    pub tenant_id: Id,
+    pub url: String,
+    pub description: String,
+    /// Exact names and `prefix.*` patterns; empty means every event type.
+    pub event_types: Vec<String>,
+    pub filter: Option<String>,
+    pub transform: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub rate_limit_per_second: Option<u32>,
+    pub enabled: bool,
+    /// Why the endpoint is disabled: `manual`, `gone` (it answered 410) or `failing`.
+    pub disabled_reason: Option<String>,
+    pub fifo: bool,
+    /// A JSON object, kept as text.
+    pub metadata: String,
+    pub secret_id: Id,
+    pub previous_secret_id: Option<Id>,
+    pub previous_secret_expires_at: Option<Timestamp>,
+    /// The first failure since the last success; `None` while healthy.
+    pub failing_since: Option<Timestamp>,
+    /// Bumped on every change, so derived state (compiled filters) can be cached by version.
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Fields left `None` are unchanged; `Some(None)` clears an optional field.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPatch {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub filter: Option<Option<String>>,
+    pub transform: Option<Option<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub rate_limit_per_second: Option<Option<u32>>,
+    /// Enabling clears `disabled_reason` and `failing_since`.
+    pub enabled: Option<bool>,
+    pub disabled_reason: Option<String>,
+    pub fifo: Option<bool>,
+    pub metadata: Option<String>,
+    pub updated_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageStatus {
+    /// Waiting for its first or next attempt (or being attempted right now).
+    Pending,
+    Succeeded,
+    /// Every attempt failed, or the endpoint went away: the dead letter.
+    Failed,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Pending => "pending",
+            MessageStatus::Succeeded => "succeeded",
+            MessageStatus::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for MessageStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(MessageStatus::Pending),
+            "succeeded" => Ok(MessageStatus::Succeeded),
+            "failed" => Ok(MessageStatus::Failed),
+            other => Err(format!("unknown message status {other:?}")),
+        }
+    }
+}
+
+/// One event for one endpoint, created by fan-out in the same unit as the event.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: Id,
+    pub endpoint_id: Id,
+    pub fifo: bool,
+    pub next_attempt_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: Id,
+    pub tenant_id: Id,
+    pub event_id: Id,
+    pub endpoint_id: Id,
+    pub status: MessageStatus,
+    pub fifo: bool,
+    pub attempts: i64,
+    pub retry_index: i64,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A message leased to a delivery worker, with what it needs to deliver it.
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub message: Message,
+    pub lease_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub id: Id,
+    pub response_status: Option<u16>,
+    /// JSON object text.
+    pub response_headers: Option<String>,
+    pub response_body: Option<String>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub duration_us: i64,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub id: Id,
+    pub tenant_id: Id,
+    pub message_id: Id,
+    pub endpoint_id: Id,
+    pub attempt_number: i64,
+    pub succeeded: bool,
+    pub response_status: Option<i64>,
+    pub response_headers: Option<String>,
+    pub response_body: Option<String>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub duration_us: i64,
+    pub created_at: Timestamp,
+}
+
+/// What happens to a message after an attempt (or a decision not to attempt it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextStep {
+    Succeeded,
+    /// Try again at this time; `advance` moves to the next step of the retry schedule (a
+    /// postponement by the endpoint's rate limit does not).
+    RetryAt {
+        at: Timestamp,
+        advance: bool,
+    },
+    Failed,
+}
+
+/// The endpoint-level consequence of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointHealth {
+    /// No change (the attempt was not made).
+    Unchanged,
+    /// A success: the failure clock stops.
+    Succeeded,
+    /// A failure: the failure clock starts unless it runs already.
+    Failed,
+    /// The endpoint asked never to be called again (410 Gone).
+    Gone,
+}
+
+/// The outcome of handling one claimed message, recorded in one unit with others.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub tenant_id: Id,
+    pub message_id: Id,
+    pub endpoint_id: Id,
+    pub lease_id: String,
+    pub attempt: Option<NewAttempt>,
+    pub next: NextStep,
+    pub health: EndpointHealth,
+    pub error: Option<String>,
+    pub at: Timestamp,
+}
+
+/// An event to store with its fan-out, e.g. an operational event a delivery caused.
+#[derive(Debug, Clone)]
+pub struct EventWithMessages {
+    pub event: NewEvent,
+    pub messages: Vec<NewMessage>,
+}
+
+/// What recording a batch of deliveries changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordedDeliveries {
+    /// Per record, in order: false when the lease was lost and nothing was recorded for it.
+    pub recorded: Vec<bool>,
+    /// Endpoints this batch disabled (410 Gone, or failing for longer than allowed), as
+    /// (tenant id, endpoint id, reason).
+    pub disabled: Vec<(Id, Id, String)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub page: Page,
+    pub endpoint_id: Option<String>,
+    pub event_id: Option<String>,
+    pub status: Option<MessageStatus>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AttemptFilter {
+    pub page: Page,
+    pub endpoint_id: Option<String>,
+    pub message_id: Option<String>,
+    /// Attempts of the messages of this event.
+    pub event_id: Option<String>,
+    pub succeeded: Option<bool>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+}
+
+/// Recent delivery figures of one endpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttemptSample {
+    pub succeeded: bool,
+    pub duration_us: i64,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// What one pass of the retention job removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub messages: u64,
+    pub attempts: u64,
+}
+
+#[async_trait::async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Stores the endpoint and its sealed signing secret in one unit.
+    async fn create_endpoint(&self, endpoint: &Endpoint, secret: &StoredSecret) -> Result<Endpoint>;
+    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>>;
+    async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>>;
+    /// The enabled endpoints of a tenant: the candidates of fan-out.
+    async fn enabled_endpoints(&self, tenant_id: &str) -> Result<Vec<Endpoint>>;
+    /// Endpoints by id across tenants, deleted ones included (for delivery workers).
+    async fn endpoints_by_ids(&self, ids: &[Id]) -> Result<Vec<(Endpoint, bool)>>;
+    async fn update_endpoint(&self, tenant_id: &str, id: &str, patch: &EndpointPatch) -> Result<Option<Endpoint>>;
+    /// Marks the endpoint deleted and drops its secrets; its pending messages fail when next
+    /// claimed. False when there was no such endpoint.
+    async fn delete_endpoint(&self, tenant_id: &str, id: &str, at: Timestamp) -> Result<bool>;
+    /// Makes `secret` the signing secret; the current one keeps signing until
+    /// `previous_expires_at`. An older previous secret is dropped.
+    async fn rotate_endpoint_secret(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        secret: &StoredSecret,
+        previous_expires_at: Timestamp,
+    ) -> Result<Option<Endpoint>>;
+
+    /// Events by id across tenants (for delivery workers).
+    async fn events_by_ids(&self, ids: &[Id]) -> Result<Vec<Event>>;
+
+    /// Leases up to `limit` due messages until `now + lease`. A FIFO message is due only when
+    /// no earlier message of its endpoint is pending.
+    async fn claim_messages(&self, limit: u32, now: Timestamp, lease: chrono::Duration) -> Result<Vec<ClaimedMessage>>;
+    /// When the next pending message comes due.
+    async fn next_message_due(&self) -> Result<Option<Timestamp>>;
+    /// Records attempts and moves messages on in one unit, with the operational events they
+    /// cause. Endpoints that answered 410, or have failed since before `disable_failing_before`,
+    /// are disabled.
+    async fn record_deliveries(
+        &self,
+        records: &[DeliveryRecord],
+        events: &[EventWithMessages],
+        disable_failing_before: Timestamp,
+    ) -> Result<RecordedDeliveries>;
+
+    async fn get_message(&self, tenant_id: &str, id: &str) -> Result<Option<Message>>;
+    async fn list_messages(&self, tenant_id: &str, filter: &MessageFilter) -> Result<Vec<Message>>;
+    async fn list_attempts(&self, tenant_id: &str, filter: &AttemptFilter) -> Result<Vec<Attempt>>;
+    /// Queues a message for a new attempt now, with a fresh retry schedule. None when there
+    /// is no such message; a pending message is left as it is.
+    async fn resend_message(&self, tenant_id: &str, id: &str, now: Timestamp) -> Result<Option<Message>>;
+    /// Resends up to `limit` failed messages of an endpoint created at or after `since`.
+    /// Returns how many; call again until it returns fewer than `limit`.
+    async fn recover_messages(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        since: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<u64>;
+    /// The latest attempts of an endpoint, newest first, for statistics.
+    async fn recent_attempts(&self, tenant_id: &str, endpoint_id: &str, limit: u32) -> Result<Vec<AttemptSample>>;
+    /// Counts of an endpoint's messages by status.
+    async fn message_counts(&self, tenant_id: &str, endpoint_id: &str) -> Result<BTreeMap<String, u64>>;
+
+    /// Deletes up to `limit` rows of each kind older than `before`: attempts, finished
+    /// messages, and events none of whose messages is pending.
+    async fn prune(&self, before: Timestamp, limit: u32) -> Result<Pruned>;
+}

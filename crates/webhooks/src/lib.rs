@@ -1,0 +1,243 @@
+//! Outgoing webhooks: fan-out of events to endpoints, the delivery workers, the retry
+//! schedule, per-endpoint rate limits, operational events and retention.
+//!
+//! - [`fanout`]: which endpoints receive an event (type patterns, jq filters), computed when
+//!   the event is published so its messages are stored in the same unit;
+//! - `dispatcher`: claims due messages, sends them ([`delivery`]) and records outcomes in
+//!   batches; [`schedule`] says when a failure is tried again, [`limiter`] paces endpoints;
+//! - [`operational`]: `message.attempt.exhausted` and `endpoint.disabled`;
+//! - `retention`: prunes old events, messages and attempts;
+//! - [`stats`]: per-endpoint success rate and latency.
+
+mod config;
+pub mod delivery;
+mod dispatcher;
+pub mod fanout;
+pub mod jq;
+pub mod limiter;
+pub mod metrics;
+pub mod operational;
+pub mod patterns;
+mod retention;
+pub mod schedule;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use switchboard_core::signature::SigningSecret;
+use switchboard_core::{Clock, Id, SecretBox, Timestamp};
+use switchboard_egress::EgressClient;
+use switchboard_store::{
+    CreateEventOutcome, Endpoint, EndpointPatch, EventWithMessages, NewEvent, Store, StoreError, secrets,
+};
+use tokio_util::sync::CancellationToken;
+
+pub use config::WebhookConfig;
+pub use metrics::DeliveryMetrics;
+
+use crate::fanout::EndpointCache;
+use crate::jq::JqProgram;
+use crate::limiter::EndpointLimiter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the signing secret {0} is missing")]
+    Missing(Id),
+    #[error("the signing secret {0} cannot be decrypted")]
+    Undecryptable(Id),
+    #[error("the signing secret {0} is not a valid secret")]
+    Malformed(Id),
+}
+
+type CompiledTransform = (i64, Option<Arc<JqProgram>>);
+
+/// The outgoing-webhooks service. Cheap to clone.
+#[derive(Clone)]
+pub struct Webhooks(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub secrets: Arc<SecretBox>,
+    pub egress: EgressClient,
+    pub config: WebhookConfig,
+    pub metrics: DeliveryMetrics,
+    endpoints: EndpointCache,
+    limiter: EndpointLimiter,
+    signing: Mutex<HashMap<Id, SigningSecret>>,
+    /// Compiled transforms by endpoint, with the endpoint version they were compiled for.
+    transforms: Mutex<HashMap<Id, CompiledTransform>>,
+}
+
+impl std::ops::Deref for Webhooks {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Webhooks {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        secrets: Arc<SecretBox>,
+        egress: EgressClient,
+        config: WebhookConfig,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            endpoints: EndpointCache::new(config.endpoint_cache_ttl),
+            store,
+            clock,
+            secrets,
+            egress,
+            config,
+            metrics: DeliveryMetrics::default(),
+            limiter: EndpointLimiter::default(),
+            signing: Mutex::new(HashMap::new()),
+            transforms: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Starts the delivery workers and the retention job; they stop when `shutdown` is
+    /// cancelled, after finishing (and recording) the deliveries in hand.
+    pub fn start(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let (service, token) = (self.clone(), shutdown.clone());
+        let retention = tokio::spawn(retention::run(self.clone(), shutdown));
+        tokio::spawn(async move {
+            dispatcher::run(service, token).await;
+            let _ = retention.await;
+        })
+    }
+
+    /// Stores an event with one message per endpoint that should receive it, in one unit.
+    pub async fn publish(&self, event: NewEvent) -> Result<CreateEventOutcome, StoreError> {
+        let EventWithMessages { event, messages } = self.fan_out(event).await;
+        let outcome = self.store.create_event(&event, &messages, &[]).await?;
+        if matches!(outcome, CreateEventOutcome::Created(_)) {
+            self.metrics.fanned_out.inc_by(messages.len() as u64);
+        }
+        Ok(outcome)
+    }
+
+    pub(crate) async fn fan_out(&self, event: NewEvent) -> EventWithMessages {
+        let messages = match self.endpoints.subscribers(&*self.store, &event.tenant_id).await {
+            Ok(subscribers) => fanout::messages_for(&event, &subscribers, self.clock.now()).await,
+            Err(error) => {
+                // Reading endpoints failed: the event is still accepted (its write reports
+                // its own failure); the loss is logged loudly rather than hidden.
+                tracing::error!(%error, event = %event.id, "reading endpoints for fan-out failed");
+                Vec::new()
+            }
+        };
+        EventWithMessages { event, messages }
+    }
+
+    /// Stores a new endpoint with its signing secret, sealed.
+    pub async fn create_endpoint(&self, endpoint: Endpoint, secret: &SigningSecret) -> Result<Endpoint, StoreError> {
+        let mut endpoint = endpoint;
+        let sealed =
+            secrets::seal(&self.secrets, &endpoint.tenant_id, secret.to_text().as_bytes(), endpoint.created_at);
+        endpoint.secret_id = sealed.id.clone();
+        let created = self.store.create_endpoint(&endpoint, &sealed).await?;
+        self.endpoints.invalidate(&created.tenant_id);
+        Ok(created)
+    }
+
+    pub async fn update_endpoint(
+        &self,
+        tenant_id: &Id,
+        id: &str,
+        patch: &EndpointPatch,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let updated = self.store.update_endpoint(tenant_id.as_str(), id, patch).await?;
+        self.endpoints.invalidate(tenant_id);
+        Ok(updated)
+    }
+
+    pub async fn delete_endpoint(&self, tenant_id: &Id, id: &str) -> Result<bool, StoreError> {
+        let deleted = self.store.delete_endpoint(tenant_id.as_str(), id, self.clock.now()).await?;
+        self.endpoints.invalidate(tenant_id);
+        Ok(deleted)
+    }
+
+    /// Makes `secret` the signing secret; the current one keeps signing for the grace period.
+    pub async fn rotate_secret(
+        &self,
+        tenant_id: &Id,
+        id: &str,
+        secret: &SigningSecret,
+        grace: std::time::Duration,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let now = self.clock.now();
+        let sealed = secrets::seal(&self.secrets, tenant_id, secret.to_text().as_bytes(), now);
+        let until = now + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::days(1));
+        let rotated = self.store.rotate_endpoint_secret(tenant_id.as_str(), id, &sealed, until).await?;
+        self.endpoints.invalidate(tenant_id);
+        Ok(rotated)
+    }
+
+    /// The secret an endpoint signs with now (the newest).
+    pub async fn current_secret(&self, endpoint: &Endpoint) -> Result<SigningSecret, SecretError> {
+        self.secret(&endpoint.tenant_id, &endpoint.secret_id).await
+    }
+
+    pub(crate) async fn signing_secrets(
+        &self,
+        endpoint: &Endpoint,
+        now: Timestamp,
+    ) -> Result<Vec<SigningSecret>, SecretError> {
+        let mut secrets = Vec::with_capacity(2);
+        for id in dispatcher::signing_secret_ids(endpoint, now) {
+            secrets.push(self.secret(&endpoint.tenant_id, &id).await?);
+        }
+        Ok(secrets)
+    }
+
+    /// Secrets never change once stored (a rotation stores a new one), so their plaintext
+    /// can be kept by id.
+    async fn secret(&self, tenant_id: &Id, id: &Id) -> Result<SigningSecret, SecretError> {
+        if let Some(secret) = self.signing.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(secret.clone());
+        }
+        let stored = self
+            .store
+            .get_secret(tenant_id.as_str(), id.as_str())
+            .await?
+            .ok_or_else(|| SecretError::Missing(id.clone()))?;
+        let plaintext = secrets::open(&self.secrets, &stored).map_err(|_| SecretError::Undecryptable(id.clone()))?;
+        let text = std::str::from_utf8(&plaintext).map_err(|_| SecretError::Malformed(id.clone()))?;
+        let secret = SigningSecret::parse(text).map_err(|_| SecretError::Malformed(id.clone()))?;
+        let mut cache = self.signing.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(id.clone(), secret.clone());
+        Ok(secret)
+    }
+
+    /// The endpoint's compiled transform, cached by endpoint version.
+    pub(crate) fn transform_of(&self, endpoint: &Endpoint) -> Option<Arc<JqProgram>> {
+        let text = endpoint.transform.as_deref()?;
+        let mut cache = self.transforms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((version, program)) = cache.get(&endpoint.id)
+            && *version == endpoint.version
+        {
+            return program.clone();
+        }
+        let program = match JqProgram::compile(text) {
+            Ok(program) => Some(Arc::new(program)),
+            Err(error) => {
+                tracing::warn!(endpoint = %endpoint.id, %error, "endpoint transform does not compile");
+                Some(Arc::new(JqProgram::never()))
+            }
+        };
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(endpoint.id.clone(), (endpoint.version, program.clone()));
+        program
+    }
+}

@@ -1,0 +1,51 @@
+//! Operational events: what the hub itself publishes about deliveries, through the same
+//! events API, so users subscribe to them like to any other event.
+
+use serde_json::json;
+use switchboard_core::{Id, IdKind, Timestamp};
+use switchboard_store::{Message, NewEvent};
+
+pub const MESSAGE_ATTEMPT_EXHAUSTED: &str = "message.attempt.exhausted";
+pub const ENDPOINT_DISABLED: &str = "endpoint.disabled";
+
+/// Event types every tenant has without registering them.
+pub const OPERATIONAL_EVENT_TYPES: &[&str] = &[MESSAGE_ATTEMPT_EXHAUSTED, ENDPOINT_DISABLED];
+
+pub fn is_operational(event_type: &str) -> bool {
+    OPERATIONAL_EVENT_TYPES.contains(&event_type)
+}
+
+fn event(tenant_id: &Id, event_type: &str, payload: serde_json::Value, now: Timestamp) -> NewEvent {
+    NewEvent {
+        id: Id::new(IdKind::Event),
+        tenant_id: tenant_id.clone(),
+        event_type: event_type.to_string(),
+        payload: payload.to_string(),
+        idempotency: None,
+        created_at: now,
+    }
+}
+
+pub fn attempt_exhausted(
+    message: &Message,
+    event_type: &str,
+    last_status: Option<u16>,
+    last_error: Option<&str>,
+    now: Timestamp,
+) -> NewEvent {
+    let payload = json!({
+        "message_id": message.id,
+        "event_id": message.event_id,
+        "event_type": event_type,
+        "endpoint_id": message.endpoint_id,
+        "attempts": message.attempts + 1,
+        "last_status_code": last_status,
+        "last_error": last_error,
+    });
+    event(&message.tenant_id, MESSAGE_ATTEMPT_EXHAUSTED, payload, now)
+}
+
+pub fn endpoint_disabled(tenant_id: &Id, endpoint_id: &Id, reason: &str, now: Timestamp) -> NewEvent {
+    let payload = json!({ "endpoint_id": endpoint_id, "reason": reason });
+    event(tenant_id, ENDPOINT_DISABLED, payload, now)
+}
