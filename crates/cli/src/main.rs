@@ -2,6 +2,7 @@
 
 mod bootstrap;
 mod config;
+mod remote;
 
 use std::sync::Arc;
 
@@ -39,6 +40,27 @@ enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Outgoing webhook endpoints of a running server (through its API)
+    Endpoints {
+        #[command(flatten)]
+        api: remote::ApiArgs,
+        #[command(subcommand)]
+        action: remote::EndpointsCommand,
+    },
+    /// Publish events to a running server (through its API)
+    Events {
+        #[command(flatten)]
+        api: remote::ApiArgs,
+        #[command(subcommand)]
+        action: remote::EventsCommand,
+    },
+    /// Webhook deliveries of a running server: list and resend (through its API)
+    Deliveries {
+        #[command(flatten)]
+        api: remote::ApiArgs,
+        #[command(subcommand)]
+        action: remote::DeliveriesCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +82,13 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // API clients need neither the settings nor the logs of a server.
+    match cli.command {
+        Command::Endpoints { api, action } => return remote::endpoints(&api, action).await,
+        Command::Events { api, action } => return remote::events(&api, action).await,
+        Command::Deliveries { api, action } => return remote::deliveries(&api, action).await,
+        _ => {}
+    }
     let serve_args = match &cli.command {
         Command::Serve(args) => (**args).clone(),
         _ => ServeArgs::default(),
@@ -75,6 +104,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { action: KeysCommand::Rotate } => bootstrap::rotate_keys(&settings).await,
+        Command::Endpoints { .. } | Command::Events { .. } | Command::Deliveries { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

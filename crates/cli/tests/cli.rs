@@ -1,98 +1,14 @@
 //! The `switchboard` binary as an operator uses it: real processes, real files, signals.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-fn command(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("SWITCHBOARD_") || name == "DATABASE_URL" {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.arg("--data-dir").arg(data_dir).env("RUST_LOG", "warn");
-    cmd
-}
-
-/// A running `switchboard serve`.
-struct Serve {
-    child: Child,
-    base: String,
-    admin_line: Option<String>,
-}
-
-impl Serve {
-    fn start(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // Owned from here on, so the child is reaped even if the wait below fails.
-        let mut serve = Self { child, base: String::new(), admin_line: None };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            let line = rx.recv_timeout(Duration::from_secs(60)).expect("serve printed its address");
-            if line.starts_with("Admin API key:") {
-                assert!(serve.admin_line.is_none(), "the admin key is printed once");
-                serve.admin_line = Some(line);
-            } else if let Some(address) = line.strip_prefix("Listening on ") {
-                serve.base = address.to_string();
-                return serve;
-            }
-        }
-    }
-
-    fn admin_key(&self) -> String {
-        self.admin_line.as_ref().expect("first start prints the admin key")["Admin API key: ".len()..].to_string()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Sends SIGTERM and returns the exit code.
-    fn terminate(self) -> i32 {
-        self.signal(nix::sys::signal::Signal::SIGTERM).expect("exited, not killed")
-    }
-
-    /// Sends `signal` and returns the exit code (`None` when the signal killed it).
-    fn signal(mut self, signal: nix::sys::signal::Signal) -> Option<i32> {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
-        for _ in 0..300 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("serve did not stop within 15 s of {signal}");
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::new()
-}
+use common::{BIN, Serve, client, command};
 
 #[tokio::test]
 async fn first_start_creates_data_dir_key_file_database_and_one_admin_key() {
@@ -170,20 +86,27 @@ async fn stop_during_a_burst(signal: nix::sys::signal::Signal, expected_code: Op
     assert_eq!(response.status(), 201);
 
     let limiter = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let sends: Vec<_> = (0..BURST)
         .map(|i| {
             let request = http
                 .post(server.url("/api/events"))
                 .bearer_auth(&key)
                 .json(&json!({"event_type": "load.test", "payload": {"i": i}}));
-            let limiter = limiter.clone();
+            let (limiter, answered) = (limiter.clone(), answered.clone());
             tokio::spawn(async move {
                 let _permit = limiter.acquire_owned().await.unwrap();
-                request.send().await.map(|r| r.status().as_u16())
+                let status = request.send().await.map(|r| r.status().as_u16());
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                status
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    // Stop once part of the burst is answered, however slow the machine: a fixed delay
+    // stopped a loaded CI machine before the first answer.
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < BURST / 10 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let code = tokio::task::spawn_blocking(move || server.signal(signal)).await.unwrap();
     assert_eq!(code, expected_code, "exit code after {signal}");
     let mut acknowledged = 0;
