@@ -3,14 +3,9 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use common::webhooks::{Receiver, endpoint, message_of, message_where, publish};
 use common::{TestServer, expect_problem};
 use serde_json::{Value, json};
 use switchboard_core::{Clock, signature};
@@ -26,101 +21,6 @@ switchboard_store::conformance_tests!(
     failed_messages_are_resent_and_recovered_and_counted_in_stats,
     private_targets_are_refused_unless_the_operator_allows_them,
 );
-
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-struct Received {
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// A webhook receiver on loopback that records every request and answers with the queued
-/// statuses (200 once they run out).
-#[derive(Clone, Default)]
-struct Receiver {
-    received: Arc<Mutex<Vec<Received>>>,
-    answers: Arc<Mutex<VecDeque<u16>>>,
-}
-
-impl Receiver {
-    async fn start() -> (Self, String) {
-        let receiver = Receiver::default();
-        let state = receiver.clone();
-        let app = Router::new().route(
-            "/hook",
-            post(move |headers: HeaderMap, body: Bytes| {
-                let state = state.clone();
-                async move {
-                    state.received.lock().unwrap().push(Received { headers, body });
-                    let status = state.answers.lock().unwrap().pop_front().unwrap_or(200);
-                    StatusCode::from_u16(status).unwrap()
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://127.0.0.1:{}/hook", listener.local_addr().unwrap().port());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (receiver, url)
-    }
-
-    fn answer_with(&self, statuses: &[u16]) {
-        self.answers.lock().unwrap().extend(statuses);
-    }
-
-    fn count(&self) -> usize {
-        self.received.lock().unwrap().len()
-    }
-
-    /// Waits (briefly, on real time) until `n` requests have arrived.
-    async fn wait_for(&self, n: usize) -> Vec<Received> {
-        for _ in 0..500 {
-            if self.count() >= n {
-                return self.received.lock().unwrap().clone();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("expected {n} deliveries, saw {}", self.count());
-    }
-}
-
-async fn endpoint(server: &TestServer, body: Value) -> Value {
-    let response = server.post(&server.admin_key, "/api/integrations/webhooks", &body).await;
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    response.json().await.unwrap()
-}
-
-async fn publish(server: &TestServer, event_type: &str, payload: Value) -> String {
-    let response =
-        server.post(&server.admin_key, "/api/events", &json!({"event_type": event_type, "payload": payload})).await;
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
-}
-
-/// Polls the API until the message of `event_id` reaches `status`.
-async fn message_of(server: &TestServer, event_id: &str, status: &str) -> Value {
-    message_where(server, event_id, |m| m["status"] == status).await
-}
-
-/// Polls the API until the message of `event_id` satisfies `wanted`.
-async fn message_where(server: &TestServer, event_id: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..500 {
-        let list: Value =
-            server.get(&server.admin_key, &format!("/api/events/{event_id}/messages")).await.json().await.unwrap();
-        if let Some(message) = list["data"].as_array().and_then(|m| m.first()) {
-            if wanted(message) {
-                return message.clone();
-            }
-            last = message.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the message of {event_id} never got there; last seen: {last}");
-}
-
-fn header<'a>(received: &'a Received, name: &str) -> &'a str {
-    received.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
 
 async fn deliveries_are_signed_per_standard_webhooks_and_recorded(backend: Backend) {
     let Some(server) = TestServer::start(backend).await else { return };
@@ -144,11 +44,11 @@ async fn deliveries_are_signed_per_standard_webhooks_and_recorded(backend: Backe
     let event_id = publish(&server, "video.generated", json!({"video": 42})).await;
     let received = receiver.wait_for(1).await;
     let request = &received[0];
-    let (id, timestamp) = (header(request, "webhook-id"), header(request, "webhook-timestamp"));
+    let (id, timestamp) = (request.header("webhook-id"), request.header("webhook-timestamp"));
     assert_eq!(id, event_id, "webhook-id is the event id");
     let timestamp: i64 = timestamp.parse().unwrap();
-    assert!(signature::verify(header(request, "webhook-signature"), secret, id, timestamp, &request.body));
-    assert_eq!(header(request, "x-team"), "media");
+    assert!(signature::verify(request.header("webhook-signature"), secret, id, timestamp, &request.body));
+    assert_eq!(request.header("x-team"), "media");
     let body: Value = serde_json::from_slice(&request.body).unwrap();
     assert_eq!(body["type"], "video.generated");
     assert_eq!(body["data"], json!({"video": 42}));
@@ -281,21 +181,21 @@ async fn rotation_signs_with_both_secrets_during_the_grace_period(backend: Backe
 
     publish(&server, "a.b", json!({})).await;
     let first = receiver.wait_for(1).await.remove(0);
-    let signatures = header(&first, "webhook-signature");
+    let signatures = first.header("webhook-signature");
     assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
-    let ts: i64 = header(&first, "webhook-timestamp").parse().unwrap();
+    let ts: i64 = first.header("webhook-timestamp").parse().unwrap();
     for secret in [&old, &new] {
-        assert!(signature::verify(signatures, secret, header(&first, "webhook-id"), ts, &first.body));
+        assert!(signature::verify(signatures, secret, first.header("webhook-id"), ts, &first.body));
     }
     // After the grace period only the new secret signs.
     server.clock.advance(chrono::Duration::hours(24) + chrono::Duration::seconds(1));
     publish(&server, "a.b", json!({})).await;
     let second = receiver.wait_for(2).await.remove(1);
-    let signatures = header(&second, "webhook-signature");
+    let signatures = second.header("webhook-signature");
     assert_eq!(signatures.split(' ').count(), 1);
-    let ts: i64 = header(&second, "webhook-timestamp").parse().unwrap();
-    assert!(signature::verify(signatures, &new, header(&second, "webhook-id"), ts, &second.body));
-    assert!(!signature::verify(signatures, &old, header(&second, "webhook-id"), ts, &second.body));
+    let ts: i64 = second.header("webhook-timestamp").parse().unwrap();
+    assert!(signature::verify(signatures, &new, second.header("webhook-id"), ts, &second.body));
+    assert!(!signature::verify(signatures, &old, second.header("webhook-id"), ts, &second.body));
 }
 
 async fn filters_and_transforms_shape_what_is_delivered(backend: Backend) {
@@ -316,7 +216,7 @@ async fn filters_and_transforms_shape_what_is_delivered(backend: Backend) {
     let received = receiver.wait_for(1).await;
     let body: Value = serde_json::from_slice(&received[0].body).unwrap();
     assert_eq!(body, json!({"text": "Order o2 paid", "kind": "order.paid"}));
-    assert_eq!(header(&received[0], "webhook-id"), big);
+    assert_eq!(received[0].header("webhook-id"), big);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(receiver.count(), 1, "the filtered-out event was not delivered");
 }

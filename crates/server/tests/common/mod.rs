@@ -3,11 +3,13 @@
 
 #![allow(dead_code)]
 
+pub mod webhooks;
+
 use std::sync::Arc;
 
 use serde_json::Value;
 use switchboard_core::{Clock, Id, IdKind, KeyRing, ManualClock, SecretBox, api_key, from_micros};
-use switchboard_egress::{AddressPolicy, EgressClient, EgressConfig};
+use switchboard_egress::{AddressPolicy, EgressClient, EgressConfig, StaticHosts};
 use switchboard_server::{AppState, ServerConfig};
 use switchboard_store::testing::TestDb;
 use switchboard_store::{Backend, NewApiKey, NewTenant, Scope, Store};
@@ -31,15 +33,26 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, config: ServerConfig) -> Option<Self> {
-        Self::start_with_policy(backend, config, AddressPolicy::allow_all()).await
+        Self::start_with_policy(backend, config, AddressPolicy::allow_all(), StaticHosts::new()).await
     }
 
     /// A server whose SSRF guard refuses private targets, as in production.
     pub async fn start_guarded(backend: Backend) -> Option<Self> {
-        Self::start_with_policy(backend, ServerConfig::default(), AddressPolicy::default()).await
+        Self::start_guarded_resolving(backend, &[]).await
     }
 
-    async fn start_with_policy(backend: Backend, config: ServerConfig, policy: AddressPolicy) -> Option<Self> {
+    /// A guarded server whose resolver answers these names with these addresses.
+    pub async fn start_guarded_resolving(backend: Backend, hosts: &[(&str, &str)]) -> Option<Self> {
+        let hosts = hosts.iter().map(|(name, ip)| (name.to_string(), vec![ip.parse().unwrap()])).collect();
+        Self::start_with_policy(backend, ServerConfig::default(), AddressPolicy::default(), hosts).await
+    }
+
+    async fn start_with_policy(
+        backend: Backend,
+        config: ServerConfig,
+        policy: AddressPolicy,
+        static_hosts: StaticHosts,
+    ) -> Option<Self> {
         let db = TestDb::for_backend(backend)?;
         let store = db.open().await;
         let clock = ManualClock::new(from_micros(1_760_000_000_000_000));
@@ -47,7 +60,7 @@ impl TestServer {
         let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: "default".into(), created_at: clock.now() };
         let key = NewApiKey::for_token(&tenant.id, "admin", Scope::Admin, &minted, None, clock.now());
         store.bootstrap_operator(&tenant, &key).await.unwrap().expect("fresh database");
-        let egress = EgressClient::new(EgressConfig { policy, ..EgressConfig::default() }).unwrap();
+        let egress = EgressClient::new(EgressConfig { policy, static_hosts, ..EgressConfig::default() }).unwrap();
         let webhook_config = WebhookConfig {
             schedule: RetrySchedule { jitter: 0.0, ..RetrySchedule::default() },
             request_timeout: std::time::Duration::from_secs(2),
