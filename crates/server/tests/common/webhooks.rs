@@ -31,13 +31,15 @@ impl Received {
     }
 }
 
+/// What the receiver answers: a status, and a `Retry-After` value to send with it.
+type Answer = (u16, Option<&'static str>);
+
 /// A webhook receiver on loopback that records every request and answers with the queued
 /// answers (200 once they run out).
 #[derive(Clone, Default)]
 pub struct Receiver {
     received: Arc<Mutex<Vec<Received>>>,
-    /// Status, and a `Retry-After` value to send with it.
-    answers: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+    answers: Arc<Mutex<VecDeque<Answer>>>,
 }
 
 impl Receiver {
