@@ -122,7 +122,7 @@ async fn handle(service: &Webhooks, context: &Context, claimed: ClaimedMessage) 
         }
     };
     let transform = service.transform_of(endpoint);
-    let (attempt, verdict) = match delivery::body_for(transform.as_deref(), event).await {
+    let (attempt, verdict) = match delivery::body_for(transform.as_ref(), event).await {
         Ok(body) => {
             let request = delivery::Request { endpoint, event, body, secrets: &secrets, now };
             delivery::send(&service.egress, service.config.request_timeout, request).await

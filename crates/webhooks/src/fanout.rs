@@ -9,7 +9,7 @@ use serde_json::Value;
 use switchboard_core::{Id, IdKind, Timestamp};
 use switchboard_store::{Endpoint, NewEvent, NewMessage, Store, StoreError};
 
-use crate::jq::JqProgram;
+use crate::jq::{JqProgram, ProgramCache};
 use crate::patterns;
 
 /// An enabled endpoint with its filter compiled.
@@ -33,7 +33,12 @@ impl EndpointCache {
         Self { ttl, tenants: Mutex::new(HashMap::new()) }
     }
 
-    pub async fn subscribers(&self, store: &dyn Store, tenant_id: &Id) -> Result<Arc<Vec<Subscriber>>, StoreError> {
+    pub async fn subscribers(
+        &self,
+        store: &dyn Store,
+        programs: &ProgramCache,
+        tenant_id: &Id,
+    ) -> Result<Arc<Vec<Subscriber>>, StoreError> {
         if let Some((fetched, subscribers)) = self.lock().get(tenant_id)
             && fetched.elapsed() < self.ttl
         {
@@ -47,7 +52,7 @@ impl EndpointCache {
                     // Filters were compiled when stored; one that no longer compiles (a newer
                     // jq dialect) matches nothing rather than everything.
                     let filter = endpoint.filter.as_deref().map(|text| {
-                        JqProgram::compile(text).unwrap_or_else(|error| {
+                        programs.get(text).unwrap_or_else(|error| {
                             tracing::warn!(endpoint = %endpoint.id, %error, "endpoint filter does not compile");
                             JqProgram::never()
                         })

@@ -5,11 +5,15 @@
 //! without bound (`def`, `recurse(f)`, `repeat`, `while`, `until`) or reach outside their
 //! input (`env`, `input`, `halt`, `debug`…); recursion over the input itself (`..`) is
 //! bounded by the input's depth. What remains can still loop for long (`last(range(1e12))`):
-//! evaluation runs on a blocking thread under a deadline, and a program that misses it is
-//! reported as timed out and never run again ("poisoned"), so it holds at most one thread.
+//! evaluation runs on a thread of its own under a deadline, and a program that misses it is
+//! reported as timed out and never run again ("poisoned"). [`ProgramCache`] shares one
+//! compiled program (and its poison) among all who use the same text, so a runaway text
+//! holds at most one thread, and at most [`MAX_THREADS`] evaluations exist at once: when
+//! runaways hold them all, jq fails fast instead of the process filling up with threads.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jaq_core::load::{Arena, File, Loader};
@@ -24,6 +28,10 @@ type Filter = jaq_core::Filter<Data>;
 const MAX_OUTPUTS: usize = 16;
 /// The largest transform result, in bytes of JSON.
 pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// The most evaluations running at once in this process.
+pub const MAX_THREADS: usize = 32;
+
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_THREADS);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JqError {
@@ -125,6 +133,10 @@ impl JqProgram {
         if self.poisoned.load(Ordering::Relaxed) {
             return Err(JqError::TimedOut(limit));
         }
+        let deadline = tokio::time::Instant::now() + limit;
+        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, RUNNING.acquire()).await else {
+            return Err(JqError::Runtime("every jq thread is busy; try again later".into()));
+        };
         let started = Arc::new(std::sync::OnceLock::new());
         let started_here = started.clone();
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -133,11 +145,12 @@ impl JqProgram {
         let spawned = std::thread::Builder::new().name("jq".into()).spawn(move || {
             let _ = started_here.set(std::time::Instant::now());
             let _ = reply.send(Self::run_here(&filter, input));
+            drop(permit);
         });
         if let Err(error) = spawned {
             return Err(JqError::Runtime(format!("no thread to run the program: {error}")));
         }
-        match tokio::time::timeout(limit, answer).await {
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(JqError::Runtime("the program crashed".into())),
             Err(_) => {
@@ -163,6 +176,31 @@ impl JqProgram {
             1 => Ok(outputs.remove(0)),
             n => Err(JqError::Output(format!("a transform must yield exactly one value, not {n}"))),
         }
+    }
+}
+
+/// Compiled programs by their text, shared by every endpoint that uses the same text.
+#[derive(Debug, Default)]
+pub struct ProgramCache {
+    programs: Mutex<HashMap<String, Result<JqProgram, JqError>>>,
+}
+
+/// Programs kept at most; beyond that the cache starts afresh (poisoned programs included,
+/// which then get one more chance each).
+const CACHED_PROGRAMS: usize = 10_000;
+
+impl ProgramCache {
+    pub fn get(&self, code: &str) -> Result<JqProgram, JqError> {
+        let mut programs = self.programs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(program) = programs.get(code) {
+            return program.clone();
+        }
+        let program = JqProgram::compile(code);
+        if programs.len() >= CACHED_PROGRAMS {
+            programs.clear();
+        }
+        programs.insert(code.to_string(), program.clone());
+        program
     }
 }
 
@@ -313,5 +351,16 @@ mod tests {
         let short = Duration::from_millis(50);
         assert_eq!(endless.run(json!(null), short).await, Err(JqError::TimedOut(short)));
         assert!(!endless.is_true(json!(null), short).await, "a poisoned program is not run again");
+    }
+
+    #[tokio::test]
+    async fn one_text_is_one_program_so_its_poison_is_shared() {
+        let cache = ProgramCache::default();
+        let short = Duration::from_millis(50);
+        let first = cache.get("last(range(1e15)) | . + 1").unwrap();
+        assert_eq!(first.run(json!(null), short).await, Err(JqError::TimedOut(short)));
+        let again = cache.get("last(range(1e15)) | . + 1").unwrap();
+        assert!(again.poisoned.load(Ordering::Relaxed), "the same text comes back poisoned");
+        assert!(matches!(cache.get(".a | ("), Err(JqError::Compile { .. })));
     }
 }

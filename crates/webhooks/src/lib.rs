@@ -37,7 +37,7 @@ pub use config::WebhookConfig;
 pub use metrics::DeliveryMetrics;
 
 use crate::fanout::EndpointCache;
-use crate::jq::JqProgram;
+use crate::jq::{JqProgram, ProgramCache};
 use crate::limiter::EndpointLimiter;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +51,6 @@ pub enum SecretError {
     #[error("the signing secret {0} is not a valid secret")]
     Malformed(Id),
 }
-
-type CompiledTransform = (i64, Option<Arc<JqProgram>>);
 
 /// The outgoing-webhooks service. Cheap to clone.
 #[derive(Clone)]
@@ -68,8 +66,7 @@ pub struct Inner {
     endpoints: EndpointCache,
     limiter: EndpointLimiter,
     signing: Mutex<HashMap<Id, SigningSecret>>,
-    /// Compiled transforms by endpoint, with the endpoint version they were compiled for.
-    transforms: Mutex<HashMap<Id, CompiledTransform>>,
+    programs: ProgramCache,
 }
 
 impl std::ops::Deref for Webhooks {
@@ -97,7 +94,7 @@ impl Webhooks {
             metrics: DeliveryMetrics::default(),
             limiter: EndpointLimiter::default(),
             signing: Mutex::new(HashMap::new()),
-            transforms: Mutex::new(HashMap::new()),
+            programs: ProgramCache::default(),
         }))
     }
 
@@ -123,7 +120,7 @@ impl Webhooks {
     }
 
     pub(crate) async fn fan_out(&self, event: NewEvent) -> EventWithMessages {
-        let messages = match self.endpoints.subscribers(&*self.store, &event.tenant_id).await {
+        let messages = match self.endpoints.subscribers(&*self.store, &self.programs, &event.tenant_id).await {
             Ok(subscribers) => fanout::messages_for(&event, &subscribers, self.clock.now()).await,
             Err(error) => {
                 // Reading endpoints failed: the event is still accepted (its write reports
@@ -218,26 +215,13 @@ impl Webhooks {
         Ok(secret)
     }
 
-    /// The endpoint's compiled transform, cached by endpoint version.
-    pub(crate) fn transform_of(&self, endpoint: &Endpoint) -> Option<Arc<JqProgram>> {
+    /// The endpoint's compiled transform. One that no longer compiles (a newer jq dialect)
+    /// fails every delivery rather than sending the untransformed body.
+    pub(crate) fn transform_of(&self, endpoint: &Endpoint) -> Option<JqProgram> {
         let text = endpoint.transform.as_deref()?;
-        let mut cache = self.transforms.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((version, program)) = cache.get(&endpoint.id)
-            && *version == endpoint.version
-        {
-            return program.clone();
-        }
-        let program = match JqProgram::compile(text) {
-            Ok(program) => Some(Arc::new(program)),
-            Err(error) => {
-                tracing::warn!(endpoint = %endpoint.id, %error, "endpoint transform does not compile");
-                Some(Arc::new(JqProgram::never()))
-            }
-        };
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(endpoint.id.clone(), (endpoint.version, program.clone()));
-        program
+        Some(self.programs.get(text).unwrap_or_else(|error| {
+            tracing::warn!(endpoint = %endpoint.id, %error, "endpoint transform does not compile");
+            JqProgram::never()
+        }))
     }
 }
