@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::Backend;
-use crate::server::{ADMIN_KEY, Server};
+use crate::server::{ADMIN_KEY, PgSchema, Server};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -54,7 +54,7 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         Backend::Postgres => Some(PgSchema::create(&args.postgres_url).await?),
     };
     let url = pg_schema.as_ref().map(|s| s.url.clone());
-    let server = Server::start(binary, url.as_deref())?;
+    let server = Server::start(binary, url.as_deref(), &[])?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
     let response = client
         .post(format!("{}/api/event-types", server.base))
@@ -145,31 +145,4 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         results.server_rss_peak_mib
     );
     Ok(results)
-}
-
-/// A throwaway schema, so a run never sees another run's rows.
-struct PgSchema {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl PgSchema {
-    async fn create(admin_url: &str) -> anyhow::Result<Self> {
-        use sqlx::Connection;
-        let name = format!("sbbench_{}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).execute(&mut conn).await?;
-        sqlx::query(&format!("CREATE SCHEMA {name}")).execute(&mut conn).await?;
-        let separator = if admin_url.contains('?') { '&' } else { '?' };
-        let url = format!("{admin_url}{separator}options=-c%20search_path%3D{name}");
-        Ok(Self { admin_url: admin_url.to_string(), name, url })
-    }
-
-    async fn drop(self) {
-        use sqlx::Connection;
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)).execute(&mut conn).await;
-        }
-    }
 }

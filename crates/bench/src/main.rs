@@ -2,6 +2,7 @@
 //! it over loopback and prints the figures as a table and as JSON. Figures are for
 //! BENCHMARKS.md; nothing here is a pass/fail test.
 
+mod deliver;
 mod ingest;
 mod server;
 
@@ -34,6 +35,8 @@ pub enum Backend {
 enum Scenario {
     /// POST /api/events from concurrent clients (the event ingestion path)
     Ingest(ingest::Args),
+    /// Events fanned out as webhooks to a local receiver (the outgoing delivery path)
+    Deliver(deliver::Args),
 }
 
 #[tokio::main]
@@ -49,7 +52,8 @@ async fn main() -> anyhow::Result<()> {
         binary.display()
     );
     let results = match cli.scenario {
-        Scenario::Ingest(args) => ingest::run(&binary, args).await?,
+        Scenario::Ingest(args) => serde_json::to_value(ingest::run(&binary, args).await?)?,
+        Scenario::Deliver(args) => serde_json::to_value(deliver::run(&binary, args).await?)?,
     };
     let json = serde_json::to_string_pretty(&results)?;
     println!("{json}");

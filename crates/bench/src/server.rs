@@ -17,7 +17,8 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(binary: &Path, database_url: Option<&str>) -> anyhow::Result<Self> {
+    /// Starts `serve` with `extra` flags after the defaults.
+    pub fn start(binary: &Path, database_url: Option<&str>, extra: &[String]) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
         let mut cmd = Command::new(binary);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -29,6 +30,7 @@ impl Server {
         if let Some(url) = database_url {
             cmd.args(["--database-url", url]);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
@@ -77,5 +79,32 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A throwaway schema, so a run never sees another run's rows.
+pub struct PgSchema {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgSchema {
+    pub async fn create(admin_url: &str) -> anyhow::Result<Self> {
+        use sqlx::Connection;
+        let name = format!("sbbench_{}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).execute(&mut conn).await?;
+        sqlx::query(&format!("CREATE SCHEMA {name}")).execute(&mut conn).await?;
+        let separator = if admin_url.contains('?') { '&' } else { '?' };
+        let url = format!("{admin_url}{separator}options=-c%20search_path%3D{name}");
+        Ok(Self { admin_url: admin_url.to_string(), name, url })
+    }
+
+    pub async fn drop(self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)).execute(&mut conn).await;
+        }
     }
 }

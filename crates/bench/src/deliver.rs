@@ -1,0 +1,290 @@
+//! Scenario `deliver`: events published through the API fan out to N endpoints on a local
+//! receiver that answers 200. Reports events created and deliveries received per second, and
+//! the time from the start of each create request to the receiver holding its delivery.
+//!
+//! Two ways to load it: `--clients N` publish as fast as they can (throughput), or `--rate R`
+//! offers R events per second on an open loop whatever the answers (latency at a given load).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::post;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::Backend;
+use crate::server::{ADMIN_KEY, PgSchema, Server};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: Backend,
+    /// PostgreSQL URL (a fresh schema is created in it and dropped afterwards)
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres_url: String,
+    /// Endpoints every event goes to
+    #[arg(long, default_value_t = 1)]
+    fanout: usize,
+    /// Concurrent publishing clients, each publishing as fast as it is answered
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Offer this many events per second instead (open loop; --clients is ignored)
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Seconds of measured load
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Seconds of unmeasured warm-up
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Passed to serve as --delivery-concurrency
+    #[arg(long)]
+    delivery_concurrency: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Results {
+    scenario: &'static str,
+    backend: Backend,
+    fanout: usize,
+    /// `clients=64` or `rate=500/s`.
+    load: String,
+    seconds: f64,
+    events_per_second: f64,
+    deliveries_per_second: f64,
+    /// Create request started → delivery received, for deliveries received in the window.
+    latency_ms_p50: f64,
+    latency_ms_p90: f64,
+    latency_ms_p99: f64,
+    latency_ms_max: f64,
+    /// Deliveries owed but not yet received when the window closed.
+    backlog_at_end: i64,
+    /// Seconds after the load stopped until every delivery arrived (None: not within 60 s).
+    drain_seconds: Option<f64>,
+    errors: u64,
+    server_rss_idle_mib: f64,
+    server_rss_peak_mib: f64,
+}
+
+/// The receiver's view: deliveries counted and timed while measuring.
+struct Receiver {
+    epoch: Instant,
+    measuring: AtomicBool,
+    received: AtomicU64,
+    received_in_window: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl Receiver {
+    fn new(epoch: Instant) -> Arc<Self> {
+        Arc::new(Self {
+            epoch,
+            measuring: AtomicBool::new(false),
+            received: AtomicU64::new(0),
+            received_in_window: AtomicU64::new(0),
+            latency: Mutex::new(histogram()),
+        })
+    }
+
+    fn micros(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// The body is `{"type","timestamp","data":{"t":…}}`, `t` the create request's start.
+    fn record(&self, body: &[u8]) {
+        let now = self.micros();
+        self.received.fetch_add(1, Ordering::Relaxed);
+        if !self.measuring.load(Ordering::Relaxed) {
+            return;
+        }
+        self.received_in_window.fetch_add(1, Ordering::Relaxed);
+        let sent = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v["data"]["t"].as_u64());
+        if let Some(sent) = sent {
+            let _ = self.latency.lock().unwrap().record(now.saturating_sub(sent).max(1));
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
+}
+
+async fn start_receiver(receiver: Arc<Receiver>) -> anyhow::Result<String> {
+    let app = Router::new().route(
+        "/hook/{n}",
+        post(move |body: Bytes| {
+            receiver.record(&body);
+            async {}
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(base)
+}
+
+pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
+    let pg_schema = match args.backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(PgSchema::create(&args.postgres_url).await?),
+    };
+    let mut extra = vec!["--allow-private-targets".to_string()];
+    if let Some(concurrency) = args.delivery_concurrency {
+        extra.extend(["--delivery-concurrency".to_string(), concurrency.to_string()]);
+    }
+    let server = Server::start(binary, pg_schema.as_ref().map(|s| s.url.as_str()), &extra)?;
+    let epoch = Instant::now();
+    let receiver = Receiver::new(epoch);
+    let receiver_base = start_receiver(receiver.clone()).await?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let call = |path: &str, body: serde_json::Value| {
+        client.post(format!("{}{path}", server.base)).bearer_auth(ADMIN_KEY).json(&body).send()
+    };
+    let response = call("/api/event-types", json!({"name": "bench.delivered"})).await?;
+    anyhow::ensure!(response.status() == 201, "creating the event type: {}", response.status());
+    for n in 0..args.fanout {
+        let response = call("/api/integrations/webhooks", json!({"url": format!("{receiver_base}/hook/{n}")})).await?;
+        anyhow::ensure!(response.status() == 201, "creating an endpoint: {}", response.text().await?);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // endpoint caches settle
+    let idle_rss = server.rss_kib();
+
+    let publisher = Publisher { client: client.clone(), url: format!("{}/api/events", server.base), epoch };
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = match args.rate {
+        Some(rate) => {
+            let (publisher, stop) = (publisher.clone(), stop.clone());
+            tokio::spawn(async move { publisher.open_loop(rate, stop).await });
+            format!("rate={rate}/s")
+        }
+        None => {
+            for _ in 0..args.clients {
+                let (publisher, stop) = (publisher.clone(), stop.clone());
+                tokio::spawn(async move { publisher.closed_loop(stop).await });
+            }
+            format!("clients={}", args.clients)
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    let created_before = CREATED.load(Ordering::Relaxed);
+    receiver.measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut peak_rss = 0;
+    while started.elapsed() < Duration::from_secs(args.seconds) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        peak_rss = peak_rss.max(server.rss_kib());
+    }
+    receiver.measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let created_in_window = CREATED.load(Ordering::Relaxed) - created_before;
+    stop.store(true, Ordering::Relaxed);
+    // Publishers finish the requests they have in flight.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let owed = |created: u64| (created * args.fanout as u64) as i64 - receiver.received.load(Ordering::Relaxed) as i64;
+    let backlog_at_end = owed(CREATED.load(Ordering::Relaxed));
+    let drain_started = Instant::now();
+    let mut drain_seconds = None;
+    while drain_started.elapsed() < Duration::from_secs(60) {
+        if owed(CREATED.load(Ordering::Relaxed)) <= 0 {
+            drain_seconds = Some(drain_started.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop();
+    if let Some(schema) = pg_schema {
+        schema.drop().await;
+    }
+    let latency = receiver.latency.lock().unwrap().clone();
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    let results = Results {
+        scenario: "deliver",
+        backend: args.backend,
+        fanout: args.fanout,
+        load,
+        seconds: elapsed,
+        events_per_second: created_in_window as f64 / elapsed,
+        deliveries_per_second: receiver.received_in_window.load(Ordering::Relaxed) as f64 / elapsed,
+        latency_ms_p50: ms(0.5),
+        latency_ms_p90: ms(0.9),
+        latency_ms_p99: ms(0.99),
+        latency_ms_max: latency.max() as f64 / 1000.0,
+        backlog_at_end,
+        drain_seconds,
+        errors: ERRORS.load(Ordering::Relaxed),
+        server_rss_idle_mib: idle_rss as f64 / 1024.0,
+        server_rss_peak_mib: peak_rss as f64 / 1024.0,
+    };
+    eprintln!(
+        "\n| scenario | backend | fan-out | load | events/s | deliveries/s | p50 ms | p90 ms | p99 ms | backlog | drain s | errors | RSS idle / peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n| deliver | {:?} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {:.1} / {:.1} |\n",
+        results.backend,
+        results.fanout,
+        results.load,
+        results.events_per_second,
+        results.deliveries_per_second,
+        results.latency_ms_p50,
+        results.latency_ms_p90,
+        results.latency_ms_p99,
+        results.backlog_at_end,
+        results.drain_seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "> 60".into()),
+        results.errors,
+        results.server_rss_idle_mib,
+        results.server_rss_peak_mib
+    );
+    Ok(results)
+}
+
+static CREATED: AtomicU64 = AtomicU64::new(0);
+static ERRORS: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Clone)]
+struct Publisher {
+    client: reqwest::Client,
+    url: String,
+    epoch: Instant,
+}
+
+impl Publisher {
+    async fn publish(&self) {
+        let t = self.epoch.elapsed().as_micros() as u64;
+        let sent = self
+            .client
+            .post(&self.url)
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"event_type": "bench.delivered", "payload": {"t": t, "note": "a typical small event payload"}}))
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status() == 201 => CREATED.fetch_add(1, Ordering::Relaxed),
+            _ => ERRORS.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    async fn closed_loop(self, stop: Arc<AtomicBool>) {
+        while !stop.load(Ordering::Relaxed) {
+            self.publish().await;
+        }
+    }
+
+    /// Starts `rate` publishes a second, each on its own task, whether or not earlier ones
+    /// were answered.
+    async fn open_loop(self, rate: u64, stop: Arc<AtomicBool>) {
+        let started = Instant::now();
+        let mut sent = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+            while sent < due {
+                sent += 1;
+                let publisher = self.clone();
+                tokio::spawn(async move { publisher.publish().await });
+            }
+        }
+    }
+}
