@@ -256,7 +256,9 @@ impl Publisher {
             .client
             .post(&self.url)
             .bearer_auth(ADMIN_KEY)
-            .json(&json!({"event_type": "bench.delivered", "payload": {"t": t, "note": "a typical small event payload"}}))
+            .json(
+                &json!({"event_type": "bench.delivered", "payload": {"t": t, "note": "a typical small event payload"}}),
+            )
             .send()
             .await;
         match sent {

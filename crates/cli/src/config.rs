@@ -58,7 +58,7 @@ pub struct ServeArgs {
     /// Seconds to finish in-flight requests and work after SIGTERM/SIGINT [default: 30]
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
     pub shutdown_timeout_secs: Option<u64>,
-    /// Webhook deliveries in flight at once in this process [default: 64]
+    /// Webhook deliveries in flight at once in this process [default: 256]
     #[arg(long, env = "SWITCHBOARD_DELIVERY_CONCURRENCY", value_name = "N")]
     pub delivery_concurrency: Option<usize>,
     /// Seconds a webhook receiver has to answer [default: 15]

@@ -28,7 +28,7 @@ impl Default for EgressConfig {
             policy: AddressPolicy::default(),
             user_agent: concat!("Switchboard/", env!("CARGO_PKG_VERSION")).to_string(),
             connect_timeout: Duration::from_secs(10),
-            max_idle_per_host: 32,
+            max_idle_per_host: 512,
             static_hosts: StaticHosts::new(),
         }
     }

@@ -178,6 +178,9 @@ pub async fn run_worker<H, F>(
     claim_loop(&queue, loop_clock, signal, limits, shutdown, claim, next_due, handle).await
 }
 
+/// How long a busy claim loop waits for more free slots before claiming for fewer.
+const GATHER_WAIT: Duration = Duration::from_millis(2);
+
 /// How much a claim loop runs at once, and its longest idle wait (wake-ups normally come
 /// from the signal).
 #[derive(Debug, Clone, Copy)]
@@ -211,6 +214,10 @@ pub async fn claim_loop<T, C, CF, D, DF, H, HF>(
 {
     let concurrency = limits.concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
+    // While work is waiting, a claim is worth making for several slots at once: every claim
+    // is a write unit of its own.
+    let gather = (concurrency / 8).max(1);
+    let mut backlog = false;
     loop {
         signal.borrow_and_update();
         let free = permits.available_permits();
@@ -222,6 +229,14 @@ pub async fn claim_loop<T, C, CF, D, DF, H, HF>(
             }
             continue;
         }
+        if backlog && free < gather {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                gathered = permits.clone().acquire_many_owned(gather as u32) => drop(gathered),
+                _ = tokio::time::sleep(GATHER_WAIT) => {}
+            }
+        }
+        let free = permits.available_permits();
         let claimed = match claim(free as u32).await {
             Ok(items) => items,
             Err(error) => {
@@ -233,6 +248,7 @@ pub async fn claim_loop<T, C, CF, D, DF, H, HF>(
                 continue;
             }
         };
+        backlog = claimed.len() == free;
         if claimed.is_empty() {
             let wait = match next_due().await {
                 Ok(Some(at)) => (at - clock.now()).to_std().unwrap_or(Duration::ZERO).min(limits.max_idle_wait),

@@ -31,7 +31,7 @@ impl Default for WebhookConfig {
         Self {
             schedule: RetrySchedule::default(),
             request_timeout: Duration::from_secs(15),
-            concurrency: 64,
+            concurrency: 256,
             lease: Duration::from_secs(60),
             disable_after: days(5),
             rotation_grace: Duration::from_secs(24 * 3600),

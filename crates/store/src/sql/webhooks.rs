@@ -111,17 +111,60 @@ macro_rules! webhooks_impl {
                  next_attempt_at, last_status_code, last_error, created_at, updated_at"
         );
 
-        /// Moves a leased message on. Binds: id, lease, status, attempt increment, retry-index
-        /// increment, next attempt, whether an attempt was made, its status code, the error,
-        /// the time.
-        const ADVANCE_MESSAGE_SQL: &str = "UPDATE messages SET
-                status = $3, attempts = attempts + $4, retry_index = retry_index + $5, next_attempt_at = $6,
+        /// Moves leased messages on, many in one statement: `UPDATE … FROM (VALUES …)`, each
+        /// row (id, lease, status, attempt increment, retry-index increment, next attempt,
+        /// whether an attempt was made, its status code, the error, the time). Every value
+        /// is cast, because PostgreSQL would otherwise type the parameters as text. A row
+        /// whose lease is no longer the message's matches nothing.
+        const ADVANCE_MESSAGES_SQL: &str = "UPDATE messages SET
+                status = v.column3, attempts = messages.attempts + v.column4,
+                retry_index = messages.retry_index + v.column5, next_attempt_at = v.column6,
                 lease_id = NULL,
-                last_status_code = CASE WHEN $7 THEN $8 ELSE last_status_code END,
-                last_error = CASE WHEN $7 OR $9 IS NOT NULL THEN $9 ELSE last_error END,
-                updated_at = $10
-             WHERE id = $1 AND lease_id = $2
-             RETURNING attempts";
+                last_status_code = CASE WHEN v.column7 THEN v.column8 ELSE messages.last_status_code END,
+                last_error = CASE WHEN v.column7 OR v.column9 IS NOT NULL THEN v.column9 ELSE messages.last_error END,
+                updated_at = v.column10
+             FROM (VALUES ";
+        const ADVANCE_MESSAGES_END: &str = ") AS v
+             WHERE messages.id = v.column1 AND messages.lease_id = v.column2
+             RETURNING messages.id AS id, messages.attempts AS attempts";
+        /// Binds per statement stay far below both backends' limits.
+        const ADVANCE_CHUNK: usize = 500;
+
+        /// Advances the messages of `records`; returns each recorded message's attempt count
+        /// by id (a message whose lease was lost is absent).
+        async fn advance_messages(c: &mut Conn, records: &[DeliveryRecord]) -> Result<std::collections::HashMap<String, i32>> {
+            let mut counts = std::collections::HashMap::with_capacity(records.len());
+            for chunk in records.chunks(ADVANCE_CHUNK) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(ADVANCE_MESSAGES_SQL);
+                for (index, record) in chunk.iter().enumerate() {
+                    let (status, next_at, advance) = match &record.next {
+                        NextStep::Succeeded => ("succeeded", None, 0),
+                        NextStep::RetryAt { at, advance } => ("pending", Some(to_micros(*at)), i32::from(*advance)),
+                        NextStep::Failed => ("failed", None, 0),
+                    };
+                    let attempted = record.attempt.is_some();
+                    let code = record.attempt.as_ref().and_then(|a| a.response_status).map(i32::from);
+                    q.push(if index == 0 { "(" } else { ", (" });
+                    let mut values = q.separated(", ");
+                    values.push("CAST(").push_bind_unseparated(record.message_id.as_str()).push_unseparated(" AS TEXT)");
+                    values.push("CAST(").push_bind_unseparated(record.lease_id.as_str()).push_unseparated(" AS TEXT)");
+                    values.push("CAST(").push_bind_unseparated(status).push_unseparated(" AS TEXT)");
+                    values.push("CAST(").push_bind_unseparated(i32::from(attempted)).push_unseparated(" AS INTEGER)");
+                    values.push("CAST(").push_bind_unseparated(advance).push_unseparated(" AS INTEGER)");
+                    values.push("CAST(").push_bind_unseparated(next_at).push_unseparated(" AS BIGINT)");
+                    values.push("CAST(").push_bind_unseparated(attempted).push_unseparated(" AS BOOLEAN)");
+                    values.push("CAST(").push_bind_unseparated(code).push_unseparated(" AS INTEGER)");
+                    values.push("CAST(").push_bind_unseparated(record.error.as_deref()).push_unseparated(" AS TEXT)");
+                    values.push("CAST(").push_bind_unseparated(to_micros(record.at)).push_unseparated(" AS BIGINT)");
+                    q.push(")");
+                }
+                q.push(ADVANCE_MESSAGES_END);
+                for row in q.build().fetch_all(&mut *c).await? {
+                    counts.insert(row.try_get::<String, _>("id")?, row.try_get::<i32, _>("attempts")?);
+                }
+            }
+            Ok(counts)
+        }
 
         async fn delete_secret(c: &mut Conn, tenant_id: &str, secret_id: &str) -> Result<()> {
             sqlx::query("DELETE FROM secrets WHERE tenant_id = $1 AND id = $2")
@@ -619,35 +662,17 @@ macro_rules! webhooks_impl {
             disable_failing_before: Timestamp,
         ) -> Result<RecordedDeliveries> {
             let mut outcome = RecordedDeliveries::default();
+            let counts = advance_messages(c, records).await?;
             let mut attempts = Vec::new();
             let (mut failed, mut succeeded, mut gone) = (Vec::new(), Vec::new(), Vec::new());
             for record in records {
-                let (status, next_at, advance) = match &record.next {
-                    NextStep::Succeeded => ("succeeded", None, 0),
-                    NextStep::RetryAt { at, advance } => ("pending", Some(to_micros(*at)), i32::from(*advance)),
-                    NextStep::Failed => ("failed", None, 0),
-                };
-                let attempted = record.attempt.is_some();
-                let row = sqlx::query(ADVANCE_MESSAGE_SQL)
-                    .bind(record.message_id.as_str())
-                    .bind(&record.lease_id)
-                    .bind(status)
-                    .bind(i32::from(attempted))
-                    .bind(advance)
-                    .bind(next_at)
-                    .bind(attempted)
-                    .bind(record.attempt.as_ref().and_then(|a| a.response_status).map(i32::from))
-                    .bind(record.error.as_deref())
-                    .bind(to_micros(record.at))
-                    .fetch_optional(&mut *c)
-                    .await?;
-                let Some(row) = row else {
+                let Some(count) = counts.get(record.message_id.as_str()) else {
                     outcome.recorded.push(false);
                     continue;
                 };
                 outcome.recorded.push(true);
                 if let Some(attempt) = &record.attempt {
-                    attempts.push((record, attempt, row.try_get::<i32, _>("attempts")?));
+                    attempts.push((record, attempt, *count));
                 }
                 match record.health {
                     EndpointHealth::Unchanged => {}
