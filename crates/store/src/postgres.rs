@@ -1,5 +1,6 @@
 //! PostgreSQL: a connection pool, one transaction per unit, `FOR UPDATE SKIP LOCKED` claims,
-//! and `LISTEN/NOTIFY` so that workers of every process sharing the database wake on enqueue.
+//! and `LISTEN/NOTIFY` so that workers of every process sharing the database wake when work
+//! becomes due (notified after the commit, coalesced).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -45,11 +46,13 @@ impl PgStore {
             .await?;
         MIGRATOR.run(&pool).await?;
 
-        let signal = Arc::new(WakeSignal::new());
+        let announce = Arc::new(tokio::sync::Notify::new());
+        let signal = Arc::new(WakeSignal::announcing(announce.clone()));
         let stop_listening = CancellationToken::new();
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(JOBS_CHANNEL).await?;
         tokio::spawn(listen_for_jobs(listener, signal.clone(), stop_listening.clone()));
+        tokio::spawn(announce_jobs(pool.clone(), announce, stop_listening.clone()));
         Ok(Self { pool, signal, stop_listening })
     }
 
@@ -80,12 +83,6 @@ impl PgStore {
         f(&mut conn).await
     }
 
-    /// NOTIFY is transactional: it is delivered on commit and never for a rolled-back unit.
-    pub(crate) async fn notify_in_unit(conn: &mut PgConnection) -> Result<()> {
-        sqlx::query("SELECT pg_notify($1, '')").bind(JOBS_CHANNEL).execute(&mut *conn).await?;
-        Ok(())
-    }
-
     pub(crate) async fn shutdown(&self) {
         self.stop_listening.cancel();
         self.pool.close().await;
@@ -106,11 +103,32 @@ async fn listen_for_jobs(mut listener: PgListener, signal: Arc<WakeSignal>, stop
                     tracing::warn!(%error, "LISTEN connection lost; reconnecting");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                signal.wake();
+                signal.wake_local();
             }
         }
     }
 }
+
+/// Tells the other processes that work became due, after the commit that made it so.
+/// Requests coalesce: wake-ups that arrive while a NOTIFY is being sent share the next one,
+/// so a burst of commits costs a few notifications, and NOTIFY (which serialises committing
+/// transactions in PostgreSQL) stays out of every hot transaction.
+async fn announce_jobs(pool: PgPool, announce: Arc<tokio::sync::Notify>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = announce.notified() => {}
+        }
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')").bind(JOBS_CHANNEL).execute(&pool).await {
+            // The others still find the work at their next idle check; only latency suffers.
+            tracing::warn!(%error, "announcing new work to other processes failed");
+        }
+        tokio::time::sleep(ANNOUNCE_INTERVAL).await;
+    }
+}
+
+/// The shortest time between two announcements of one process.
+const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(2);
 
 // Rows locked by another claimer are skipped, so concurrent claimers never share a job.
 crate::sql::store_impl!(PgStore, sqlx::Postgres, Backend::Postgres, "FOR UPDATE SKIP LOCKED");

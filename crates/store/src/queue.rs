@@ -16,19 +16,37 @@ use crate::{QueueDepth, Result, Store};
 /// claimable. A watch channel (not a bare notify) so a worker busy claiming when the change
 /// happens still sees it on its next wait.
 #[derive(Debug)]
-pub(crate) struct WakeSignal(tokio::sync::watch::Sender<u64>);
+pub(crate) struct WakeSignal {
+    local: tokio::sync::watch::Sender<u64>,
+    /// Tells other processes too (PostgreSQL's NOTIFY), when they share the database.
+    announce: Option<Arc<tokio::sync::Notify>>,
+}
 
 impl WakeSignal {
     pub(crate) fn new() -> Self {
-        Self(tokio::sync::watch::Sender::new(0))
+        Self { local: tokio::sync::watch::Sender::new(0), announce: None }
     }
 
+    pub(crate) fn announcing(announce: Arc<tokio::sync::Notify>) -> Self {
+        Self { announce: Some(announce), ..Self::new() }
+    }
+
+    /// Work became due (call after its commit): wakes this process's workers and, where
+    /// processes share the database, theirs.
     pub(crate) fn wake(&self) {
-        self.0.send_modify(|n| *n = n.wrapping_add(1));
+        self.wake_local();
+        if let Some(announce) = &self.announce {
+            announce.notify_one();
+        }
+    }
+
+    /// Wakes this process's workers only (another process announced work).
+    pub(crate) fn wake_local(&self) {
+        self.local.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.0.subscribe()
+        self.local.subscribe()
     }
 }
 

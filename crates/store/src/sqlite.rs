@@ -90,10 +90,6 @@ impl SqliteStore {
         f(&mut conn).await
     }
 
-    pub(crate) async fn notify_in_unit(_conn: &mut SqliteConnection) -> Result<()> {
-        Ok(())
-    }
-
     pub(crate) async fn shutdown(&self) {
         let (done, closed) = oneshot::channel();
         if self.writer.send(Command::Close(done)).await.is_ok() {

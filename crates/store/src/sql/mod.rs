@@ -9,8 +9,8 @@
 //! - `write(f)`: runs `f` as one atomic unit on a connection (SQLite: inside the group commit;
 //!   PostgreSQL: in its own transaction);
 //! - `read(f)`: runs `f` on a pooled connection;
-//! - `notify_in_unit(conn)`: tells other processes that jobs were enqueued;
-//! - `shutdown()`, and a `signal: WakeSignal` field for local wake-ups;
+//! - `shutdown()`, and a `signal: WakeSignal` field: its `wake()` after a commit that made
+//!   work due wakes the workers of this process and of any other sharing the database;
 //! - the row-lock clause of the claim query (the macro's last argument).
 //!
 //! The including module imports `Result` and `StoreError`.
@@ -184,9 +184,6 @@ macro_rules! store_impl {
                 .execute(&mut *c)
                 .await?;
             }
-            if !jobs.is_empty() {
-                <$store>::notify_in_unit(c).await?;
-            }
             Ok(())
         }
 
@@ -271,9 +268,6 @@ macro_rules! store_impl {
                         .push_bind(to_micros(event.created_at));
                 });
                 q.build().execute(&mut *c).await?;
-            }
-            if !messages.is_empty() {
-                <$store>::notify_in_unit(c).await?;
             }
             Ok(())
         }

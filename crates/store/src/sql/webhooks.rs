@@ -527,7 +527,6 @@ macro_rules! webhooks_impl {
                     .bind(to_micros(now))
                     .execute(&mut *c)
                     .await?;
-                    <$store>::notify_in_unit(c).await?;
                     let row = sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant_id = $1 AND id = $2"))
                         .bind(&tenant_id)
                         .bind(&message_id)
@@ -564,9 +563,6 @@ macro_rules! webhooks_impl {
                     .bind(i64::from(limit))
                     .execute(&mut *c)
                     .await?;
-                    if done.rows_affected() > 0 {
-                        <$store>::notify_in_unit(c).await?;
-                    }
                     Ok(done.rows_affected())
                 }))
                 .await?;
