@@ -29,10 +29,12 @@ async fn deliveries_are_signed_per_standard_webhooks_and_recorded(backend: Backe
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let created = endpoint(
         &server,
-        json!({"url": url, "event_types": ["video.*"], "secret": secret, "headers": {"X-Team": "media"}}),
+        json!({"url": url, "event_types": ["video.*"], "secret": secret,
+               "headers": {"X-Team": "media", "Authorization": "Bearer s3cret"}}),
     )
     .await;
     assert_eq!(created["secret"], secret, "the secret is shown on creation");
+    assert_eq!(created["headers"], json!({"x-team": "media", "authorization": "********"}), "credentials are masked");
     let shown: Value = server
         .get(&server.admin_key, &format!("/api/integrations/webhooks/{}", created["id"].as_str().unwrap()))
         .await
@@ -49,10 +51,25 @@ async fn deliveries_are_signed_per_standard_webhooks_and_recorded(backend: Backe
     let timestamp: i64 = timestamp.parse().unwrap();
     assert!(signature::verify(request.header("webhook-signature"), secret, id, timestamp, &request.body));
     assert_eq!(request.header("x-team"), "media");
+    assert_eq!(request.header("authorization"), "Bearer s3cret");
     let body: Value = serde_json::from_slice(&request.body).unwrap();
     assert_eq!(body["type"], "video.generated");
     assert_eq!(body["data"], json!({"video": 42}));
     assert!(body["timestamp"].as_str().unwrap().starts_with("2025-"), "{body}");
+
+    // Sending the mask back keeps the credential; a mask for a header never set is refused.
+    let path = format!("/api/integrations/webhooks/{}", created["id"].as_str().unwrap());
+    let patch = |headers: Value| {
+        server.client.patch(server.url(&path)).bearer_auth(&server.admin_key).json(&json!({"headers": headers})).send()
+    };
+    let patched: Value =
+        patch(json!({"authorization": "********", "x-team": "video"})).await.unwrap().json().await.unwrap();
+    assert_eq!(patched["headers"], json!({"x-team": "video", "authorization": "********"}));
+    let problem = expect_problem(patch(json!({"x-api-key": "********"})).await.unwrap(), 422).await;
+    assert_eq!(common::blamed_fields(&problem), vec!["headers.x-api-key".to_string()]);
+    publish(&server, "video.generated", json!({"video": 43})).await;
+    let second = receiver.wait_for(2).await.remove(1);
+    assert_eq!((second.header("authorization"), second.header("x-team")), ("Bearer s3cret", "video"));
 
     let message = message_of(&server, &event_id, "succeeded").await;
     assert_eq!(message["attempts"], 1);
@@ -277,6 +294,15 @@ async fn failed_messages_are_resent_and_recovered_and_counted_in_stats(backend: 
         created["id"].as_str().unwrap()
     );
     assert!(metrics.contains(&line), "{line} not in /metrics");
+    let endpoint_label = format!("endpoint_id=\"{}\"", created["id"].as_str().unwrap());
+    for series in
+        ["switchboard_webhook_attempt_duration_seconds_bucket", "switchboard_webhook_last_failure_timestamp_seconds"]
+    {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(series) && l.contains(&endpoint_label)),
+            "{series} not in /metrics"
+        );
+    }
 }
 
 async fn private_targets_are_refused_unless_the_operator_allows_them(backend: Backend) {

@@ -1,8 +1,10 @@
-//! Delivery figures for `/metrics`, labelled by endpoint.
+//! Delivery figures for `/metrics`, labelled by endpoint: attempts by outcome (the success
+//! rate), their durations (p50/p99 with `histogram_quantile`), and the latest failure.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use switchboard_store::{Endpoint, NewAttempt};
@@ -27,6 +29,8 @@ type DurationFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
 pub struct DeliveryMetrics {
     pub attempts: Family<AttemptLabels, Counter>,
     pub duration: DurationFamily,
+    /// Unix time of each endpoint's latest failed attempt.
+    pub last_failure: Family<EndpointLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub exhausted: Counter,
     pub fanned_out: Counter,
 }
@@ -36,6 +40,7 @@ impl Default for DeliveryMetrics {
         Self {
             attempts: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_5, 2.0, 16))),
+            last_failure: Family::default(),
             exhausted: Counter::default(),
             fanned_out: Counter::default(),
         }
@@ -50,6 +55,11 @@ impl DeliveryMetrics {
             "Time from sending a delivery to its answer, by endpoint",
             self.duration.clone(),
         );
+        registry.register(
+            "webhook_last_failure_timestamp_seconds",
+            "When an endpoint's latest attempt failed, by endpoint",
+            self.last_failure.clone(),
+        );
         registry.register("webhook_messages_exhausted", "Messages that failed every attempt", self.exhausted.clone());
         registry.register("webhook_messages", "Messages created by fan-out", self.fanned_out.clone());
     }
@@ -58,6 +68,10 @@ impl DeliveryMetrics {
         let endpoint_id = endpoint.id.to_string();
         let outcome = if *verdict == Verdict::Delivered { "succeeded" } else { "failed" };
         self.attempts.get_or_create(&AttemptLabels { endpoint_id: endpoint_id.clone(), outcome }).inc();
-        self.duration.get_or_create(&EndpointLabels { endpoint_id }).observe(attempt.duration_us as f64 / 1e6);
+        let labels = EndpointLabels { endpoint_id };
+        self.duration.get_or_create(&labels).observe(attempt.duration_us as f64 / 1e6);
+        if *verdict != Verdict::Delivered {
+            self.last_failure.get_or_create(&labels).set(attempt.created_at.timestamp_micros() as f64 / 1e6);
+        }
     }
 }

@@ -50,7 +50,9 @@ pub struct CreateEndpoint {
     pub filter: Option<String>,
     /// A jq expression over `{id, type, timestamp, data}` whose result is sent as the body.
     pub transform: Option<String>,
-    /// Static headers added to every request.
+    /// Static headers added to every request. Values of headers whose names suggest a
+    /// credential (`authorization`, `x-api-key`, `…token…`, `…secret…`) are shown back as
+    /// `********`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// At most this many deliveries per second to this endpoint.
@@ -87,6 +89,7 @@ pub struct UpdateEndpoint {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub transform: Option<Option<String>>,
+    /// Replaces every static header; a value of `********` keeps that header's current value.
     pub headers: Option<BTreeMap<String, String>>,
     /// A new limit, or `null` for none.
     #[serde(default, deserialize_with = "present")]
@@ -139,7 +142,7 @@ fn endpoint_out(endpoint: Endpoint, secret: &SigningSecret, now: DateTime<Utc>) 
         event_types: endpoint.event_types,
         filter: endpoint.filter,
         transform: endpoint.transform,
-        headers: endpoint.headers,
+        headers: masked(endpoint.headers),
         rate_limit_per_second: endpoint.rate_limit_per_second,
         enabled: endpoint.enabled,
         disabled_reason: endpoint.disabled_reason,
@@ -157,6 +160,21 @@ fn endpoint_out(endpoint: Endpoint, secret: &SigningSecret, now: DateTime<Utc>) 
         secret: None,
     }
 }
+
+/// Header values that are credentials are not shown back: only that they are set.
+fn masked(headers: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    const SENSITIVE: &[&str] = &["auth", "token", "secret", "key", "cookie", "password", "signature", "session"];
+    headers
+        .into_iter()
+        .map(|(name, value)| match SENSITIVE.iter().any(|word| name.contains(word)) {
+            true => (name, MASK.to_string()),
+            false => (name, value),
+        })
+        .collect()
+}
+
+/// What a masked header value reads as.
+pub const MASK: &str = "********";
 
 async fn to_out(state: &AppState, endpoint: Endpoint) -> ApiResult<EndpointOut> {
     let secret = state.webhooks.current_secret(&endpoint).await.map_err(|e| ApiError::internal(&e.to_string()))?;
@@ -234,6 +252,21 @@ fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<BTreeMap<Strin
         checked.insert(lower, value.clone());
     }
     Ok(checked)
+}
+
+/// A masked value sent back unchanged keeps the header's current value.
+fn unmask(
+    mut headers: BTreeMap<String, String>,
+    current: &BTreeMap<String, String>,
+) -> ApiResult<BTreeMap<String, String>> {
+    for (name, value) in headers.iter_mut() {
+        if value == MASK {
+            *value = current.get(name).cloned().ok_or_else(|| {
+                ApiError::validation(&format!("headers.{name}"), "a masked value can only keep a header already set")
+            })?;
+        }
+    }
+    Ok(headers)
 }
 
 fn check_rate(rate: Option<u32>) -> ApiResult<Option<u32>> {
@@ -404,7 +437,7 @@ pub async fn update_endpoint(
         event_types,
         filter: jq("filter", &request.filter)?,
         transform: jq("transform", &request.transform)?,
-        headers: request.headers.as_ref().map(check_headers).transpose()?,
+        headers: request.headers.as_ref().map(|h| unmask(check_headers(h)?, &existing.headers)).transpose()?,
         rate_limit_per_second: request.rate_limit_per_second.map(check_rate).transpose()?,
         enabled: request.enabled,
         disabled_reason: None,
