@@ -262,7 +262,7 @@ fn unmask(
     for (name, value) in headers.iter_mut() {
         if value == MASK {
             *value = current.get(name).cloned().ok_or_else(|| {
-                ApiError::validation(&format!("headers.{name}"), "a masked value can only keep a header already set")
+                ApiError::validation(format!("headers.{name}"), "a masked value can only keep a header already set")
             })?;
         }
     }
