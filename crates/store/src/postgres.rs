@@ -21,6 +21,9 @@ const JOBS_CHANNEL: &str = "switchboard_jobs";
 
 pub struct PgStore {
     pool: PgPool,
+    /// Background work (claiming, recording deliveries) has connections of its own, so a
+    /// flood of API requests waiting for the main pool cannot starve it.
+    workers: PgPool,
     pub(crate) signal: Arc<WakeSignal>,
     stop_listening: CancellationToken,
 }
@@ -42,9 +45,14 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
+        let workers = PgPoolOptions::new()
+            .max_connections(WORKER_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await?;
 
         let announce = Arc::new(tokio::sync::Notify::new());
         let signal = Arc::new(WakeSignal::announcing(announce.clone()));
@@ -53,7 +61,7 @@ impl PgStore {
         listener.listen(JOBS_CHANNEL).await?;
         tokio::spawn(listen_for_jobs(listener, signal.clone(), stop_listening.clone()));
         tokio::spawn(announce_jobs(pool.clone(), announce, stop_listening.clone()));
-        Ok(Self { pool, signal, stop_listening })
+        Ok(Self { pool, workers, signal, stop_listening })
     }
 
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
@@ -61,17 +69,7 @@ impl PgStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        let mut tx = self.pool.begin().await?;
-        match f(&mut tx).await {
-            Ok(value) => {
-                tx.commit().await?;
-                Ok(value)
-            }
-            Err(error) => {
-                let _ = tx.rollback().await;
-                Err(error)
-            }
-        }
+        transact(&self.pool, f).await
     }
 
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
@@ -83,9 +81,49 @@ impl PgStore {
         f(&mut conn).await
     }
 
+    pub(crate) async fn worker_write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        transact(&self.workers, f).await
+    }
+
+    pub(crate) async fn worker_read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let mut conn = self.workers.acquire().await?;
+        f(&mut conn).await
+    }
+
     pub(crate) async fn shutdown(&self) {
         self.stop_listening.cancel();
         self.pool.close().await;
+        self.workers.close().await;
+    }
+}
+
+/// Connections of the background-work pool.
+const WORKER_CONNECTIONS: u32 = 4;
+
+/// Runs `f` in a transaction on a connection of `pool`: committed when it succeeds.
+async fn transact<T, F>(pool: &PgPool, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+{
+    let mut tx = pool.begin().await?;
+    match f(&mut tx).await {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            let _ = tx.rollback().await;
+            Err(error)
+        }
     }
 }
 

@@ -90,6 +90,23 @@ impl SqliteStore {
         f(&mut conn).await
     }
 
+    /// Background work shares the one writer: group commit serves it like any request.
+    pub(crate) async fn worker_write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.write(f).await
+    }
+
+    pub(crate) async fn worker_read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.read(f).await
+    }
+
     pub(crate) async fn shutdown(&self) {
         let (done, closed) = oneshot::channel();
         if self.writer.send(Command::Close(done)).await.is_ok() {

@@ -15,7 +15,7 @@ macro_rules! queue_impl {
                 let queue = queue.to_string();
                 let lease_id = Id::new(switchboard_core::IdKind::Job).to_string();
                 let expires = now + lease;
-                self.write(move |c| Box::pin(async move {
+                self.worker_write(move |c| Box::pin(async move {
                     let rows = sqlx::query(CLAIM_SQL)
                         .bind(&lease_id)
                         .bind(to_micros(expires))
@@ -33,7 +33,7 @@ macro_rules! queue_impl {
 
             async fn ack(&self, lease: &JobLease) -> Result<bool> {
                 let lease = lease.clone();
-                self.write(move |c| Box::pin(async move {
+                self.worker_write(move |c| Box::pin(async move {
                     let done = sqlx::query("DELETE FROM jobs WHERE id = $1 AND lease_id = $2")
                         .bind(lease.job_id.as_str())
                         .bind(&lease.lease_id)
@@ -46,7 +46,7 @@ macro_rules! queue_impl {
 
             async fn retry_at(&self, lease: &JobLease, at: Timestamp, error: &str) -> Result<bool> {
                 let (lease, error) = (lease.clone(), error.to_string());
-                let released = self.write(move |c| Box::pin(async move {
+                let released = self.worker_write(move |c| Box::pin(async move {
                     end_lease(
                         c,
                         "UPDATE jobs SET run_at = $3, last_error = $4, lease_id = NULL, lease_expires_at = NULL
@@ -66,7 +66,7 @@ macro_rules! queue_impl {
 
             async fn extend_lease(&self, lease: &JobLease, until: Timestamp) -> Result<bool> {
                 let lease = lease.clone();
-                self.write(move |c| Box::pin(async move {
+                self.worker_write(move |c| Box::pin(async move {
                     let done = sqlx::query("UPDATE jobs SET lease_expires_at = $3 WHERE id = $1 AND lease_id = $2")
                         .bind(lease.job_id.as_str())
                         .bind(&lease.lease_id)
@@ -80,7 +80,7 @@ macro_rules! queue_impl {
 
             async fn dead_letter(&self, lease: &JobLease, at: Timestamp, error: &str) -> Result<bool> {
                 let (lease, error) = (lease.clone(), error.to_string());
-                self.write(move |c| Box::pin(async move {
+                self.worker_write(move |c| Box::pin(async move {
                     end_lease(
                         c,
                         "UPDATE jobs SET failed_at = $3, last_error = $4, lease_id = NULL, lease_expires_at = NULL
@@ -96,7 +96,7 @@ macro_rules! queue_impl {
 
             async fn next_due(&self, queue: &str) -> Result<Option<Timestamp>> {
                 let queue = queue.to_string();
-                self.read(move |c| Box::pin(async move {
+                self.worker_read(move |c| Box::pin(async move {
                     let row = sqlx::query(
                         "SELECT MIN(CASE WHEN lease_expires_at IS NULL THEN run_at ELSE lease_expires_at END) AS due
                          FROM jobs WHERE queue = $1 AND failed_at IS NULL",

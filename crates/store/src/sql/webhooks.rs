@@ -259,7 +259,7 @@ macro_rules! webhooks_impl {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                self.read(move |c| Box::pin(async move {
+                self.worker_read(move |c| Box::pin(async move {
                     // Delivery workers serve every tenant; the tenant comes with each row.
                     let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id"));
                     push_ids(&mut q, ids.iter().map(|i| i.as_str()));
@@ -392,7 +392,7 @@ macro_rules! webhooks_impl {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                self.read(move |c| Box::pin(async move {
+                self.worker_read(move |c| Box::pin(async move {
                     let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE id"));
                     push_ids(&mut q, ids.iter().map(|i| i.as_str()));
                     let rows = q.build().fetch_all(&mut *c).await?;
@@ -404,7 +404,7 @@ macro_rules! webhooks_impl {
             async fn claim_messages(&self, limit: u32, now: Timestamp, lease: chrono::Duration) -> Result<Vec<ClaimedMessage>> {
                 let lease_id = Id::new(switchboard_core::IdKind::Job).to_string();
                 let expires = now + lease;
-                self.write(move |c| Box::pin(async move {
+                self.worker_write(move |c| Box::pin(async move {
                     let rows = sqlx::query(CLAIM_MESSAGES_SQL)
                         .bind(&lease_id)
                         .bind(to_micros(expires))
@@ -423,7 +423,7 @@ macro_rules! webhooks_impl {
             }
 
             async fn next_message_due(&self) -> Result<Option<Timestamp>> {
-                self.read(move |c| Box::pin(async move {
+                self.worker_read(move |c| Box::pin(async move {
                     let row = sqlx::query("SELECT MIN(next_attempt_at) AS due FROM messages WHERE status = 'pending'")
                         .fetch_one(&mut *c)
                         .await?;
@@ -441,7 +441,7 @@ macro_rules! webhooks_impl {
                 let (records, events) = (records.to_vec(), events.to_vec());
                 let wakes = records.iter().any(|r| matches!(r.next, NextStep::RetryAt { .. }))
                     || events.iter().any(|e| !e.messages.is_empty());
-                let recorded = self.write(move |c| Box::pin(async move {
+                let recorded = self.worker_write(move |c| Box::pin(async move {
                     record_deliveries_in_unit(c, &records, events, disable_failing_before).await
                 }))
                 .await?;
@@ -616,7 +616,7 @@ macro_rules! webhooks_impl {
             }
 
             async fn prune(&self, before: Timestamp, limit: u32) -> Result<Pruned> {
-                self.write(move |c| Box::pin(async move {
+                self.worker_write(move |c| Box::pin(async move {
                     use switchboard_core::IdKind;
                     // Ids start with their creation time, so "older than" is an index range.
                     let bound = |kind| Id::lower_bound(kind, before);
