@@ -46,6 +46,9 @@ impl SqliteStore {
             // FULL: a commit is on disk before any request it carries is answered. Group
             // commit makes that affordable.
             .synchronous(SqliteSynchronous::Full)
+            // Each unit runs in a savepoint, whose rollback journal (the sub-journal) would
+            // otherwise be a temporary file written page by page.
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .disable_statement_logging();

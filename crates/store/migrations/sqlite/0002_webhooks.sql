@@ -1,5 +1,6 @@
 -- Outgoing webhooks: endpoints (subscriptions), messages (one event x one endpoint, which are
--- also the delivery queue) and attempts.
+-- also the delivery queue) and attempts. WITHOUT ROWID: the tables are kept in id order
+-- (ids are sortable ULIDs), so a row is written once instead of in a table and a key index.
 CREATE TABLE endpoints (
     id                         TEXT PRIMARY KEY,
     tenant_id                  TEXT NOT NULL REFERENCES tenants (id),
@@ -22,7 +23,7 @@ CREATE TABLE endpoints (
     created_at                 INTEGER NOT NULL,
     updated_at                 INTEGER NOT NULL,
     deleted_at                 INTEGER
-);
+) WITHOUT ROWID;
 CREATE INDEX endpoints_by_tenant ON endpoints (tenant_id, id) WHERE deleted_at IS NULL;
 
 -- A pending message is due when next_attempt_at has passed. A worker that claims it moves
@@ -42,7 +43,7 @@ CREATE TABLE messages (
     last_error       TEXT,
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX messages_due ON messages (next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX messages_pending_by_endpoint ON messages (endpoint_id, id) WHERE status = 'pending';
 CREATE INDEX messages_by_endpoint ON messages (tenant_id, endpoint_id, id);
@@ -62,6 +63,6 @@ CREATE TABLE attempts (
     error            TEXT,
     duration_us      INTEGER NOT NULL,
     created_at       INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX attempts_by_message ON attempts (tenant_id, message_id, id);
 CREATE INDEX attempts_by_endpoint ON attempts (tenant_id, endpoint_id, id);
