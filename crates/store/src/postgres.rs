@@ -89,6 +89,15 @@ impl PgStore {
         transact(&self.workers, f).await
     }
 
+    /// A transaction answers only once committed; there is nothing to gain here.
+    pub(crate) async fn worker_write_unconfirmed<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.worker_write(f).await
+    }
+
     pub(crate) async fn worker_read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

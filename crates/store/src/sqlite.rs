@@ -102,6 +102,28 @@ impl SqliteStore {
         self.write(f).await
     }
 
+    /// Like [`Self::worker_write`], but answers as soon as the unit has run, before its
+    /// batch commits. Only for writes whose loss is harmless: if the commit fails, the unit's
+    /// effect is gone although its caller saw it succeed.
+    pub(crate) async fn worker_write_unconfirmed<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let (reply, outcome) = oneshot::channel::<Result<T>>();
+        let unit: Unit = Box::new(move |conn| {
+            Box::pin(async move {
+                let result = f(conn).await;
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                let finish: Finish = Box::new(|_| {});
+                (ok, finish)
+            })
+        });
+        self.writer.send(Command::Write(unit)).await.map_err(|_| StoreError::Closed)?;
+        outcome.await.map_err(|_| StoreError::Commit("the write was abandoned".into()))?
+    }
+
     pub(crate) async fn worker_read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

@@ -126,6 +126,15 @@ pub struct ClaimedMessage {
     pub lease_id: String,
 }
 
+/// What a claim hands a delivery worker: the leased messages, their events and their
+/// endpoints (across tenants; with whether each endpoint was deleted).
+#[derive(Debug, Clone, Default)]
+pub struct ClaimedBatch {
+    pub messages: Vec<ClaimedMessage>,
+    pub events: Vec<Event>,
+    pub endpoints: Vec<(Endpoint, bool)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewAttempt {
     pub id: Id,
@@ -260,8 +269,6 @@ pub trait WebhookStore: Send + Sync {
     async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>>;
     /// The enabled endpoints of a tenant: the candidates of fan-out.
     async fn enabled_endpoints(&self, tenant_id: &str) -> Result<Vec<Endpoint>>;
-    /// Endpoints by id across tenants, deleted ones included (for delivery workers).
-    async fn endpoints_by_ids(&self, ids: &[Id]) -> Result<Vec<(Endpoint, bool)>>;
     async fn update_endpoint(&self, tenant_id: &str, id: &str, patch: &EndpointPatch) -> Result<Option<Endpoint>>;
     /// Marks the endpoint deleted and drops its secrets; its pending messages fail when next
     /// claimed. False when there was no such endpoint.
@@ -276,12 +283,10 @@ pub trait WebhookStore: Send + Sync {
         previous_expires_at: Timestamp,
     ) -> Result<Option<Endpoint>>;
 
-    /// Events by id across tenants (for delivery workers).
-    async fn events_by_ids(&self, ids: &[Id]) -> Result<Vec<Event>>;
-
-    /// Leases up to `limit` due messages until `now + lease`. A FIFO message is due only when
-    /// no earlier message of its endpoint is pending.
-    async fn claim_messages(&self, limit: u32, now: Timestamp, lease: chrono::Duration) -> Result<Vec<ClaimedMessage>>;
+    /// Leases up to `limit` due messages until `now + lease`, with their events and
+    /// endpoints. A FIFO message is due only when no earlier message of its endpoint is
+    /// pending.
+    async fn claim_messages(&self, limit: u32, now: Timestamp, lease: chrono::Duration) -> Result<ClaimedBatch>;
     /// When the next pending message comes due.
     async fn next_message_due(&self) -> Result<Option<Timestamp>>;
     /// Records attempts and moves messages on in one unit, with the operational events they

@@ -121,7 +121,7 @@ fn record(claimed: &ClaimedMessage, status: Option<u16>, next: NextStep, health:
 }
 
 async fn claim(store: &dyn Store, at: Timestamp) -> Vec<ClaimedMessage> {
-    store.claim_messages(100, at, Duration::seconds(30)).await.unwrap()
+    store.claim_messages(100, at, Duration::seconds(30)).await.unwrap().messages
 }
 
 async fn endpoints_are_created_updated_rotated_and_deleted_within_their_tenant(backend: Backend) {
@@ -162,13 +162,18 @@ async fn endpoints_are_created_updated_rotated_and_deleted_within_their_tenant(b
     assert!(store.get_secret(a.as_str(), created.secret_id.as_str()).await.unwrap().is_none());
     assert!(store.get_secret(a.as_str(), new_secret.id.as_str()).await.unwrap().is_some());
 
+    let pending = publish(&*store, &a, &[&created]).await;
     assert!(!store.delete_endpoint(b.as_str(), created.id.as_str(), t0()).await.unwrap());
     assert!(store.delete_endpoint(a.as_str(), created.id.as_str(), t0()).await.unwrap());
     assert!(store.get_endpoint(a.as_str(), created.id.as_str()).await.unwrap().is_none());
     assert!(store.list_endpoints(a.as_str(), &Page::default()).await.unwrap().is_empty());
     assert!(store.get_secret(a.as_str(), third.id.as_str()).await.unwrap().is_none(), "secrets go with it");
-    let by_id = store.endpoints_by_ids(std::slice::from_ref(&created.id)).await.unwrap();
-    assert!(by_id[0].1, "workers still see it, marked deleted");
+    // A claim brings each message's event and endpoint: this one marked deleted.
+    let batch = store.claim_messages(100, t0(), Duration::seconds(30)).await.unwrap();
+    assert_eq!(batch.messages.iter().map(|m| m.message.id.clone()).collect::<Vec<_>>(), pending);
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].id, batch.messages[0].message.event_id);
+    assert_eq!((batch.endpoints[0].0.id.clone(), batch.endpoints[0].1), (created.id.clone(), true));
 }
 
 async fn an_event_and_its_messages_commit_together(backend: Backend) {

@@ -1,5 +1,6 @@
-//! The delivery workers: claim due messages in batches, attempt each concurrently, and
-//! record the outcomes in batches (one store unit for many deliveries).
+//! The delivery workers: claim due messages in batches (with their events and endpoints),
+//! attempt each concurrently, and record the outcomes in batches (one store unit for many
+//! deliveries).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,10 +36,12 @@ pub(crate) async fn run(service: Webhooks, shutdown: CancellationToken) {
         let service = service.clone();
         async move {
             let now = service.clock.now();
-            let claimed = service.store.claim_messages(free.min(CLAIM_BATCH), now, lease).await?;
-            // Should loading fail, the leases expire and the messages come back: nothing is lost.
-            let context = Arc::new(load_context(&service, &claimed).await?);
-            Ok(claimed.into_iter().map(|message| (message, context.clone())).collect())
+            let batch = service.store.claim_messages(free.min(CLAIM_BATCH), now, lease).await?;
+            let context = Arc::new(Context {
+                events: batch.events.into_iter().map(|e| (e.id.clone(), e)).collect(),
+                endpoints: batch.endpoints.into_iter().map(|(e, deleted)| (e.id.clone(), (e, deleted))).collect(),
+            });
+            Ok(batch.messages.into_iter().map(|message| (message, context.clone())).collect())
         }
     };
     let next_due = || {
@@ -62,24 +65,6 @@ pub(crate) async fn run(service: Webhooks, shutdown: CancellationToken) {
 struct Context {
     events: HashMap<Id, Event>,
     endpoints: HashMap<Id, (Endpoint, bool)>,
-}
-
-async fn load_context(
-    service: &Webhooks,
-    claimed: &[ClaimedMessage],
-) -> Result<Context, switchboard_store::StoreError> {
-    let mut event_ids: Vec<Id> = claimed.iter().map(|c| c.message.event_id.clone()).collect();
-    event_ids.sort();
-    event_ids.dedup();
-    let mut endpoint_ids: Vec<Id> = claimed.iter().map(|c| c.message.endpoint_id.clone()).collect();
-    endpoint_ids.sort();
-    endpoint_ids.dedup();
-    let (events, endpoints) =
-        tokio::try_join!(service.store.events_by_ids(&event_ids), service.store.endpoints_by_ids(&endpoint_ids))?;
-    Ok(Context {
-        events: events.into_iter().map(|e| (e.id.clone(), e)).collect(),
-        endpoints: endpoints.into_iter().map(|(e, deleted)| (e.id.clone(), (e, deleted))).collect(),
-    })
 }
 
 /// Decides about one message and, when it is to be sent, sends it.

@@ -93,6 +93,39 @@ macro_rules! webhooks_impl {
             list.push_unseparated(")");
         }
 
+        fn distinct<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
+            let mut ids: Vec<String> = ids.map(str::to_string).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        }
+
+        /// Events by id across tenants: delivery workers serve every tenant, and each row
+        /// carries its own.
+        async fn select_events(c: &mut Conn, ids: &[String]) -> Result<Vec<Event>> {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE id"));
+            push_ids(&mut q, ids.iter().map(String::as_str));
+            q.build().fetch_all(&mut *c).await?.iter().map(event_from).collect()
+        }
+
+        /// Endpoints by id across tenants, with whether each was deleted.
+        async fn select_endpoints(c: &mut Conn, ids: &[String]) -> Result<Vec<(Endpoint, bool)>> {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id"));
+            push_ids(&mut q, ids.iter().map(String::as_str));
+            q.build()
+                .fetch_all(&mut *c)
+                .await?
+                .iter()
+                .map(|row| Ok((endpoint_from(row)?, row.try_get::<Option<i64>, _>("deleted_at")?.is_some())))
+                .collect()
+        }
+
         /// The picked ids are materialised first (see `CLAIM_SQL`). A FIFO message waits while
         /// an earlier message of its endpoint is pending, leased or not.
         const CLAIM_MESSAGES_SQL: &str = concat!(
@@ -254,23 +287,6 @@ macro_rules! webhooks_impl {
                 .await
             }
 
-            async fn endpoints_by_ids(&self, ids: &[Id]) -> Result<Vec<(Endpoint, bool)>> {
-                let ids = ids.to_vec();
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                self.worker_read(move |c| Box::pin(async move {
-                    // Delivery workers serve every tenant; the tenant comes with each row.
-                    let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id"));
-                    push_ids(&mut q, ids.iter().map(|i| i.as_str()));
-                    let rows = q.build().fetch_all(&mut *c).await?;
-                    rows.iter()
-                        .map(|row| Ok((endpoint_from(row)?, row.try_get::<Option<i64>, _>("deleted_at")?.is_some())))
-                        .collect()
-                }))
-                .await
-            }
-
             async fn update_endpoint(&self, tenant_id: &str, endpoint_id: &str, patch: &EndpointPatch) -> Result<Option<Endpoint>> {
                 let (tenant_id, endpoint_id, patch) = (tenant_id.to_string(), endpoint_id.to_string(), patch.clone());
                 self.write(move |c| Box::pin(async move {
@@ -387,24 +403,13 @@ macro_rules! webhooks_impl {
                 .await
             }
 
-            async fn events_by_ids(&self, ids: &[Id]) -> Result<Vec<Event>> {
-                let ids = ids.to_vec();
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                self.worker_read(move |c| Box::pin(async move {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE id"));
-                    push_ids(&mut q, ids.iter().map(|i| i.as_str()));
-                    let rows = q.build().fetch_all(&mut *c).await?;
-                    rows.iter().map(event_from).collect()
-                }))
-                .await
-            }
-
-            async fn claim_messages(&self, limit: u32, now: Timestamp, lease: chrono::Duration) -> Result<Vec<ClaimedMessage>> {
+            async fn claim_messages(&self, limit: u32, now: Timestamp, lease: chrono::Duration) -> Result<ClaimedBatch> {
                 let lease_id = Id::new(switchboard_core::IdKind::Job).to_string();
                 let expires = now + lease;
-                self.worker_write(move |c| Box::pin(async move {
+                // A lease lost with its commit only means the message is claimed again, so the
+                // batch need not wait for durability. Events and endpoints are read in the
+                // same unit: they may have been written by the same, uncommitted batch.
+                self.worker_write_unconfirmed(move |c| Box::pin(async move {
                     let rows = sqlx::query(CLAIM_MESSAGES_SQL)
                         .bind(&lease_id)
                         .bind(to_micros(expires))
@@ -412,12 +417,16 @@ macro_rules! webhooks_impl {
                         .bind(i64::from(limit))
                         .fetch_all(&mut *c)
                         .await?;
-                    let mut claimed = rows
+                    let mut messages = rows
                         .iter()
                         .map(|row| Ok(ClaimedMessage { message: message_from(row)?, lease_id: lease_id.clone() }))
                         .collect::<Result<Vec<_>>>()?;
-                    claimed.sort_by(|a, b| a.message.id.cmp(&b.message.id));
-                    Ok(claimed)
+                    messages.sort_by(|a, b| a.message.id.cmp(&b.message.id));
+                    let event_ids = distinct(messages.iter().map(|m| m.message.event_id.as_str()));
+                    let endpoint_ids = distinct(messages.iter().map(|m| m.message.endpoint_id.as_str()));
+                    let events = select_events(c, &event_ids).await?;
+                    let endpoints = select_endpoints(c, &endpoint_ids).await?;
+                    Ok(ClaimedBatch { messages, events, endpoints })
                 }))
                 .await
             }
