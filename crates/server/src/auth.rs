@@ -65,8 +65,8 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|t| t.starts_with(api_key::TOKEN_PREFIX))
             .ok_or_else(|| ApiError::unauthorized("The Authorization header must be Bearer sk_…"))?;
         let (key, is_operator) = state
-            .store
-            .authenticate(&api_key::hash(token))
+            .lookups
+            .authenticate(&*state.store, &api_key::hash(token))
             .await?
             .filter(|(key, _)| key.is_usable_at(state.clock.now()))
             .ok_or_else(|| ApiError::unauthorized("The API key is invalid, revoked or expired"))?;

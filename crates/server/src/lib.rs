@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod extract;
+pub mod lookups;
 pub mod metrics;
 mod middleware;
 pub mod openapi;

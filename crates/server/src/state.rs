@@ -7,6 +7,7 @@ use switchboard_store::Store;
 use switchboard_webhooks::Webhooks;
 
 use crate::auth::KeyRateLimiter;
+use crate::lookups::Lookups;
 use crate::metrics::Metrics;
 use crate::schemas::SchemaCache;
 
@@ -44,6 +45,7 @@ pub struct Inner {
     pub config: ServerConfig,
     pub metrics: Metrics,
     pub schemas: SchemaCache,
+    pub lookups: Lookups,
     pub limiter: Option<KeyRateLimiter>,
     pub webhooks: Webhooks,
 }
@@ -60,6 +62,7 @@ impl AppState {
             metrics: Metrics::new(&webhooks.metrics),
             webhooks,
             schemas: SchemaCache::default(),
+            lookups: Lookups::default(),
             limiter,
             config,
         }))

@@ -205,9 +205,7 @@ pub async fn revoke_api_key(
 ) -> ApiResult<StatusCode> {
     caller.require(Scope::Admin)?;
     let id = path_id(IdKind::ApiKey, &key_id, "API key")?;
-    if state.store.revoke_api_key(caller.tenant_id(), id.as_str(), state.clock.now()).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("API key"))
-    }
+    let revoked = state.store.revoke_api_key(caller.tenant_id(), id.as_str(), state.clock.now()).await?;
+    state.lookups.forget_keys();
+    if revoked { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found("API key")) }
 }

@@ -202,5 +202,6 @@ pub async fn update_event_type(
         .update_event_type(caller.tenant_id(), name, &patch)
         .await?
         .ok_or_else(|| ApiError::not_found("event type"))?;
+    state.lookups.forget_event_types();
     Ok(Json(updated.into()))
 }

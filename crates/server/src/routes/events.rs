@@ -160,9 +160,10 @@ async fn validate(state: &AppState, tenant_id: &str, request: &CreateEvent) -> A
     if switchboard_webhooks::operational::is_operational(&request.event_type) {
         return Err(ApiError::validation("event_type", "is reserved for events Switchboard publishes itself"));
     }
-    let event_type = state.store.get_event_type(tenant_id, &request.event_type).await?.ok_or_else(|| {
-        ApiError::validation("event_type", format!("no event type named {:?} is registered", request.event_type))
-    })?;
+    let event_type =
+        state.lookups.event_type(&*state.store, tenant_id, &request.event_type).await?.ok_or_else(|| {
+            ApiError::validation("event_type", format!("no event type named {:?} is registered", request.event_type))
+        })?;
     if let Some(schema) = &event_type.schema {
         state
             .schemas
