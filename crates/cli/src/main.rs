@@ -13,6 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use config::{LogFormat, ServeArgs, Settings, StorageArgs};
 
+// Request handling allocates many small, short-lived buffers; mimalloc serves them with
+// less contention and fewer page faults than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Switchboard: a self-hosted integration hub.
 ///
 /// Every flag can also be set with an environment variable (shown in brackets) or in a TOML
