@@ -306,7 +306,7 @@ macro_rules! store_impl {
         crate::sql::domain::domain_impl!($store, $db, $backend);
         crate::sql::queue::queue_impl!($store, $db);
         crate::sql::secrets::secrets_impl!($store, $db);
-        crate::sql::webhooks::webhooks_impl!($store, $db, $claim_lock);
+        crate::sql::webhooks::webhooks_impl!($store, $db, $backend, $claim_lock);
     };
 }
 
