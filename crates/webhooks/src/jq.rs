@@ -5,8 +5,9 @@
 //! without bound (`def`, `recurse(f)`, `repeat`, `while`, `until`) or reach outside their
 //! input (`env`, `input`, `halt`, `debug`…); recursion over the input itself (`..`) is
 //! bounded by the input's depth. What remains can still loop for long (`last(range(1e12))`):
-//! evaluation runs on a thread of its own under a deadline, and a program that misses it is
-//! reported as timed out and never run again ("poisoned"). [`ProgramCache`] shares one
+//! evaluation runs on a thread of its own under a deadline; a program that misses it is
+//! reported as timed out, and one still running after twice its time is never run again
+//! ("poisoned"). [`ProgramCache`] shares one
 //! compiled program (and its poison) among all who use the same text, so a runaway text
 //! holds at most one thread, and at most [`MAX_THREADS`] evaluations exist at once: when
 //! runaways hold them all, jq fails fast instead of the process filling up with threads.
@@ -137,28 +138,29 @@ impl JqProgram {
         let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, RUNNING.acquire()).await else {
             return Err(JqError::Runtime("every jq thread is busy; try again later".into()));
         };
-        let started = Arc::new(std::sync::OnceLock::new());
-        let started_here = started.clone();
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
         // A thread of its own, not the runtime's blocking pool: a runtime waits for its
         // blocking tasks when it shuts down, and a runaway program would hold that up.
         let spawned = std::thread::Builder::new().name("jq".into()).spawn(move || {
-            let _ = started_here.set(std::time::Instant::now());
             let _ = reply.send(Self::run_here(&filter, input));
             drop(permit);
         });
         if let Err(error) = spawned {
             return Err(JqError::Runtime(format!("no thread to run the program: {error}")));
         }
-        match tokio::time::timeout_at(deadline, answer).await {
+        match tokio::time::timeout_at(deadline, &mut answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(JqError::Runtime("the program crashed".into())),
             Err(_) => {
-                // Only a program that itself ran past the deadline is poisoned, not one that
-                // waited for a thread on a busy machine.
-                if started.get().is_some_and(|at: &std::time::Instant| at.elapsed() >= limit) {
-                    self.poisoned.store(true, Ordering::Relaxed);
-                }
+                // A program still running after twice its time is a runaway, and is never
+                // run again. The grace keeps a program that merely waited for a CPU on a
+                // busy machine from being condemned.
+                let poisoned = self.poisoned.clone();
+                tokio::spawn(async move {
+                    if tokio::time::timeout(limit, answer).await.is_err() {
+                        poisoned.store(true, Ordering::Relaxed);
+                    }
+                });
                 Err(JqError::TimedOut(limit))
             }
         }
@@ -350,7 +352,18 @@ mod tests {
         let endless = JqProgram::compile("last(range(1e15))").unwrap();
         let short = Duration::from_millis(50);
         assert_eq!(endless.run(json!(null), short).await, Err(JqError::TimedOut(short)));
+        wait_until_poisoned(&endless).await;
         assert!(!endless.is_true(json!(null), short).await, "a poisoned program is not run again");
+    }
+
+    async fn wait_until_poisoned(program: &JqProgram) {
+        for _ in 0..500 {
+            if program.poisoned.load(Ordering::Relaxed) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the runaway program was not poisoned");
     }
 
     #[tokio::test]
@@ -359,6 +372,7 @@ mod tests {
         let short = Duration::from_millis(50);
         let first = cache.get("last(range(1e15)) | . + 1").unwrap();
         assert_eq!(first.run(json!(null), short).await, Err(JqError::TimedOut(short)));
+        wait_until_poisoned(&first).await;
         let again = cache.get("last(range(1e15)) | . + 1").unwrap();
         assert!(again.poisoned.load(Ordering::Relaxed), "the same text comes back poisoned");
         assert!(matches!(cache.get(".a | ("), Err(JqError::Compile { .. })));
