@@ -475,6 +475,19 @@ async fn the_openapi_document_describes_every_route(backend: Backend) {
         "/metrics",
         "/api/openapi.json",
         "/api/docs",
+        "/api/integrations/webhooks",
+        "/api/integrations/webhooks/{endpoint_id}",
+        "/api/integrations/webhooks/{endpoint_id}/secret",
+        "/api/integrations/webhooks/{endpoint_id}/rotate-secret",
+        "/api/integrations/webhooks/{endpoint_id}/recover",
+        "/api/integrations/webhooks/{endpoint_id}/stats",
+        "/api/integrations/webhooks/{endpoint_id}/messages",
+        "/api/integrations/webhooks/{endpoint_id}/attempts",
+        "/api/events/{event_id}/messages",
+        "/api/events/{event_id}/attempts",
+        "/api/messages/{message_id}",
+        "/api/messages/{message_id}/attempts",
+        "/api/messages/{message_id}/resend",
     ] {
         assert!(paths.contains_key(expected), "{expected} is not documented");
     }
@@ -492,6 +505,8 @@ async fn the_openapi_document_describes_every_route(backend: Backend) {
             .replace("{key_id}", "key_01jd0000000000000000000000")
             .replace("{tenant_id}", "ten_01jd0000000000000000000000")
             .replace("{name}", "a.b")
+            .replace("{endpoint_id}", "ep_01jd0000000000000000000000")
+            .replace("{message_id}", "msg_01jd0000000000000000000000")
     };
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
