@@ -18,30 +18,19 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::Backend;
-use crate::server::{ADMIN_KEY, PgSchema, Server};
+use crate::server::{ADMIN_KEY, RunArgs, Server};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long, value_enum, default_value = "sqlite")]
-    backend: Backend,
-    /// PostgreSQL URL (a fresh schema is created in it and dropped afterwards)
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
-    postgres_url: String,
+    #[command(flatten)]
+    run: RunArgs,
     /// Endpoints every event goes to
     #[arg(long, default_value_t = 1)]
     fanout: usize,
-    /// Concurrent publishing clients, each publishing as fast as it is answered
-    #[arg(long, default_value_t = 64)]
-    clients: usize,
-    /// Offer this many events per second instead (open loop; --clients is ignored)
+    /// Offer this many events per second instead of --clients publishing as fast as they
+    /// are answered (open loop)
     #[arg(long)]
     rate: Option<u64>,
-    /// Seconds of measured load
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Seconds of unmeasured warm-up
-    #[arg(long, default_value_t = 2)]
-    warmup: u64,
     /// Passed to serve as --delivery-concurrency
     #[arg(long)]
     delivery_concurrency: Option<usize>,
@@ -129,10 +118,7 @@ async fn start_receiver(receiver: Arc<Receiver>) -> anyhow::Result<String> {
 }
 
 pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
-    let pg_schema = match args.backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(PgSchema::create(&args.postgres_url).await?),
-    };
+    let pg_schema = args.run.schema().await?;
     let mut extra = vec!["--allow-private-targets".to_string()];
     if let Some(concurrency) = args.delivery_concurrency {
         extra.extend(["--delivery-concurrency".to_string(), concurrency.to_string()]);
@@ -163,19 +149,19 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
             format!("rate={rate}/s")
         }
         None => {
-            for _ in 0..args.clients {
+            for _ in 0..args.run.clients {
                 let (publisher, stop) = (publisher.clone(), stop.clone());
                 tokio::spawn(async move { publisher.closed_loop(stop).await });
             }
-            format!("clients={}", args.clients)
+            format!("clients={}", args.run.clients)
         }
     };
-    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    tokio::time::sleep(Duration::from_secs(args.run.warmup)).await;
     let created_before = CREATED.load(Ordering::Relaxed);
     receiver.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let mut peak_rss = 0;
-    while started.elapsed() < Duration::from_secs(args.seconds) {
+    while started.elapsed() < Duration::from_secs(args.run.seconds) {
         tokio::time::sleep(Duration::from_millis(250)).await;
         peak_rss = peak_rss.max(server.rss_kib());
     }
@@ -204,7 +190,7 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     let results = Results {
         scenario: "deliver",
-        backend: args.backend,
+        backend: args.run.backend,
         fanout: args.fanout,
         load,
         seconds: elapsed,

@@ -11,24 +11,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::Backend;
-use crate::server::{ADMIN_KEY, PgSchema, Server};
+use crate::server::{ADMIN_KEY, RunArgs, Server};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long, value_enum, default_value = "sqlite")]
-    backend: Backend,
-    /// PostgreSQL URL (a fresh schema is created in it and dropped afterwards)
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
-    postgres_url: String,
-    /// Concurrent clients
-    #[arg(long, default_value_t = 64)]
-    clients: usize,
-    /// Seconds of measured load
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Seconds of unmeasured warm-up
-    #[arg(long, default_value_t = 2)]
-    warmup: u64,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,10 +37,8 @@ pub struct Results {
 }
 
 pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
-    let pg_schema = match args.backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(PgSchema::create(&args.postgres_url).await?),
-    };
+    let args = args.run;
+    let pg_schema = args.schema().await?;
     let url = pg_schema.as_ref().map(|s| s.url.clone());
     let server = Server::start(binary, url.as_deref(), &[])?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;

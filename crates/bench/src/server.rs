@@ -8,6 +8,35 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+/// What every scenario takes: where the data lives and how long to measure.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub backend: crate::Backend,
+    /// PostgreSQL URL (a fresh schema is created in it and dropped afterwards)
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub postgres_url: String,
+    /// Concurrent clients
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Seconds of measured load
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Seconds of unmeasured warm-up
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+}
+
+impl RunArgs {
+    /// A throwaway PostgreSQL schema when the backend is PostgreSQL.
+    pub async fn schema(&self) -> anyhow::Result<Option<PgSchema>> {
+        Ok(match self.backend {
+            crate::Backend::Sqlite => None,
+            crate::Backend::Postgres => Some(PgSchema::create(&self.postgres_url).await?),
+        })
+    }
+}
+
 pub const ADMIN_KEY: &str = "sk_benchmark0000000000000000000000000";
 
 pub struct Server {

@@ -242,15 +242,11 @@ async fn keys_rotate_re_encrypts_stored_secrets_with_a_new_primary_key() {
 /// the same data.
 #[tokio::test]
 async fn two_serve_processes_share_one_postgresql() {
-    let Some(db) = switchboard_store::testing::TestDb::postgres() else { return };
-    db.open().await.close().await; // creates the schema
-    let schema = db.options.pg_schema.clone().unwrap();
-    let url = format!("{}?options=-c%20search_path%3D{schema}", db.options.url);
+    let Some((_db, url)) = common::postgres_url().await else { return };
     let dir = tempfile::tempdir().unwrap();
     let spawn = |name: &str| {
         let mut cmd = command(&dir.path().join(name));
-        cmd.env("SWITCHBOARD_DATABASE_URL", &url)
-            .env("SWITCHBOARD_MASTER_KEY", "mk_test:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+        cmd.env("SWITCHBOARD_DATABASE_URL", &url).env("SWITCHBOARD_MASTER_KEY", common::SHARED_MASTER_KEY);
         Serve::start(cmd)
     };
     let (first, second) = (spawn("one"), spawn("two"));

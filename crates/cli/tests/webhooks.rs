@@ -277,15 +277,12 @@ async fn kill_9_during_a_storm_loses_no_delivery() {
 /// message twice.
 #[tokio::test]
 async fn two_processes_on_postgresql_deliver_every_message_exactly_once() {
-    let Some(db) = switchboard_store::testing::TestDb::postgres() else { return };
-    db.open().await.close().await; // creates the schema
-    let schema = db.options.pg_schema.clone().unwrap();
-    let url = format!("{}?options=-c%20search_path%3D{schema}", db.options.url);
+    let Some((_db, url)) = common::postgres_url().await else { return };
     let dir = tempfile::tempdir().unwrap();
     let spawn = |name: &str| {
         let mut cmd = command(&dir.path().join(name));
         cmd.env("SWITCHBOARD_DATABASE_URL", &url)
-            .env("SWITCHBOARD_MASTER_KEY", "mk_test:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+            .env("SWITCHBOARD_MASTER_KEY", common::SHARED_MASTER_KEY)
             .args(["serve", "--allow-private-targets"]);
         Serve::start_with_args(cmd)
     };

@@ -23,6 +23,15 @@ type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// One atomic unit of writes; returns whether it succeeded and how to report the outcome.
 type Unit = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Finish)> + Send>;
 
+/// When a unit's caller hears back.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// Once the batch carrying the unit has committed (or failed).
+    AfterCommit,
+    /// As soon as the unit has run.
+    BeforeCommit,
+}
+
 enum Command {
     Write(Unit),
     Close(oneshot::Sender<()>),
@@ -66,17 +75,32 @@ impl SqliteStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
+        self.submit(f, Answer::AfterCommit).await
+    }
+
+    /// Queues `f` for the writer and waits for its answer.
+    async fn submit<T, F>(&self, f: F, answer: Answer) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
         let (reply, outcome) = oneshot::channel::<Result<T>>();
         let unit: Unit = Box::new(move |conn| {
             Box::pin(async move {
                 let result = f(conn).await;
                 let ok = result.is_ok();
-                let finish: Finish = Box::new(move |commit_error| {
-                    let _ = reply.send(match (result, commit_error) {
-                        (Ok(_), Some(error)) => Err(StoreError::Commit(error.to_string())),
-                        (result, _) => result,
-                    });
-                });
+                let finish: Finish = match answer {
+                    Answer::AfterCommit => Box::new(move |commit_error| {
+                        let _ = reply.send(match (result, commit_error) {
+                            (Ok(_), Some(error)) => Err(StoreError::Commit(error.to_string())),
+                            (result, _) => result,
+                        });
+                    }),
+                    Answer::BeforeCommit => {
+                        let _ = reply.send(result);
+                        Box::new(|_| {})
+                    }
+                };
                 (ok, finish)
             })
         });
@@ -110,18 +134,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        let (reply, outcome) = oneshot::channel::<Result<T>>();
-        let unit: Unit = Box::new(move |conn| {
-            Box::pin(async move {
-                let result = f(conn).await;
-                let ok = result.is_ok();
-                let _ = reply.send(result);
-                let finish: Finish = Box::new(|_| {});
-                (ok, finish)
-            })
-        });
-        self.writer.send(Command::Write(unit)).await.map_err(|_| StoreError::Closed)?;
-        outcome.await.map_err(|_| StoreError::Commit("the write was abandoned".into()))?
+        self.submit(f, Answer::BeforeCommit).await
     }
 
     pub(crate) async fn worker_read<T, F>(&self, f: F) -> Result<T>
