@@ -1,5 +1,5 @@
 //! Outgoing webhooks as stored: endpoints, messages (which are their own delivery queue) and
-//! attempts, with the trait the store implements for them.
+//! attempts, with the traits the store implements for them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -261,8 +261,9 @@ pub struct Pruned {
     pub attempts: u64,
 }
 
+/// Endpoints and their secrets.
 #[async_trait::async_trait]
-pub trait WebhookStore: Send + Sync {
+pub trait EndpointStore: Send + Sync {
     /// Stores the endpoint and its sealed signing secret in one unit.
     async fn create_endpoint(&self, endpoint: &Endpoint, secret: &StoredSecret) -> Result<Endpoint>;
     async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>>;
@@ -282,7 +283,12 @@ pub trait WebhookStore: Send + Sync {
         secret: &StoredSecret,
         previous_expires_at: Timestamp,
     ) -> Result<Option<Endpoint>>;
+}
 
+/// Messages (the delivery queue) and attempts: claiming, recording, inspecting, resending,
+/// pruning.
+#[async_trait::async_trait]
+pub trait DeliveryStore: Send + Sync {
     /// Leases up to `limit` due messages until `now + lease`, with their events and
     /// endpoints. A FIFO message is due only when no earlier message of its endpoint is
     /// pending.

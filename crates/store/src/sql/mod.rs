@@ -1,24 +1,29 @@
 //! The SQL both backends share, written once.
 //!
 //! `store_impl!` expands to the whole [`crate::Store`] implementation for one backend: the row
-//! decoders and shared helpers here, then the methods by concern in `domain.rs`, `queue.rs`
-//! and `secrets.rs`. The
-//! statements use `$n` placeholders, which SQLite and PostgreSQL both accept; where the
-//! dialects differ (claiming jobs, signalling workers) the backend type supplies the piece:
+//! decoders and shared helpers here, then the methods by concern in `domain.rs`, `queue.rs`,
+//! `secrets.rs`, `endpoints.rs` and `deliveries.rs` (with `batches.rs`, the multi-row writes of
+//! recording deliveries). The statements use `$n` placeholders, which SQLite and PostgreSQL
+//! both accept; where the dialects differ (claiming jobs, signalling workers, batch writes)
+//! the backend type supplies the piece or the code matches on the backend:
 //!
 //! - `write(f)`: runs `f` as one atomic unit on a connection (SQLite: inside the group commit;
 //!   PostgreSQL: in its own transaction);
 //! - `read(f)`: runs `f` on a pooled connection;
+//! - `worker_write(f)`, `worker_read(f)`: the same for background work (PostgreSQL: on a pool
+//!   of its own), and `worker_write_unconfirmed(f)`, which may answer before the commit;
 //! - `shutdown()`, and a `signal: WakeSignal` field: its `wake()` after a commit that made
 //!   work due wakes the workers of this process and of any other sharing the database;
 //! - the row-lock clause of the claim query (the macro's last argument).
 //!
 //! The including module imports `Result` and `StoreError`.
 
+pub(crate) mod batches;
+pub(crate) mod deliveries;
 pub(crate) mod domain;
+pub(crate) mod endpoints;
 pub(crate) mod queue;
 pub(crate) mod secrets;
-pub(crate) mod webhooks;
 
 macro_rules! store_impl {
     ($store:ty, $db:ty, $backend:expr, $claim_lock:literal) => {
@@ -306,7 +311,9 @@ macro_rules! store_impl {
         crate::sql::domain::domain_impl!($store, $db, $backend);
         crate::sql::queue::queue_impl!($store, $db);
         crate::sql::secrets::secrets_impl!($store, $db);
-        crate::sql::webhooks::webhooks_impl!($store, $db, $backend, $claim_lock);
+        crate::sql::endpoints::endpoints_impl!($store, $db);
+        crate::sql::deliveries::deliveries_impl!($store, $db, $backend, $claim_lock);
+        crate::sql::batches::batches_impl!($db, $backend);
     };
 }
 
