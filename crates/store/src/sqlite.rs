@@ -33,8 +33,28 @@ enum Answer {
 }
 
 enum Command {
-    Write(Unit),
+    Write(Unit, Answer),
     Close(oneshot::Sender<()>),
+}
+
+/// The units of the next transaction. Units answered before the commit run first, so they see
+/// only what earlier transactions committed: a claim must never hand out a message whose
+/// event could still be rolled back with it.
+struct Batch {
+    units: Vec<Unit>,
+    early: usize,
+}
+
+impl Batch {
+    fn add(&mut self, unit: Unit, answer: Answer) {
+        match answer {
+            Answer::BeforeCommit => {
+                self.units.insert(self.early, unit);
+                self.early += 1;
+            }
+            Answer::AfterCommit => self.units.push(unit),
+        }
+    }
 }
 
 /// The most units one transaction carries; bounds the latency a large burst adds.
@@ -104,7 +124,7 @@ impl SqliteStore {
                 (ok, finish)
             })
         });
-        self.writer.send(Command::Write(unit)).await.map_err(|_| StoreError::Closed)?;
+        self.writer.send(Command::Write(unit, answer)).await.map_err(|_| StoreError::Closed)?;
         outcome.await.map_err(|_| StoreError::Commit("the write was abandoned".into()))?
     }
 
@@ -155,32 +175,33 @@ impl SqliteStore {
 }
 
 async fn run_writer(mut conn: SqliteConnection, mut commands: mpsc::Receiver<Command>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut batch = Batch { units: Vec::with_capacity(MAX_BATCH), early: 0 };
     while let Some(first) = commands.recv().await {
         let mut close = None;
         match first {
-            Command::Write(unit) => batch.push(unit),
+            Command::Write(unit, answer) => batch.add(unit, answer),
             Command::Close(done) => close = Some(done),
         }
         // Everything that queued up while the previous batch committed goes into this one.
-        while close.is_none() && batch.len() < MAX_BATCH {
+        while close.is_none() && batch.units.len() < MAX_BATCH {
             match commands.try_recv() {
-                Ok(Command::Write(unit)) => batch.push(unit),
+                Ok(Command::Write(unit, answer)) => batch.add(unit, answer),
                 Ok(Command::Close(done)) => close = Some(done),
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() {
-            commit_batch(&mut conn, &mut batch).await;
+        if !batch.units.is_empty() {
+            commit_batch(&mut conn, &mut batch.units).await;
+            batch.early = 0;
         }
         if let Some(done) = close {
             commands.close();
             // Units that raced with the close still get carried out.
-            while let Ok(Command::Write(unit)) = commands.try_recv() {
-                batch.push(unit);
+            while let Ok(Command::Write(unit, answer)) = commands.try_recv() {
+                batch.add(unit, answer);
             }
-            if !batch.is_empty() {
-                commit_batch(&mut conn, &mut batch).await;
+            if !batch.units.is_empty() {
+                commit_batch(&mut conn, &mut batch.units).await;
             }
             let _ = sqlx::Connection::close(conn).await;
             let _ = done.send(());

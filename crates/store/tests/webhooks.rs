@@ -16,6 +16,7 @@ switchboard_store::conformance_tests!(
     a_lost_lease_records_nothing,
     resend_and_recover_requeue_failed_messages,
     prune_removes_old_finished_rows_only,
+    a_claim_only_hands_out_messages_whose_events_are_committed,
 );
 
 fn t0() -> Timestamp {
@@ -383,4 +384,40 @@ async fn prune_removes_old_finished_rows_only(backend: Backend) {
     assert!(store.get_message(a.as_str(), still_pending[0].as_str()).await.unwrap().is_some());
     let events = store.list_events(a.as_str(), &EventFilter::default()).await.unwrap();
     assert_eq!(events.len(), 1, "the event with a pending message stays");
+}
+
+/// Claims may answer before their own commit (a lost lease is harmless), but never with a
+/// message whose event is still uncommitted: that event could yet be rolled back, and its
+/// webhook would then announce something that never happened. Checked by reading each
+/// claimed message's event from another connection right away, while publishers and the
+/// claimer run concurrently.
+async fn a_claim_only_hands_out_messages_whose_events_are_committed(backend: Backend) {
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let tenant_id = tenant(&*store).await;
+    let endpoint = endpoint(&*store, &tenant_id, false).await;
+    const EVENTS: usize = 400;
+    let publishers: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, tenant_id, endpoint) = (store.clone(), tenant_id.clone(), endpoint.clone());
+            tokio::spawn(async move {
+                for _ in 0..EVENTS / 8 {
+                    publish(&*store, &tenant_id, &[&endpoint]).await;
+                }
+            })
+        })
+        .collect();
+    let mut claimed = 0;
+    while claimed < EVENTS {
+        let batch = store.claim_messages(50, t0(), Duration::seconds(30)).await.unwrap();
+        for message in &batch.messages {
+            let event = store.get_event(tenant_id.as_str(), message.message.event_id.as_str()).await.unwrap();
+            assert!(event.is_some(), "{} was claimed before its event was committed", message.message.id);
+        }
+        assert_eq!(batch.events.len(), batch.messages.len(), "each claimed message comes with its event");
+        claimed += batch.messages.len();
+        tokio::task::yield_now().await;
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
 }
