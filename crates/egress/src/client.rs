@@ -153,10 +153,6 @@ impl EgressClient {
         Ok(Self { http, policy, resolver })
     }
 
-    pub fn policy(&self) -> &AddressPolicy {
-        &self.policy
-    }
-
     /// Checks a URL a user supplies, without DNS.
     pub fn check_url(&self, url: &str) -> Result<Url, TargetError> {
         check_url(url, &self.policy)

@@ -32,7 +32,7 @@ pub struct Endpoint {
     pub previous_secret_expires_at: Option<Timestamp>,
     /// The first failure since the last success; `None` while healthy.
     pub failing_since: Option<Timestamp>,
-    /// Bumped on every change, so derived state (compiled filters) can be cached by version.
+    /// Bumped on every change.
     pub version: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -48,9 +48,9 @@ pub struct EndpointPatch {
     pub transform: Option<Option<String>>,
     pub headers: Option<BTreeMap<String, String>>,
     pub rate_limit_per_second: Option<Option<u32>>,
-    /// Enabling clears `disabled_reason` and `failing_since`.
+    /// Enabling clears `disabled_reason` and `failing_since`; disabling gives the reason
+    /// `manual`.
     pub enabled: Option<bool>,
-    pub disabled_reason: Option<String>,
     pub fifo: Option<bool>,
     pub metadata: Option<String>,
     pub updated_at: Option<Timestamp>,

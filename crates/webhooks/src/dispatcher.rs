@@ -206,15 +206,3 @@ async fn record_outcomes(service: Webhooks, mut received: mpsc::Receiver<Outcome
         }
     }
 }
-
-/// The secrets an endpoint signs with now: the current one, and the previous one during its
-/// grace period.
-pub(crate) fn signing_secret_ids(endpoint: &Endpoint, now: Timestamp) -> Vec<Id> {
-    let mut ids = vec![endpoint.secret_id.clone()];
-    if let (Some(previous), Some(until)) = (&endpoint.previous_secret_id, endpoint.previous_secret_expires_at)
-        && until > now
-    {
-        ids.push(previous.clone());
-    }
-    ids
-}

@@ -181,14 +181,18 @@ impl Webhooks {
         self.secret(&endpoint.tenant_id, &endpoint.secret_id).await
     }
 
+    /// The secrets an endpoint signs with now: the current one, and the previous one during
+    /// its grace period.
     pub(crate) async fn signing_secrets(
         &self,
         endpoint: &Endpoint,
         now: Timestamp,
     ) -> Result<Vec<SigningSecret>, SecretError> {
-        let mut secrets = Vec::with_capacity(2);
-        for id in dispatcher::signing_secret_ids(endpoint, now) {
-            secrets.push(self.secret(&endpoint.tenant_id, &id).await?);
+        let mut secrets = vec![self.secret(&endpoint.tenant_id, &endpoint.secret_id).await?];
+        if let (Some(previous), Some(until)) = (&endpoint.previous_secret_id, endpoint.previous_secret_expires_at)
+            && until > now
+        {
+            secrets.push(self.secret(&endpoint.tenant_id, previous).await?);
         }
         Ok(secrets)
     }

@@ -440,7 +440,6 @@ pub async fn update_endpoint(
         headers: request.headers.as_ref().map(|h| unmask(check_headers(h)?, &existing.headers)).transpose()?,
         rate_limit_per_second: request.rate_limit_per_second.map(check_rate).transpose()?,
         enabled: request.enabled,
-        disabled_reason: None,
         fifo: request.fifo,
         metadata: request.metadata.as_ref().map(check_metadata).transpose()?,
         updated_at: Some(state.clock.now()),

@@ -112,8 +112,8 @@ macro_rules! deliveries_impl {
                 let lease_id = Id::new(switchboard_core::IdKind::Job).to_string();
                 let expires = now + lease;
                 // A lease lost with its commit only means the message is claimed again, so the
-                // batch need not wait for durability. Events and endpoints are read in the
-                // same unit: they may have been written by the same, uncommitted batch.
+                // claim need not wait for durability. Its events and endpoints are read in the
+                // same unit, from the same snapshot.
                 self.worker_write_unconfirmed(move |c| Box::pin(async move {
                     let rows = sqlx::query(CLAIM_MESSAGES_SQL)
                         .bind(&lease_id)
@@ -392,18 +392,20 @@ macro_rules! deliveries_impl {
                 }
             }
             insert_attempts(c, &attempts).await?;
+            let (failed, succeeded, gone) =
+                (distinct(failed.into_iter()), distinct(succeeded.into_iter()), distinct(gone.into_iter()));
             let now = records.iter().map(|r| r.at).max();
             if let Some(now) = now {
                 // Failures first: an endpoint that also succeeded in this batch ends healthy.
                 if !failed.is_empty() {
                     let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE endpoints SET failing_since = ");
                     q.push_bind(to_micros(now)).push(" WHERE failing_since IS NULL AND id");
-                    push_ids(&mut q, failed.iter().copied());
+                    push_ids(&mut q, failed.iter().map(String::as_str));
                     q.build().execute(&mut *c).await?;
                 }
                 if !succeeded.is_empty() {
                     let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE endpoints SET failing_since = NULL WHERE failing_since IS NOT NULL AND id");
-                    push_ids(&mut q, succeeded.iter().copied());
+                    push_ids(&mut q, succeeded.iter().map(String::as_str));
                     q.build().execute(&mut *c).await?;
                 }
                 for (reason, ids, condition) in [
@@ -420,7 +422,7 @@ macro_rules! deliveries_impl {
                         q.push(condition).push_bind(to_micros(disable_failing_before));
                     }
                     q.push(" AND id");
-                    push_ids(&mut q, ids.iter().copied());
+                    push_ids(&mut q, ids.iter().map(String::as_str));
                     q.push(" RETURNING tenant_id, id");
                     for row in q.build().fetch_all(&mut *c).await? {
                         outcome.disabled.push((id(&row, "tenant_id")?, id(&row, "id")?, reason.to_string()));

@@ -54,7 +54,7 @@ macro_rules! endpoints_impl {
             async fn create_endpoint(&self, endpoint: &Endpoint, secret: &StoredSecret) -> Result<Endpoint> {
                 let (endpoint, secret) = (endpoint.clone(), secret.clone());
                 self.write(move |c| Box::pin(async move {
-                    insert_secret(c, &secret).await?;
+                    put_secret_in_unit(c, &secret).await?;
                     sqlx::query(&format!(
                         "INSERT INTO endpoints ({ENDPOINT_COLUMNS})
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, NULL)"
@@ -158,8 +158,7 @@ macro_rules! endpoints_impl {
                             q.push(", enabled = TRUE, disabled_reason = NULL, failing_since = NULL");
                         }
                         Some(false) => {
-                            q.push(", enabled = FALSE, disabled_reason = ")
-                                .push_bind(patch.disabled_reason.clone().unwrap_or_else(|| "manual".into()));
+                            q.push(", enabled = FALSE, disabled_reason = 'manual'");
                         }
                         None => {}
                     }
@@ -225,7 +224,7 @@ macro_rules! endpoints_impl {
                     if let Some(oldest) = row.try_get::<Option<String>, _>("previous_secret_id")? {
                         delete_secret(c, &tenant_id, &oldest).await?;
                     }
-                    insert_secret(c, &secret).await?;
+                    put_secret_in_unit(c, &secret).await?;
                     let row = sqlx::query(&format!(
                         "UPDATE endpoints SET previous_secret_id = secret_id, previous_secret_expires_at = $3,
                              secret_id = $4, version = version + 1, updated_at = $5

@@ -238,9 +238,15 @@ macro_rules! store_impl {
             }))
         }
 
-        async fn insert_secret(c: &mut Conn, secret: &StoredSecret) -> Result<()> {
-            sqlx::query(
-                "INSERT INTO secrets (id, tenant_id, key_id, ciphertext, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+        /// Stores a sealed secret, or reseals the one with its id; another tenant's id is a
+        /// conflict.
+        async fn put_secret_in_unit(c: &mut Conn, secret: &StoredSecret) -> Result<()> {
+            let done = sqlx::query(
+                "INSERT INTO secrets (id, tenant_id, key_id, ciphertext, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $5)
+                 ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, ciphertext = excluded.ciphertext,
+                     updated_at = excluded.updated_at
+                 WHERE secrets.tenant_id = excluded.tenant_id",
             )
             .bind(secret.id.as_str())
             .bind(secret.tenant_id.as_str())
@@ -248,8 +254,10 @@ macro_rules! store_impl {
             .bind(&secret.ciphertext)
             .bind(to_micros(secret.updated_at))
             .execute(&mut *c)
-            .await
-            .map_err(|e| StoreError::conflict_or(e, "a secret with this id"))?;
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::Conflict("a secret with this id in another tenant"));
+            }
             Ok(())
         }
 

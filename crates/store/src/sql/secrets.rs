@@ -6,27 +6,7 @@ macro_rules! secrets_impl {
         impl crate::SecretStore for $store {
             async fn put_secret(&self, secret: &StoredSecret) -> Result<()> {
                 let secret = secret.clone();
-                self.write(move |c| Box::pin(async move {
-                    let done = sqlx::query(
-                        "INSERT INTO secrets (id, tenant_id, key_id, ciphertext, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $5)
-                         ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, ciphertext = excluded.ciphertext,
-                             updated_at = excluded.updated_at
-                         WHERE secrets.tenant_id = excluded.tenant_id",
-                    )
-                    .bind(secret.id.as_str())
-                    .bind(secret.tenant_id.as_str())
-                    .bind(&secret.key_id)
-                    .bind(&secret.ciphertext)
-                    .bind(to_micros(secret.updated_at))
-                    .execute(&mut *c)
-                    .await?;
-                    if done.rows_affected() == 0 {
-                        return Err(StoreError::Conflict("a secret with this id in another tenant"));
-                    }
-                    Ok(())
-                }))
-                .await
+                self.write(move |c| Box::pin(async move { put_secret_in_unit(c, &secret).await })).await
             }
 
             async fn get_secret(&self, tenant_id: &str, secret_id: &str) -> Result<Option<StoredSecret>> {
