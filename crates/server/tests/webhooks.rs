@@ -20,6 +20,7 @@ switchboard_store::conformance_tests!(
     filters_and_transforms_shape_what_is_delivered,
     failed_messages_are_resent_and_recovered_and_counted_in_stats,
     private_targets_are_refused_unless_the_operator_allows_them,
+    an_event_whose_subscribers_cannot_be_read_is_refused_not_stored_undeliverable,
 );
 
 async fn deliveries_are_signed_per_standard_webhooks_and_recorded(backend: Backend) {
@@ -336,4 +337,27 @@ async fn private_targets_are_refused_unless_the_operator_allows_them(backend: Ba
         .unwrap();
     let problem = expect_problem(response, 422).await;
     assert!(problem.to_string().contains("private_address"), "{problem}");
+}
+
+/// Accepting an event whose fan-out could not be computed would store it with no messages:
+/// it would never be delivered. Such a publish fails whole instead, and can be retried.
+async fn an_event_whose_subscribers_cannot_be_read_is_refused_not_stored_undeliverable(backend: Backend) {
+    use sqlx::Connection;
+    let Some(server) = TestServer::start(backend).await else { return };
+    server.event_type(&server.admin_key, "a.b", None).await;
+    match backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&server.db.options.url).await.unwrap();
+            sqlx::query("DROP TABLE endpoints").execute(&mut conn).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&server.db.options.url).await.unwrap();
+            let schema = server.db.options.pg_schema.clone().unwrap();
+            sqlx::query(&format!("DROP TABLE {schema}.endpoints")).execute(&mut conn).await.unwrap();
+        }
+    }
+    let response = server.post(&server.admin_key, "/api/events", &json!({"event_type": "a.b", "payload": {}})).await;
+    expect_problem(response, 500).await;
+    let list: Value = server.get(&server.admin_key, "/api/events").await.json().await.unwrap();
+    assert_eq!(list["data"], json!([]), "nothing was stored");
 }

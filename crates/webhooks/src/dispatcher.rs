@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use switchboard_core::{Id, Timestamp};
 use switchboard_store::queue::{ClaimLimits, claim_loop};
-use switchboard_store::{ClaimedMessage, DeliveryRecord, Endpoint, EndpointHealth, Event, NewEvent, NextStep};
+use switchboard_store::{
+    ClaimedMessage, DeliveryRecord, Endpoint, EndpointHealth, Event, EventWithMessages, NewEvent, NextStep,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -184,7 +186,12 @@ async fn record_outcomes(service: Webhooks, mut received: mpsc::Receiver<Outcome
         let mut events = Vec::new();
         for outcome in batch.drain(..) {
             if let Some(event) = outcome.event {
-                events.push(service.fan_out(event).await);
+                let messages = service.fan_out(&event).await.unwrap_or_else(|error| {
+                    // The deliveries' own outcomes matter more than who hears about them.
+                    tracing::error!(%error, event = %event.id, "reading endpoints for an operational event failed");
+                    Vec::new()
+                });
+                events.push(EventWithMessages { event, messages });
             }
             records.push(outcome.record);
         }

@@ -29,7 +29,7 @@ use switchboard_core::signature::SigningSecret;
 use switchboard_core::{Clock, Id, SecretBox, Timestamp};
 use switchboard_egress::EgressClient;
 use switchboard_store::{
-    CreateEventOutcome, Endpoint, EndpointPatch, EventWithMessages, NewEvent, Store, StoreError, secrets,
+    CreateEventOutcome, Endpoint, EndpointPatch, NewEvent, NewMessage, Store, StoreError, secrets,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -110,8 +110,10 @@ impl Webhooks {
     }
 
     /// Stores an event with one message per endpoint that should receive it, in one unit.
+    /// If the endpoints cannot be read, nothing is stored: an event accepted without its
+    /// messages would never be delivered.
     pub async fn publish(&self, event: NewEvent) -> Result<CreateEventOutcome, StoreError> {
-        let EventWithMessages { event, messages } = self.fan_out(event).await;
+        let messages = self.fan_out(&event).await?;
         let outcome = self.store.create_event(&event, &messages, &[]).await?;
         if matches!(outcome, CreateEventOutcome::Created(_)) {
             self.metrics.fanned_out.inc_by(messages.len() as u64);
@@ -119,17 +121,10 @@ impl Webhooks {
         Ok(outcome)
     }
 
-    pub(crate) async fn fan_out(&self, event: NewEvent) -> EventWithMessages {
-        let messages = match self.endpoints.subscribers(&*self.store, &self.programs, &event.tenant_id).await {
-            Ok(subscribers) => fanout::messages_for(&event, &subscribers, self.clock.now()).await,
-            Err(error) => {
-                // Reading endpoints failed: the event is still accepted (its write reports
-                // its own failure); the loss is logged loudly rather than hidden.
-                tracing::error!(%error, event = %event.id, "reading endpoints for fan-out failed");
-                Vec::new()
-            }
-        };
-        EventWithMessages { event, messages }
+    /// The messages `event` fans out to.
+    pub(crate) async fn fan_out(&self, event: &NewEvent) -> Result<Vec<NewMessage>, StoreError> {
+        let subscribers = self.endpoints.subscribers(&*self.store, &self.programs, &event.tenant_id).await?;
+        Ok(fanout::messages_for(event, &subscribers, self.clock.now()).await)
     }
 
     /// Stores a new endpoint with its signing secret, sealed.
