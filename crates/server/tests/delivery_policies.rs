@@ -1,6 +1,6 @@
 //! How the delivery workers pace, order, postpone and give up, with the test's clock: FIFO
 //! endpoints, rate limits, `Retry-After`, endpoints that fail for days, transforms that fail
-//! at delivery, and names that resolve where they may not go.
+//! at delivery, names that resolve where they may not go, and retention.
 
 mod common;
 
@@ -20,6 +20,7 @@ switchboard_store::conformance_tests!(
     an_endpoint_failing_for_five_days_is_disabled_and_a_success_resets_the_clock,
     a_transform_that_fails_at_delivery_is_recorded_as_a_failed_attempt,
     a_name_that_resolves_to_a_private_address_is_refused,
+    the_retention_job_prunes_what_is_older_than_the_retention,
 );
 
 /// Moves the test's clock and lets the workers look again.
@@ -230,4 +231,33 @@ async fn a_name_that_resolves_to_a_private_address_is_refused(backend: Backend) 
         .await;
         assert_eq!(common::blamed_fields(&problem), vec!["url".to_string()], "{url}");
     }
+}
+
+/// Pruning finds old rows by their ids, which carry their creation time from the system
+/// clock; so this test first sets the test's clock to the real time, then moves it past the
+/// retention. (Which rows qualify, pending ones kept, is the store's own test.)
+async fn the_retention_job_prunes_what_is_older_than_the_retention(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    server.clock.set(chrono::Utc::now());
+    let (_receiver, url) = Receiver::start().await;
+    server.event_type(&server.admin_key, "log.line", None).await;
+    let endpoint_id = endpoint(&server, json!({"url": url})).await["id"].as_str().unwrap().to_string();
+    let event_id = publish(&server, "log.line", json!({"n": 1})).await;
+    let message = message_of(&server, &event_id, "succeeded").await;
+    let attempts_path = format!("/api/integrations/webhooks/{endpoint_id}/attempts");
+    let attempts: Value = server.get(&server.admin_key, &attempts_path).await.json().await.unwrap();
+    assert_eq!(attempts["data"].as_array().unwrap().len(), 1);
+
+    advance(&server, chrono::Duration::days(30) + chrono::Duration::seconds(1)).await;
+    for _ in 0..300 {
+        if server.get(&server.admin_key, &format!("/api/events/{event_id}")).await.status() == 404 {
+            let message_path = format!("/api/messages/{}", message["id"].as_str().unwrap());
+            assert_eq!(server.get(&server.admin_key, &message_path).await.status(), 404, "its message went too");
+            let attempts: Value = server.get(&server.admin_key, &attempts_path).await.json().await.unwrap();
+            assert_eq!(attempts["data"], json!([]), "and its attempt");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the event older than the retention was not pruned");
 }

@@ -327,6 +327,8 @@ pub trait DeliveryStore: Send + Sync {
     async fn message_counts(&self, tenant_id: &str, endpoint_id: &str) -> Result<BTreeMap<String, u64>>;
 
     /// Deletes up to `limit` rows of each kind older than `before`: attempts, finished
-    /// messages, and events none of whose messages is pending.
+    /// messages, and events none of whose messages is pending. "Older" is read from the ids,
+    /// which carry their creation time (an index range, not a scan); ids are minted from the
+    /// system clock, so `before` must come from it too.
     async fn prune(&self, before: Timestamp, limit: u32) -> Result<Pruned>;
 }

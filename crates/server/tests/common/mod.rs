@@ -64,6 +64,8 @@ impl TestServer {
         let webhook_config = WebhookConfig {
             schedule: RetrySchedule { jitter: 0.0, ..RetrySchedule::default() },
             request_timeout: std::time::Duration::from_secs(2),
+            // Retention runs often in real time; what it prunes follows the test's clock.
+            retention_interval: std::time::Duration::from_millis(100),
             ..WebhookConfig::default()
         };
         let webhooks = Webhooks::new(
