@@ -19,6 +19,7 @@ pub enum IdKind {
     Endpoint,
     Message,
     Attempt,
+    Connection,
 }
 
 impl IdKind {
@@ -33,6 +34,7 @@ impl IdKind {
             IdKind::Endpoint => "ep",
             IdKind::Message => "msg",
             IdKind::Attempt => "atmpt",
+            IdKind::Connection => "conn",
         }
     }
 }

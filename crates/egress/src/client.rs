@@ -7,7 +7,11 @@ use std::time::Duration;
 use reqwest::{Request, Response};
 use url::{Host, Url};
 
+use switchboard_core::{Clock, SystemClock};
+
+use crate::breaker::{BreakerConfig, CircuitBreakers};
 use crate::policy::AddressPolicy;
+use crate::ratelimit::{Quota, RateHeaders, RateLimits};
 use crate::resolver::{DnsError, GuardedResolver, RefusedAddress, StaticHosts};
 use crate::target::{TargetError, check_host, check_url};
 
@@ -20,6 +24,34 @@ pub struct EgressConfig {
     pub max_idle_per_host: usize,
     /// Names answered without DNS; their addresses are checked like any others.
     pub static_hosts: StaticHosts,
+    /// Time for circuit breakers and rate limits.
+    pub clock: Arc<dyn Clock>,
+    pub breaker: BreakerConfig,
+    pub retry: RetryPolicy,
+}
+
+/// How [`EgressClient::call`] retries and how long it may wait for a rate limit.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The first backoff; it doubles per attempt, with jitter, up to `max_delay`.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// The longest a call waits for a rate-limit slot or a provider's `Retry-After`; beyond
+    /// it the call fails at once, telling when to retry.
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            max_wait: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for EgressConfig {
@@ -30,6 +62,9 @@ impl Default for EgressConfig {
             connect_timeout: Duration::from_secs(10),
             max_idle_per_host: 512,
             static_hosts: StaticHosts::new(),
+            clock: Arc::new(SystemClock),
+            breaker: BreakerConfig::default(),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -132,6 +167,10 @@ pub struct EgressClient {
     http: reqwest::Client,
     policy: Arc<AddressPolicy>,
     resolver: GuardedResolver,
+    breakers: Arc<CircuitBreakers>,
+    limits: Arc<RateLimits>,
+    retry: RetryPolicy,
+    clock: Arc<dyn Clock>,
 }
 
 impl EgressClient {
@@ -150,7 +189,15 @@ impl EgressClient {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| EgressError::new(ErrorKind::Request, format!("building the HTTP client failed: {e}")))?;
-        Ok(Self { http, policy, resolver })
+        Ok(Self {
+            http,
+            policy,
+            resolver,
+            breakers: Arc::new(CircuitBreakers::new(config.clock.clone(), config.breaker)),
+            limits: Arc::new(RateLimits::new(config.clock.clone())),
+            retry: config.retry,
+            clock: config.clock,
+        })
     }
 
     /// Checks a URL a user supplies, without DNS.
@@ -183,6 +230,122 @@ impl EgressClient {
     pub async fn execute(&self, request: Request) -> Result<Response, EgressError> {
         check_host(request.url(), &self.policy).map_err(EgressError::from_target)?;
         self.http.execute(request).await.map_err(EgressError::from_reqwest)
+    }
+}
+
+/// How [`EgressClient::call`] treats one provider call.
+#[derive(Debug, Clone)]
+pub struct CallPolicy {
+    /// The circuit breaker's key: the provider's host.
+    pub breaker_key: String,
+    /// The rate limit's key (a connection or a provider); `None` for no limit.
+    pub limit_key: Option<String>,
+    pub quota: Option<Quota>,
+    pub rate_headers: RateHeaders,
+    /// Safe to send twice: GET, HEAD, PUT, DELETE, or a request with an idempotency key.
+    pub idempotent: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("the circuit for {host} is open after repeated failures; retry in {retry_after:?}")]
+    CircuitOpen { host: String, retry_after: Duration },
+    #[error("the rate limit allows the next call in {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    #[error(transparent)]
+    Egress(#[from] EgressError),
+}
+
+/// A provider's answer, with how many attempts it took.
+#[derive(Debug)]
+pub struct CallResponse {
+    pub response: Response,
+    pub attempts: u32,
+}
+
+impl EgressClient {
+    /// Sends a provider call with every protection: the host's circuit breaker, the rate
+    /// limit (the quota and what earlier responses said), a timeout, and retries with
+    /// exponential backoff and jitter: a refused connection (nothing was sent) and a rate
+    /// limit are retried for any method; timeouts and 500/502/503/504 only for idempotent
+    /// calls. The last answer is returned as it is, whatever its status.
+    pub async fn call(&self, mut request: Request, policy: &CallPolicy) -> Result<CallResponse, CallError> {
+        if request.timeout().is_none() {
+            *request.timeout_mut() = Some(policy.timeout);
+        }
+        let mut attempt = 1;
+        let mut next = Some(request);
+        while let Some(current) = next.take() {
+            if let Err(open) = self.breakers.permit(&policy.breaker_key) {
+                let retry_after = (open.retry_at - self.clock.now()).to_std().unwrap_or_default();
+                return Err(CallError::CircuitOpen { host: policy.breaker_key.clone(), retry_after });
+            }
+            if let Some(key) = &policy.limit_key {
+                match self.limits.acquire(key, policy.quota, self.retry.max_wait) {
+                    Ok(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+                    Ok(_) => {}
+                    Err(retry_after) => return Err(CallError::RateLimited { retry_after }),
+                }
+            }
+            // A copy for the next attempt; a streaming body cannot be sent twice.
+            next = if attempt < self.retry.max_attempts { current.try_clone() } else { None };
+            let can_retry = next.is_some();
+            match self.execute(current).await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    self.breakers.record(&policy.breaker_key, !matches!(status, 500..=599));
+                    let blocked = policy
+                        .limit_key
+                        .as_deref()
+                        .and_then(|key| self.limits.observe(key, status, response.headers(), &policy.rate_headers));
+                    let limited = status == 429 || blocked.is_some();
+                    let transient = matches!(status, 500 | 502 | 503 | 504) && policy.idempotent;
+                    if can_retry && (limited || transient) {
+                        let delay = if limited { blocked.unwrap_or_default() } else { self.backoff(attempt) };
+                        if delay <= self.retry.max_wait {
+                            // A limited call waits in the limiter on the next turn.
+                            if !limited {
+                                tokio::time::sleep(delay).await;
+                            }
+                            attempt += 1;
+                            continue;
+                        }
+                    }
+                    return Ok(CallResponse { response, attempts: attempt });
+                }
+                Err(error) => {
+                    let host_trouble = matches!(error.kind, ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Dns | ErrorKind::Request);
+                    if host_trouble {
+                        self.breakers.record(&policy.breaker_key, false);
+                    }
+                    let retryable = error.kind == ErrorKind::Connection
+                        || (policy.idempotent && matches!(error.kind, ErrorKind::Timeout | ErrorKind::Request));
+                    if can_retry && retryable {
+                        tokio::time::sleep(self.backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(CallError::Egress(error));
+                }
+            }
+        }
+        unreachable!("every turn either returns or prepares the next attempt")
+    }
+
+    /// `base × 2^(attempt-1)`, capped, then a random point in its upper half.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exponential = self.retry.base_delay.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+        let capped = exponential.min(self.retry.max_delay);
+        capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+
+    pub fn breakers(&self) -> &CircuitBreakers {
+        &self.breakers
+    }
+
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.limits
     }
 }
 

@@ -7,6 +7,7 @@
 //! requests), isolating each unit in a savepoint. PostgreSQL runs each unit in its own
 //! transaction and claims jobs with `FOR UPDATE SKIP LOCKED`.
 
+pub mod connections;
 mod error;
 pub mod model;
 mod postgres;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use switchboard_core::Timestamp;
 
+pub use connections::{Connection, ConnectionHealthUpdate, ConnectionStore};
 pub use error::StoreError;
 pub use model::*;
 pub use queue::{Job, JobLease, JobQueue, NewJob};
@@ -89,7 +91,7 @@ pub fn redact_url(url: &str) -> String {
 /// ([`SecretStore`]) as traits of their own. Every method that touches tenant data takes the
 /// tenant id and filters on it: a row of another tenant is indistinguishable from a missing row.
 #[async_trait]
-pub trait Store: JobQueue + SecretStore + EndpointStore + DeliveryStore + Send + Sync + 'static {
+pub trait Store: JobQueue + SecretStore + EndpointStore + DeliveryStore + ConnectionStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Proves the database answers (used by `/readyz`).

@@ -1,0 +1,70 @@
+//! Connections as stored: a provider installed by a tenant, its config, its sealed
+//! credentials (a [`StoredSecret`] holding a JSON object) and its health.
+
+use std::collections::{BTreeMap, HashMap};
+
+use switchboard_core::{Id, Timestamp};
+
+use crate::{Page, Result, StoredSecret};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    pub id: Id,
+    pub tenant_id: Id,
+    /// The manifest's name.
+    pub provider: String,
+    pub name: String,
+    pub auth_mode: String,
+    /// The non-secret config values, a JSON object kept as text.
+    pub config: String,
+    pub credentials_secret_id: Option<Id>,
+    /// Which credentials are set, and when.
+    pub credential_fields: BTreeMap<String, Timestamp>,
+    /// `missing_credentials`, `configured`, `ok` (the provider accepted them) or `rejected`.
+    pub auth_state: String,
+    pub last_success_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Timestamp>,
+    pub last_test_at: Option<Timestamp>,
+    pub last_test_ok: Option<bool>,
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// What calls through a connection taught since the last flush. Fields left `None` are
+/// unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionHealthUpdate {
+    pub tenant_id: Id,
+    pub connection_id: Id,
+    pub last_success_at: Option<Timestamp>,
+    pub last_error: Option<(String, Timestamp)>,
+    pub auth_state: Option<String>,
+    /// The outcome of a health check run at that time.
+    pub test: Option<(Timestamp, bool)>,
+}
+
+#[async_trait::async_trait]
+pub trait ConnectionStore: Send + Sync {
+    /// Stores a connection and, if it has any, its sealed credentials, in one unit.
+    async fn create_connection(&self, connection: &Connection, credentials: Option<&StoredSecret>) -> Result<Connection>;
+    async fn get_connection(&self, tenant_id: &str, id: &str) -> Result<Option<Connection>>;
+    async fn list_connections(&self, tenant_id: &str, page: &Page) -> Result<Vec<Connection>>;
+    /// Deletes the connection and its credentials; false when there was none.
+    async fn delete_connection(&self, tenant_id: &str, id: &str) -> Result<bool>;
+    /// Replaces the connection's credentials (the old secret row is deleted in the same unit)
+    /// and sets its auth state.
+    async fn set_connection_credentials(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        credentials: &StoredSecret,
+        fields: &BTreeMap<String, Timestamp>,
+        auth_state: &str,
+    ) -> Result<Option<Connection>>;
+    /// Applies a batch of health updates in one unit; rows that went away are skipped.
+    async fn record_connection_health(&self, updates: &[ConnectionHealthUpdate]) -> Result<()>;
+    /// Installed connections per provider, across every tenant (the marketplace's popularity).
+    async fn installs_per_provider(&self) -> Result<HashMap<String, u64>>;
+}
