@@ -202,8 +202,15 @@ impl Checker<'_> {
                     urls
                 }
                 Auth::Oauth2ClientCredentials(cc) => vec![("token_url", cc.token_url.as_str())],
-                Auth::ApiKey(key) if key.name.trim().is_empty() => {
-                    return Err(self.fail(format!("auth[{i}].name"), "must name the header or query parameter"));
+                Auth::ApiKey(key) => {
+                    if key.name.trim().is_empty() {
+                        return Err(self.fail(format!("auth[{i}].name"), "must name the header or query parameter"));
+                    }
+                    let vars = self.config_variables();
+                    self.add(&format!("auth[{i}].name"), "auth:api_key:name".into(), key.name.clone(), &vars)?;
+                    let prefix = key.prefix.clone().unwrap_or_default();
+                    self.add(&format!("auth[{i}].prefix"), "auth:api_key:prefix".into(), prefix, &vars)?;
+                    Vec::new()
                 }
                 _ => Vec::new(),
             };
@@ -295,8 +302,8 @@ impl Checker<'_> {
     }
 
     fn add_path(&mut self, path: &str, name: &str, source: &str, allowed: &BTreeSet<String>) -> Result<(), ManifestError> {
-        if !source.starts_with('/') {
-            return Err(self.fail(path, "must start with '/'"));
+        if !source.starts_with('/') && !source.starts_with("{{") {
+            return Err(self.fail(path, "must start with '/' (or with a template yielding one)"));
         }
         self.templates
             .add_path(name, source.to_string())

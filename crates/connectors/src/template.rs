@@ -4,7 +4,8 @@
 //! Each manifest's templates are compiled once when it loads, so a syntax error or a
 //! reference to a config field the form does not declare is refused at load time. Values
 //! substituted into a path are percent-encoded as one path segment each, so an input such as
-//! `../admin` can never change which endpoint is called.
+//! `../admin` can never change which endpoint is called (a manifest may opt out for a value
+//! it trusts with `| safe`, as the generic connector does for its configured health path).
 
 use minijinja::{Environment, UndefinedBehavior, Value as TemplateValue};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -53,7 +54,7 @@ impl Templates {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_formatter(|out, state, value| {
-            if state.name().starts_with(PATH_PREFIX) {
+            if state.name().starts_with(PATH_PREFIX) && !value.is_safe() {
                 let text = value.to_string();
                 write!(out, "{}", utf8_percent_encode(&text, SEGMENT)).map_err(minijinja::Error::from)
             } else {
