@@ -4,7 +4,8 @@
 //! - [`load`]: loading and checking manifests, bundled and from operator folders;
 //! - [`catalog`]: the loaded providers, searchable for the marketplace;
 //! - [`template`]: base URLs, paths, queries and bodies as minijinja templates;
-//! - [`provider`]: a loaded manifest with its compiled templates and schemas.
+//! - [`provider`]: a loaded manifest with its compiled templates and schemas;
+//! - [`runtime`]: the connections service: install, credentials vault, proxy, actions, health.
 
 pub mod catalog;
 pub mod load;
@@ -16,3 +17,6 @@ pub use catalog::{Catalog, Query, Sort};
 pub use load::ManifestError;
 pub use manifest::Manifest;
 pub use provider::{FieldProblem, Provider};
+pub mod runtime;
+
+pub use runtime::{ConnectorError, Connections, ConnectorsConfig, Install, ProxyRequest, ProxyResponse};

@@ -1,0 +1,324 @@
+//! The connections service: installing providers, their credentials vault, and calling
+//! providers through connections (`call.rs`: proxy and the shared request path with auth,
+//! rate limits, breaker, retries and the GET cache; `action.rs`: actions and pagination;
+//! `health.rs`: per-connection health).
+
+mod action;
+mod call;
+mod health;
+pub mod resolve;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use switchboard_core::{Clock, Id, IdKind, SecretBox};
+use switchboard_egress::EgressClient;
+use switchboard_store::{Connection, Page, Store, StoreError, secrets};
+use zeroize::Zeroizing;
+
+pub use action::{ActionOutcome, TestOutcome};
+pub use call::{ProxyRequest, ProxyResponse};
+pub use health::{ConnectionHealth, HealthBook};
+
+use crate::catalog::Catalog;
+use crate::provider::{FieldProblem, Provider};
+use resolve::{Credentials, Resolved, check_credentials};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("no such connection")]
+    NotFound,
+    #[error("no provider named {name:?}")]
+    UnknownProvider { name: String, suggestions: Vec<String> },
+    #[error("the provider has no action {name:?}")]
+    UnknownAction { name: String, known: Vec<String> },
+    #[error("the request is invalid")]
+    Invalid(Vec<FieldProblem>),
+    #[error("the connection has no credentials yet: configure them first")]
+    MissingCredentials,
+    #[error("the connection cannot be used as configured: {0}")]
+    Misconfigured(String),
+    #[error("the provider has no health check")]
+    NoHealthCheck,
+    #[error("the circuit for {host} is open after repeated failures")]
+    CircuitOpen { host: String, retry_after: Duration },
+    #[error("the rate limit for this connection is spent")]
+    RateLimited { retry_after: Duration },
+    /// The provider answered, but with an error (or something that is not what it documents).
+    #[error("the provider answered {status}: {message}")]
+    Upstream { status: u16, message: String, excerpt: String },
+    /// The provider could not be reached.
+    #[error("the provider could not be reached ({code}): {message}")]
+    Unreachable { code: &'static str, message: String },
+    #[error("the stored credentials cannot be decrypted")]
+    Undecryptable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ConnectorError {
+    pub fn invalid(field: &str, detail: &str) -> Self {
+        ConnectorError::Invalid(vec![FieldProblem::new(field, detail)])
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectorsConfig {
+    /// Per provider, a base URL template used instead of the manifest's (the sandbox, a
+    /// regional endpoint, a test double).
+    pub base_url_overrides: HashMap<String, String>,
+    /// Timeout of each provider call.
+    pub call_timeout: Duration,
+    /// Bytes of GET responses kept in the cache.
+    pub cache_bytes: u64,
+}
+
+impl Default for ConnectorsConfig {
+    fn default() -> Self {
+        Self { base_url_overrides: HashMap::new(), call_timeout: Duration::from_secs(30), cache_bytes: 64 << 20 }
+    }
+}
+
+/// A new connection, as `install` takes it.
+#[derive(Debug, Clone, Default)]
+pub struct Install {
+    pub template_name: String,
+    pub config_overrides: Map<String, Value>,
+    pub custom_name: Option<String>,
+    pub auth_mode: Option<String>,
+    pub credentials: Option<Map<String, Value>>,
+}
+
+/// The connections service. Cheap to clone.
+#[derive(Clone)]
+pub struct Connections(Arc<Inner>);
+
+pub struct Inner {
+    pub catalog: Arc<Catalog>,
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<SecretBox>,
+    pub egress: EgressClient,
+    pub clock: Arc<dyn Clock>,
+    pub config: ConnectorsConfig,
+    pub health: HealthBook,
+    resolved: moka::sync::Cache<Id, Arc<Resolved>>,
+    tokens: moka::sync::Cache<Id, call::Token>,
+    responses: moka::sync::Cache<String, Arc<call::CachedResponse>>,
+}
+
+impl std::ops::Deref for Connections {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Connections {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        store: Arc<dyn Store>,
+        secrets: Arc<SecretBox>,
+        egress: EgressClient,
+        clock: Arc<dyn Clock>,
+        config: ConnectorsConfig,
+    ) -> Self {
+        // Other processes' changes show within 5 s; this process's at once.
+        let resolved = moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(5)).build();
+        let tokens = moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(3600)).build();
+        let responses = moka::sync::Cache::builder()
+            .weigher(|_: &String, value: &Arc<call::CachedResponse>| value.weight())
+            .max_capacity(config.cache_bytes)
+            .time_to_live(Duration::from_secs(24 * 3600))
+            .build();
+        Self(Arc::new(Inner {
+            catalog,
+            store,
+            secrets,
+            egress,
+            health: HealthBook::new(clock.clone()),
+            clock,
+            config,
+            resolved,
+            tokens,
+            responses,
+        }))
+    }
+
+    pub fn provider(&self, name: &str) -> Result<&Arc<Provider>, ConnectorError> {
+        self.catalog.get(name).ok_or_else(|| ConnectorError::UnknownProvider {
+            name: name.to_string(),
+            suggestions: self.catalog.close_names(name),
+        })
+    }
+
+    /// Installs a provider for a tenant: checks the config against the manifest's form and,
+    /// if given, the credentials against the auth mode, then stores both in one unit.
+    pub async fn install(&self, tenant_id: &Id, install: Install) -> Result<Connection, ConnectorError> {
+        let provider = self.provider(&install.template_name)?.clone();
+        let mut problems = Vec::new();
+        let auth = match provider.auth(install.auth_mode.as_deref()) {
+            Some(auth) => Some(auth.clone()),
+            None => {
+                let modes: Vec<&str> = provider.manifest.auth.iter().map(|a| a.mode()).collect();
+                problems.push(FieldProblem::new("auth_mode", format!("must be one of: {}", modes.join(", "))));
+                None
+            }
+        };
+        if provider.manifest.auth.len() > 1 && install.auth_mode.is_none() && install.credentials.is_some() {
+            // With credentials the mode must be explicit: guessing could store a token as the wrong kind.
+            let modes: Vec<&str> = provider.manifest.auth.iter().map(|a| a.mode()).collect();
+            problems.push(FieldProblem::new("auth_mode", format!("is required with credentials; one of: {}", modes.join(", "))));
+        }
+        let name = match install.custom_name.as_deref().map(str::trim) {
+            Some("") => {
+                problems.push(FieldProblem::new("custom_name", "must not be empty"));
+                String::new()
+            }
+            Some(name) if name.chars().count() > 200 || name.chars().any(char::is_control) => {
+                problems.push(FieldProblem::new("custom_name", "must be at most 200 characters without control characters"));
+                String::new()
+            }
+            Some(name) => name.to_string(),
+            None => provider.manifest.display_name.clone(),
+        };
+        let (config, secret_config) = match provider.check_config(&install.config_overrides) {
+            Ok(split) => split,
+            Err(more) => {
+                problems.extend(more);
+                Default::default()
+            }
+        };
+        let mut credentials = Credentials::new();
+        if let (Some(auth), Some(given)) = (&auth, &install.credentials) {
+            match check_credentials(auth, &provider, given) {
+                Ok(checked) => credentials = checked,
+                Err(more) => problems.extend(more),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConnectorError::Invalid(problems));
+        }
+        let auth = auth.expect("no problems means the mode was found");
+        for (name, value) in secret_config {
+            let text = match value {
+                Value::String(text) => text,
+                other => other.to_string(),
+            };
+            credentials.insert(name, Zeroizing::new(text));
+        }
+        let now = self.clock.now();
+        let id = Id::new(IdKind::Connection);
+        let sealed = (!credentials.is_empty()).then(|| self.seal(tenant_id, &credentials, now));
+        let complete = auth.credential_fields().iter().filter(|f| f.required).all(|f| credentials.contains_key(&f.name));
+        let connection = Connection {
+            id,
+            tenant_id: tenant_id.clone(),
+            provider: provider.name().to_string(),
+            name,
+            auth_mode: auth.mode().to_string(),
+            config: Value::Object(config).to_string(),
+            credentials_secret_id: sealed.as_ref().map(|s| s.id.clone()),
+            credential_fields: credentials.keys().map(|k| (k.clone(), now)).collect(),
+            auth_state: if complete { "configured" } else { "missing_credentials" }.to_string(),
+            last_success_at: None,
+            last_error: None,
+            last_error_at: None,
+            last_test_at: None,
+            last_test_ok: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        Ok(self.store.create_connection(&connection, sealed.as_ref()).await?)
+    }
+
+    /// Sets (or rotates) a connection's credentials. Fields not given keep their values, so
+    /// one credential can be rotated alone.
+    pub async fn configure(&self, tenant_id: &Id, id: &str, given: &Map<String, Value>) -> Result<Connection, ConnectorError> {
+        let connection = self.store.get_connection(tenant_id.as_str(), id).await?.ok_or(ConnectorError::NotFound)?;
+        let provider = self.provider(&connection.provider)?.clone();
+        let auth = provider
+            .auth(Some(&connection.auth_mode))
+            .ok_or_else(|| ConnectorError::Misconfigured(format!("auth mode {} is no longer offered", connection.auth_mode)))?;
+        let mut merged = self.credentials(&connection).await?;
+        let mut complete_given = Map::new();
+        for (name, value) in &merged {
+            complete_given.insert(name.clone(), Value::String(value.to_string()));
+        }
+        complete_given.extend(given.clone());
+        let checked = check_credentials(auth, &provider, &complete_given).map_err(ConnectorError::Invalid)?;
+        let now = self.clock.now();
+        let mut fields = connection.credential_fields.clone();
+        for name in given.keys() {
+            fields.insert(name.clone(), now);
+        }
+        merged = checked;
+        let sealed = self.seal(tenant_id, &merged, now);
+        let updated = self
+            .store
+            .set_connection_credentials(tenant_id.as_str(), id, &sealed, &fields, "configured")
+            .await?
+            .ok_or(ConnectorError::NotFound)?;
+        self.forget(&updated.id);
+        Ok(updated)
+    }
+
+    pub async fn get(&self, tenant_id: &Id, id: &str) -> Result<Connection, ConnectorError> {
+        self.store.get_connection(tenant_id.as_str(), id).await?.ok_or(ConnectorError::NotFound)
+    }
+
+    pub async fn list(&self, tenant_id: &Id, page: &Page) -> Result<Vec<Connection>, ConnectorError> {
+        Ok(self.store.list_connections(tenant_id.as_str(), page).await?)
+    }
+
+    pub async fn uninstall(&self, tenant_id: &Id, id: &str) -> Result<(), ConnectorError> {
+        if !self.store.delete_connection(tenant_id.as_str(), id).await? {
+            return Err(ConnectorError::NotFound);
+        }
+        self.forget(&Id::from_trusted(id.to_string()));
+        Ok(())
+    }
+
+    fn forget(&self, id: &Id) {
+        self.resolved.invalidate(id);
+        self.tokens.invalidate(id);
+        self.health.forget(id);
+    }
+
+    fn seal(&self, tenant_id: &Id, credentials: &Credentials, now: switchboard_core::Timestamp) -> switchboard_store::StoredSecret {
+        let plain: BTreeMap<&String, &str> = credentials.iter().map(|(k, v)| (k, v.as_str())).collect();
+        let json = Zeroizing::new(serde_json::to_vec(&plain).expect("strings serialise"));
+        secrets::seal(&self.secrets, tenant_id, &json, now)
+    }
+
+    async fn credentials(&self, connection: &Connection) -> Result<Credentials, ConnectorError> {
+        let Some(secret_id) = &connection.credentials_secret_id else { return Ok(Credentials::new()) };
+        let stored = self
+            .store
+            .get_secret(connection.tenant_id.as_str(), secret_id.as_str())
+            .await?
+            .ok_or(ConnectorError::Undecryptable)?;
+        let plain = secrets::open(&self.secrets, &stored).map_err(|_| ConnectorError::Undecryptable)?;
+        let map: BTreeMap<String, String> = serde_json::from_slice(&plain).map_err(|_| ConnectorError::Undecryptable)?;
+        Ok(map.into_iter().map(|(k, v)| (k, Zeroizing::new(v))).collect())
+    }
+
+    /// The connection ready to call, from the cache or built now.
+    pub(crate) async fn resolved(&self, tenant_id: &Id, id: &str) -> Result<Arc<Resolved>, ConnectorError> {
+        let key = Id::from_trusted(id.to_string());
+        if let Some(resolved) = self.resolved.get(&key)
+            && &resolved.connection.tenant_id == tenant_id
+        {
+            return Ok(resolved);
+        }
+        let connection = self.get(tenant_id, id).await?;
+        let provider = self.provider(&connection.provider)?.clone();
+        let credentials = self.credentials(&connection).await?;
+        let override_url = self.config.base_url_overrides.get(provider.name()).map(String::as_str);
+        let resolved = Arc::new(resolve::resolve(connection, provider, credentials, override_url)?);
+        self.resolved.insert(key, resolved.clone());
+        Ok(resolved)
+    }
+}
