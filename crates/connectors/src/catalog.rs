@@ -98,13 +98,8 @@ impl Catalog {
 
     /// One page of matching providers, and whether more follow.
     pub fn search(&self, query: &Query, installs: &HashMap<String, u64>) -> (Vec<Arc<Provider>>, bool) {
-        let words: Vec<String> = query
-            .search
-            .as_deref()
-            .unwrap_or("")
-            .split_whitespace()
-            .map(str::to_lowercase)
-            .collect();
+        let words: Vec<String> =
+            query.search.as_deref().unwrap_or("").split_whitespace().map(str::to_lowercase).collect();
         let mut matches: Vec<&Arc<Provider>> = self
             .providers
             .values()
@@ -132,7 +127,10 @@ impl Catalog {
                 matches.sort_by(|a, b| popularity(b).cmp(&popularity(a)).then_with(|| a.name().cmp(b.name())))
             }
             Sort::Category => matches.sort_by(|a, b| {
-                a.manifest.categories[0].as_str().cmp(b.manifest.categories[0].as_str()).then_with(|| a.name().cmp(b.name()))
+                a.manifest.categories[0]
+                    .as_str()
+                    .cmp(b.manifest.categories[0].as_str())
+                    .then_with(|| a.name().cmp(b.name()))
             }),
         }
         let more = matches.len() > query.offset + query.limit;

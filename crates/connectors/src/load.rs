@@ -44,8 +44,7 @@ pub fn bundled() -> Result<Vec<Arc<Provider>>, ManifestError> {
 
 /// Every manifest in a folder (not recursive).
 pub fn load_dir(dir: &Path) -> Result<Vec<Arc<Provider>>, ManifestError> {
-    let unreadable =
-        |reason: String| ManifestError { file: dir.display().to_string(), path: ".".into(), reason };
+    let unreadable = |reason: String| ManifestError { file: dir.display().to_string(), path: ".".into(), reason };
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| unreadable(format!("cannot be read: {e}")))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -87,11 +86,11 @@ pub fn load_str(file: &str, text: &str) -> Result<Provider, ManifestError> {
         error(if path.is_empty() { "." } else { &path }, e.into_inner().to_string())
     })?;
     let stem = Path::new(file).file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    Checker { file, manifest: &manifest, templates: Templates::new(), validators: HashMap::new() }
-        .check(&stem)
-        .map(|(templates, validators, config_validator)| {
+    Checker { file, manifest: &manifest, templates: Templates::new(), validators: HashMap::new() }.check(&stem).map(
+        |(templates, validators, config_validator)| {
             Provider::new(file.to_string(), manifest.clone(), templates, validators, config_validator)
-        })
+        },
+    )
 }
 
 struct Checker<'a> {
@@ -115,7 +114,9 @@ impl Checker<'_> {
             && m.name.starts_with(|c: char| c.is_ascii_lowercase())
             && m.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !name_ok {
-            return Err(self.fail("name", "must be 2 to 63 lower-case letters, digits, '-' or '_', starting with a letter"));
+            return Err(
+                self.fail("name", "must be 2 to 63 lower-case letters, digits, '-' or '_', starting with a letter")
+            );
         }
         if m.name != stem {
             return Err(self.fail("name", format!("must equal the file name ({stem:?})")));
@@ -158,7 +159,9 @@ impl Checker<'_> {
             }
         }
         if let Some(webhooks) = &m.webhooks {
-            for (field, location) in [("event_type", Some(&webhooks.event_type)), ("event_id", webhooks.event_id.as_ref())] {
+            for (field, location) in
+                [("event_type", Some(&webhooks.event_type)), ("event_id", webhooks.event_id.as_ref())]
+            {
                 if let Some(location) = location
                     && !location.starts_with("header:")
                 {
@@ -195,7 +198,8 @@ impl Checker<'_> {
             }
             let urls: Vec<(&str, &str)> = match auth {
                 Auth::Oauth2(oauth) => {
-                    let mut urls = vec![("authorization_url", oauth.authorization_url.as_str()), ("token_url", &oauth.token_url)];
+                    let mut urls =
+                        vec![("authorization_url", oauth.authorization_url.as_str()), ("token_url", &oauth.token_url)];
                     if let Some(revocation) = &oauth.revocation_url {
                         urls.push(("revocation_url", revocation));
                     }
@@ -238,7 +242,9 @@ impl Checker<'_> {
             if !valid_name {
                 return Err(self.fail(format!("{path}.name"), "must be lower-case letters, digits and '_'"));
             }
-            if properties.contains_key(&field.name) || field.name == "api_version" && self.manifest.api_version.is_some() {
+            if properties.contains_key(&field.name)
+                || field.name == "api_version" && self.manifest.api_version.is_some()
+            {
                 return Err(self.fail(format!("{path}.name"), format!("{:?} is declared twice", field.name)));
             }
             let mut schema = match field.kind {
@@ -267,7 +273,8 @@ impl Checker<'_> {
         if self.manifest.api_version.is_some() {
             properties.insert("api_version".into(), json!({"type": "string", "minLength": 1}));
         }
-        let schema = json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false});
+        let schema =
+            json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false});
         let validator = jsonschema::validator_for(&schema)
             .map_err(|e| self.fail("connection_config", format!("does not form a valid schema: {e}")))?;
         for (i, field) in self.manifest.connection_config.iter().enumerate() {
@@ -296,12 +303,26 @@ impl Checker<'_> {
         vars
     }
 
-    fn add(&mut self, path: &str, name: String, source: String, allowed: &BTreeSet<String>) -> Result<(), ManifestError> {
-        self.templates.add(name.clone(), source).map_err(|e| self.fail(path, format!("is not a valid template: {e}")))?;
+    fn add(
+        &mut self,
+        path: &str,
+        name: String,
+        source: String,
+        allowed: &BTreeSet<String>,
+    ) -> Result<(), ManifestError> {
+        self.templates
+            .add(name.clone(), source)
+            .map_err(|e| self.fail(path, format!("is not a valid template: {e}")))?;
         self.check_variables(path, &name, allowed, false)
     }
 
-    fn add_path(&mut self, path: &str, name: &str, source: &str, allowed: &BTreeSet<String>) -> Result<(), ManifestError> {
+    fn add_path(
+        &mut self,
+        path: &str,
+        name: &str,
+        source: &str,
+        allowed: &BTreeSet<String>,
+    ) -> Result<(), ManifestError> {
         if !source.starts_with('/') && !source.starts_with("{{") {
             return Err(self.fail(path, "must start with '/' (or with a template yielding one)"));
         }
@@ -320,12 +341,16 @@ impl Checker<'_> {
     ) -> Result<(), ManifestError> {
         let variables = self.templates.variables(name).map_err(|e| self.fail(path, e.to_string()))?;
         for variable in variables {
-            let ok = allowed.contains(&variable) || (input_allowed && (variable == "input" || variable.starts_with("input.")));
+            let ok = allowed.contains(&variable)
+                || (input_allowed && (variable == "input" || variable.starts_with("input.")));
             if !ok {
                 let known: Vec<&str> = allowed.iter().map(String::as_str).collect();
                 return Err(self.fail(
                     path,
-                    format!("uses {variable:?}, which is not declared (known: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") }),
+                    format!(
+                        "uses {variable:?}, which is not declared (known: {})",
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    ),
                 ));
             }
         }
@@ -339,7 +364,14 @@ impl Checker<'_> {
                 if next_cursor.is_none() && cursor_from_last_item.is_none() {
                     return Err(self.fail(&path, "a cursor style needs `next_cursor` or `cursor_from_last_item`"));
                 }
-                (*page_size, vec![("next_cursor", next_cursor), ("cursor_from_last_item", cursor_from_last_item), ("has_more", has_more)])
+                (
+                    *page_size,
+                    vec![
+                        ("next_cursor", next_cursor),
+                        ("cursor_from_last_item", cursor_from_last_item),
+                        ("has_more", has_more),
+                    ],
+                )
             }
             Pagination::Offset { page_size, total, .. } => (*page_size, vec![("total", total)]),
             Pagination::Page { page_size, .. } | Pagination::LinkHeader { page_size, .. } => (*page_size, Vec::new()),
@@ -374,7 +406,12 @@ impl Checker<'_> {
                 self.templates
                     .add(format!("query:{}:{param}", action.name), template.clone())
                     .map_err(|e| self.fail(format!("{path}.query.{param}"), format!("is not a valid template: {e}")))?;
-                self.check_variables(&format!("{path}.query.{param}"), &format!("query:{}:{param}", action.name), &allowed, true)?;
+                self.check_variables(
+                    &format!("{path}.query.{param}"),
+                    &format!("query:{}:{param}", action.name),
+                    &allowed,
+                    true,
+                )?;
             }
             if action.input.get("type").and_then(Value::as_str) != Some("object") {
                 return Err(self.fail(format!("{path}.input"), "must be a JSON Schema of `type: object`"));
@@ -383,7 +420,9 @@ impl Checker<'_> {
                 .map_err(|e| self.fail(format!("{path}.input"), format!("is not a valid JSON Schema: {e}")))?;
             self.validators.insert(action.name.clone(), validator);
             if let Some(body) = &action.body {
-                self.templates.check_value(body).map_err(|e| self.fail(format!("{path}.body"), format!("is not a valid template: {e}")))?;
+                self.templates
+                    .check_value(body)
+                    .map_err(|e| self.fail(format!("{path}.body"), format!("is not a valid template: {e}")))?;
             }
             if let Some(response) = &action.response {
                 check_pointer(response).map_err(|r| self.fail(format!("{path}.response"), r))?;
@@ -393,7 +432,10 @@ impl Checker<'_> {
                     let known: Vec<&str> = self.manifest.pagination.keys().map(String::as_str).collect();
                     return Err(self.fail(
                         format!("{path}.pagination"),
-                        format!("names {pagination:?}, which `pagination` does not declare (declared: {})", known.join(", ")),
+                        format!(
+                            "names {pagination:?}, which `pagination` does not declare (declared: {})",
+                            known.join(", ")
+                        ),
                     ));
                 }
                 if action.response.is_none() {

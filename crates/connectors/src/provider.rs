@@ -21,6 +21,9 @@ impl FieldProblem {
     }
 }
 
+/// Checked config values: the plain ones, and the secret ones to seal with the credentials.
+pub type CheckedConfig = (Map<String, Value>, Map<String, Value>);
+
 pub struct Provider {
     /// Where the manifest came from (`connectors/slack.yaml` or an operator's path).
     pub source: String,
@@ -65,7 +68,7 @@ impl Provider {
 
     /// The install form's values with defaults applied, checked field by field. Secret
     /// fields are returned apart, to be sealed with the credentials.
-    pub fn check_config(&self, given: &Map<String, Value>) -> Result<(Map<String, Value>, Map<String, Value>), Vec<FieldProblem>> {
+    pub fn check_config(&self, given: &Map<String, Value>) -> Result<CheckedConfig, Vec<FieldProblem>> {
         let mut values = given.clone();
         for field in &self.manifest.connection_config {
             if !values.contains_key(&field.name)
@@ -94,7 +97,8 @@ impl Provider {
             {
                 match url::Url::parse(url) {
                     Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {}
-                    _ => problems.push(FieldProblem::new(format!("config_overrides.{}", field.name), "must be an http(s) URL")),
+                    _ => problems
+                        .push(FieldProblem::new(format!("config_overrides.{}", field.name), "must be an http(s) URL")),
                 }
             }
         }
@@ -117,7 +121,8 @@ impl Provider {
             .iter_errors(input)
             .map(|e| {
                 let path = e.instance_path.to_string();
-                let field = if path.is_empty() { "input".to_string() } else { format!("input{}", pointer_to_path(&path)) };
+                let field =
+                    if path.is_empty() { "input".to_string() } else { format!("input{}", pointer_to_path(&path)) };
                 FieldProblem::new(field, e.to_string())
             })
             .collect();

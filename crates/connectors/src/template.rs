@@ -175,9 +175,7 @@ mod tests {
     fn path_values_are_encoded_as_single_segments() {
         let mut templates = Templates::new();
         templates.add_path("get", "/repos/{{ input.owner }}/{{ input.repo }}".into()).unwrap();
-        let path = templates
-            .render_path("get", &json!({"input": {"owner": "../admin", "repo": "a b/c?d"}}))
-            .unwrap();
+        let path = templates.render_path("get", &json!({"input": {"owner": "../admin", "repo": "a b/c?d"}})).unwrap();
         assert_eq!(path, "/repos/..%2Fadmin/a%20b%2Fc%3Fd");
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use switchboard_connectors::{Catalog, ConnectorError, Connections, ConnectorsConfig, Install, ProxyRequest};
+use switchboard_connectors::{Catalog, Connections, ConnectorError, ConnectorsConfig, Install, ProxyRequest};
 use switchboard_core::{Id, IdKind, KeyRing, SecretBox, SystemClock};
 use switchboard_egress::{AddressPolicy, BreakerConfig, EgressClient, EgressConfig, RetryPolicy};
 use switchboard_sandbox::{Sandbox, credentials as creds};
@@ -28,12 +28,24 @@ async fn world(backend: Backend) -> Option<World> {
     let loopback = AddressPolicy { allow_private: false, allowed_networks: vec!["127.0.0.1/32".parse().unwrap()] };
     let egress = EgressClient::new(EgressConfig {
         policy: loopback,
-        breaker: BreakerConfig { failure_threshold: 4, window: Duration::from_secs(30), open_for: Duration::from_secs(60) },
-        retry: RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(5), max_delay: Duration::from_millis(20), max_wait: Duration::from_secs(2) },
+        breaker: BreakerConfig {
+            failure_threshold: 4,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_secs(60),
+        },
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+            max_wait: Duration::from_secs(2),
+        },
         ..EgressConfig::default()
     })
     .unwrap();
-    let config = ConnectorsConfig { base_url_overrides: sandbox.base_urls().into_iter().collect::<HashMap<_, _>>(), ..ConnectorsConfig::default() };
+    let config = ConnectorsConfig {
+        base_url_overrides: sandbox.base_urls().into_iter().collect::<HashMap<_, _>>(),
+        ..ConnectorsConfig::default()
+    };
     let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: "acme".into(), created_at: chrono::Utc::now() };
     let tenant = store.create_tenant(&tenant, None).await.unwrap().id;
     let connections = Connections::new(
@@ -63,12 +75,23 @@ impl World {
         self.connections.install(&self.tenant, install).await.unwrap().id.to_string()
     }
 
-    async fn action(&self, id: &str, name: &str, input: Value) -> Result<switchboard_connectors::runtime::ActionOutcome, ConnectorError> {
+    async fn action(
+        &self,
+        id: &str,
+        name: &str,
+        input: Value,
+    ) -> Result<switchboard_connectors::runtime::ActionOutcome, ConnectorError> {
         self.connections.run_action(&self.tenant, id, name, input, Some(100)).await
     }
 
     async fn get(&self, id: &str, path: &str) -> switchboard_connectors::ProxyResponse {
-        let request = ProxyRequest { method: reqwest::Method::GET, path_and_query: path.into(), headers: Default::default(), body: Default::default(), bypass_cache: false };
+        let request = ProxyRequest {
+            method: reqwest::Method::GET,
+            path_and_query: path.into(),
+            headers: Default::default(),
+            body: Default::default(),
+            bypass_cache: false,
+        };
         self.connections.proxy(&self.tenant, id, request).await.unwrap()
     }
 }
@@ -78,18 +101,58 @@ async fn every_auth_mode_reaches_its_provider(backend: Backend) {
     let rest = format!("{}/rest", w.sandbox.url());
     let cases: Vec<(&str, Option<&str>, Value, Option<Value>)> = vec![
         ("slack", Some("bearer"), json!({}), Some(json!({"token": creds::SLACK_BOT_TOKEN}))),
-        ("slack", Some("oauth2"), json!({}), Some(json!({"client_id": "c", "client_secret": "s", "access_token": creds::SLACK_BOT_TOKEN}))),
+        (
+            "slack",
+            Some("oauth2"),
+            json!({}),
+            Some(json!({"client_id": "c", "client_secret": "s", "access_token": creds::SLACK_BOT_TOKEN})),
+        ),
         ("github", Some("bearer"), json!({}), Some(json!({"token": creds::GITHUB_TOKEN}))),
         ("stripe", None, json!({}), Some(json!({"token": creds::STRIPE_SECRET_KEY}))),
         ("hubspot", Some("bearer"), json!({}), Some(json!({"token": creds::HUBSPOT_TOKEN}))),
-        ("jira", None, json!({"subdomain": "acme"}), Some(json!({"username": creds::JIRA_EMAIL, "password": creds::JIRA_API_TOKEN}))),
-        ("google-calendar", None, json!({}), Some(json!({"client_id": "c", "client_secret": "s", "access_token": creds::GOOGLE_ACCESS_TOKEN}))),
-        ("total-battle", None, json!({"base_url": format!("{}/total-battle", w.sandbox.url())}), Some(json!({"api_key": creds::TOTAL_BATTLE_API_KEY}))),
+        (
+            "jira",
+            None,
+            json!({"subdomain": "acme"}),
+            Some(json!({"username": creds::JIRA_EMAIL, "password": creds::JIRA_API_TOKEN})),
+        ),
+        (
+            "google-calendar",
+            None,
+            json!({}),
+            Some(json!({"client_id": "c", "client_secret": "s", "access_token": creds::GOOGLE_ACCESS_TOKEN})),
+        ),
+        (
+            "total-battle",
+            None,
+            json!({"base_url": format!("{}/total-battle", w.sandbox.url())}),
+            Some(json!({"api_key": creds::TOTAL_BATTLE_API_KEY})),
+        ),
         ("rest", Some("none"), json!({"base_url": format!("{rest}/public"), "health_path": "/health"}), None),
-        ("rest", Some("bearer"), json!({"base_url": rest, "health_path": "/health"}), Some(json!({"token": creds::REST_TOKEN}))),
-        ("rest", Some("basic"), json!({"base_url": rest, "health_path": "/health"}), Some(json!({"username": creds::REST_USERNAME, "password": creds::REST_PASSWORD}))),
-        ("rest", Some("api_key"), json!({"base_url": rest, "health_path": "/health", "api_key_header": "Authorization", "api_key_prefix": "ApiKey "}), Some(json!({"api_key": creds::REST_API_KEY}))),
-        ("rest", Some("oauth2_client_credentials"), json!({"base_url": rest, "health_path": "/health", "token_url": format!("{rest}/oauth/token")}), Some(json!({"client_id": creds::REST_CLIENT_ID, "client_secret": creds::REST_CLIENT_SECRET}))),
+        (
+            "rest",
+            Some("bearer"),
+            json!({"base_url": rest, "health_path": "/health"}),
+            Some(json!({"token": creds::REST_TOKEN})),
+        ),
+        (
+            "rest",
+            Some("basic"),
+            json!({"base_url": rest, "health_path": "/health"}),
+            Some(json!({"username": creds::REST_USERNAME, "password": creds::REST_PASSWORD})),
+        ),
+        (
+            "rest",
+            Some("api_key"),
+            json!({"base_url": rest, "health_path": "/health", "api_key_header": "Authorization", "api_key_prefix": "ApiKey "}),
+            Some(json!({"api_key": creds::REST_API_KEY})),
+        ),
+        (
+            "rest",
+            Some("oauth2_client_credentials"),
+            json!({"base_url": rest, "health_path": "/health", "token_url": format!("{rest}/oauth/token")}),
+            Some(json!({"client_id": creds::REST_CLIENT_ID, "client_secret": creds::REST_CLIENT_SECRET})),
+        ),
     ];
     for (provider, mode, config, credentials) in cases {
         let id = w.install(provider, mode, config, credentials).await;
@@ -117,7 +180,8 @@ async fn wrong_credentials_fail_the_test_in_each_providers_own_way(backend: Back
     assert!(outcome.error.as_deref().unwrap().contains("Bad credentials"));
 
     // Rotating the credential fixes it, and the secret is never shown again.
-    let rotated = w.connections.configure(&w.tenant, &github, &object(json!({"token": creds::GITHUB_TOKEN}))).await.unwrap();
+    let rotated =
+        w.connections.configure(&w.tenant, &github, &object(json!({"token": creds::GITHUB_TOKEN}))).await.unwrap();
     assert!(rotated.credential_fields.contains_key("token"));
     assert!(w.connections.test(&w.tenant, &github).await.unwrap().ok);
     let stored = format!("{:?}", w.store.get_connection(w.tenant.as_str(), &github).await.unwrap().unwrap());
@@ -129,8 +193,22 @@ async fn actions_follow_every_pagination_style(backend: Backend) {
     let slack = w.install("slack", Some("bearer"), json!({}), Some(json!({"token": creds::SLACK_BOT_TOKEN}))).await;
     let github = w.install("github", Some("bearer"), json!({}), Some(json!({"token": creds::GITHUB_TOKEN}))).await;
     let stripe = w.install("stripe", None, json!({}), Some(json!({"token": creds::STRIPE_SECRET_KEY}))).await;
-    let jira = w.install("jira", None, json!({"subdomain": "acme"}), Some(json!({"username": creds::JIRA_EMAIL, "password": creds::JIRA_API_TOKEN}))).await;
-    let tb = w.install("total-battle", None, json!({"base_url": format!("{}/total-battle", w.sandbox.url())}), Some(json!({"api_key": creds::TOTAL_BATTLE_API_KEY}))).await;
+    let jira = w
+        .install(
+            "jira",
+            None,
+            json!({"subdomain": "acme"}),
+            Some(json!({"username": creds::JIRA_EMAIL, "password": creds::JIRA_API_TOKEN})),
+        )
+        .await;
+    let tb = w
+        .install(
+            "total-battle",
+            None,
+            json!({"base_url": format!("{}/total-battle", w.sandbox.url())}),
+            Some(json!({"api_key": creds::TOTAL_BATTLE_API_KEY})),
+        )
+        .await;
 
     // Cursor (Slack's next_cursor), with page size 200: one page of 7.
     let channels = w.action(&slack, "list_channels", json!({})).await.unwrap();
@@ -147,7 +225,8 @@ async fn actions_follow_every_pagination_style(backend: Backend) {
     // Page numbers (Total Battle): 42 players at 50 a page.
     let players = w.action(&tb, "list_players", json!({})).await.unwrap();
     assert_eq!(players.data.as_array().unwrap().len(), 42);
-    let ids: std::collections::BTreeSet<u64> = players.data.as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    let ids: std::collections::BTreeSet<u64> =
+        players.data.as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap()).collect();
     assert_eq!(ids.len(), 42, "no page fetched twice");
 
     // Small pages through a stingier limit: max_pages stops early and says so.
@@ -174,12 +253,14 @@ async fn actions_validate_input_and_build_bodies(backend: Backend) {
 
     // Stripe wants forms; the simulator refuses JSON.
     let stripe = w.install("stripe", None, json!({}), Some(json!({"token": creds::STRIPE_SECRET_KEY}))).await;
-    let customer = w.action(&stripe, "create_customer", json!({"email": "new@example.com", "name": "New"})).await.unwrap();
+    let customer =
+        w.action(&stripe, "create_customer", json!({"email": "new@example.com", "name": "New"})).await.unwrap();
     assert_eq!(customer.data["email"], "new@example.com");
 
     // A body template: GitHub issues, with the path built from input (encoded as segments).
     let github = w.install("github", Some("bearer"), json!({}), Some(json!({"token": creds::GITHUB_TOKEN}))).await;
-    let issue = w.action(&github, "create_issue", json!({"owner": "acme", "repo": "site", "title": "Broken"})).await.unwrap();
+    let issue =
+        w.action(&github, "create_issue", json!({"owner": "acme", "repo": "site", "title": "Broken"})).await.unwrap();
     assert_eq!(issue.data["number"], 1);
     match w.action(&github, "create_issue", json!({"owner": "acme", "repo": "site", "title": ""})).await {
         Err(ConnectorError::Invalid(problems)) => assert_eq!(problems[0].field, "input.title"),
@@ -203,7 +284,14 @@ async fn install_refuses_bad_config_and_credentials_per_field(backend: Backend) 
         auth_mode: mode.map(str::to_string),
         custom_name: None,
     };
-    match w.connections.install(&w.tenant, install("jira", json!({"subdomain": "Not Valid!", "colour": 1}), Some(json!({"username": "a"})), None)).await {
+    match w
+        .connections
+        .install(
+            &w.tenant,
+            install("jira", json!({"subdomain": "Not Valid!", "colour": 1}), Some(json!({"username": "a"})), None),
+        )
+        .await
+    {
         Err(ConnectorError::Invalid(problems)) => {
             let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
             assert!(fields.contains(&"config_overrides.subdomain"), "{problems:?}");
@@ -213,25 +301,35 @@ async fn install_refuses_bad_config_and_credentials_per_field(backend: Backend) 
         other => panic!("expected field problems, got {other:?}"),
     }
     match w.connections.install(&w.tenant, install("slakc", json!({}), None, None)).await {
-        Err(ConnectorError::UnknownProvider { suggestions, .. }) => assert_eq!(suggestions.first().map(String::as_str), Some("slack")),
+        Err(ConnectorError::UnknownProvider { suggestions, .. }) => {
+            assert_eq!(suggestions.first().map(String::as_str), Some("slack"))
+        }
         other => panic!("expected an unknown provider, got {other:?}"),
     }
     match w.connections.install(&w.tenant, install("slack", json!({}), Some(json!({"token": "t"})), None)).await {
         Err(ConnectorError::Invalid(problems)) => assert_eq!(problems[0].field, "auth_mode"),
         other => panic!("expected auth_mode to be required, got {other:?}"),
     }
-    let connections = w.connections.list(&w.tenant, &switchboard_store::Page { limit: 10, before: None }).await.unwrap();
+    let connections =
+        w.connections.list(&w.tenant, &switchboard_store::Page { limit: 10, before: None }).await.unwrap();
     assert!(connections.is_empty(), "nothing was stored by refused installs");
 }
 
 async fn the_proxy_injects_auth_caches_gets_and_never_forwards_our_key(backend: Backend) {
     let Some(w) = world(backend).await else { return };
     let rest = format!("{}/rest", w.sandbox.url());
-    let id = w.install("rest", Some("bearer"), json!({"base_url": rest}), Some(json!({"token": creds::REST_TOKEN}))).await;
+    let id =
+        w.install("rest", Some("bearer"), json!({"base_url": rest}), Some(json!({"token": creds::REST_TOKEN}))).await;
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("authorization", "Bearer sb_our_api_key".parse().unwrap());
     headers.insert("x-custom", "kept".parse().unwrap());
-    let request = ProxyRequest { method: reqwest::Method::POST, path_and_query: "/echo/a/b?x=1".into(), headers, body: "payload".into(), bypass_cache: false };
+    let request = ProxyRequest {
+        method: reqwest::Method::POST,
+        path_and_query: "/echo/a/b?x=1".into(),
+        headers,
+        body: "payload".into(),
+        bypass_cache: false,
+    };
     let response = w.connections.proxy(&w.tenant, &id, request).await.unwrap();
     let echoed: Value = serde_json::from_slice(&response.body).unwrap();
     assert_eq!(echoed["path"], "/echo/a/b", "the simulator sees the path under its own prefix");
@@ -240,18 +338,37 @@ async fn the_proxy_injects_auth_caches_gets_and_never_forwards_our_key(backend: 
     assert_eq!(echoed["headers"]["authorization"], format!("Bearer {}", creds::REST_TOKEN));
     assert_eq!(echoed["headers"]["x-custom"], "kept");
 
-    let escape = ProxyRequest { method: reqwest::Method::GET, path_and_query: "/../../slack/api/auth.test".into(), headers: Default::default(), body: Default::default(), bypass_cache: false };
+    let escape = ProxyRequest {
+        method: reqwest::Method::GET,
+        path_and_query: "/../../slack/api/auth.test".into(),
+        headers: Default::default(),
+        body: Default::default(),
+        bypass_cache: false,
+    };
     assert!(matches!(w.connections.proxy(&w.tenant, &id, escape).await, Err(ConnectorError::Invalid(_))));
 
     // Total Battle caches reads for 60 s: a second GET is served without the provider.
-    let tb = w.install("total-battle", None, json!({"base_url": format!("{}/total-battle", w.sandbox.url())}), Some(json!({"api_key": creds::TOTAL_BATTLE_API_KEY}))).await;
+    let tb = w
+        .install(
+            "total-battle",
+            None,
+            json!({"base_url": format!("{}/total-battle", w.sandbox.url())}),
+            Some(json!({"api_key": creds::TOTAL_BATTLE_API_KEY})),
+        )
+        .await;
     let before = w.sandbox.requests("total-battle");
     let first = w.get(&tb, "/players/7").await;
     let second = w.get(&tb, "/players/7").await;
     assert_eq!((first.cache, second.cache), ("miss", "hit"));
     assert_eq!(first.body, second.body);
     assert_eq!(w.sandbox.requests("total-battle") - before, 1);
-    let bypass = ProxyRequest { method: reqwest::Method::GET, path_and_query: "/players/7".into(), headers: Default::default(), body: Default::default(), bypass_cache: true };
+    let bypass = ProxyRequest {
+        method: reqwest::Method::GET,
+        path_and_query: "/players/7".into(),
+        headers: Default::default(),
+        body: Default::default(),
+        bypass_cache: true,
+    };
     assert_eq!(w.connections.proxy(&w.tenant, &tb, bypass).await.unwrap().cache, "bypass");
     assert_eq!(w.sandbox.requests("total-battle") - before, 2);
 }
@@ -259,7 +376,8 @@ async fn the_proxy_injects_auth_caches_gets_and_never_forwards_our_key(backend: 
 async fn failures_are_retried_then_the_circuit_opens(backend: Backend) {
     let Some(w) = world(backend).await else { return };
     let rest = format!("{}/rest", w.sandbox.url());
-    let id = w.install("rest", Some("bearer"), json!({"base_url": rest}), Some(json!({"token": creds::REST_TOKEN}))).await;
+    let id =
+        w.install("rest", Some("bearer"), json!({"base_url": rest}), Some(json!({"token": creds::REST_TOKEN}))).await;
     // Two 503s, then success: a GET is retried and succeeds on the third attempt.
     w.sandbox.fail_next("rest", 2, 503);
     let response = w.get(&id, "/items/1").await;
@@ -267,13 +385,25 @@ async fn failures_are_retried_then_the_circuit_opens(backend: Backend) {
     assert_eq!(response.attempts, 3);
     // A POST is not retried on a 503.
     w.sandbox.fail_next("rest", 1, 503);
-    let post = ProxyRequest { method: reqwest::Method::POST, path_and_query: "/items".into(), headers: Default::default(), body: "{}".into(), bypass_cache: false };
+    let post = ProxyRequest {
+        method: reqwest::Method::POST,
+        path_and_query: "/items".into(),
+        headers: Default::default(),
+        body: "{}".into(),
+        bypass_cache: false,
+    };
     assert_eq!(w.connections.proxy(&w.tenant, &id, post).await.unwrap().status, 503);
     // Enough failures open the circuit: calls fail fast without reaching the provider.
     w.sandbox.fail_next("rest", 100, 503);
     let _ = w.get(&id, "/items/1").await;
     let before = w.sandbox.requests("rest");
-    let request = ProxyRequest { method: reqwest::Method::GET, path_and_query: "/items/1".into(), headers: Default::default(), body: Default::default(), bypass_cache: false };
+    let request = ProxyRequest {
+        method: reqwest::Method::GET,
+        path_and_query: "/items/1".into(),
+        headers: Default::default(),
+        body: Default::default(),
+        bypass_cache: false,
+    };
     match w.connections.proxy(&w.tenant, &id, request).await {
         Err(ConnectorError::CircuitOpen { retry_after, .. }) => assert!(retry_after > Duration::ZERO),
         other => panic!("expected an open circuit, got {other:?}"),
@@ -297,7 +427,9 @@ async fn a_providers_rate_limit_answer_blocks_the_connection(backend: Backend) {
     }
     let before = w.sandbox.requests("slack");
     match w.action(&slack, "post_message", json!({"channel": "C1", "text": "x"})).await {
-        Err(ConnectorError::RateLimited { retry_after }) => assert!(retry_after > Duration::from_secs(30), "{retry_after:?}"),
+        Err(ConnectorError::RateLimited { retry_after }) => {
+            assert!(retry_after > Duration::from_secs(30), "{retry_after:?}")
+        }
         other => panic!("expected a local rate limit, got {other:?}"),
     }
     assert_eq!(w.sandbox.requests("slack"), before, "a blocked connection does not call the provider");

@@ -41,7 +41,8 @@ fn every_bundled_manifest_loads_and_satisfies_the_schema() {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         let document: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&document).map(|e| format!("{}: {e}", e.instance_path)).collect();
+        let errors: Vec<String> =
+            validator.iter_errors(&document).map(|e| format!("{}: {e}", e.instance_path)).collect();
         assert!(errors.is_empty(), "{} breaks the schema: {errors:?}", path.display());
         names.insert(path.file_stem().unwrap().to_string_lossy().to_string());
     }
@@ -57,7 +58,8 @@ fn the_bundled_manifests_exercise_every_auth_mode_and_pagination_style() {
     let providers = bundled().unwrap();
     let modes: BTreeSet<&str> = providers.iter().flat_map(|p| p.manifest.auth.iter().map(Auth::mode)).collect();
     assert_eq!(modes, BTreeSet::from(["oauth2", "oauth2_client_credentials", "api_key", "bearer", "basic", "none"]));
-    let styles: BTreeSet<&str> = providers.iter().flat_map(|p| p.manifest.pagination.values().map(|s| s.style())).collect();
+    let styles: BTreeSet<&str> =
+        providers.iter().flat_map(|p| p.manifest.pagination.values().map(|s| s.style())).collect();
     assert_eq!(styles, BTreeSet::from(["cursor", "offset", "page", "link_header"]));
 }
 
@@ -80,18 +82,53 @@ fn a_minimal_manifest_loads() {
 fn broken_manifests_are_refused_with_the_path_and_the_reason() {
     let cases: Vec<(String, &str, &str)> = vec![
         (MINIMAL.replace("auth: {mode: none}", "auth: {mode: oauth3}"), "auth[0].mode", "unknown variant `oauth3`"),
-        (MINIMAL.replace("auth: {mode: none}", "auth: {mode: oauth2, token_url: https://x.test/t}"), "auth[0]", "missing field `authorization_url`"),
-        (MINIMAL.replace("categories: [custom]", "categories: [cooking]"), "categories[0]", "unknown variant `cooking`"),
+        (
+            MINIMAL.replace("auth: {mode: none}", "auth: {mode: oauth2, token_url: https://x.test/t}"),
+            "auth[0]",
+            "missing field `authorization_url`",
+        ),
+        (
+            MINIMAL.replace("categories: [custom]", "categories: [cooking]"),
+            "categories[0]",
+            "unknown variant `cooking`",
+        ),
         (MINIMAL.replace("name: broken", "name: other"), "name", "must equal the file name"),
         (MINIMAL.to_string() + "colour: blue\n", "colour", "unknown field `colour`"),
-        (MINIMAL.replace("https://example.com", "https://{{ config.subdomain }}.example.com"), "base_url", "config.subdomain"),
+        (
+            MINIMAL.replace("https://example.com", "https://{{ config.subdomain }}.example.com"),
+            "base_url",
+            "config.subdomain",
+        ),
         (MINIMAL.replace("https://example.com", "https://{{ config.sub"), "base_url", "is not a valid template"),
-        (MINIMAL.to_string() + "actions:\n  - {name: list, method: GET, path: /items, pagination: nope, response: /items}\n", "actions[0].pagination", "does not declare"),
-        (MINIMAL.to_string() + "actions:\n  - {name: get, method: GET, path: items}\n", "actions[0].path", "must start with '/'"),
-        (MINIMAL.to_string() + "actions:\n  - {name: get, method: GET, path: /x, input: {type: object, properties: {a: {type: 12}}}}\n", "actions[0].input", "is not a valid JSON Schema"),
-        (MINIMAL.to_string() + "actions:\n  - {name: get, method: GET, path: /x}\n  - {name: get, method: GET, path: /y}\n", "actions[1].name", "declared twice"),
+        (
+            MINIMAL.to_string()
+                + "actions:\n  - {name: list, method: GET, path: /items, pagination: nope, response: /items}\n",
+            "actions[0].pagination",
+            "does not declare",
+        ),
+        (
+            MINIMAL.to_string() + "actions:\n  - {name: get, method: GET, path: items}\n",
+            "actions[0].path",
+            "must start with '/'",
+        ),
+        (
+            MINIMAL.to_string()
+                + "actions:\n  - {name: get, method: GET, path: /x, input: {type: object, properties: {a: {type: 12}}}}\n",
+            "actions[0].input",
+            "is not a valid JSON Schema",
+        ),
+        (
+            MINIMAL.to_string()
+                + "actions:\n  - {name: get, method: GET, path: /x}\n  - {name: get, method: GET, path: /y}\n",
+            "actions[1].name",
+            "declared twice",
+        ),
         (MINIMAL.to_string() + "rate_limit: {requests: 0, per_seconds: 1}\n", "rate_limit.requests", "at least 1"),
-        (MINIMAL.to_string() + "connection_config:\n  - {name: tier, label: Tier, type: enum}\n", "connection_config[0].values", "must list its values"),
+        (
+            MINIMAL.to_string() + "connection_config:\n  - {name: tier, label: Tier, type: enum}\n",
+            "connection_config[0].values",
+            "must list its values",
+        ),
         (MINIMAL.to_string() + "errors: {pointer: ok, equals: false}\n", "errors.pointer", "not a JSON pointer"),
         ("name: [unclosed\n".to_string(), "line 2 column 1", "is not valid YAML"),
     ];
@@ -106,7 +143,11 @@ fn broken_manifests_are_refused_with_the_path_and_the_reason() {
 fn operator_folders_add_and_override_providers_and_report_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("acme.yaml"), MINIMAL.replace("broken", "acme")).unwrap();
-    std::fs::write(dir.path().join("slack.yaml"), MINIMAL.replace("broken", "slack").replace("Broken", "Patched Slack")).unwrap();
+    std::fs::write(
+        dir.path().join("slack.yaml"),
+        MINIMAL.replace("broken", "slack").replace("Broken", "Patched Slack"),
+    )
+    .unwrap();
     let catalog = Catalog::load(&[dir.path().to_path_buf()]).unwrap();
     assert!(catalog.get("acme").is_some());
     assert_eq!(catalog.get("slack").unwrap().manifest.display_name, "Patched Slack");
@@ -124,7 +165,10 @@ fn the_catalog_searches_filters_sorts_and_suggests() {
     let page = |query: Query| catalog.search(&query, &none).0.iter().map(|p| p.name().to_string()).collect::<Vec<_>>();
     let base = Query { limit: 100, ..Query::default() };
 
-    assert_eq!(page(Query { category: Some(switchboard_connectors::manifest::Category::Gaming), ..base.clone() }), vec!["total-battle"]);
+    assert_eq!(
+        page(Query { category: Some(switchboard_connectors::manifest::Category::Gaming), ..base.clone() }),
+        vec!["total-battle"]
+    );
     assert_eq!(page(Query { search: Some("ISSUES jira".into()), ..base.clone() }), vec!["jira"]);
     let by_name = page(Query { sort: Sort::Name, ..base.clone() });
     let mut sorted = by_name.clone();
@@ -132,7 +176,12 @@ fn the_catalog_searches_filters_sorts_and_suggests() {
     assert_eq!(by_name, sorted);
 
     let installs = std::collections::HashMap::from([("stripe".to_string(), 7), ("jira".to_string(), 3)]);
-    let popular: Vec<String> = catalog.search(&Query { sort: Sort::Popularity, ..base.clone() }, &installs).0.iter().map(|p| p.name().to_string()).collect();
+    let popular: Vec<String> = catalog
+        .search(&Query { sort: Sort::Popularity, ..base.clone() }, &installs)
+        .0
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect();
     assert_eq!(&popular[..2], ["stripe", "jira"]);
 
     let (first, more) = catalog.search(&Query { sort: Sort::Name, limit: 3, ..base.clone() }, &none);

@@ -78,10 +78,8 @@ pub struct CircuitBreakers {
 impl CircuitBreakers {
     pub fn new(clock: Arc<dyn Clock>, config: BreakerConfig) -> Self {
         // Bounded: hosts not called for an hour are forgotten, and never more than 10,000.
-        let breakers = moka::sync::Cache::builder()
-            .max_capacity(10_000)
-            .time_to_idle(Duration::from_secs(3600))
-            .build();
+        let breakers =
+            moka::sync::Cache::builder().max_capacity(10_000).time_to_idle(Duration::from_secs(3600)).build();
         Self { clock, config, breakers }
     }
 
@@ -181,7 +179,8 @@ mod tests {
 
     fn breakers() -> (CircuitBreakers, ManualClock) {
         let clock = ManualClock::new(switchboard_core::from_micros(1_700_000_000_000_000));
-        let config = BreakerConfig { failure_threshold: 3, window: Duration::from_secs(10), open_for: Duration::from_secs(30) };
+        let config =
+            BreakerConfig { failure_threshold: 3, window: Duration::from_secs(10), open_for: Duration::from_secs(30) };
         (CircuitBreakers::new(Arc::new(clock.clone()), config), clock)
     }
 

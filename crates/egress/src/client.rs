@@ -315,7 +315,10 @@ impl EgressClient {
                     return Ok(CallResponse { response, attempts: attempt });
                 }
                 Err(error) => {
-                    let host_trouble = matches!(error.kind, ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Dns | ErrorKind::Request);
+                    let host_trouble = matches!(
+                        error.kind,
+                        ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Dns | ErrorKind::Request
+                    );
                     if host_trouble {
                         self.breakers.record(&policy.breaker_key, false);
                     }

@@ -19,7 +19,7 @@ pub use breaker::{BreakerConfig, BreakerSnapshot, CircuitState};
 pub use client::{
     CallError, CallPolicy, CallResponse, EgressClient, EgressConfig, EgressError, ErrorKind, RetryPolicy, read_excerpt,
 };
-pub use ratelimit::{Quota, RateHeaders};
 pub use policy::{AddressPolicy, Refusal};
+pub use ratelimit::{Quota, RateHeaders};
 pub use resolver::StaticHosts;
 pub use target::TargetError;

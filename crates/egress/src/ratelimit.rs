@@ -31,7 +31,13 @@ pub struct RateHeaders {
 
 impl Default for RateHeaders {
     fn default() -> Self {
-        Self { retry_after: "retry-after".into(), remaining: None, reset: None, reset_is_epoch: true, also_limited_statuses: Vec::new() }
+        Self {
+            retry_after: "retry-after".into(),
+            remaining: None,
+            reset: None,
+            reset_is_epoch: true,
+            also_limited_statuses: Vec::new(),
+        }
     }
 }
 
@@ -51,10 +57,8 @@ pub struct RateLimits {
 
 impl RateLimits {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        let buckets = moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_idle(Duration::from_secs(3600))
-            .build();
+        let buckets =
+            moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(3600)).build();
         Self { clock, buckets }
     }
 
@@ -87,7 +91,8 @@ impl RateLimits {
     /// with a reset time, blocks the key until then. Returns the block, if any.
     pub fn observe(&self, key: &str, status: u16, headers: &HeaderMap, spec: &RateHeaders) -> Option<Duration> {
         let now = self.clock.now();
-        let number = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok());
+        let number =
+            |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok());
         let exhausted = spec.remaining.as_deref().and_then(number).is_some_and(|left| left <= 0.0);
         let limited = status == 429 || (exhausted && spec.also_limited_statuses.contains(&status));
         let mut until: Option<Timestamp> = None;
@@ -156,7 +161,11 @@ mod tests {
         }
         assert_eq!(limits.acquire("conn_a", quota, Duration::ZERO), Err(Duration::from_millis(200)));
         assert_eq!(limits.acquire("conn_b", quota, Duration::ZERO), Ok(Duration::ZERO), "keys are separate");
-        assert_eq!(limits.acquire("conn_a", quota, Duration::from_secs(1)), Ok(Duration::from_millis(200)), "reserved ahead");
+        assert_eq!(
+            limits.acquire("conn_a", quota, Duration::from_secs(1)),
+            Ok(Duration::from_millis(200)),
+            "reserved ahead"
+        );
         clock.advance(TimeDelta::seconds(1));
         assert_eq!(limits.acquire("conn_a", quota, Duration::ZERO), Ok(Duration::ZERO));
     }

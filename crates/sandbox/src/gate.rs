@@ -75,7 +75,8 @@ async fn gate(
     };
     if let Some(status) = injected {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return (status, [("content-type", "text/html")], "<html><body><h1>Service Unavailable</h1></body></html>").into_response();
+        return (status, [("content-type", "text/html")], "<html><body><h1>Service Unavailable</h1></body></html>")
+            .into_response();
     }
     let taken = state.quotas.lock().expect("sandbox lock").get_mut(provider).map(Window::take);
     match taken {

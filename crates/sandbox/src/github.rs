@@ -30,9 +30,10 @@ fn check(headers: &HeaderMap) -> Result<(), Response> {
         )
             .into_response());
     }
-    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| {
-        v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")).map(str::trim)
-    });
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")).map(str::trim));
     match token {
         Some(GITHUB_TOKEN) => Ok(()),
         Some(_) => Err((StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"}))).into_response()),

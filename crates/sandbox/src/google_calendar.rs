@@ -23,7 +23,8 @@ pub(crate) fn router() -> Router<Arc<State>> {
 }
 
 fn google_error(status: StatusCode, text: &str, message: &str) -> Response {
-    (status, axum::Json(json!({"error": {"code": status.as_u16(), "message": message, "status": text}}))).into_response()
+    (status, axum::Json(json!({"error": {"code": status.as_u16(), "message": message, "status": text}})))
+        .into_response()
 }
 
 fn check(headers: &HeaderMap) -> Result<(), Response> {
@@ -45,7 +46,8 @@ struct Page {
 }
 
 fn page(kind: &str, items: Vec<Value>, page: &Page) -> Value {
-    let start = page.page_token.as_deref().and_then(|t| t.strip_prefix("tok_")).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let start =
+        page.page_token.as_deref().and_then(|t| t.strip_prefix("tok_")).and_then(|n| n.parse().ok()).unwrap_or(0);
     let max = page.max_results.unwrap_or(100).clamp(1, 250);
     let mut body = json!({"kind": kind, "items": crate::gate::slice(&items, start, max)});
     if start + max < items.len() {
@@ -64,7 +66,12 @@ async fn calendar_list(headers: HeaderMap, Query(params): Query<Page>) -> Respon
     axum::Json(page("calendar#calendarList", calendars, &params)).into_response()
 }
 
-async fn list_events(AxumState(state): AxumState<Arc<State>>, Path(calendar): Path<String>, headers: HeaderMap, Query(params): Query<Page>) -> Response {
+async fn list_events(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(calendar): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<Page>,
+) -> Response {
     if let Err(response) = check(&headers) {
         return response;
     }
@@ -75,7 +82,12 @@ async fn list_events(AxumState(state): AxumState<Arc<State>>, Path(calendar): Pa
     axum::Json(page("calendar#events", events, &params)).into_response()
 }
 
-async fn create_event(AxumState(state): AxumState<Arc<State>>, Path(calendar): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn create_event(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(calendar): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if let Err(response) = check(&headers) {
         return response;
     }

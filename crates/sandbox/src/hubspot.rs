@@ -47,7 +47,11 @@ struct Page {
     after: Option<String>,
 }
 
-async fn list_contacts(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap, Query(page): Query<Page>) -> Response {
+async fn list_contacts(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Query(page): Query<Page>,
+) -> Response {
     if let Err(response) = check(&headers) {
         return response;
     }
@@ -63,7 +67,11 @@ async fn list_contacts(AxumState(state): AxumState<Arc<State>>, headers: HeaderM
     axum::Json(body).into_response()
 }
 
-async fn create_contact(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn create_contact(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if let Err(response) = check(&headers) {
         return response;
     }

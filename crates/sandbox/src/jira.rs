@@ -66,7 +66,12 @@ struct SearchParams {
     max_results: Option<usize>,
 }
 
-async fn search(AxumState(state): AxumState<Arc<State>>, Path(site): Path<String>, headers: HeaderMap, Query(params): Query<SearchParams>) -> Response {
+async fn search(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<SearchParams>,
+) -> Response {
     if let Err(response) = check(&site, &headers) {
         return response;
     }
@@ -78,10 +83,14 @@ async fn search(AxumState(state): AxumState<Arc<State>>, Path(site): Path<String
     let max_results = params.max_results.unwrap_or(50).clamp(1, 100);
     axum::Json(json!({"startAt": start_at, "maxResults": max_results, "total": all.len(),
                       "issues": crate::gate::slice(&all, start_at, max_results)}))
-        .into_response()
+    .into_response()
 }
 
-async fn get_issue(AxumState(state): AxumState<Arc<State>>, Path((site, key)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn get_issue(
+    AxumState(state): AxumState<Arc<State>>,
+    Path((site, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = check(&site, &headers) {
         return response;
     }
@@ -91,7 +100,12 @@ async fn get_issue(AxumState(state): AxumState<Arc<State>>, Path((site, key)): P
     }
 }
 
-async fn create_issue(AxumState(state): AxumState<Arc<State>>, Path(site): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn create_issue(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if let Err(response) = check(&site, &headers) {
         return response;
     }
@@ -110,7 +124,10 @@ async fn create_issue(AxumState(state): AxumState<Arc<State>>, Path(site): Path<
     let number = issues(&state, &site).len() + 1;
     let project = fields["project"]["key"].as_str().unwrap_or("SB");
     let key = format!("{project}-{number}");
-    state.push(&format!("jira.{site}.issues"), json!({"id": (10000 + number).to_string(), "key": key, "fields": fields}));
+    state.push(
+        &format!("jira.{site}.issues"),
+        json!({"id": (10000 + number).to_string(), "key": key, "fields": fields}),
+    );
     (StatusCode::CREATED, axum::Json(json!({"id": (10000 + number).to_string(), "key": key, "self": format!("{}/{site}/rest/api/3/issue/{key}", state.base("jira"))})))
         .into_response()
 }

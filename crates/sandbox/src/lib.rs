@@ -6,6 +6,9 @@
 //! A [`Sandbox`] is also the test's view into the simulators: how many requests each got,
 //! failures to inject (a provider answering 503, or refusing connections), and quotas.
 
+// Checks return the provider's refusal itself as the error; a simulator does not mind its size.
+#![allow(clippy::result_large_err)]
+
 mod gate;
 mod github;
 mod google_calendar;
@@ -44,7 +47,8 @@ pub mod credentials {
 }
 
 /// The simulated providers, by the name of their manifest.
-pub const PROVIDERS: [&str; 8] = ["slack", "github", "stripe", "hubspot", "jira", "google-calendar", "rest", "total-battle"];
+pub const PROVIDERS: [&str; 8] =
+    ["slack", "github", "stripe", "hubspot", "jira", "google-calendar", "rest", "total-battle"];
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
@@ -95,7 +99,11 @@ impl Sandbox {
         let state = Arc::new(State::default());
         *state.base_url.lock().expect("sandbox lock") = format!("http://{address}");
         for provider in PROVIDERS {
-            state.quotas.lock().expect("sandbox lock").insert(provider.to_string(), gate::Window::new(default_quota(provider)));
+            state
+                .quotas
+                .lock()
+                .expect("sandbox lock")
+                .insert(provider.to_string(), gate::Window::new(default_quota(provider)));
         }
         let app = router(state.clone());
         tokio::spawn(async move {

@@ -51,12 +51,18 @@ async fn authenticate_layer(
         Some(token) => token == REST_TOKEN || issued(token),
         None => {
             basic(headers).is_some_and(|(u, p)| u == REST_USERNAME && p == REST_PASSWORD)
-                || headers.iter().any(|(_, v)| v.to_str().is_ok_and(|v| v == REST_API_KEY || v == format!("ApiKey {REST_API_KEY}")))
+                || headers
+                    .iter()
+                    .any(|(_, v)| v.to_str().is_ok_and(|v| v == REST_API_KEY || v == format!("ApiKey {REST_API_KEY}")))
                 || query_key
         }
     };
     if !ok {
-        return (StatusCode::UNAUTHORIZED, [("www-authenticate", "Bearer realm=\"sandbox\"")], axum::Json(json!({"error": "unauthorized"})))
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Bearer realm=\"sandbox\"")],
+            axum::Json(json!({"error": "unauthorized"})),
+        )
             .into_response();
     }
     next.run(request).await
@@ -67,7 +73,8 @@ async fn token(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap, body
     let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let no_store = [("cache-control", "no-store"), ("pragma", "no-cache")];
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return (StatusCode::BAD_REQUEST, no_store, axum::Json(json!({"error": "unsupported_grant_type"}))).into_response();
+        return (StatusCode::BAD_REQUEST, no_store, axum::Json(json!({"error": "unsupported_grant_type"})))
+            .into_response();
     }
     let client = basic(&headers).or_else(|| Some((form.get("client_id")?.clone(), form.get("client_secret")?.clone())));
     if client != Some((REST_CLIENT_ID.to_string(), REST_CLIENT_SECRET.to_string())) {
@@ -122,8 +129,11 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> axum
         .iter()
         .map(|(name, value)| (name.as_str().to_string(), value.to_str().unwrap_or("<binary>").to_string()))
         .collect();
-    let body_text = String::from_utf8(body.to_vec()).unwrap_or_else(|_| base64::engine::general_purpose::STANDARD.encode(&body));
-    axum::Json(json!({"method": method.as_str(), "path": uri.path(), "query": uri.query(), "headers": headers, "body": body_text}))
+    let body_text =
+        String::from_utf8(body.to_vec()).unwrap_or_else(|_| base64::engine::general_purpose::STANDARD.encode(&body));
+    axum::Json(
+        json!({"method": method.as_str(), "path": uri.path(), "query": uri.query(), "headers": headers, "body": body_text}),
+    )
 }
 
 async fn status(Path(code): Path<u16>) -> Response {

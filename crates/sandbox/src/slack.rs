@@ -46,7 +46,8 @@ async fn post_message(AxumState(state): AxumState<Arc<State>>, headers: HeaderMa
     if let Err(error) = check(&headers) {
         return error;
     }
-    let is_json = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    let is_json =
+        headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     let args: Value = if is_json {
         match serde_json::from_slice(&body) {
             Ok(value) => value,

@@ -33,7 +33,11 @@ fn check(headers: &HeaderMap) -> Result<(), Response> {
         Some(STRIPE_SECRET_KEY) => Ok(()),
         Some(other) => {
             let shown: String = other.chars().take(8).collect();
-            Err(error(StatusCode::UNAUTHORIZED, "invalid_request_error", &format!("Invalid API Key provided: {shown}****")))
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                &format!("Invalid API Key provided: {shown}****"),
+            ))
         }
         None => Err(error(
             StatusCode::UNAUTHORIZED,
@@ -64,25 +68,43 @@ struct ListParams {
     starting_after: Option<String>,
 }
 
-async fn list_customers(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap, Query(params): Query<ListParams>) -> Response {
+async fn list_customers(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Query(params): Query<ListParams>,
+) -> Response {
     if let Err(response) = check(&headers) {
         return response;
     }
     let limit = params.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "Invalid integer: limit must be between 1 and 100");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Invalid integer: limit must be between 1 and 100",
+        );
     }
     let customers = seeded(&state);
     let start = match &params.starting_after {
         Some(after) => match customers.iter().position(|c| c["id"] == after.as_str()) {
             Some(i) => i + 1,
-            None => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("No such customer: '{after}'")),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    &format!("No such customer: '{after}'"),
+                );
+            }
         },
         None => 0,
     };
     let data = crate::gate::slice(&customers, start, limit);
     let has_more = start + limit < customers.len();
-    versioned(&headers, axum::Json(json!({"object": "list", "url": "/v1/customers", "has_more": has_more, "data": data})).into_response())
+    versioned(
+        &headers,
+        axum::Json(json!({"object": "list", "url": "/v1/customers", "has_more": has_more, "data": data}))
+            .into_response(),
+    )
 }
 
 async fn create_customer(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -94,7 +116,11 @@ async fn create_customer(AxumState(state): AxumState<Arc<State>>, headers: Heade
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if !is_form && !body.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "Invalid request: expected form-encoded parameters");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Invalid request: expected form-encoded parameters",
+        );
     }
     let params: std::collections::BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let number = seeded(&state).len() + 1;

@@ -58,8 +58,10 @@ async fn players(Query(params): Query<Params>) -> Response {
     let per_page = params.per_page.unwrap_or(10).clamp(1, 50);
     let page = params.page.unwrap_or(1).max(1);
     let all: Vec<Value> = (1..=PLAYERS).map(player_json).collect();
-    axum::Json(json!({"players": crate::gate::slice(&all, (page - 1) * per_page, per_page), "page": page, "per_page": per_page,
-                      "total_pages": all.len().div_ceil(per_page)}))
+    axum::Json(
+        json!({"players": crate::gate::slice(&all, (page - 1) * per_page, per_page), "page": page, "per_page": per_page,
+                      "total_pages": all.len().div_ceil(per_page)}),
+    )
     .into_response()
 }
 

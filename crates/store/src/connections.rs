@@ -48,7 +48,11 @@ pub struct ConnectionHealthUpdate {
 #[async_trait::async_trait]
 pub trait ConnectionStore: Send + Sync {
     /// Stores a connection and, if it has any, its sealed credentials, in one unit.
-    async fn create_connection(&self, connection: &Connection, credentials: Option<&StoredSecret>) -> Result<Connection>;
+    async fn create_connection(
+        &self,
+        connection: &Connection,
+        credentials: Option<&StoredSecret>,
+    ) -> Result<Connection>;
     async fn get_connection(&self, tenant_id: &str, id: &str) -> Result<Option<Connection>>;
     async fn list_connections(&self, tenant_id: &str, page: &Page) -> Result<Vec<Connection>>;
     /// Deletes the connection and its credentials; false when there was none.

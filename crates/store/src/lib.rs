@@ -91,7 +91,9 @@ pub fn redact_url(url: &str) -> String {
 /// ([`SecretStore`]) as traits of their own. Every method that touches tenant data takes the
 /// tenant id and filters on it: a row of another tenant is indistinguishable from a missing row.
 #[async_trait]
-pub trait Store: JobQueue + SecretStore + EndpointStore + DeliveryStore + ConnectionStore + Send + Sync + 'static {
+pub trait Store:
+    JobQueue + SecretStore + EndpointStore + DeliveryStore + ConnectionStore + Send + Sync + 'static
+{
     fn backend(&self) -> Backend;
 
     /// Proves the database answers (used by `/readyz`).

@@ -13,7 +13,7 @@ use url::Url;
 
 use super::call::excerpt;
 use super::resolve::Resolved;
-use super::{ConnectorError, Connections};
+use super::{Connections, ConnectorError};
 use crate::manifest::{Action, Pagination};
 
 /// Pages fetched by a paginated action unless the caller asks for fewer or more.
@@ -137,9 +137,9 @@ impl Connections {
             | Pagination::LinkHeader { page_size, .. } => *page_size,
         };
         let limit_param = match style {
-            Pagination::Cursor { limit_param, .. } | Pagination::Page { limit_param, .. } | Pagination::LinkHeader { limit_param, .. } => {
-                limit_param.clone()
-            }
+            Pagination::Cursor { limit_param, .. }
+            | Pagination::Page { limit_param, .. }
+            | Pagination::LinkHeader { limit_param, .. } => limit_param.clone(),
             Pagination::Offset { limit_param, .. } => Some(limit_param.clone()),
         };
         if let Some(param) = &limit_param {
@@ -159,7 +159,8 @@ impl Connections {
         };
         let mut pages = 0;
         loop {
-            let (headers, document) = self.fetch(resolved, Method::GET, url.clone(), HeaderMap::new(), Bytes::new()).await?;
+            let (headers, document) =
+                self.fetch(resolved, Method::GET, url.clone(), HeaderMap::new(), Bytes::new()).await?;
             pages += 1;
             let page_items = match select(action, document.clone())? {
                 Value::Array(page_items) => page_items,
@@ -180,7 +181,9 @@ impl Connections {
                     let more = has_more.as_ref().map(|p| document.pointer(p).and_then(Value::as_bool).unwrap_or(false));
                     let cursor = match (next_cursor, cursor_from_last_item) {
                         (Some(pointer), _) => document.pointer(pointer).and_then(scalar),
-                        (None, Some(pointer)) => last_item.as_ref().and_then(|item| item.pointer(pointer)).and_then(scalar),
+                        (None, Some(pointer)) => {
+                            last_item.as_ref().and_then(|item| item.pointer(pointer)).and_then(scalar)
+                        }
                         (None, None) => None,
                     };
                     cursor.filter(|c| !c.is_empty() && more != Some(false)).map(|c| {
@@ -192,7 +195,9 @@ impl Connections {
                 Pagination::Offset { offset_param, total, .. } => {
                     offset += count;
                     let total = total.as_ref().and_then(|p| document.pointer(p)).and_then(Value::as_u64);
-                    let done = count == 0 || count < u64::from(page_size) && total.is_none() || total.is_some_and(|t| offset >= t);
+                    let done = count == 0
+                        || count < u64::from(page_size) && total.is_none()
+                        || total.is_some_and(|t| offset >= t);
                     (!done).then(|| {
                         let mut next = url.clone();
                         set_param(&mut next, offset_param, &offset.to_string());
@@ -252,8 +257,17 @@ impl Connections {
             connection_id: resolved.connection.id.clone(),
             last_success_at: outcome.ok.then_some(now),
             last_error: outcome.error.clone().map(|e| (e, now)),
-            auth_state: Some(if outcome.ok { "ok" } else if rejected { "rejected" } else { "configured" }.to_string())
-                .filter(|state| outcome.ok || rejected || state.as_str() != "configured"),
+            auth_state: Some(
+                if outcome.ok {
+                    "ok"
+                } else if rejected {
+                    "rejected"
+                } else {
+                    "configured"
+                }
+                .to_string(),
+            )
+            .filter(|state| outcome.ok || rejected || state.as_str() != "configured"),
             test: Some((now, outcome.ok)),
         };
         self.store.record_connection_health(&[update]).await?;
@@ -278,7 +292,8 @@ fn scalar(value: &Value) -> Option<String> {
 
 /// Replaces (or adds) one query parameter, keeping the others in order.
 fn set_param(url: &mut Url, name: &str, value: &str) {
-    let others: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != name).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let others: Vec<(String, String)> =
+        url.query_pairs().filter(|(k, _)| k != name).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     let mut pairs = url.query_pairs_mut();
     pairs.clear();
     for (k, v) in &others {
@@ -302,7 +317,9 @@ fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
             continue;
         }
         let next = base.join(target).ok()?;
-        let same_origin = next.scheme() == base.scheme() && next.host() == base.host() && next.port_or_known_default() == base.port_or_known_default();
+        let same_origin = next.scheme() == base.scheme()
+            && next.host() == base.host()
+            && next.port_or_known_default() == base.port_or_known_default();
         return (same_origin && next.path().starts_with(base.path().trim_end_matches('/'))).then_some(next);
     }
     None
@@ -331,7 +348,9 @@ fn request_body(
             .render_value(template, context)
             .map_err(|e| ConnectorError::invalid("input", &format!("the action's body cannot be built: {e}")))?
             .unwrap_or(Value::Null),
-        (None, crate::manifest::Method::Post | crate::manifest::Method::Put | crate::manifest::Method::Patch) => input.clone(),
+        (None, crate::manifest::Method::Post | crate::manifest::Method::Put | crate::manifest::Method::Patch) => {
+            input.clone()
+        }
         (None, _) => return Ok((headers, Bytes::new())),
     };
     if action.form {

@@ -16,7 +16,7 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use super::resolve::{Injection, Resolved};
-use super::{ConnectorError, Connections};
+use super::{Connections, ConnectorError};
 use crate::manifest::{RateLimitScope, ResetFormat, TokenAuthMethod};
 
 /// Provider responses larger than this are refused rather than buffered.
@@ -42,7 +42,8 @@ const NOT_FORWARDED: [&str; 12] = [
 ];
 
 /// Response headers never passed back.
-const NOT_RETURNED: [&str; 7] = ["connection", "content-length", "transfer-encoding", "keep-alive", "set-cookie", "trailer", "upgrade"];
+const NOT_RETURNED: [&str; 7] =
+    ["connection", "content-length", "transfer-encoding", "keep-alive", "set-cookie", "trailer", "upgrade"];
 
 #[derive(Debug)]
 pub struct ProxyRequest {
@@ -88,7 +89,12 @@ pub(crate) struct Token {
 
 impl Connections {
     /// Forwards a request to the provider with the connection's auth (the proxy).
-    pub async fn proxy(&self, tenant_id: &Id, connection_id: &str, request: ProxyRequest) -> Result<ProxyResponse, ConnectorError> {
+    pub async fn proxy(
+        &self,
+        tenant_id: &Id,
+        connection_id: &str,
+        request: ProxyRequest,
+    ) -> Result<ProxyResponse, ConnectorError> {
         let resolved = self.resolved(tenant_id, connection_id).await?;
         let url = resolved.url(&request.path_and_query)?;
         let mut headers = HeaderMap::new();
@@ -97,7 +103,8 @@ impl Connections {
                 headers.append(name.clone(), value.clone());
             }
         }
-        let mut response = self.send(&resolved, request.method, url, headers, request.body, request.bypass_cache).await?;
+        let mut response =
+            self.send(&resolved, request.method, url, headers, request.body, request.bypass_cache).await?;
         for name in NOT_RETURNED {
             response.headers.remove(name);
         }
@@ -156,7 +163,12 @@ impl Connections {
                     && body.len() <= MAX_CACHED_BYTES
                     && !failure
                 {
-                    let cached = CachedResponse { status, headers: headers.clone(), body: body.clone(), expires: Instant::now() + ttl };
+                    let cached = CachedResponse {
+                        status,
+                        headers: headers.clone(),
+                        body: body.clone(),
+                        expires: Instant::now() + ttl,
+                    };
                     self.responses.insert(key, Arc::new(cached));
                 }
                 Ok(ProxyResponse { status, headers, body, cache: cache_state, attempts })
@@ -186,8 +198,9 @@ impl Connections {
             }
             Injection::ClientCredentials { .. } => {
                 let token = self.client_credentials_token(resolved).await?;
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
-                    .map_err(|_| ConnectorError::Misconfigured("the token holds characters a header cannot carry".into()))?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.as_str())).map_err(|_| {
+                    ConnectorError::Misconfigured("the token holds characters a header cannot carry".into())
+                })?;
                 value.set_sensitive(true);
                 headers.insert(reqwest::header::AUTHORIZATION, value);
             }
@@ -304,8 +317,11 @@ impl Connections {
                 // RFC 6749 §2.3.1: form-encode each part before joining.
                 let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
                 let pair = format!("{}:{}", encode(client_id), encode(client_secret));
-                let mut value = HeaderValue::from_str(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
-                    .map_err(|_| ConnectorError::Misconfigured("the client credentials cannot be sent in a header".into()))?;
+                let mut value =
+                    HeaderValue::from_str(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
+                        .map_err(|_| {
+                            ConnectorError::Misconfigured("the client credentials cannot be sent in a header".into())
+                        })?;
                 value.set_sensitive(true);
                 builder = builder.header(reqwest::header::AUTHORIZATION, value);
             }

@@ -62,11 +62,18 @@ pub struct HealthBook {
 
 impl HealthBook {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        let stats = moka::sync::Cache::builder().max_capacity(50_000).time_to_idle(Duration::from_secs(24 * 3600)).build();
+        let stats =
+            moka::sync::Cache::builder().max_capacity(50_000).time_to_idle(Duration::from_secs(24 * 3600)).build();
         Self { clock, stats }
     }
 
-    pub(crate) fn record(&self, id: &Id, elapsed: Duration, error: Option<&str>, status: Option<u16>) -> Option<Persist> {
+    pub(crate) fn record(
+        &self,
+        id: &Id,
+        elapsed: Duration,
+        error: Option<&str>,
+        status: Option<u16>,
+    ) -> Option<Persist> {
         let now = self.clock.now();
         let entry = self.stats.get_with_by_ref(id, || {
             Arc::new(Mutex::new(Stats {

@@ -169,7 +169,10 @@ impl Connections {
         if provider.manifest.auth.len() > 1 && install.auth_mode.is_none() && install.credentials.is_some() {
             // With credentials the mode must be explicit: guessing could store a token as the wrong kind.
             let modes: Vec<&str> = provider.manifest.auth.iter().map(|a| a.mode()).collect();
-            problems.push(FieldProblem::new("auth_mode", format!("is required with credentials; one of: {}", modes.join(", "))));
+            problems.push(FieldProblem::new(
+                "auth_mode",
+                format!("is required with credentials; one of: {}", modes.join(", ")),
+            ));
         }
         let name = match install.custom_name.as_deref().map(str::trim) {
             Some("") => {
@@ -177,7 +180,10 @@ impl Connections {
                 String::new()
             }
             Some(name) if name.chars().count() > 200 || name.chars().any(char::is_control) => {
-                problems.push(FieldProblem::new("custom_name", "must be at most 200 characters without control characters"));
+                problems.push(FieldProblem::new(
+                    "custom_name",
+                    "must be at most 200 characters without control characters",
+                ));
                 String::new()
             }
             Some(name) => name.to_string(),
@@ -211,7 +217,8 @@ impl Connections {
         let now = self.clock.now();
         let id = Id::new(IdKind::Connection);
         let sealed = (!credentials.is_empty()).then(|| self.seal(tenant_id, &credentials, now));
-        let complete = auth.credential_fields().iter().filter(|f| f.required).all(|f| credentials.contains_key(&f.name));
+        let complete =
+            auth.credential_fields().iter().filter(|f| f.required).all(|f| credentials.contains_key(&f.name));
         let connection = Connection {
             id,
             tenant_id: tenant_id.clone(),
@@ -236,12 +243,17 @@ impl Connections {
 
     /// Sets (or rotates) a connection's credentials. Fields not given keep their values, so
     /// one credential can be rotated alone.
-    pub async fn configure(&self, tenant_id: &Id, id: &str, given: &Map<String, Value>) -> Result<Connection, ConnectorError> {
+    pub async fn configure(
+        &self,
+        tenant_id: &Id,
+        id: &str,
+        given: &Map<String, Value>,
+    ) -> Result<Connection, ConnectorError> {
         let connection = self.store.get_connection(tenant_id.as_str(), id).await?.ok_or(ConnectorError::NotFound)?;
         let provider = self.provider(&connection.provider)?.clone();
-        let auth = provider
-            .auth(Some(&connection.auth_mode))
-            .ok_or_else(|| ConnectorError::Misconfigured(format!("auth mode {} is no longer offered", connection.auth_mode)))?;
+        let auth = provider.auth(Some(&connection.auth_mode)).ok_or_else(|| {
+            ConnectorError::Misconfigured(format!("auth mode {} is no longer offered", connection.auth_mode))
+        })?;
         let mut merged = self.credentials(&connection).await?;
         let mut complete_given = Map::new();
         for (name, value) in &merged {
@@ -287,7 +299,12 @@ impl Connections {
         self.health.forget(id);
     }
 
-    fn seal(&self, tenant_id: &Id, credentials: &Credentials, now: switchboard_core::Timestamp) -> switchboard_store::StoredSecret {
+    fn seal(
+        &self,
+        tenant_id: &Id,
+        credentials: &Credentials,
+        now: switchboard_core::Timestamp,
+    ) -> switchboard_store::StoredSecret {
         let plain: BTreeMap<&String, &str> = credentials.iter().map(|(k, v)| (k, v.as_str())).collect();
         let json = Zeroizing::new(serde_json::to_vec(&plain).expect("strings serialise"));
         secrets::seal(&self.secrets, tenant_id, &json, now)
@@ -301,7 +318,8 @@ impl Connections {
             .await?
             .ok_or(ConnectorError::Undecryptable)?;
         let plain = secrets::open(&self.secrets, &stored).map_err(|_| ConnectorError::Undecryptable)?;
-        let map: BTreeMap<String, String> = serde_json::from_slice(&plain).map_err(|_| ConnectorError::Undecryptable)?;
+        let map: BTreeMap<String, String> =
+            serde_json::from_slice(&plain).map_err(|_| ConnectorError::Undecryptable)?;
         Ok(map.into_iter().map(|(k, v)| (k, Zeroizing::new(v))).collect())
     }
 

@@ -21,7 +21,11 @@ pub type Credentials = BTreeMap<String, Zeroizing<String>>;
 
 /// Checks credentials against the auth mode: required fields present, unknown ones refused.
 /// Secret config fields may be set here too.
-pub fn check_credentials(auth: &Auth, provider: &Provider, given: &Map<String, Value>) -> Result<Credentials, Vec<FieldProblem>> {
+pub fn check_credentials(
+    auth: &Auth,
+    provider: &Provider,
+    given: &Map<String, Value>,
+) -> Result<Credentials, Vec<FieldProblem>> {
     let fields = auth.credential_fields();
     let secret_config: Vec<&str> = provider.secret_config_fields().collect();
     let mut problems = Vec::new();
@@ -29,10 +33,15 @@ pub fn check_credentials(auth: &Auth, provider: &Provider, given: &Map<String, V
     for (name, value) in given {
         let known = fields.iter().any(|f| &f.name == name) || secret_config.contains(&name.as_str());
         if !known {
-            let expected: Vec<&str> = fields.iter().map(|f| f.name.as_str()).chain(secret_config.iter().copied()).collect();
+            let expected: Vec<&str> =
+                fields.iter().map(|f| f.name.as_str()).chain(secret_config.iter().copied()).collect();
             problems.push(FieldProblem::new(
                 format!("credentials.{name}"),
-                format!("is not a credential of auth mode {} (expected: {})", auth.mode(), if expected.is_empty() { "none".to_string() } else { expected.join(", ") }),
+                format!(
+                    "is not a credential of auth mode {} (expected: {})",
+                    auth.mode(),
+                    if expected.is_empty() { "none".to_string() } else { expected.join(", ") }
+                ),
             ));
             continue;
         }
@@ -45,7 +54,10 @@ pub fn check_credentials(auth: &Auth, provider: &Provider, given: &Map<String, V
     }
     for field in fields.iter().filter(|f| f.required) {
         if !given.contains_key(&field.name) {
-            problems.push(FieldProblem::new(format!("credentials.{}", field.name), format!("is required for auth mode {}", auth.mode())));
+            problems.push(FieldProblem::new(
+                format!("credentials.{}", field.name),
+                format!("is required for auth mode {}", auth.mode()),
+            ));
         }
     }
     if problems.is_empty() { Ok(credentials) } else { Err(problems) }
@@ -58,7 +70,11 @@ pub enum Injection {
     Header(HeaderName, HeaderValue),
     Query(String, Zeroizing<String>),
     /// Client credentials: the token is fetched (and cached) on demand.
-    ClientCredentials { token_url: Url, client_id: Zeroizing<String>, client_secret: Zeroizing<String> },
+    ClientCredentials {
+        token_url: Url,
+        client_id: Zeroizing<String>,
+        client_secret: Zeroizing<String>,
+    },
 }
 
 impl std::fmt::Debug for Injection {
@@ -108,7 +124,8 @@ impl Resolved {
         let mut url = self.base_url.clone();
         let base_path = url.path().trim_end_matches('/').to_string();
         let joined = format!("{base_path}/{}", path.trim_start_matches('/'));
-        if joined.split('/').any(|segment| segment == ".." || segment == "." || segment.eq_ignore_ascii_case("%2e%2e")) {
+        if joined.split('/').any(|segment| segment == ".." || segment == "." || segment.eq_ignore_ascii_case("%2e%2e"))
+        {
             return Err(ConnectorError::invalid("path", "must not contain '.' or '..' segments"));
         }
         url.set_path(&joined);
@@ -130,10 +147,13 @@ pub fn resolve(
     credentials: Credentials,
     base_url_override: Option<&str>,
 ) -> Result<Resolved, ConnectorError> {
-    let auth = provider
-        .auth(Some(&connection.auth_mode))
-        .cloned()
-        .ok_or_else(|| ConnectorError::Misconfigured(format!("auth mode {} is no longer offered by {}", connection.auth_mode, provider.name())))?;
+    let auth = provider.auth(Some(&connection.auth_mode)).cloned().ok_or_else(|| {
+        ConnectorError::Misconfigured(format!(
+            "auth mode {} is no longer offered by {}",
+            connection.auth_mode,
+            provider.name()
+        ))
+    })?;
     let mut config: Map<String, Value> = serde_json::from_str(&connection.config).unwrap_or_default();
     for name in provider.secret_config_fields() {
         if let Some(value) = credentials.get(name) {
@@ -149,7 +169,9 @@ pub fn resolve(
     let base = match base_url_override {
         Some(template) => {
             let mut templates = crate::template::Templates::new();
-            templates.add("override".into(), template.to_string()).map_err(|e| misconfigured("the base URL override", &e))?;
+            templates
+                .add("override".into(), template.to_string())
+                .map_err(|e| misconfigured("the base URL override", &e))?;
             templates.render("override", &context).map_err(|e| misconfigured("the base URL override", &e))?
         }
         None => provider.templates.render("base_url", &context).map_err(|e| misconfigured("base_url", &e))?,
@@ -161,7 +183,8 @@ pub fn resolve(
 
     let mut headers = HeaderMap::new();
     for name in provider.manifest.headers.keys() {
-        let value = provider.templates.render(&format!("header:{name}"), &context).map_err(|e| misconfigured(name, &e))?;
+        let value =
+            provider.templates.render(&format!("header:{name}"), &context).map_err(|e| misconfigured(name, &e))?;
         headers.insert(
             HeaderName::from_bytes(name.as_bytes()).map_err(|e| misconfigured(name, &e))?,
             HeaderValue::from_str(&value).map_err(|e| misconfigured(name, &e))?,
@@ -184,16 +207,24 @@ pub fn resolve(
     Ok(Resolved { connection, provider, auth, context, base_url, headers, version_query, injection })
 }
 
-fn injection(auth: &Auth, provider: &Provider, credentials: &Credentials, context: &Value) -> Result<Injection, ConnectorError> {
+fn injection(
+    auth: &Auth,
+    provider: &Provider,
+    credentials: &Credentials,
+    context: &Value,
+) -> Result<Injection, ConnectorError> {
     let get = |name: &str| credentials.get(name).cloned().ok_or(ConnectorError::MissingCredentials);
     let sensitive = |value: String| -> Result<HeaderValue, ConnectorError> {
-        let mut header = HeaderValue::from_str(&value).map_err(|_| ConnectorError::Misconfigured("a credential holds characters a header cannot carry".into()))?;
+        let mut header = HeaderValue::from_str(&value)
+            .map_err(|_| ConnectorError::Misconfigured("a credential holds characters a header cannot carry".into()))?;
         header.set_sensitive(true);
         Ok(header)
     };
     Ok(match auth {
         Auth::None => Injection::None,
-        Auth::Bearer(_) => Injection::Header(reqwest::header::AUTHORIZATION, sensitive(format!("Bearer {}", *get("token")?))?),
+        Auth::Bearer(_) => {
+            Injection::Header(reqwest::header::AUTHORIZATION, sensitive(format!("Bearer {}", *get("token")?))?)
+        }
         Auth::Oauth2(_) => match credentials.get("access_token") {
             Some(token) => Injection::Header(reqwest::header::AUTHORIZATION, sensitive(format!("Bearer {}", **token))?),
             None => return Err(ConnectorError::MissingCredentials),
@@ -205,7 +236,10 @@ fn injection(auth: &Auth, provider: &Provider, credentials: &Credentials, contex
         }
         Auth::ApiKey(key) => {
             let render = |name: &str| {
-                provider.templates.render(name, context).map_err(|e| ConnectorError::Misconfigured(format!("the API key's {name}: {e}")))
+                provider
+                    .templates
+                    .render(name, context)
+                    .map_err(|e| ConnectorError::Misconfigured(format!("the API key's {name}: {e}")))
             };
             let name = render("auth:api_key:name")?;
             let prefix = render("auth:api_key:prefix")?;
