@@ -57,10 +57,6 @@ impl Catalog {
         Ok(Self { providers })
     }
 
-    pub fn from_providers(providers: impl IntoIterator<Item = Arc<Provider>>) -> Self {
-        Self { providers: providers.into_iter().map(|p| (p.name().to_string(), p)).collect() }
-    }
-
     pub fn get(&self, name: &str) -> Option<&Arc<Provider>> {
         self.providers.get(name)
     }
@@ -71,10 +67,6 @@ impl Catalog {
 
     pub fn is_empty(&self) -> bool {
         self.providers.is_empty()
-    }
-
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Provider>> {
-        self.providers.values()
     }
 
     /// Names close to a misspelt one, best first (for "did you mean").

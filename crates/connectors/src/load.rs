@@ -109,11 +109,7 @@ impl Checker<'_> {
 
     fn check(mut self, stem: &str) -> Result<Checked, ManifestError> {
         let m = self.manifest;
-        let name_ok = m.name.len() >= 2
-            && m.name.len() <= 63
-            && m.name.starts_with(|c: char| c.is_ascii_lowercase())
-            && m.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if !name_ok {
+        if !(2..=63).contains(&m.name.len()) || !is_identifier(&m.name, true) {
             return Err(
                 self.fail("name", "must be 2 to 63 lower-case letters, digits, '-' or '_', starting with a letter")
             );
@@ -236,10 +232,7 @@ impl Checker<'_> {
         let mut required = Vec::new();
         for (i, field) in self.manifest.connection_config.iter().enumerate() {
             let path = format!("connection_config[{i}]");
-            let valid_name = !field.name.is_empty()
-                && field.name.starts_with(|c: char| c.is_ascii_lowercase())
-                && field.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-            if !valid_name {
+            if !is_identifier(&field.name, false) {
                 return Err(self.fail(format!("{path}.name"), "must be lower-case letters, digits and '_'"));
             }
             if properties.contains_key(&field.name)
@@ -282,7 +275,7 @@ impl Checker<'_> {
                 let one = json!({ field.name.clone(): default });
                 let errors: Vec<String> = validator
                     .iter_errors(&one)
-                    .filter(|e| !e.to_string().contains("is a required property"))
+                    .filter(|e| !matches!(e.kind, jsonschema::error::ValidationErrorKind::Required { .. }))
                     .map(|e| e.to_string())
                     .collect();
                 if let Some(reason) = errors.first() {
@@ -391,9 +384,7 @@ impl Checker<'_> {
         let mut names = BTreeSet::new();
         for (i, action) in self.manifest.actions.iter().enumerate() {
             let path = format!("actions[{i}]");
-            let valid_name = action.name.starts_with(|c: char| c.is_ascii_lowercase())
-                && action.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-            if !valid_name {
+            if !is_identifier(&action.name, false) {
                 return Err(self.fail(format!("{path}.name"), "must be lower-case letters, digits and '_'"));
             }
             if !names.insert(action.name.clone()) {
@@ -445,6 +436,12 @@ impl Checker<'_> {
         }
         Ok(())
     }
+}
+
+/// A lower-case letter, then lower-case letters, digits, `_` (and `-` where allowed).
+fn is_identifier(name: &str, dash_allowed: bool) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (dash_allowed && c == '-'))
 }
 
 fn check_pointer(pointer: &str) -> Result<(), String> {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use jsonschema::error::ValidationErrorKind;
 use serde_json::{Map, Value};
 
 use crate::manifest::{Action, Auth, ConfigType, Manifest};
@@ -78,18 +79,22 @@ impl Provider {
             }
         }
         let document = Value::Object(values);
-        let mut problems: Vec<FieldProblem> = self
-            .config
-            .iter_errors(&document)
-            .map(|e| {
-                let path = e.instance_path.to_string();
-                let field = match path.trim_start_matches('/') {
-                    "" => required_or_unknown_field(&e.to_string()),
-                    inner => inner.replace('/', "."),
-                };
-                FieldProblem::new(format!("config_overrides.{field}"), e.to_string())
-            })
-            .collect();
+        let mut problems = Vec::new();
+        for error in self.config.iter_errors(&document) {
+            let fields = match &error.kind {
+                ValidationErrorKind::Required { property } => vec![property.as_str().unwrap_or_default().to_string()],
+                ValidationErrorKind::AdditionalProperties { unexpected } => unexpected.clone(),
+                _ => vec![error.instance_path.to_string().trim_start_matches('/').replace('/', ".")],
+            };
+            let detail = match &error.kind {
+                ValidationErrorKind::AdditionalProperties { .. } => {
+                    "is not a field of this provider's form".to_string()
+                }
+                _ => error.to_string(),
+            };
+            problems
+                .extend(fields.into_iter().map(|f| FieldProblem::new(format!("config_overrides.{f}"), detail.clone())));
+        }
         let Value::Object(mut values) = document else { unreachable!("built as an object") };
         for field in &self.manifest.connection_config {
             if field.kind == ConfigType::Url
@@ -148,12 +153,6 @@ fn pointer_to_path(pointer: &str) -> String {
         }
     }
     path
-}
-
-/// "\"subdomain\" is a required property" → "subdomain"; the same for unknown properties.
-fn required_or_unknown_field(message: &str) -> String {
-    let quote = if message.contains("was unexpected") { '\'' } else { '"' };
-    message.split(quote).nth(1).map(str::to_string).unwrap_or_default()
 }
 
 #[cfg(test)]

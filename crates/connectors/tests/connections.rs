@@ -23,11 +23,15 @@ struct World {
 }
 
 async fn world(backend: Backend) -> Option<World> {
+    let loopback = AddressPolicy { allow_private: false, allowed_networks: vec!["127.0.0.1/32".parse().unwrap()] };
+    world_with_policy(backend, loopback).await
+}
+
+async fn world_with_policy(backend: Backend, policy: AddressPolicy) -> Option<World> {
     let (db, store) = TestDb::store_for(backend).await?;
     let sandbox = Sandbox::start().await.unwrap();
-    let loopback = AddressPolicy { allow_private: false, allowed_networks: vec!["127.0.0.1/32".parse().unwrap()] };
     let egress = EgressClient::new(EgressConfig {
-        policy: loopback,
+        policy,
         breaker: BreakerConfig {
             failure_threshold: 4,
             window: Duration::from_secs(30),
@@ -59,6 +63,10 @@ async fn world(backend: Backend) -> Option<World> {
     Some(World { connections, sandbox, store, tenant, _db: db })
 }
 
+fn request(method: reqwest::Method, path: &str, body: &'static str, bypass_cache: bool) -> ProxyRequest {
+    ProxyRequest { method, path_and_query: path.into(), headers: Default::default(), body: body.into(), bypass_cache }
+}
+
 fn object(value: Value) -> Map<String, Value> {
     value.as_object().unwrap().clone()
 }
@@ -75,6 +83,11 @@ impl World {
         self.connections.install(&self.tenant, install).await.unwrap().id.to_string()
     }
 
+    async fn total_battle(&self) -> String {
+        let config = json!({"base_url": format!("{}/total-battle", self.sandbox.url())});
+        self.install("total-battle", None, config, Some(json!({"api_key": creds::TOTAL_BATTLE_API_KEY}))).await
+    }
+
     async fn action(
         &self,
         id: &str,
@@ -85,13 +98,7 @@ impl World {
     }
 
     async fn get(&self, id: &str, path: &str) -> switchboard_connectors::ProxyResponse {
-        let request = ProxyRequest {
-            method: reqwest::Method::GET,
-            path_and_query: path.into(),
-            headers: Default::default(),
-            body: Default::default(),
-            bypass_cache: false,
-        };
+        let request = request(reqwest::Method::GET, path, "", false);
         self.connections.proxy(&self.tenant, id, request).await.unwrap()
     }
 }
@@ -201,14 +208,7 @@ async fn actions_follow_every_pagination_style(backend: Backend) {
             Some(json!({"username": creds::JIRA_EMAIL, "password": creds::JIRA_API_TOKEN})),
         )
         .await;
-    let tb = w
-        .install(
-            "total-battle",
-            None,
-            json!({"base_url": format!("{}/total-battle", w.sandbox.url())}),
-            Some(json!({"api_key": creds::TOTAL_BATTLE_API_KEY})),
-        )
-        .await;
+    let tb = w.total_battle().await;
 
     // Cursor (Slack's next_cursor), with page size 200: one page of 7.
     let channels = w.action(&slack, "list_channels", json!({})).await.unwrap();
@@ -323,14 +323,8 @@ async fn the_proxy_injects_auth_caches_gets_and_never_forwards_our_key(backend: 
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("authorization", "Bearer sb_our_api_key".parse().unwrap());
     headers.insert("x-custom", "kept".parse().unwrap());
-    let request = ProxyRequest {
-        method: reqwest::Method::POST,
-        path_and_query: "/echo/a/b?x=1".into(),
-        headers,
-        body: "payload".into(),
-        bypass_cache: false,
-    };
-    let response = w.connections.proxy(&w.tenant, &id, request).await.unwrap();
+    let echo = ProxyRequest { headers, ..request(reqwest::Method::POST, "/echo/a/b?x=1", "payload", false) };
+    let response = w.connections.proxy(&w.tenant, &id, echo).await.unwrap();
     let echoed: Value = serde_json::from_slice(&response.body).unwrap();
     assert_eq!(echoed["path"], "/echo/a/b", "the simulator sees the path under its own prefix");
     assert_eq!(echoed["query"], "x=1");
@@ -338,37 +332,18 @@ async fn the_proxy_injects_auth_caches_gets_and_never_forwards_our_key(backend: 
     assert_eq!(echoed["headers"]["authorization"], format!("Bearer {}", creds::REST_TOKEN));
     assert_eq!(echoed["headers"]["x-custom"], "kept");
 
-    let escape = ProxyRequest {
-        method: reqwest::Method::GET,
-        path_and_query: "/../../slack/api/auth.test".into(),
-        headers: Default::default(),
-        body: Default::default(),
-        bypass_cache: false,
-    };
+    let escape = request(reqwest::Method::GET, "/../../slack/api/auth.test", "", false);
     assert!(matches!(w.connections.proxy(&w.tenant, &id, escape).await, Err(ConnectorError::Invalid(_))));
 
     // Total Battle caches reads for 60 s: a second GET is served without the provider.
-    let tb = w
-        .install(
-            "total-battle",
-            None,
-            json!({"base_url": format!("{}/total-battle", w.sandbox.url())}),
-            Some(json!({"api_key": creds::TOTAL_BATTLE_API_KEY})),
-        )
-        .await;
+    let tb = w.total_battle().await;
     let before = w.sandbox.requests("total-battle");
     let first = w.get(&tb, "/players/7").await;
     let second = w.get(&tb, "/players/7").await;
     assert_eq!((first.cache, second.cache), ("miss", "hit"));
     assert_eq!(first.body, second.body);
     assert_eq!(w.sandbox.requests("total-battle") - before, 1);
-    let bypass = ProxyRequest {
-        method: reqwest::Method::GET,
-        path_and_query: "/players/7".into(),
-        headers: Default::default(),
-        body: Default::default(),
-        bypass_cache: true,
-    };
+    let bypass = request(reqwest::Method::GET, "/players/7", "", true);
     assert_eq!(w.connections.proxy(&w.tenant, &tb, bypass).await.unwrap().cache, "bypass");
     assert_eq!(w.sandbox.requests("total-battle") - before, 2);
 }
@@ -385,32 +360,53 @@ async fn failures_are_retried_then_the_circuit_opens(backend: Backend) {
     assert_eq!(response.attempts, 3);
     // A POST is not retried on a 503.
     w.sandbox.fail_next("rest", 1, 503);
-    let post = ProxyRequest {
-        method: reqwest::Method::POST,
-        path_and_query: "/items".into(),
-        headers: Default::default(),
-        body: "{}".into(),
-        bypass_cache: false,
-    };
+    let post = request(reqwest::Method::POST, "/items", "{}", false);
     assert_eq!(w.connections.proxy(&w.tenant, &id, post).await.unwrap().status, 503);
     // Enough failures open the circuit: calls fail fast without reaching the provider.
     w.sandbox.fail_next("rest", 100, 503);
     let _ = w.get(&id, "/items/1").await;
     let before = w.sandbox.requests("rest");
-    let request = ProxyRequest {
-        method: reqwest::Method::GET,
-        path_and_query: "/items/1".into(),
-        headers: Default::default(),
-        body: Default::default(),
-        bypass_cache: false,
-    };
-    match w.connections.proxy(&w.tenant, &id, request).await {
+    let items = request(reqwest::Method::GET, "/items/1", "", false);
+    match w.connections.proxy(&w.tenant, &id, items).await {
         Err(ConnectorError::CircuitOpen { retry_after, .. }) => assert!(retry_after > Duration::ZERO),
         other => panic!("expected an open circuit, got {other:?}"),
     }
     assert_eq!(w.sandbox.requests("rest"), before, "an open circuit sends nothing");
-    let health = w.connections.health.get(&w.connections.get(&w.tenant, &id).await.unwrap().id).unwrap();
+    let connection_id = w.connections.get(&w.tenant, &id).await.unwrap().id;
+    let health = w.connections.health.get(&connection_id).unwrap();
     assert!(health.errors >= 2 && health.error_rate > 0.0, "{health:?}");
+    assert!(health.p50_ms.is_some_and(|p50| p50 > 0.0) && health.p99_ms >= health.p50_ms, "{health:?}");
+    // The last error is the open circuit itself.
+    assert!(health.last_success_at.is_some() && health.last_error.as_deref().is_some_and(|e| e.contains("circuit")));
+    // Errors reach the connection row too (written off the request path).
+    let mut stored = w.connections.get(&w.tenant, &id).await.unwrap();
+    for _ in 0..100 {
+        if stored.last_error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stored = w.connections.get(&w.tenant, &id).await.unwrap();
+    }
+    assert!(stored.last_error.as_deref().is_some_and(|e| e.contains("503") || e.contains("circuit")), "{stored:?}");
+    assert!(stored.last_success_at.is_some());
+}
+
+async fn a_tenant_configured_base_url_passes_the_ssrf_guard(backend: Backend) {
+    // The guard's default policy: loopback (where the sandbox listens) is refused.
+    let Some(w) = world_with_policy(backend, AddressPolicy::default()).await else { return };
+    let rest = format!("{}/rest", w.sandbox.url());
+    let id = w
+        .install(
+            "rest",
+            Some("bearer"),
+            json!({"base_url": rest, "health_path": "/health"}),
+            Some(json!({"token": creds::REST_TOKEN})),
+        )
+        .await;
+    let outcome = w.connections.test(&w.tenant, &id).await.unwrap();
+    assert!(!outcome.ok);
+    assert!(outcome.error.as_deref().is_some_and(|e| e.starts_with("forbidden_address")), "{outcome:?}");
+    assert_eq!(w.sandbox.requests("rest"), 0, "nothing reached the address");
 }
 
 async fn a_providers_rate_limit_answer_blocks_the_connection(backend: Backend) {
@@ -443,5 +439,6 @@ switchboard_store::conformance_tests!(
     install_refuses_bad_config_and_credentials_per_field,
     the_proxy_injects_auth_caches_gets_and_never_forwards_our_key,
     failures_are_retried_then_the_circuit_opens,
+    a_tenant_configured_base_url_passes_the_ssrf_guard,
     a_providers_rate_limit_answer_blocks_the_connection,
 );

@@ -302,10 +302,11 @@ impl EgressClient {
                     let limited = status == 429 || blocked.is_some();
                     let transient = matches!(status, 500 | 502 | 503 | 504) && policy.idempotent;
                     if can_retry && (limited || transient) {
-                        let delay = if limited { blocked.unwrap_or_default() } else { self.backoff(attempt) };
+                        // A block learnt by the limiter is waited out there on the next turn;
+                        // anything else backs off here.
+                        let delay = blocked.unwrap_or_else(|| self.backoff(attempt));
                         if delay <= self.retry.max_wait {
-                            // A limited call waits in the limiter on the next turn.
-                            if !limited {
+                            if blocked.is_none() {
                                 tokio::time::sleep(delay).await;
                             }
                             attempt += 1;

@@ -12,7 +12,7 @@ use switchboard_store::ConnectionHealthUpdate;
 use url::Url;
 
 use super::call::excerpt;
-use super::resolve::Resolved;
+use super::resolve::{Resolved, within_base};
 use super::{Connections, ConnectorError};
 use crate::manifest::{Action, Pagination};
 
@@ -68,11 +68,9 @@ impl Connections {
             .render_path(&format!("action:{name}"), &context)
             .map_err(|e| ConnectorError::invalid("input", &format!("the action's path cannot be built: {e}")))?;
         let mut url = resolved.url(&path)?;
-        for param in action.query.keys() {
-            let value = templates
-                .render(&format!("query:{name}:{param}"), &context)
-                .ok()
-                .filter(|v| !v.is_empty() && v != "none");
+        for (param, template) in &action.query {
+            // A parameter whose value is missing or null is left out.
+            let value = templates.render_optional(template, &context).ok().flatten().filter(|v| !v.is_empty());
             if let Some(value) = value {
                 url.query_pairs_mut().append_pair(param, &value);
             }
@@ -99,8 +97,8 @@ impl Connections {
     ) -> Result<(HeaderMap, Value), ConnectorError> {
         let response = self.send(resolved, method, url, headers, body, false).await?;
         let status = response.status.as_u16();
-        if let Some(code) = self.reports_error(resolved, &response.body) {
-            return Err(ConnectorError::Upstream { status, message: code, excerpt: excerpt(&response.body) });
+        if let Some(code) = &response.provider_error {
+            return Err(ConnectorError::Upstream { status, message: code.clone(), excerpt: excerpt(&response.body) });
         }
         if !response.status.is_success() {
             return Err(ConnectorError::Upstream {
@@ -234,16 +232,12 @@ impl Connections {
         let result = self.send(&resolved, check.method.as_reqwest(), url, HeaderMap::new(), Bytes::new(), true).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let outcome = match result {
-            Ok(response) => {
-                let reported = self.reports_error(&resolved, &response.body);
-                let ok = response.status.is_success() && reported.is_none();
-                TestOutcome {
-                    ok,
-                    status: Some(response.status.as_u16()),
-                    latency_ms,
-                    error: (!ok).then(|| self.describe_failure(&resolved, response.status, &response.body)),
-                }
-            }
+            Ok(response) => TestOutcome {
+                ok: !response.failed(),
+                status: Some(response.status.as_u16()),
+                latency_ms,
+                error: response.failed().then(|| response.failure()),
+            },
             Err(ConnectorError::Unreachable { code, message }) => {
                 TestOutcome { ok: false, status: None, latency_ms, error: Some(format!("{code}: {message}")) }
             }
@@ -317,10 +311,7 @@ fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
             continue;
         }
         let next = base.join(target).ok()?;
-        let same_origin = next.scheme() == base.scheme()
-            && next.host() == base.host()
-            && next.port_or_known_default() == base.port_or_known_default();
-        return (same_origin && next.path().starts_with(base.path().trim_end_matches('/'))).then_some(next);
+        return within_base(base, &next).then_some(next);
     }
     None
 }
@@ -387,5 +378,11 @@ mod tests {
         assert_eq!(next_link(&headers, &base).unwrap().as_str(), "https://api.github.com/user/repos?page=2");
         headers.insert("link", HeaderValue::from_static("<https://evil.example/steal>; rel=\"next\""));
         assert_eq!(next_link(&headers, &base), None);
+
+        let under_api = Url::parse("https://example.com/api").unwrap();
+        headers.insert("link", HeaderValue::from_static("</apiary/x?page=2>; rel=\"next\""));
+        assert_eq!(next_link(&headers, &under_api), None, "a path prefix is not a segment boundary");
+        headers.insert("link", HeaderValue::from_static("</api/x?page=2>; rel=\"next\""));
+        assert_eq!(next_link(&headers, &under_api).unwrap().as_str(), "https://example.com/api/x?page=2");
     }
 }

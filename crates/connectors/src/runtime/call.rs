@@ -65,6 +65,25 @@ pub struct ProxyResponse {
     pub cache: &'static str,
     /// Attempts made (retries included); zero for a cache hit.
     pub attempts: u32,
+    /// The provider's error code inside a 2xx answer (Slack's `ok: false`), when the
+    /// manifest declares that shape. Read once here, for every caller.
+    pub provider_error: Option<String>,
+}
+
+impl ProxyResponse {
+    /// Whether the provider refused or failed the call, by status or by its error shape.
+    pub fn failed(&self) -> bool {
+        !self.status.is_success() || self.provider_error.is_some()
+    }
+
+    /// The failure as a line for the connection's health: the provider's code, or the
+    /// status and the start of the body.
+    pub fn failure(&self) -> String {
+        match &self.provider_error {
+            Some(code) => format!("{}: {code}", self.status),
+            None => format!("{}: {}", self.status, excerpt(&self.body)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -137,6 +156,7 @@ impl Connections {
                         body: hit.body.clone(),
                         cache: "hit",
                         attempts: 0,
+                        provider_error: None,
                     });
                 }
                 "miss"
@@ -155,23 +175,24 @@ impl Connections {
         let elapsed = started.elapsed();
         match outcome {
             Ok((status, headers, body, attempts)) => {
-                let failure = status.as_u16() >= 400 || self.reports_error(resolved, &body).is_some();
-                let message = failure.then(|| self.describe_failure(resolved, status, &body));
-                self.note(resolved, elapsed, message.as_deref(), Some(status));
+                let provider_error = self.reports_error(resolved, &body);
+                let response = ProxyResponse { status, headers, body, cache: cache_state, attempts, provider_error };
+                let failed = response.failed();
+                self.note(resolved, elapsed, failed.then(|| response.failure()).as_deref(), Some(status));
                 if let (Some(key), Some(ttl)) = (cache_key, ttl)
                     && status == StatusCode::OK
-                    && body.len() <= MAX_CACHED_BYTES
-                    && !failure
+                    && response.body.len() <= MAX_CACHED_BYTES
+                    && !failed
                 {
                     let cached = CachedResponse {
                         status,
-                        headers: headers.clone(),
-                        body: body.clone(),
+                        headers: response.headers.clone(),
+                        body: response.body.clone(),
                         expires: Instant::now() + ttl,
                     };
                     self.responses.insert(key, Arc::new(cached));
                 }
-                Ok(ProxyResponse { status, headers, body, cache: cache_state, attempts })
+                Ok(response)
             }
             Err(error) => {
                 self.note(resolved, elapsed, Some(&error.to_string()), None);
@@ -188,9 +209,13 @@ impl Connections {
         extra_headers: &HeaderMap,
         body: &Bytes,
     ) -> Result<(StatusCode, HeaderMap, Bytes, u32), ConnectorError> {
+        // The caller's headers replace the manifest's of the same name, every value kept.
         let mut headers = resolved.headers.clone();
+        for name in extra_headers.keys() {
+            headers.remove(name);
+        }
         for (name, value) in extra_headers {
-            headers.insert(name.clone(), value.clone());
+            headers.append(name.clone(), value.clone());
         }
         match &resolved.injection {
             Injection::Header(name, value) => {
@@ -256,9 +281,9 @@ impl Connections {
         }
     }
 
-    /// The provider's error code inside a 2xx answer (Slack's `ok: false`), if the manifest
+    /// The provider's error code inside an answer (Slack's `ok: false`), if the manifest
     /// declares that shape.
-    pub(crate) fn reports_error(&self, resolved: &Resolved, body: &[u8]) -> Option<String> {
+    fn reports_error(&self, resolved: &Resolved, body: &[u8]) -> Option<String> {
         let shape = resolved.provider.manifest.errors.as_ref()?;
         let document: serde_json::Value = serde_json::from_slice(body).ok()?;
         if document.pointer(&shape.pointer)? != &shape.equals {
@@ -269,13 +294,6 @@ impl Connections {
             other => other.to_string(),
         });
         Some(message.unwrap_or_else(|| "the provider reported an error".into()))
-    }
-
-    pub(crate) fn describe_failure(&self, resolved: &Resolved, status: StatusCode, body: &[u8]) -> String {
-        match self.reports_error(resolved, body) {
-            Some(code) => format!("{status}: {code}"),
-            None => format!("{status}: {}", excerpt(body)),
-        }
     }
 
     fn note(&self, resolved: &Resolved, elapsed: Duration, error: Option<&str>, status: Option<StatusCode>) {
@@ -352,7 +370,6 @@ impl Connections {
         let token = parsed.get("access_token").and_then(|v| v.as_str()).filter(|_| status.is_success());
         let Some(token) = token else {
             let error = parsed.get("error").and_then(|v| v.as_str()).unwrap_or("no access_token in the answer");
-            self.health.record(id, Duration::ZERO, Some(error), Some(status.as_u16()));
             return Err(ConnectorError::Upstream {
                 status: status.as_u16(),
                 message: format!("the token endpoint refused the client credentials: {error}"),

@@ -158,21 +158,14 @@ impl Connections {
     pub async fn install(&self, tenant_id: &Id, install: Install) -> Result<Connection, ConnectorError> {
         let provider = self.provider(&install.template_name)?.clone();
         let mut problems = Vec::new();
-        let auth = match provider.auth(install.auth_mode.as_deref()) {
-            Some(auth) => Some(auth.clone()),
-            None => {
-                let modes: Vec<&str> = provider.manifest.auth.iter().map(|a| a.mode()).collect();
-                problems.push(FieldProblem::new("auth_mode", format!("must be one of: {}", modes.join(", "))));
-                None
-            }
-        };
+        let modes = || provider.manifest.auth.iter().map(|a| a.mode()).collect::<Vec<_>>().join(", ");
+        let auth = provider.auth(install.auth_mode.as_deref()).cloned();
+        if auth.is_none() {
+            problems.push(FieldProblem::new("auth_mode", format!("must be one of: {}", modes())));
+        }
         if provider.manifest.auth.len() > 1 && install.auth_mode.is_none() && install.credentials.is_some() {
             // With credentials the mode must be explicit: guessing could store a token as the wrong kind.
-            let modes: Vec<&str> = provider.manifest.auth.iter().map(|a| a.mode()).collect();
-            problems.push(FieldProblem::new(
-                "auth_mode",
-                format!("is required with credentials; one of: {}", modes.join(", ")),
-            ));
+            problems.push(FieldProblem::new("auth_mode", format!("is required with credentials; one of: {}", modes())));
         }
         let name = match install.custom_name.as_deref().map(str::trim) {
             Some("") => {
@@ -254,19 +247,18 @@ impl Connections {
         let auth = provider.auth(Some(&connection.auth_mode)).ok_or_else(|| {
             ConnectorError::Misconfigured(format!("auth mode {} is no longer offered", connection.auth_mode))
         })?;
-        let mut merged = self.credentials(&connection).await?;
-        let mut complete_given = Map::new();
-        for (name, value) in &merged {
-            complete_given.insert(name.clone(), Value::String(value.to_string()));
-        }
-        complete_given.extend(given.clone());
-        let checked = check_credentials(auth, &provider, &complete_given).map_err(ConnectorError::Invalid)?;
+        // Fields not given keep their stored values.
+        let mut complete: Map<String, Value> = self
+            .credentials(&connection)
+            .await?
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::String(value.to_string())))
+            .collect();
+        complete.extend(given.clone());
+        let merged = check_credentials(auth, &provider, &complete).map_err(ConnectorError::Invalid)?;
         let now = self.clock.now();
         let mut fields = connection.credential_fields.clone();
-        for name in given.keys() {
-            fields.insert(name.clone(), now);
-        }
-        merged = checked;
+        fields.extend(given.keys().map(|name| (name.clone(), now)));
         let sealed = self.seal(tenant_id, &merged, now);
         let updated = self
             .store

@@ -115,20 +115,18 @@ impl Resolved {
     }
 
     /// The URL of `path_and_query` under the base URL. The path is appended to the base
-    /// path (never replacing it), so a caller cannot leave the provider's API.
+    /// path and must stay under it once normalised (`..`, `%2e%2e` and the like resolved),
+    /// so a caller cannot leave the provider's API.
     pub fn url(&self, path_and_query: &str) -> Result<Url, ConnectorError> {
         let (path, query) = match path_and_query.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (path_and_query, None),
         };
         let mut url = self.base_url.clone();
-        let base_path = url.path().trim_end_matches('/').to_string();
-        let joined = format!("{base_path}/{}", path.trim_start_matches('/'));
-        if joined.split('/').any(|segment| segment == ".." || segment == "." || segment.eq_ignore_ascii_case("%2e%2e"))
-        {
-            return Err(ConnectorError::invalid("path", "must not contain '.' or '..' segments"));
+        url.set_path(&format!("{}/{}", self.base_url.path().trim_end_matches('/'), path.trim_start_matches('/')));
+        if !within_base(&self.base_url, &url) {
+            return Err(ConnectorError::invalid("path", "must stay under the provider's base URL"));
         }
-        url.set_path(&joined);
         url.set_query(query.filter(|q| !q.is_empty()));
         if let Some((name, value)) = &self.version_query {
             url.query_pairs_mut().append_pair(name, value);
@@ -138,6 +136,18 @@ impl Resolved {
         }
         Ok(url)
     }
+}
+
+/// Whether `candidate` is on the base URL's origin and under its path (on a segment
+/// boundary: `/api` does not contain `/apiary`). Nothing outside it is ever sent the
+/// connection's credentials.
+pub(crate) fn within_base(base: &Url, candidate: &Url) -> bool {
+    let base_path = base.path().trim_end_matches('/');
+    let path = candidate.path();
+    candidate.scheme() == base.scheme()
+        && candidate.host() == base.host()
+        && candidate.port_or_known_default() == base.port_or_known_default()
+        && (path == base_path || path.starts_with(&format!("{base_path}/")))
 }
 
 /// Builds the ready-to-call form of a connection.
