@@ -1,6 +1,7 @@
 //! Settings: command-line flags, each also read from `SWITCHBOARD_<NAME>`, over an optional
 //! TOML file, over defaults.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,19 @@ pub struct ServeArgs {
     /// Networks webhook URLs may reach even though they are private, e.g. 10.1.0.0/16,fd00::/8
     #[arg(long, env = "SWITCHBOARD_ALLOW_TARGET_NETWORKS", value_name = "CIDRS")]
     pub allow_target_networks: Option<String>,
+    /// A folder of extra connector manifests (YAML); repeatable. A manifest replaces a
+    /// bundled one of the same name
+    #[arg(long = "connectors-dir", env = "SWITCHBOARD_CONNECTORS_DIRS", value_name = "DIR", value_delimiter = ',')]
+    pub connectors_dirs: Vec<PathBuf>,
+    /// Call a provider at another base URL (a template over its config), e.g.
+    /// github=http://127.0.0.1:9000/github; repeatable. `switchboard sandbox` prints these
+    #[arg(
+        long = "provider-base-url",
+        env = "SWITCHBOARD_PROVIDER_BASE_URLS",
+        value_name = "NAME=URL",
+        value_delimiter = ','
+    )]
+    pub provider_base_urls: Vec<String>,
 }
 
 /// The TOML file: the same names as the flags, with underscores.
@@ -105,6 +119,9 @@ struct FileConfig {
     retention_days: Option<u64>,
     allow_private_targets: Option<bool>,
     allow_target_networks: Option<String>,
+    connectors_dirs: Option<Vec<PathBuf>>,
+    /// Provider name → base URL template.
+    provider_base_urls: Option<HashMap<String, String>>,
 }
 
 /// The settled configuration.
@@ -121,6 +138,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub webhooks: WebhookConfig,
     pub egress_policy: AddressPolicy,
+    pub connectors_dirs: Vec<PathBuf>,
+    pub provider_base_urls: HashMap<String, String>,
 }
 
 impl Settings {
@@ -158,6 +177,11 @@ impl Settings {
             ),
             webhooks: webhook_config(serve, &file)?,
             egress_policy: egress_policy(serve, &file)?,
+            connectors_dirs: match serve.connectors_dirs.is_empty() {
+                true => file.connectors_dirs.clone().unwrap_or_default(),
+                false => serve.connectors_dirs.clone(),
+            },
+            provider_base_urls: provider_base_urls(serve, &file)?,
         })
     }
 
@@ -206,6 +230,22 @@ fn egress_policy(serve: &ServeArgs, file: &FileConfig) -> anyhow::Result<Address
         allow_private: serve.allow_private_targets || file.allow_private_targets.unwrap_or(false),
         allowed_networks: networks,
     })
+}
+
+fn provider_base_urls(serve: &ServeArgs, file: &FileConfig) -> anyhow::Result<HashMap<String, String>> {
+    if serve.provider_base_urls.is_empty() {
+        return Ok(file.provider_base_urls.clone().unwrap_or_default());
+    }
+    serve
+        .provider_base_urls
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((name, url)) if !name.trim().is_empty() && !url.trim().is_empty() => {
+                Ok((name.trim().to_string(), url.trim().to_string()))
+            }
+            _ => bail!("provider_base_url: {pair:?} must be NAME=URL"),
+        })
+        .collect()
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {

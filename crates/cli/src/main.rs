@@ -66,6 +66,27 @@ enum Command {
         #[command(subcommand)]
         action: remote::DeliveriesCommand,
     },
+    /// The catalog of providers of a running server (through its API)
+    Catalog {
+        #[command(flatten)]
+        api: remote::ApiArgs,
+        #[command(subcommand)]
+        action: remote::CatalogCommand,
+    },
+    /// Connections of a running server: install, configure, test, list (through its API)
+    Connections {
+        #[command(flatten)]
+        api: remote::ApiArgs,
+        #[command(subcommand)]
+        action: remote::ConnectionsCommand,
+    },
+    /// Run simulators of the providers' APIs (Slack, GitHub, Stripe, …) to try connections
+    /// without real accounts; prints the flags that point `serve` at them
+    Sandbox {
+        /// Address to listen on
+        #[arg(long, env = "SWITCHBOARD_SANDBOX_LISTEN", default_value = "127.0.0.1:9100")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +113,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Endpoints { api, action } => return remote::endpoints(&api, action).await,
         Command::Events { api, action } => return remote::events(&api, action).await,
         Command::Deliveries { api, action } => return remote::deliveries(&api, action).await,
+        Command::Catalog { api, action } => return remote::catalog(&api, action).await,
+        Command::Connections { api, action } => return remote::connections(&api, action).await,
+        Command::Sandbox { listen } => return sandbox(listen).await,
         _ => {}
     }
     let serve_args = match &cli.command {
@@ -109,9 +133,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { action: KeysCommand::Rotate } => bootstrap::rotate_keys(&settings).await,
-        Command::Endpoints { .. } | Command::Events { .. } | Command::Deliveries { .. } => {
-            unreachable!("handled above")
-        }
+        Command::Endpoints { .. }
+        | Command::Events { .. }
+        | Command::Deliveries { .. }
+        | Command::Catalog { .. }
+        | Command::Connections { .. }
+        | Command::Sandbox { .. } => unreachable!("handled above"),
     }
 }
 
@@ -143,9 +170,26 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         policy: settings.egress_policy.clone(),
         ..Default::default()
     })?;
+    let catalog = switchboard_connectors::Catalog::load(&settings.connectors_dirs).context("loading connectors")?;
+    for name in settings.provider_base_urls.keys() {
+        if catalog.get(name).is_none() {
+            anyhow::bail!("provider_base_url: no provider named {name:?} in the catalog");
+        }
+    }
+    let connections = switchboard_connectors::Connections::new(
+        Arc::new(catalog),
+        store.clone(),
+        secrets.clone(),
+        egress.clone(),
+        clock.clone(),
+        switchboard_connectors::ConnectorsConfig {
+            base_url_overrides: settings.provider_base_urls.clone(),
+            ..Default::default()
+        },
+    );
     let webhooks =
         switchboard_webhooks::Webhooks::new(store.clone(), clock, secrets, egress, settings.webhooks.clone());
-    let state = switchboard_server::AppState::new(webhooks.clone(), config);
+    let state = switchboard_server::AppState::new(webhooks.clone(), connections, config);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
@@ -175,6 +219,48 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     store.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves the provider simulators until interrupted.
+async fn sandbox(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    use switchboard_sandbox::credentials as creds;
+    let sandbox = switchboard_sandbox::Sandbox::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let url = sandbox.url();
+    println!("Sandbox listening on {url}");
+    println!();
+    println!("Point a server at it (the sandbox answers on loopback, so allow it as a target):");
+    let flags: Vec<String> =
+        sandbox.base_urls().iter().map(|(name, base)| format!("  --provider-base-url '{name}={base}'")).collect();
+    println!("  switchboard serve --allow-target-networks 127.0.0.1/32 \\\n{}", flags.join(" \\\n"));
+    println!();
+    println!("Credentials the simulators accept:");
+    for (provider, credentials) in [
+        ("slack (auth_mode bearer)", format!("token={}", creds::SLACK_BOT_TOKEN)),
+        ("github (auth_mode bearer)", format!("token={}", creds::GITHUB_TOKEN)),
+        ("stripe", format!("token={}", creds::STRIPE_SECRET_KEY)),
+        ("hubspot (auth_mode bearer)", format!("token={}", creds::HUBSPOT_TOKEN)),
+        ("jira", format!("username={} password={}", creds::JIRA_EMAIL, creds::JIRA_API_TOKEN)),
+        ("google-calendar", format!("access_token={}", creds::GOOGLE_ACCESS_TOKEN)),
+        (
+            "rest (base_url {url}/rest)",
+            format!(
+                "token={} | api_key={} | username={} password={} | client_id={} client_secret={}",
+                creds::REST_TOKEN,
+                creds::REST_API_KEY,
+                creds::REST_USERNAME,
+                creds::REST_PASSWORD,
+                creds::REST_CLIENT_ID,
+                creds::REST_CLIENT_SECRET
+            ),
+        ),
+        ("total-battle (base_url {url}/total-battle)", format!("api_key={}", creds::TOTAL_BATTLE_API_KEY)),
+    ] {
+        println!("  {:<48} {credentials}", provider.replace("{url}", &url));
+    }
+    let stop = CancellationToken::new();
+    tokio::spawn(wait_for_signal(stop.clone(), signals()?));
+    stop.cancelled().await;
     Ok(())
 }
 

@@ -143,7 +143,7 @@ impl CircuitBreakers {
         }
     }
 
-    /// Every host with a breaker that is not plainly closed and healthy.
+    /// Every host the breakers know: those called within the last hour.
     pub fn snapshots(&self) -> Vec<BreakerSnapshot> {
         let mut all: Vec<BreakerSnapshot> = self
             .breakers

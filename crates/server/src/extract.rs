@@ -60,8 +60,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(value) => Ok(value),
         Err(error) => {
-            let field = field_name(error.path());
+            let mut field = field_name(error.path());
             let inner = error.into_inner();
+            // A missing field is reported at its parent; name the field itself.
+            if let Some(name) = missing_field(&inner) {
+                field = if field == "body" { name } else { format!("{field}.{name}") };
+            }
             match inner.classify() {
                 serde_json::error::Category::Data => Err(ApiError::validation(field, clean_serde_message(&inner))),
                 _ => Err(ApiError::malformed(
@@ -95,6 +99,12 @@ fn field_name(path: &serde_path_to_error::Path) -> String {
         }
     }
     if out.is_empty() { "body".to_string() } else { out }
+}
+
+fn missing_field(error: &serde_json::Error) -> Option<String> {
+    let text = error.to_string();
+    let rest = text.strip_prefix("missing field `")?;
+    Some(rest[..rest.find('`')?].to_string())
 }
 
 /// serde's messages end with " at line 1 column 17"; the field name already says where.

@@ -31,7 +31,7 @@ use utoipa_axum::routes;
 pub use problem::{ApiError, ApiResult, Problem};
 pub use state::{AppState, DEFAULT_MAX_BODY_BYTES, ServerConfig};
 
-use routes::{api_keys, endpoints, event_types, events, health, messages, tenants};
+use routes::{api_keys, endpoints, event_types, events, health, integrations, marketplace, messages, tenants};
 
 /// The OpenAPI document describing every route of [`router`].
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
@@ -68,6 +68,17 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(messages::get_message))
         .routes(routes!(messages::message_attempts))
         .routes(routes!(messages::resend_message))
+        .routes(routes!(marketplace::list_integrations))
+        .routes(routes!(marketplace::get_integration))
+        .routes(routes!(marketplace::install))
+        .routes(routes!(marketplace::configure))
+        .routes(routes!(marketplace::list_installed))
+        .routes(routes!(marketplace::get_installed, marketplace::uninstall))
+        .routes(routes!(integrations::all_health))
+        .routes(routes!(integrations::test_connection))
+        .routes(routes!(integrations::run_action))
+        .routes(routes!(integrations::connection_health))
+        .routes(routes!(integrations::proxy))
         .split_for_parts();
     (router, openapi::finish(doc))
 }

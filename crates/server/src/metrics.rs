@@ -4,8 +4,10 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use switchboard_egress::{BreakerSnapshot, CircuitState};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -26,6 +28,18 @@ pub struct EventLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CircuitLabels {
+    pub host: String,
+    /// `closed`, `open` or `half_open`; the series of the current state is 1, the others 0.
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    pub host: String,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -33,6 +47,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: HistogramFamily,
     pub events: Family<EventLabels, Counter>,
+    circuits: Family<CircuitLabels, Gauge>,
+    circuit_failures: Family<HostLabels, Gauge>,
 }
 
 impl Metrics {
@@ -46,7 +62,30 @@ impl Metrics {
         registry.register("http_request_duration_seconds", "Time to answer an HTTP request", request_seconds.clone());
         let events = Family::<EventLabels, Counter>::default();
         registry.register("events", "Events submitted through the API, by outcome", events.clone());
-        Self { registry, requests, request_seconds, events }
+        let circuits = Family::<CircuitLabels, Gauge>::default();
+        registry.register("circuit_state", "Circuit breaker state per provider host", circuits.clone());
+        let circuit_failures = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "circuit_consecutive_failures",
+            "Failures in a row per provider host",
+            circuit_failures.clone(),
+        );
+        Self { registry, requests, request_seconds, events, circuits, circuit_failures }
+    }
+
+    /// Replaces the circuit series with the breakers' current state (hosts the breakers have
+    /// forgotten disappear).
+    pub fn observe_circuits(&self, snapshots: &[BreakerSnapshot]) {
+        self.circuits.clear();
+        self.circuit_failures.clear();
+        for snapshot in snapshots {
+            for state in [CircuitState::Closed, CircuitState::Open, CircuitState::HalfOpen] {
+                let labels = CircuitLabels { host: snapshot.host.clone(), state: state.as_str() };
+                self.circuits.get_or_create(&labels).set(i64::from(snapshot.state == state));
+            }
+            let labels = HostLabels { host: snapshot.host.clone() };
+            self.circuit_failures.get_or_create(&labels).set(i64::from(snapshot.consecutive_failures));
+        }
     }
 
     pub fn encode(&self) -> String {

@@ -24,6 +24,8 @@ use crate::problem::{FieldError, Problem};
         (name = "events", description = "Event types and the events the product publishes"),
         (name = "webhooks", description = "Outgoing webhook endpoints: subscriptions, signing secrets"),
         (name = "deliveries", description = "Messages (an event for an endpoint), attempts, resends and statistics"),
+        (name = "marketplace", description = "The catalog of providers; installing, configuring and uninstalling connections"),
+        (name = "integrations", description = "Using a connection: health check, actions, the proxy to the provider's API, health"),
         (name = "api keys", description = "API keys of the caller's tenant"),
         (name = "tenants", description = "Tenants, for the operator"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
@@ -51,6 +53,12 @@ const WITH_QUERY: &[(&str, &str, &str)] = &[("400", "BadRequest", "A query param
 
 /// Adds the security scheme and the shared error responses to the generated document.
 pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    // axum's catch-all `{*path}` is an ordinary `{path}` parameter in OpenAPI.
+    let wildcard: Vec<String> = doc.paths.paths.keys().filter(|p| p.contains("{*")).cloned().collect();
+    for path in wildcard {
+        let item = doc.paths.paths.remove(&path).expect("listed above");
+        doc.paths.paths.insert(path.replace("{*", "{"), item);
+    }
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "api_key",

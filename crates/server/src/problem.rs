@@ -5,6 +5,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use switchboard_connectors::ConnectorError;
 use switchboard_store::StoreError;
 use utoipa::ToSchema;
 
@@ -29,6 +30,18 @@ pub struct Problem {
     /// Which fields were wrong and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// When a provider called through a connection failed: what it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Upstream>,
+}
+
+/// A provider's failed answer, as far as it can be shown: its status, its own error message
+/// and the start of its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+pub struct Upstream {
+    pub status: u16,
+    pub message: String,
+    pub body_excerpt: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
@@ -45,11 +58,12 @@ pub struct ApiError {
     detail: String,
     errors: Vec<FieldError>,
     retry_after_secs: Option<u64>,
+    upstream: Option<Upstream>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, slug, detail: detail.into(), errors: Vec::new(), retry_after_secs: None }
+        Self { status, slug, detail: detail.into(), errors: Vec::new(), retry_after_secs: None, upstream: None }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -133,13 +147,23 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "An internal error occurred; it has been logged")
     }
 
+    /// Answers with `Retry-After`, rounded up to whole seconds (at least one).
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.retry_after_secs = Some(secs.max(1));
+        self
+    }
+
     pub fn with_field(mut self, field: impl Into<String>, detail: impl Into<String>) -> Self {
         self.errors.push(FieldError { field: field.into(), detail: detail.into() });
         self
     }
 
     pub fn to_problem(&self) -> Problem {
-        problem_for(self.status, self.slug, Some(self.detail.clone()), self.errors.clone())
+        Problem {
+            upstream: self.upstream.clone(),
+            ..problem_for(self.status, self.slug, Some(self.detail.clone()), self.errors.clone())
+        }
     }
 }
 
@@ -153,6 +177,7 @@ pub fn problem_for(status: StatusCode, slug: &str, detail: Option<String>, error
         instance: None,
         request_id: None,
         errors,
+        upstream: None,
     }
 }
 
@@ -182,6 +207,53 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
             StoreError::Closed => ApiError::unavailable("The server is shutting down"),
             other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<ConnectorError> for ApiError {
+    fn from(error: ConnectorError) -> Self {
+        let detail = error.to_string();
+        match error {
+            ConnectorError::NotFound => ApiError::not_found("connection"),
+            ConnectorError::UnknownProvider { name, suggestions } => {
+                let hint = match suggestions.as_slice() {
+                    [] => String::new(),
+                    names => format!("; did you mean {}?", names.join(", ")),
+                };
+                Self::new(StatusCode::NOT_FOUND, "not-found", format!("No integration named {name:?}{hint}"))
+            }
+            ConnectorError::UnknownAction { name, known } => Self::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("No action named {name:?}; this integration offers: {}", known.join(", ")),
+            ),
+            ConnectorError::Invalid(problems) => ApiError::validation_many(
+                problems.into_iter().map(|p| FieldError { field: p.field, detail: p.detail }).collect(),
+            ),
+            ConnectorError::MissingCredentials | ConnectorError::NoHealthCheck => {
+                Self::new(StatusCode::CONFLICT, "conflict", detail)
+            }
+            ConnectorError::Misconfigured(_) => Self::new(StatusCode::CONFLICT, "misconfigured", detail),
+            ConnectorError::CircuitOpen { retry_after, .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "circuit-open", detail).with_retry_after(retry_after)
+            }
+            ConnectorError::RateLimited { retry_after } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "provider-rate-limited",
+                "The provider's rate limit for this connection is spent; retry later",
+            )
+            .with_retry_after(retry_after),
+            ConnectorError::Upstream { status, message, excerpt } => Self {
+                upstream: Some(Upstream { status, message, body_excerpt: excerpt }),
+                ..Self::new(StatusCode::BAD_GATEWAY, "upstream", detail)
+            },
+            ConnectorError::Unreachable { code, .. } => {
+                let status = if code == "timeout" { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
+                Self::new(status, "unreachable", detail)
+            }
+            ConnectorError::Undecryptable => ApiError::internal(&detail),
+            ConnectorError::Store(store) => store.into(),
         }
     }
 }

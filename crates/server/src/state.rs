@@ -2,6 +2,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard_connectors::Connections;
 use switchboard_core::{Clock, SecretBox};
 use switchboard_store::Store;
 use switchboard_webhooks::Webhooks;
@@ -48,12 +49,13 @@ pub struct Inner {
     pub lookups: Lookups,
     pub limiter: Option<KeyRateLimiter>,
     pub webhooks: Webhooks,
+    pub connections: Connections,
 }
 
 impl AppState {
-    /// The state around the webhooks service, which brings the store, the clock and the
-    /// secret box.
-    pub fn new(webhooks: Webhooks, config: ServerConfig) -> Self {
+    /// The state around the webhooks and connections services; the webhooks service brings
+    /// the store, the clock and the secret box.
+    pub fn new(webhooks: Webhooks, connections: Connections, config: ServerConfig) -> Self {
         let limiter = config.rate_limit_per_key.map(KeyRateLimiter::new);
         Self(Arc::new(Inner {
             store: webhooks.store.clone(),
@@ -61,6 +63,7 @@ impl AppState {
             secrets: webhooks.secrets.clone(),
             metrics: Metrics::new(&webhooks.metrics),
             webhooks,
+            connections,
             schemas: SchemaCache::default(),
             lookups: Lookups::default(),
             limiter,

@@ -95,6 +95,9 @@ async fn every_client_error_is_a_problem_naming_the_field(backend: Backend) {
     )
     .await;
     assert!(problem["errors"][0]["detail"].as_str().unwrap().contains("extra"), "{problem}");
+    assert_eq!(blamed_fields(&problem), vec!["extra"]);
+    let problem = expect_problem(server.post(&key, "/api/events", &json!({"payload": {}})).await, 422).await;
+    assert_eq!(blamed_fields(&problem), vec!["event_type"]);
     let problem =
         expect_problem(server.post(&key, "/api/events", &json!({"event_type": 5, "payload": {}})).await, 422).await;
     assert_eq!(blamed_fields(&problem), vec!["event_type"]);
@@ -488,6 +491,17 @@ async fn the_openapi_document_describes_every_route(backend: Backend) {
         "/api/messages/{message_id}",
         "/api/messages/{message_id}/attempts",
         "/api/messages/{message_id}/resend",
+        "/api/marketplace/integrations",
+        "/api/marketplace/integrations/{name}",
+        "/api/marketplace/install",
+        "/api/marketplace/configure",
+        "/api/marketplace/installed",
+        "/api/marketplace/installed/{connection_id}",
+        "/api/integrations/health",
+        "/api/integrations/{connection_id}/test",
+        "/api/integrations/{connection_id}/actions/{action}",
+        "/api/integrations/{connection_id}/proxy/{path}",
+        "/api/integrations/{connection_id}/health",
     ] {
         assert!(paths.contains_key(expected), "{expected} is not documented");
     }
@@ -507,6 +521,9 @@ async fn the_openapi_document_describes_every_route(backend: Backend) {
             .replace("{name}", "a.b")
             .replace("{endpoint_id}", "ep_01jd0000000000000000000000")
             .replace("{message_id}", "msg_01jd0000000000000000000000")
+            .replace("{connection_id}", "conn_01jd0000000000000000000000")
+            .replace("{action}", "list")
+            .replace("{path}", "a/b")
     };
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {

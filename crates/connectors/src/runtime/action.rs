@@ -40,6 +40,12 @@ pub struct TestOutcome {
 }
 
 impl Connections {
+    /// The declaration of one of the connection's actions.
+    pub async fn action(&self, tenant_id: &Id, connection_id: &str, name: &str) -> Result<Action, ConnectorError> {
+        let resolved = self.resolved(tenant_id, connection_id).await?;
+        resolved.provider.action(name).cloned().ok_or_else(|| unknown_action(&resolved, name))
+    }
+
     pub async fn run_action(
         &self,
         tenant_id: &Id,
@@ -49,10 +55,7 @@ impl Connections {
         max_pages: Option<u32>,
     ) -> Result<ActionOutcome, ConnectorError> {
         let resolved = self.resolved(tenant_id, connection_id).await?;
-        let Some(action) = resolved.provider.action(name) else {
-            let known = resolved.provider.manifest.actions.iter().map(|a| a.name.clone()).collect();
-            return Err(ConnectorError::UnknownAction { name: name.to_string(), known });
-        };
+        let Some(action) = resolved.provider.action(name) else { return Err(unknown_action(&resolved, name)) };
         resolved.provider.check_input(name, &input).map_err(ConnectorError::Invalid)?;
         let max_pages = match max_pages {
             Some(n) if !(1..=MAX_PAGES).contains(&n) => {
@@ -267,6 +270,11 @@ impl Connections {
         self.store.record_connection_health(&[update]).await?;
         Ok(outcome)
     }
+}
+
+fn unknown_action(resolved: &Resolved, name: &str) -> ConnectorError {
+    let known = resolved.provider.manifest.actions.iter().map(|a| a.name.clone()).collect();
+    ConnectorError::UnknownAction { name: name.to_string(), known }
 }
 
 fn page_param(style: &Pagination) -> &str {

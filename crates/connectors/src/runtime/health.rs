@@ -138,3 +138,30 @@ impl HealthBook {
         self.stats.invalidate(id);
     }
 }
+
+/// Everything known about a connection's health: the stored row (last test, last success and
+/// error as every process recorded them), this process's live figures, and the circuit of
+/// the provider host it calls.
+#[derive(Debug, Clone)]
+pub struct HealthReport {
+    pub connection: switchboard_store::Connection,
+    /// `None` until this process has called through the connection.
+    pub live: Option<ConnectionHealth>,
+    /// `None` while the connection cannot be resolved (no credentials yet, say).
+    pub circuit: Option<switchboard_egress::BreakerSnapshot>,
+}
+
+impl super::Connections {
+    pub async fn health_report(&self, tenant_id: &Id, id: &str) -> Result<HealthReport, super::ConnectorError> {
+        Ok(self.health_of(self.get(tenant_id, id).await?).await)
+    }
+
+    pub async fn health_of(&self, connection: switchboard_store::Connection) -> HealthReport {
+        let circuit = match self.resolved(&connection.tenant_id, connection.id.as_str()).await {
+            Ok(resolved) => Some(self.egress.breakers().snapshot(&resolved.host())),
+            Err(_) => None,
+        };
+        let live = self.health.get(&connection.id);
+        HealthReport { connection, live, circuit }
+    }
+}

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 pub use action::{ActionOutcome, TestOutcome};
 pub use call::{ProxyRequest, ProxyResponse};
-pub use health::{ConnectionHealth, HealthBook};
+pub use health::{ConnectionHealth, HealthBook, HealthReport};
 
 use crate::catalog::Catalog;
 use crate::provider::{FieldProblem, Provider};
@@ -163,8 +163,9 @@ impl Connections {
         if auth.is_none() {
             problems.push(FieldProblem::new("auth_mode", format!("must be one of: {}", modes())));
         }
-        if provider.manifest.auth.len() > 1 && install.auth_mode.is_none() && install.credentials.is_some() {
-            // With credentials the mode must be explicit: guessing could store a token as the wrong kind.
+        // With credentials the mode must be explicit: guessing could store a token as the wrong kind.
+        let mode_guessed = provider.manifest.auth.len() > 1 && install.auth_mode.is_none();
+        if mode_guessed && install.credentials.is_some() {
             problems.push(FieldProblem::new("auth_mode", format!("is required with credentials; one of: {}", modes())));
         }
         let name = match install.custom_name.as_deref().map(str::trim) {
@@ -190,7 +191,7 @@ impl Connections {
             }
         };
         let mut credentials = Credentials::new();
-        if let (Some(auth), Some(given)) = (&auth, &install.credentials) {
+        if let (Some(auth), Some(given), false) = (&auth, &install.credentials, mode_guessed) {
             match check_credentials(auth, &provider, given) {
                 Ok(checked) => credentials = checked,
                 Err(more) => problems.extend(more),

@@ -6,6 +6,8 @@ pub mod endpoints;
 pub mod event_types;
 pub mod events;
 pub mod health;
+pub mod integrations;
+pub mod marketplace;
 pub mod messages;
 pub mod tenants;
 

@@ -8,8 +8,10 @@ pub mod webhooks;
 use std::sync::Arc;
 
 use serde_json::Value;
+use switchboard_connectors::{Catalog, Connections, ConnectorsConfig};
 use switchboard_core::{Clock, Id, IdKind, KeyRing, ManualClock, SecretBox, api_key, from_micros};
 use switchboard_egress::{AddressPolicy, EgressClient, EgressConfig, StaticHosts};
+use switchboard_sandbox::Sandbox;
 use switchboard_server::{AppState, ServerConfig};
 use switchboard_store::testing::TestDb;
 use switchboard_store::{Backend, NewApiKey, NewTenant, Scope, Store};
@@ -24,6 +26,8 @@ pub struct TestServer {
     pub store: Arc<dyn Store>,
     pub clock: ManualClock,
     pub db: TestDb,
+    /// The provider simulators every connection calls.
+    pub sandbox: Sandbox,
     stop: CancellationToken,
 }
 
@@ -68,20 +72,27 @@ impl TestServer {
             retention_interval: std::time::Duration::from_millis(100),
             ..WebhookConfig::default()
         };
-        let webhooks = Webhooks::new(
+        let secrets = Arc::new(SecretBox::new(KeyRing::generate()));
+        let sandbox = Sandbox::start().await.unwrap();
+        let connections = Connections::new(
+            Arc::new(Catalog::load(&[]).unwrap()),
             store.clone(),
+            secrets.clone(),
+            egress.clone(),
             Arc::new(clock.clone()),
-            Arc::new(SecretBox::new(KeyRing::generate())),
-            egress,
-            webhook_config,
+            ConnectorsConfig {
+                base_url_overrides: sandbox.base_urls().into_iter().collect(),
+                ..ConnectorsConfig::default()
+            },
         );
-        let state = AppState::new(webhooks.clone(), config);
+        let webhooks = Webhooks::new(store.clone(), Arc::new(clock.clone()), secrets, egress, webhook_config);
+        let state = AppState::new(webhooks.clone(), connections, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         tokio::spawn(switchboard_server::serve(listener, state, stop.clone().cancelled_owned()));
         webhooks.start(stop.clone());
-        Some(Self { base, admin_key: minted.token, client: reqwest::Client::new(), store, clock, db, stop })
+        Some(Self { base, admin_key: minted.token, client: reqwest::Client::new(), store, clock, db, sandbox, stop })
     }
 
     pub fn url(&self, path: &str) -> String {

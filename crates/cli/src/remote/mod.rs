@@ -1,6 +1,10 @@
 //! Commands that talk to a running server through its API: `endpoints`, `events`,
-//! `deliveries`. They are thin: every rule lives in the server, and its problem documents are
-//! shown as they come.
+//! `deliveries` here, `catalog` and `connections` in `connections.rs`. They are thin: every
+//! rule lives in the server, and its problem documents are shown as they come.
+
+mod connections;
+
+pub use connections::{CatalogCommand, ConnectionsCommand, catalog, connections};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};

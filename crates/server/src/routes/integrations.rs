@@ -1,0 +1,310 @@
+//! Using a connection: its health check, its actions, the proxy to the provider's API, and
+//! its health.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchboard_connectors::ProxyRequest;
+use switchboard_connectors::runtime::{HealthReport, TestOutcome};
+use switchboard_core::{Id, IdKind};
+use switchboard_store::Scope;
+use utoipa::ToSchema;
+
+use super::{ListResponse, PageParams, path_id};
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct ActionPath {
+    connection_id: String,
+    action: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProxyPath {
+    connection_id: String,
+    #[allow(dead_code)]
+    path: String,
+}
+
+fn connection_id(raw: &str) -> ApiResult<Id> {
+    path_id(IdKind::Connection, raw, "connection")
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestResult {
+    /// Whether the provider accepted the connection's credentials.
+    pub ok: bool,
+    /// The provider's HTTP status; absent when it could not be reached.
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    /// The provider's error, or why it could not be reached.
+    pub error: Option<String>,
+}
+
+impl From<TestOutcome> for TestResult {
+    fn from(outcome: TestOutcome) -> Self {
+        Self { ok: outcome.ok, status: outcome.status, latency_ms: outcome.latency_ms, error: outcome.error }
+    }
+}
+
+/// Runs the provider's health check (a cheap request that proves the credentials work) and
+/// records the outcome on the connection (write scope). A provider that refuses answers 200
+/// with `ok: false`; a provider that cannot be reached too.
+#[utoipa::path(
+    post,
+    path = "/api/integrations/{connection_id}/test",
+    tag = "integrations",
+    params(("connection_id" = String, Path, description = "`conn_…`")),
+    responses((status = 200, body = TestResult), (status = 404, description = "No such connection in this tenant", body = crate::problem::Problem, content_type = "application/problem+json"), (status = 409, description = "The connection has no credentials yet, or the provider no health check", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn test_connection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+) -> ApiResult<Json<TestResult>> {
+    caller.require(Scope::Write)?;
+    let id = connection_id(&raw_id)?;
+    Ok(Json(state.connections.test(&caller.key.tenant_id, id.as_str()).await?.into()))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunAction {
+    /// The action's input; it must satisfy the action's `input_schema`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub input: Option<Value>,
+    /// For paginated actions: at most this many pages are fetched (1 to 100, default 10).
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_pages: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionResult {
+    /// The result the manifest selects; for a paginated action, every page's items.
+    #[schema(value_type = Object)]
+    pub data: Value,
+    /// Pages fetched.
+    pub pages: u32,
+    /// Whether the provider has more pages than `max_pages` allowed.
+    pub has_more: bool,
+}
+
+/// Runs one of the provider's actions (write scope; read scope for GET actions). The input
+/// is validated against the action's schema (422 naming the JSON path), the provider's
+/// failure is a 502 carrying its status and a body excerpt.
+#[utoipa::path(
+    post,
+    path = "/api/integrations/{connection_id}/actions/{action}",
+    tag = "integrations",
+    params(("connection_id" = String, Path, description = "`conn_…`"), ("action" = String, Path, description = "The action's name, from the integration's detail")),
+    request_body = RunAction,
+    responses(
+        (status = 200, body = ActionResult),
+        (status = 404, description = "No such connection in this tenant, or no such action", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The connection has no credentials yet", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The provider failed; `upstream` has its status, message and a body excerpt", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The provider's circuit is open after repeated failures; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The provider did not answer in time", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn run_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ActionPath { connection_id: raw_id, action }): Path<ActionPath>,
+    ApiJson(request): ApiJson<RunAction>,
+) -> ApiResult<Json<ActionResult>> {
+    caller.require(Scope::Read)?;
+    let id = connection_id(&raw_id)?;
+    let declared = state.connections.action(&caller.key.tenant_id, id.as_str(), &action).await?;
+    if declared.method.as_reqwest() != Method::GET {
+        caller.require(Scope::Write)?;
+    }
+    let input = request.input.unwrap_or_else(|| Value::Object(Default::default()));
+    let outcome =
+        state.connections.run_action(&caller.key.tenant_id, id.as_str(), &action, input, request.max_pages).await?;
+    Ok(Json(ActionResult { data: outcome.data, pages: outcome.pages, has_more: outcome.has_more }))
+}
+
+/// Forwards a request to the provider's API under the connection's base URL, with the
+/// connection's auth injected (read scope for GET and HEAD, write scope otherwise). The
+/// provider's status, headers and body come back as it sent them, marked with
+/// `x-switchboard-cache` (`hit`, `miss`, `bypass` or `none`) and `x-switchboard-attempts`.
+/// GET answers are cached for the provider's TTL unless the request says
+/// `Cache-Control: no-cache`. The request body and headers are forwarded as given, except
+/// Switchboard's own `Authorization` header and hop-by-hop headers.
+#[utoipa::path(
+    method(get, post, put, patch, delete),
+    path = "/api/integrations/{connection_id}/proxy/{*path}",
+    tag = "integrations",
+    params(("connection_id" = String, Path, description = "`conn_…`"), ("path" = String, Path, description = "The provider path, slashes included, e.g. `users/42/repos`; the query string is forwarded as given")),
+    responses(
+        (status = 200, description = "The provider's answer (any status it gives is passed back as is)", headers(("x-switchboard-cache" = String, description = "hit, miss, bypass or none"), ("x-switchboard-attempts" = u32, description = "Attempts made, retries included"))),
+        (status = 404, description = "No such connection in this tenant", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The connection has no credentials yet", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The provider could not be reached", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The provider's circuit is open after repeated failures; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The provider did not answer in time", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn proxy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ProxyPath { connection_id: raw_id, .. }): Path<ProxyPath>,
+    request: Request,
+) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    caller.require(if matches!(method, Method::GET | Method::HEAD) { Scope::Read } else { Scope::Write })?;
+    let id = connection_id(&raw_id)?;
+    // The path as the caller encoded it: the provider decides what its escapes mean.
+    let prefix = format!("/api/integrations/{raw_id}/proxy");
+    let rest = uri.path().strip_prefix(&prefix).ok_or_else(|| ApiError::not_found("route"))?;
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_string(),
+    };
+    let bypass_cache = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|d| matches!(d.trim().to_ascii_lowercase().as_str(), "no-cache" | "no-store")));
+    let limit = state.config.max_body_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::payload_too_large(limit))?;
+    let request = ProxyRequest { method, path_and_query, headers, body, bypass_cache };
+    let answer = state.connections.proxy(&caller.key.tenant_id, id.as_str(), request).await?;
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = answer.headers;
+    response.headers_mut().insert("x-switchboard-cache", HeaderValue::from_static(answer.cache));
+    response.headers_mut().insert("x-switchboard-attempts", HeaderValue::from(answer.attempts));
+    Ok(response.into_response())
+}
+
+/// A connection's health: what every process recorded on it, this process's live figures,
+/// and the circuit of the provider host it calls.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthOut {
+    /// `conn_…`
+    pub id: String,
+    pub provider: String,
+    pub name: String,
+    /// `missing_credentials`, `configured`, `ok` (the provider accepted them) or `rejected`.
+    pub auth_state: String,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub last_test_at: Option<DateTime<Utc>>,
+    pub last_test_ok: Option<bool>,
+    /// Calls through the connection seen by this process since it started.
+    pub calls: u64,
+    pub errors: u64,
+    /// Errors over calls, 0 to 1.
+    pub error_rate: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// The circuit breaker of the provider's host; absent until the connection can be called.
+    pub circuit: Option<CircuitOut>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CircuitOut {
+    pub host: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    pub consecutive_failures: u32,
+    pub opened_at: Option<DateTime<Utc>>,
+    /// While open: when the next probe is let through.
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+fn health_out(report: HealthReport) -> HealthOut {
+    let connection = report.connection;
+    let live = report.live;
+    // The row holds what every process saw; this process's memory may know something newer.
+    let latest = |stored: Option<DateTime<Utc>>, live: Option<DateTime<Utc>>| stored.max(live);
+    let live_error = live.as_ref().and_then(|l| l.last_error.clone().zip(l.last_error_at));
+    let (last_error, last_error_at) = match (connection.last_error.zip(connection.last_error_at), live_error) {
+        (Some(stored), Some(live)) => Some(if live.1 >= stored.1 { live } else { stored }),
+        (stored, live) => stored.or(live),
+    }
+    .unzip();
+    HealthOut {
+        id: connection.id.to_string(),
+        provider: connection.provider,
+        name: connection.name,
+        auth_state: connection.auth_state,
+        last_success_at: latest(connection.last_success_at, live.as_ref().and_then(|l| l.last_success_at)),
+        last_error,
+        last_error_at,
+        last_test_at: connection.last_test_at,
+        last_test_ok: connection.last_test_ok,
+        calls: live.as_ref().map_or(0, |l| l.calls),
+        errors: live.as_ref().map_or(0, |l| l.errors),
+        error_rate: live.as_ref().map_or(0.0, |l| l.error_rate),
+        p50_ms: live.as_ref().and_then(|l| l.p50_ms),
+        p99_ms: live.as_ref().and_then(|l| l.p99_ms),
+        circuit: report.circuit.map(|c| CircuitOut {
+            host: c.host,
+            state: c.state.as_str().to_string(),
+            consecutive_failures: c.consecutive_failures,
+            opened_at: c.opened_at,
+            retry_at: c.retry_at,
+        }),
+    }
+}
+
+/// One connection's health (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/integrations/{connection_id}/health",
+    tag = "integrations",
+    params(("connection_id" = String, Path, description = "`conn_…`")),
+    responses((status = 200, body = HealthOut), (status = 404, description = "No such connection in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn connection_health(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+) -> ApiResult<Json<HealthOut>> {
+    caller.require(Scope::Read)?;
+    let id = connection_id(&raw_id)?;
+    Ok(Json(health_out(state.connections.health_report(&caller.key.tenant_id, id.as_str()).await?)))
+}
+
+/// Every connection's health, newest connection first (read scope).
+#[utoipa::path(
+    get,
+    path = "/api/integrations/health",
+    tag = "integrations",
+    params(PageParams),
+    responses((status = 200, body = ListResponse<HealthOut>)),
+    security(("api_key" = []))
+)]
+pub async fn all_health(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<ListResponse<HealthOut>>> {
+    caller.require(Scope::Read)?;
+    let page = params.to_page(IdKind::Connection)?;
+    let rows = state.connections.list(&caller.key.tenant_id, &page).await?;
+    let list = ListResponse::from_rows(rows, &page, |c| c.id.to_string(), |c| c);
+    let mut data = Vec::with_capacity(list.data.len());
+    for connection in list.data {
+        data.push(health_out(state.connections.health_of(connection).await));
+    }
+    Ok(Json(ListResponse { data, next_cursor: list.next_cursor }))
+}
