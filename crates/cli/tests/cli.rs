@@ -148,11 +148,13 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ("--rate-limit-per-key", "SWITCHBOARD_RATE_LIMIT_PER_KEY"),
         ("--shutdown-timeout-secs", "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECS"),
         ("--db-max-connections", "SWITCHBOARD_DB_MAX_CONNECTIONS"),
+        ("--connectors-dir", "SWITCHBOARD_CONNECTORS_DIRS"),
+        ("--provider-base-url", "SWITCHBOARD_PROVIDER_BASE_URLS"),
     ] {
         assert!(help.contains(flag) && help.contains(env), "{flag} / {env} missing from:\n{help}");
     }
     let top = String::from_utf8(Command::new(BIN).arg("--help").output().unwrap().stdout).unwrap();
-    for command in ["serve", "migrate", "keys"] {
+    for command in ["serve", "migrate", "keys", "catalog", "connections", "sandbox"] {
         assert!(top.contains(command), "{command} missing from:\n{top}");
     }
 }

@@ -63,9 +63,9 @@ pub struct InstallArgs {
     /// A name for the connection [default: the provider's]
     #[arg(long)]
     name: Option<String>,
-    /// A value of the provider's install form, NAME=VALUE; repeatable
-    #[arg(long = "config", value_name = "NAME=VALUE")]
-    config: Vec<String>,
+    /// A value of the provider's install form (`config_overrides`), NAME=VALUE; repeatable
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    settings: Vec<String>,
     /// Which auth mode to use when the provider offers several
     #[arg(long)]
     auth_mode: Option<String>,
@@ -144,7 +144,7 @@ fn print_detail(detail: &Value) {
     }
     let form = detail["connection_config"].as_array().cloned().unwrap_or_default();
     if !form.is_empty() {
-        println!("\nInstall form (`--config NAME=VALUE`):");
+        println!("\nInstall form (`connections install --set NAME=VALUE`):");
         let rows: Vec<Vec<String>> = form
             .iter()
             .map(|f| {
@@ -206,7 +206,7 @@ fn credentials(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
 fn config_values(pairs: &[String], form: &Value) -> anyhow::Result<Map<String, Value>> {
     let mut out = Map::new();
     for pair in pairs {
-        let Some((name, raw)) = pair.split_once('=') else { bail!("--config {pair:?}: expected NAME=VALUE") };
+        let Some((name, raw)) = pair.split_once('=') else { bail!("--set {pair:?}: expected NAME=VALUE") };
         let kind = form
             .as_array()
             .into_iter()
@@ -215,8 +215,8 @@ fn config_values(pairs: &[String], form: &Value) -> anyhow::Result<Map<String, V
             .and_then(|f| f["type"].as_str())
             .unwrap_or("string");
         let value = match kind {
-            "integer" => json!(raw.parse::<i64>().with_context(|| format!("--config {name}: not an integer"))?),
-            "boolean" => json!(raw.parse::<bool>().with_context(|| format!("--config {name}: not true or false"))?),
+            "integer" => json!(raw.parse::<i64>().with_context(|| format!("--set {name}: not an integer"))?),
+            "boolean" => json!(raw.parse::<bool>().with_context(|| format!("--set {name}: not true or false"))?),
             _ => json!(raw),
         };
         out.insert(name.to_string(), value);
@@ -241,7 +241,7 @@ pub async fn connections(args: &ApiArgs, command: ConnectionsCommand) -> anyhow:
                 api.get(&format!("/api/marketplace/integrations/{}", path_segment(&install.template)?)).await?;
             let mut body = json!({
                 "template_name": install.template,
-                "config_overrides": config_values(&install.config, &detail["connection_config"])?,
+                "config_overrides": config_values(&install.settings, &detail["connection_config"])?,
             });
             if let Some(name) = &install.name {
                 body["custom_name"] = json!(name);

@@ -180,7 +180,9 @@ fn describe_problem(status: StatusCode, body: &str) -> String {
         return format!("{status}: {}", body.chars().take(500).collect::<String>());
     };
     let mut text = format!("{status}: {}", problem["detail"].as_str().or(problem["title"].as_str()).unwrap_or(""));
-    for error in problem["errors"].as_array().into_iter().flatten() {
+    // One error is already the detail; several are listed under it.
+    let errors = problem["errors"].as_array().filter(|errors| errors.len() > 1);
+    for error in errors.into_iter().flatten() {
         text.push_str(&format!(
             "\n  {}: {}",
             error["field"].as_str().unwrap_or("?"),

@@ -1,0 +1,217 @@
+//! Connections through real processes: `switchboard sandbox` prints how to reach its
+//! simulators, `switchboard serve` takes those flags, and the `catalog` and `connections`
+//! commands browse, install, configure, test, list and uninstall through the API.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Output, Stdio};
+
+use common::{Serve, command};
+use switchboard_sandbox::credentials as creds;
+
+/// A running `switchboard sandbox` and what it printed.
+struct SandboxProcess {
+    child: Child,
+    url: String,
+    base_url_flags: Vec<String>,
+}
+
+impl SandboxProcess {
+    fn start() -> Self {
+        let mut child = command(std::path::Path::new("unused"))
+            .args(["sandbox", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
+        let mut url = String::new();
+        let mut base_url_flags = Vec::new();
+        for line in lines.by_ref() {
+            if let Some(address) = line.strip_prefix("Sandbox listening on ") {
+                url = address.to_string();
+            } else if let Some(flag) = line.trim().strip_prefix("--provider-base-url '") {
+                base_url_flags.push(flag.trim_end_matches(" \\").trim_end_matches('\'').to_string());
+            } else if line.starts_with("Credentials") {
+                break;
+            }
+        }
+        assert!(url.starts_with("http://127.0.0.1:"), "the sandbox printed its address");
+        // Keep reading, so the sandbox never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, url, base_url_flags }
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(server: &Serve, key: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = command(std::path::Path::new("unused"))
+        .env("SWITCHBOARD_URL", &server.base)
+        .env("SWITCHBOARD_API_KEY", key)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout_of(output: Output) -> String {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn connection_id(text: &str) -> String {
+    text.split_whitespace().find(|w| w.starts_with("conn_")).expect("a connection id").to_string()
+}
+
+#[tokio::test]
+async fn the_cli_installs_configures_and_tests_connections_against_the_sandbox() {
+    let sandbox = SandboxProcess::start();
+    assert_eq!(sandbox.base_url_flags.len(), 6, "{:?}", sandbox.base_url_flags);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--allow-target-networks", "127.0.0.1/32"]);
+    for flag in &sandbox.base_url_flags {
+        cmd.args(["--provider-base-url", flag]);
+    }
+    let server = Serve::start_with_args(cmd);
+    let key = server.admin_key();
+
+    let catalog = stdout_of(cli(&server, &key, &["catalog", "list", "--sort", "name"], ""));
+    let names: Vec<&str> = catalog.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(names, ["github", "google-calendar", "hubspot", "jira", "rest", "slack", "stripe", "total-battle"]);
+    let gaming = stdout_of(cli(&server, &key, &["catalog", "list", "--category", "gaming"], ""));
+    assert_eq!(gaming.lines().count(), 2, "{gaming}");
+    assert!(gaming.contains("total-battle"));
+    let jira = stdout_of(cli(&server, &key, &["catalog", "show", "jira"], ""));
+    for expected in ["Jira Cloud", "subdomain", "required", "basic", "search_issues", "create_issue"] {
+        assert!(jira.contains(expected), "{expected} missing from:\n{jira}");
+    }
+    let unknown = cli(&server, &key, &["catalog", "show", "jria"], "");
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("404") && stderr.contains("jira"), "{stderr}");
+
+    // A secret can come from standard input rather than the command line.
+    let installed = stdout_of(cli(
+        &server,
+        &key,
+        &["connections", "install", "github", "--auth-mode", "bearer", "--name", "Our org", "--credential", "token=-"],
+        &format!("{}\n", creds::GITHUB_TOKEN),
+    ));
+    let github = connection_id(&installed);
+    assert!(installed.contains("Our org") && installed.contains("configured"), "{installed}");
+    let tested = stdout_of(cli(&server, &key, &["connections", "test", &github], ""));
+    assert!(tested.starts_with("ok: the provider answered 200"), "{tested}");
+
+    // Jira's subdomain goes through the install form into the base URL.
+    let installed = stdout_of(cli(&server, &key, &["connections", "install", "jira", "--set", "subdomain=acme"], ""));
+    let jira = connection_id(&installed);
+    assert!(installed.contains("credentials still needed: username,password"), "{installed}");
+    let failed = cli(&server, &key, &["connections", "test", &jira], "");
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("409"));
+    let configured = stdout_of(cli(
+        &server,
+        &key,
+        &[
+            "connections",
+            "configure",
+            &jira,
+            "--credential",
+            &format!("username={}", creds::JIRA_EMAIL),
+            "--credential",
+            &format!("password={}", creds::JIRA_API_TOKEN),
+        ],
+        "",
+    ));
+    assert!(!configured.contains("still needed"), "{configured}");
+    stdout_of(cli(&server, &key, &["connections", "test", &jira], ""));
+
+    // Wrong credentials: the provider's refusal, and a failing exit code.
+    stdout_of(cli(&server, &key, &["connections", "configure", &github, "--credential", "token=ghp_wrong"], ""));
+    let refused = cli(&server, &key, &["connections", "test", &github], "");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(said.starts_with("failed") && said.contains("401"), "{said}");
+
+    let listed = stdout_of(cli(&server, &key, &["connections", "list"], ""));
+    assert!(listed.contains(&github) && listed.contains(&jira) && listed.contains("rejected"), "{listed}");
+    assert!(!listed.contains("ghp_wrong") && !listed.contains(creds::JIRA_API_TOKEN));
+    let json = stdout_of(cli(&server, &key, &["connections", "list", "--json"], ""));
+    assert!(!json.contains("ghp_wrong") && !json.contains(creds::JIRA_API_TOKEN), "{json}");
+
+    stdout_of(cli(&server, &key, &["connections", "rm", &github], ""));
+    assert!(!stdout_of(cli(&server, &key, &["connections", "list"], "")).contains(&github));
+
+    // Bad install input comes back per field.
+    let refused = cli(&server, &key, &["connections", "install", "jira", "--set", "subdomain=no way"], "");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("422") && stderr.contains("config_overrides.subdomain"), "{stderr}");
+    assert_eq!(server.terminate(), 0);
+    drop(sandbox);
+}
+
+#[test]
+fn serve_refuses_a_base_url_override_for_an_unknown_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = command(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--provider-base-url", "githib=http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("githib"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_a_broken_manifest_naming_the_file_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let connectors = dir.path().join("connectors");
+    std::fs::create_dir(&connectors).unwrap();
+    std::fs::write(
+        connectors.join("broken.yaml"),
+        "name: broken\ndisplay_name: Broken\ndescription: x\ncategories: [custom]\nauth: {mode: none}\nbase_url: https://example.com\nactions:\n  - {name: a, method: GET, path: /x, pagination: nope}\n",
+    )
+    .unwrap();
+    let output = command(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--connectors-dir"])
+        .arg(&connectors)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("broken.yaml") && stderr.contains("actions[0].pagination"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_operator_folder_adds_providers_to_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let connectors = dir.path().join("connectors");
+    std::fs::create_dir(&connectors).unwrap();
+    std::fs::write(
+        connectors.join("internal-crm.yaml"),
+        "name: internal-crm\ndisplay_name: Internal CRM\ndescription: Our own customer database\ncategories: [crm]\n\
+         auth: {mode: bearer}\nbase_url: https://crm.internal.example\n\
+         actions:\n  - {name: list_accounts, method: GET, path: /accounts}\n",
+    )
+    .unwrap();
+    let mut cmd = command(dir.path());
+    cmd.arg("serve").arg("--connectors-dir").arg(&connectors);
+    let server = Serve::start_with_args(cmd);
+    let key = server.admin_key();
+    let crm = stdout_of(cli(&server, &key, &["catalog", "list", "--category", "crm"], ""));
+    assert!(crm.contains("internal-crm") && crm.contains("hubspot"), "{crm}");
+    let shown = stdout_of(cli(&server, &key, &["catalog", "show", "internal-crm"], ""));
+    assert!(shown.contains("Internal CRM") && shown.contains("list_accounts"), "{shown}");
+    assert_eq!(server.terminate(), 0);
+}
