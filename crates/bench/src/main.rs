@@ -4,6 +4,7 @@
 
 mod deliver;
 mod ingest;
+mod proxy;
 mod server;
 
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ enum Scenario {
     Ingest(ingest::Args),
     /// Events fanned out as webhooks to a local receiver (the outgoing delivery path)
     Deliver(deliver::Args),
+    /// Requests to a sandbox provider through a connection's proxy vs. sent directly
+    Proxy(proxy::Args),
 }
 
 #[tokio::main]
@@ -54,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let results = match cli.scenario {
         Scenario::Ingest(args) => serde_json::to_value(ingest::run(&binary, args).await?)?,
         Scenario::Deliver(args) => serde_json::to_value(deliver::run(&binary, args).await?)?,
+        Scenario::Proxy(args) => serde_json::to_value(proxy::run(&binary, args).await?)?,
     };
     let json = serde_json::to_string_pretty(&results)?;
     println!("{json}");
