@@ -137,6 +137,29 @@ async fn the_cli_installs_configures_and_tests_connections_against_the_sandbox()
     assert!(!configured.contains("still needed"), "{configured}");
     stdout_of(cli(&server, &key, &["connections", "test", &jira], ""));
 
+    // The generic REST connector takes any base URL.
+    let base_url = format!("base_url={}/rest", sandbox.url);
+    let token = format!("token={}", creds::REST_TOKEN);
+    let rest = connection_id(&stdout_of(cli(
+        &server,
+        &key,
+        &[
+            "connections",
+            "install",
+            "rest",
+            "--set",
+            &base_url,
+            "--set",
+            "health_path=/health",
+            "--auth-mode",
+            "bearer",
+            "--credential",
+            &token,
+        ],
+        "",
+    )));
+    stdout_of(cli(&server, &key, &["connections", "test", &rest], ""));
+
     // Wrong credentials: the provider's refusal, and a failing exit code.
     stdout_of(cli(&server, &key, &["connections", "configure", &github, "--credential", "token=ghp_wrong"], ""));
     let refused = cli(&server, &key, &["connections", "test", &github], "");

@@ -58,7 +58,8 @@ pub struct ApiError {
     detail: String,
     errors: Vec<FieldError>,
     retry_after_secs: Option<u64>,
-    upstream: Option<Upstream>,
+    // Boxed: rarely present, and every handler's error type carries it.
+    upstream: Option<Box<Upstream>>,
 }
 
 impl ApiError {
@@ -161,7 +162,7 @@ impl ApiError {
 
     pub fn to_problem(&self) -> Problem {
         Problem {
-            upstream: self.upstream.clone(),
+            upstream: self.upstream.as_deref().cloned(),
             ..problem_for(self.status, self.slug, Some(self.detail.clone()), self.errors.clone())
         }
     }
@@ -245,7 +246,7 @@ impl From<ConnectorError> for ApiError {
             )
             .with_retry_after(retry_after),
             ConnectorError::Upstream { status, message, excerpt } => Self {
-                upstream: Some(Upstream { status, message, body_excerpt: excerpt }),
+                upstream: Some(Box::new(Upstream { status, message, body_excerpt: excerpt })),
                 ..Self::new(StatusCode::BAD_GATEWAY, "upstream", detail)
             },
             ConnectorError::Unreachable { code, .. } => {
