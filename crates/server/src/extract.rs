@@ -37,15 +37,19 @@ where
             )
             .with_field("Content-Type", "expected application/json"));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(state.config.max_body_bytes)
-            } else {
-                ApiError::bad_request("The request body could not be read")
-            }
-        })?;
-        parse_json(&bytes).map(ApiJson)
+        parse_json(&read_body(req, state).await?).map(ApiJson)
     }
+}
+
+/// The whole request body, within the body limit (413 beyond it).
+pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(state.config.max_body_bytes)
+        } else {
+            ApiError::bad_request("The request body could not be read")
+        }
+    })
 }
 
 /// Parses JSON, telling syntax errors (400) from well-formed JSON of the wrong shape (422).

@@ -389,6 +389,11 @@ async fn the_proxy_injects_auth_caches_gets_and_respects_scopes(backend: Backend
     assert_eq!(echo["headers"]["x-custom"], "kept");
     assert!(!echo.to_string().contains(&key), "our API key never reaches the provider");
 
+    // The body limit holds for proxied bodies too.
+    let response =
+        server.client.post(proxy("/echo")).bearer_auth(&key).body(vec![b'x'; 1_100_000]).send().await.unwrap();
+    expect_problem(response, 413).await;
+
     // The provider's own statuses come back unchanged.
     let response = server.client.get(proxy("/status/418")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(response.status(), 418);

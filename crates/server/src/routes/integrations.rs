@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::{ListResponse, PageParams, path_id};
 use crate::auth::Caller;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, read_body};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -164,8 +164,7 @@ pub async fn proxy(
     Path(ProxyPath { connection_id: raw_id, .. }): Path<ProxyPath>,
     request: Request,
 ) -> ApiResult<Response> {
-    let (parts, body) = request.into_parts();
-    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    let (method, uri, headers) = (request.method().clone(), request.uri().clone(), request.headers().clone());
     caller.require(if matches!(method, Method::GET | Method::HEAD) { Scope::Read } else { Scope::Write })?;
     let id = connection_id(&raw_id)?;
     // The path as the caller encoded it: the provider decides what its escapes mean.
@@ -180,8 +179,7 @@ pub async fn proxy(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|d| matches!(d.trim().to_ascii_lowercase().as_str(), "no-cache" | "no-store")));
-    let limit = state.config.max_body_bytes;
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::payload_too_large(limit))?;
+    let body = read_body(request, &state).await?;
     let request = ProxyRequest { method, path_and_query, headers, body, bypass_cache };
     let answer = state.connections.proxy(&caller.key.tenant_id, id.as_str(), request).await?;
     let mut response = Response::new(Body::from(answer.body));
