@@ -30,6 +30,22 @@ pub struct Connection {
     pub version: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// For OAuth2 connections: what is known of the tokens (never the tokens themselves).
+    pub token: TokenState,
+}
+
+/// An OAuth2 connection's token metadata and refresh bookkeeping.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenState {
+    /// When the access token expires; `None` when the provider did not say.
+    pub expires_at: Option<Timestamp>,
+    /// The scopes the provider granted.
+    pub scopes: Vec<String>,
+    pub last_refresh_at: Option<Timestamp>,
+    /// Refreshes that failed in a row.
+    pub refresh_failures: u32,
+    /// No refresh is tried before this (backoff after failures).
+    pub refresh_retry_at: Option<Timestamp>,
 }
 
 /// What calls through a connection taught since the last flush. Fields left `None` are

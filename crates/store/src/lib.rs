@@ -10,6 +10,7 @@
 pub mod connections;
 mod error;
 pub mod model;
+pub mod oauth;
 mod postgres;
 pub mod queue;
 pub mod secrets;
@@ -24,9 +25,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use switchboard_core::Timestamp;
 
-pub use connections::{Connection, ConnectionHealthUpdate, ConnectionStore};
+pub use connections::{Connection, ConnectionHealthUpdate, ConnectionStore, TokenState};
 pub use error::StoreError;
 pub use model::*;
+pub use oauth::{NewTokens, OAuthState, OAuthStore, RefreshFailure, TakenState};
 pub use queue::{Job, JobLease, JobQueue, NewJob};
 pub use secrets::SecretStore;
 pub use webhooks::*;
@@ -92,7 +94,7 @@ pub fn redact_url(url: &str) -> String {
 /// tenant id and filters on it: a row of another tenant is indistinguishable from a missing row.
 #[async_trait]
 pub trait Store:
-    JobQueue + SecretStore + EndpointStore + DeliveryStore + ConnectionStore + Send + Sync + 'static
+    JobQueue + SecretStore + EndpointStore + DeliveryStore + ConnectionStore + OAuthStore + Send + Sync + 'static
 {
     fn backend(&self) -> Backend;
 

@@ -231,6 +231,7 @@ impl Connections {
             version: 1,
             created_at: now,
             updated_at: now,
+            token: Default::default(),
         };
         Ok(self.store.create_connection(&connection, sealed.as_ref()).await?)
     }

@@ -2,9 +2,13 @@
 
 macro_rules! connections_impl {
     ($store:ty, $db:ty, $backend:expr) => {
-        const CONNECTION_COLUMNS: &str = "id, tenant_id, provider, name, auth_mode, config, credentials_secret_id,
+        const INSERT_COLUMNS: &str = "id, tenant_id, provider, name, auth_mode, config, credentials_secret_id,
             credential_fields, auth_state, last_success_at, last_error, last_error_at, last_test_at, last_test_ok,
             version, created_at, updated_at";
+        const CONNECTION_COLUMNS: &str = "id, tenant_id, provider, name, auth_mode, config, credentials_secret_id,
+            credential_fields, auth_state, last_success_at, last_error, last_error_at, last_test_at, last_test_ok,
+            version, created_at, updated_at, token_expires_at, token_scopes, last_refresh_at, refresh_failures,
+            refresh_retry_at";
 
         fn connection_from(row: &Row) -> Result<crate::Connection> {
             let fields: std::collections::BTreeMap<String, i64> = json_column(row, "credential_fields")?;
@@ -26,6 +30,13 @@ macro_rules! connections_impl {
                 version: row.try_get("version")?,
                 created_at: time(row, "created_at")?,
                 updated_at: time(row, "updated_at")?,
+                token: crate::TokenState {
+                    expires_at: opt_time(row, "token_expires_at")?,
+                    scopes: json_column(row, "token_scopes")?,
+                    last_refresh_at: opt_time(row, "last_refresh_at")?,
+                    refresh_failures: row.try_get::<i32, _>("refresh_failures")?.max(0) as u32,
+                    refresh_retry_at: opt_time(row, "refresh_retry_at")?,
+                },
             })
         }
 
@@ -47,7 +58,7 @@ macro_rules! connections_impl {
                         put_secret_in_unit(c, secret).await?;
                     }
                     sqlx::query(&format!(
-                        "INSERT INTO connections ({CONNECTION_COLUMNS})
+                        "INSERT INTO connections ({INSERT_COLUMNS})
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
                     ))
                     .bind(connection.id.as_str())

@@ -1,0 +1,90 @@
+//! OAuth2 connections as stored: pending connect flows (single-use states), tokens set by a
+//! flow or a refresh, refresh failures with backoff, and the lease that lets one process at a
+//! time refresh a connection's tokens.
+
+use std::collections::BTreeMap;
+
+use switchboard_core::{Id, Timestamp};
+
+use crate::{Connection, Result, StoredSecret};
+
+/// A started connect flow. Only the SHA-256 of its `state` is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuthState {
+    pub state_hash: String,
+    pub tenant_id: Id,
+    pub connection_id: Id,
+    pub redirect_uri: String,
+    pub return_url: Option<String>,
+    pub scopes: Vec<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// What `take_oauth_state` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TakenState {
+    /// The state was pending: it is now used, and its PKCE verifier (if any) deleted from
+    /// the store and returned.
+    Taken(OAuthState, Option<StoredSecret>),
+    Expired,
+    AlreadyUsed,
+    Unknown,
+}
+
+/// Tokens set on a connection by a connect flow or a refresh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTokens {
+    /// The connection's whole sealed credentials, tokens included.
+    pub credentials: StoredSecret,
+    pub fields: BTreeMap<String, Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub scopes: Vec<String>,
+    /// Set for a refresh; `None` for a connect flow.
+    pub refreshed_at: Option<Timestamp>,
+    /// Only the holder of this lease may write a refresh (`None` for a connect flow).
+    pub lease_owner: Option<String>,
+    pub auth_state: String,
+}
+
+/// A refresh that failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshFailure {
+    pub error: String,
+    pub at: Timestamp,
+    /// No refresh before this.
+    pub retry_at: Option<Timestamp>,
+    /// A new auth state (`auth_failed`), if it changes.
+    pub auth_state: Option<String>,
+    pub lease_owner: String,
+}
+
+#[async_trait::async_trait]
+pub trait OAuthStore: Send + Sync {
+    /// Stores a pending flow and, with PKCE, its sealed verifier, in one unit.
+    async fn create_oauth_state(&self, state: &OAuthState, verifier: Option<&StoredSecret>) -> Result<()>;
+    /// Uses a state once: marks it used and returns it with its verifier (deleted in the same
+    /// unit), or says why it cannot be used.
+    async fn take_oauth_state(&self, state_hash: &str, now: Timestamp) -> Result<TakenState>;
+    /// Deletes states that expired before `before`, and their verifiers.
+    async fn prune_oauth_states(&self, before: Timestamp) -> Result<u64>;
+    /// Replaces the connection's credentials with ones holding new tokens, records their
+    /// metadata and clears the refresh failures and lease. `None` when the connection is gone
+    /// or (for a refresh) the lease is no longer this owner's.
+    async fn set_connection_tokens(&self, tenant_id: &str, id: &str, tokens: &NewTokens) -> Result<Option<Connection>>;
+    /// Records a failed refresh and releases the lease.
+    async fn record_refresh_failure(&self, tenant_id: &str, id: &str, failure: &RefreshFailure) -> Result<()>;
+    /// Takes the connection's refresh lease until `until` unless another owner holds one that
+    /// has not expired.
+    async fn lease_refresh(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        owner: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// OAuth2 connections whose access token expires before `before` and may be refreshed
+    /// now (not failed for good, not backing off, not leased), soonest first.
+    async fn connections_expiring(&self, before: Timestamp, now: Timestamp, limit: u32) -> Result<Vec<(Id, Id)>>;
+}
