@@ -78,6 +78,7 @@ async fn gate(
         return (status, [("content-type", "text/html")], "<html><body><h1>Service Unavailable</h1></body></html>")
             .into_response();
     }
+    let request = with_issued_token(&state, provider, request);
     let taken = state.quotas.lock().expect("sandbox lock").get_mut(provider).map(Window::take);
     match taken {
         Some(Err(reset_in)) => limited(provider, reset_in),
@@ -96,6 +97,34 @@ async fn gate(
         }
         None => next.run(request).await,
     }
+}
+
+/// A simulator checks its provider's fixed token; an access token the provider's
+/// authorization server issued stands in for it while it is valid, and for a wrong one after
+/// it expired or was revoked, so each simulator answers it in its own way.
+fn with_issued_token(state: &State, provider: &str, mut request: Request) -> Request {
+    let Some(token) = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string())
+    else {
+        return request;
+    };
+    let Some(valid) = state.oauth.lock().expect("sandbox lock").access_token_valid(provider, &token) else {
+        return request;
+    };
+    let fixed = match provider {
+        "github" => crate::credentials::GITHUB_TOKEN,
+        "google-calendar" => crate::credentials::GOOGLE_ACCESS_TOKEN,
+        "slack" => crate::credentials::SLACK_BOT_TOKEN,
+        "hubspot" => crate::credentials::HUBSPOT_TOKEN,
+        _ => return request,
+    };
+    let stand_in = if valid { format!("Bearer {fixed}") } else { "Bearer expired-or-revoked".to_string() };
+    request.headers_mut().insert("authorization", HeaderValue::from_str(&stand_in).expect("ASCII"));
+    request
 }
 
 fn epoch_seconds() -> u64 {

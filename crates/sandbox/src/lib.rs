@@ -14,6 +14,7 @@ mod github;
 mod google_calendar;
 mod hubspot;
 mod jira;
+mod oauth;
 mod rest;
 mod slack;
 mod stripe;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use axum::Router;
 
 pub use gate::Quota;
+pub use oauth::{OAUTH_PROVIDERS, Quirks};
 
 /// Credentials the simulators accept.
 pub mod credentials {
@@ -44,6 +46,9 @@ pub mod credentials {
     pub const REST_CLIENT_ID: &str = "rest-client";
     pub const REST_CLIENT_SECRET: &str = "rest-secret";
     pub const TOTAL_BATTLE_API_KEY: &str = "tb-sandbox-key";
+    /// The OAuth client every simulated authorization server knows.
+    pub const OAUTH_CLIENT_ID: &str = "sandbox-client-id";
+    pub const OAUTH_CLIENT_SECRET: &str = "sandbox-client-secret";
 }
 
 /// The simulated providers, by the name of their manifest.
@@ -64,6 +69,8 @@ pub(crate) struct State {
     pub issued_tokens: Mutex<Vec<String>>,
     /// Artificial latency per request.
     pub delay: Mutex<Option<Duration>>,
+    /// The providers' authorization servers.
+    pub oauth: Mutex<oauth::OAuthServers>,
 }
 
 impl State {
@@ -146,18 +153,60 @@ impl Sandbox {
         self.state.stored(kind)
     }
 
-    /// Per provider, the base URL template a connection uses to reach this sandbox instead
-    /// of the real provider (for `--provider-base-url`).
-    pub fn base_urls(&self) -> Vec<(String, String)> {
+    /// Where connections reach this sandbox instead of the real providers, as
+    /// `--provider-url` takes it: `NAME=URL` for a provider's API base URL (a template over
+    /// its config), `NAME.authorization_url=URL` (and `token_url`, `revocation_url`) for its
+    /// authorization server.
+    pub fn url_overrides(&self) -> Vec<(String, String)> {
         let url = self.url();
-        vec![
+        let mut overrides: Vec<(String, String)> = vec![
             ("slack".into(), format!("{url}/slack/api")),
             ("github".into(), format!("{url}/github")),
             ("stripe".into(), format!("{url}/stripe/v1")),
             ("hubspot".into(), format!("{url}/hubspot")),
             ("jira".into(), format!("{url}/jira/{{{{ config.subdomain }}}}/rest/api/{{{{ api_version }}}}")),
             ("google-calendar".into(), format!("{url}/google-calendar/calendar/v3")),
-        ]
+        ];
+        for provider in OAUTH_PROVIDERS {
+            let (authorize, token, revoke) = oauth::urls(&url, provider).expect("every OAuth provider has URLs");
+            overrides.push((format!("{provider}.authorization_url"), authorize));
+            overrides.push((format!("{provider}.token_url"), token));
+            if let Some(revoke) = revoke {
+                overrides.push((format!("{provider}.revocation_url"), revoke));
+            }
+        }
+        overrides
+    }
+
+    /// Changes how a provider's token endpoint answers.
+    pub fn set_oauth_quirks(&self, provider: &str, quirks: Quirks) {
+        self.state.oauth.lock().expect("sandbox lock").set_quirks(provider, quirks);
+    }
+
+    /// The next authorization request to the provider is denied (`error=access_denied`).
+    pub fn deny_next_authorization(&self, provider: &str) {
+        self.state.oauth.lock().expect("sandbox lock").deny_next(provider);
+    }
+
+    /// Refresh-token grants the provider's token endpoint has answered successfully.
+    pub fn refreshes(&self, provider: &str) -> u64 {
+        self.state.oauth.lock().expect("sandbox lock").refreshes(provider)
+    }
+
+    /// Every access token issued for the provider expires now.
+    pub fn expire_access_tokens(&self, provider: &str) {
+        self.state.oauth.lock().expect("sandbox lock").expire_access_tokens(provider);
+    }
+
+    /// The user revokes the app: every token of the provider stops working.
+    pub fn revoke_all(&self, provider: &str) {
+        self.state.oauth.lock().expect("sandbox lock").revoke_all(provider);
+    }
+
+    /// Access tokens of the provider that were revoked (through its revocation endpoint or
+    /// `revoke_all`).
+    pub fn revoked_tokens(&self, provider: &str) -> usize {
+        self.state.oauth.lock().expect("sandbox lock").revoked_tokens(provider)
     }
 }
 
@@ -186,5 +235,6 @@ fn router(state: Arc<State>) -> Router {
         .nest("/google-calendar", gate::wrap(google_calendar::router(), "google-calendar", state.clone()))
         .nest("/rest", gate::wrap(rest::router(state.clone()), "rest", state.clone()))
         .nest("/total-battle", gate::wrap(total_battle::router(), "total-battle", state.clone()))
+        .nest("/oauth", oauth::router())
         .with_state(state)
 }
