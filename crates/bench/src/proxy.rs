@@ -83,8 +83,8 @@ impl Sandbox {
                 Some(Ok(line)) => {
                     if let Some(address) = line.strip_prefix("Sandbox listening on ") {
                         url = Some(address.to_string());
-                    } else if let Some(flag) = line.trim().strip_prefix("--provider-base-url '") {
-                        flags.push("--provider-base-url".to_string());
+                    } else if let Some(flag) = line.trim().strip_prefix("--provider-url '") {
+                        flags.push("--provider-url".to_string());
                         flags.push(flag.trim_end_matches(" \\").trim_end_matches('\'').to_string());
                     }
                 }

@@ -87,15 +87,20 @@ pub struct ServeArgs {
     /// bundled one of the same name
     #[arg(long = "connectors-dir", env = "SWITCHBOARD_CONNECTORS_DIRS", value_name = "DIR", value_delimiter = ',')]
     pub connectors_dirs: Vec<PathBuf>,
-    /// Call a provider at another base URL (a template over its config), e.g.
-    /// github=http://127.0.0.1:9000/github; repeatable. `switchboard sandbox` prints these
+    /// Reach a provider elsewhere: NAME=URL for its API base URL (a template over its
+    /// config), NAME.authorization_url|token_url|revocation_url=URL for its OAuth endpoints;
+    /// repeatable. `switchboard sandbox` prints these
     #[arg(
-        long = "provider-base-url",
-        env = "SWITCHBOARD_PROVIDER_BASE_URLS",
-        value_name = "NAME=URL",
+        long = "provider-url",
+        env = "SWITCHBOARD_PROVIDER_URLS",
+        value_name = "NAME[.FIELD]=URL",
         value_delimiter = ','
     )]
-    pub provider_base_urls: Vec<String>,
+    pub provider_urls: Vec<String>,
+    /// The URL users and providers reach this server at; OAuth redirects go to
+    /// {public_url}/oauth/callback [default: http://<listen address>]
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 /// The TOML file: the same names as the flags, with underscores.
@@ -120,8 +125,9 @@ struct FileConfig {
     allow_private_targets: Option<bool>,
     allow_target_networks: Option<String>,
     connectors_dirs: Option<Vec<PathBuf>>,
-    /// Provider name → base URL template.
-    provider_base_urls: Option<HashMap<String, String>>,
+    /// `NAME[.FIELD]` → URL, as `--provider-url` takes them.
+    provider_urls: Option<HashMap<String, String>>,
+    public_url: Option<String>,
 }
 
 /// The settled configuration.
@@ -139,7 +145,8 @@ pub struct Settings {
     pub webhooks: WebhookConfig,
     pub egress_policy: AddressPolicy,
     pub connectors_dirs: Vec<PathBuf>,
-    pub provider_base_urls: HashMap<String, String>,
+    pub provider_urls: HashMap<String, switchboard_connectors::ProviderUrls>,
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -181,7 +188,12 @@ impl Settings {
                 true => file.connectors_dirs.clone().unwrap_or_default(),
                 false => serve.connectors_dirs.clone(),
             },
-            provider_base_urls: provider_base_urls(serve, &file)?,
+            provider_urls: provider_urls(serve, &file)?,
+            public_url: serve
+                .public_url
+                .clone()
+                .or(file.public_url.clone())
+                .map(|u| u.trim_end_matches('/').to_string()),
         })
     }
 
@@ -232,20 +244,25 @@ fn egress_policy(serve: &ServeArgs, file: &FileConfig) -> anyhow::Result<Address
     })
 }
 
-fn provider_base_urls(serve: &ServeArgs, file: &FileConfig) -> anyhow::Result<HashMap<String, String>> {
-    if serve.provider_base_urls.is_empty() {
-        return Ok(file.provider_base_urls.clone().unwrap_or_default());
-    }
-    serve
-        .provider_base_urls
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((name, url)) if !name.trim().is_empty() && !url.trim().is_empty() => {
-                Ok((name.trim().to_string(), url.trim().to_string()))
-            }
-            _ => bail!("provider_base_url: {pair:?} must be NAME=URL"),
-        })
-        .collect()
+fn provider_urls(
+    serve: &ServeArgs,
+    file: &FileConfig,
+) -> anyhow::Result<HashMap<String, switchboard_connectors::ProviderUrls>> {
+    let pairs: Vec<(String, String)> = if serve.provider_urls.is_empty() {
+        file.provider_urls.clone().unwrap_or_default().into_iter().collect()
+    } else {
+        serve
+            .provider_urls
+            .iter()
+            .map(|pair| match pair.split_once('=') {
+                Some((name, url)) if !name.trim().is_empty() && !url.trim().is_empty() => {
+                    Ok((name.trim().to_string(), url.trim().to_string()))
+                }
+                _ => bail!("provider_url: {pair:?} must be NAME[.FIELD]=URL"),
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    switchboard_connectors::ProviderUrls::from_pairs(pairs).map_err(|e| anyhow::anyhow!("provider_url: {e}"))
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {

@@ -171,11 +171,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let catalog = switchboard_connectors::Catalog::load(&settings.connectors_dirs).context("loading connectors")?;
-    for name in settings.provider_base_urls.keys() {
+    for name in settings.provider_urls.keys() {
         if catalog.get(name).is_none() {
-            anyhow::bail!("provider_base_url: no provider named {name:?} in the catalog");
+            anyhow::bail!("provider_url: no provider named {name:?} in the catalog");
         }
     }
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let address = listener.local_addr()?;
     let connections = switchboard_connectors::Connections::new(
         Arc::new(catalog),
         store.clone(),
@@ -183,17 +187,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         egress.clone(),
         clock.clone(),
         switchboard_connectors::ConnectorsConfig {
-            base_url_overrides: settings.provider_base_urls.clone(),
+            url_overrides: settings.provider_urls.clone(),
+            public_url: settings.public_url.clone().unwrap_or_else(|| format!("http://{address}")),
             ..Default::default()
         },
     );
     let webhooks =
         switchboard_webhooks::Webhooks::new(store.clone(), clock, secrets, egress, settings.webhooks.clone());
     let state = switchboard_server::AppState::new(webhooks.clone(), connections, config);
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("listening on {}", settings.listen))?;
-    let address = listener.local_addr()?;
     // Handlers go in before the address is announced, so a signal sent right after it is
     // never missed.
     let stop = CancellationToken::new();
@@ -231,9 +232,14 @@ async fn sandbox(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     println!();
     println!("Point a server at it (the sandbox answers on loopback, so allow it as a target):");
     let flags: Vec<String> =
-        sandbox.base_urls().iter().map(|(name, base)| format!("  --provider-base-url '{name}={base}'")).collect();
+        sandbox.url_overrides().iter().map(|(key, url)| format!("  --provider-url '{key}={url}'")).collect();
     println!("  switchboard serve --allow-target-networks 127.0.0.1/32 \\\n{}", flags.join(" \\\n"));
     println!();
+    println!(
+        "OAuth apps on every simulated provider: client_id={} client_secret={}",
+        creds::OAUTH_CLIENT_ID,
+        creds::OAUTH_CLIENT_SECRET
+    );
     println!("Credentials the simulators accept:");
     for (provider, credentials) in [
         ("slack (auth_mode bearer)", format!("token={}", creds::SLACK_BOT_TOKEN)),

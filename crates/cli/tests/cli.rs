@@ -149,7 +149,8 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ("--shutdown-timeout-secs", "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECS"),
         ("--db-max-connections", "SWITCHBOARD_DB_MAX_CONNECTIONS"),
         ("--connectors-dir", "SWITCHBOARD_CONNECTORS_DIRS"),
-        ("--provider-base-url", "SWITCHBOARD_PROVIDER_BASE_URLS"),
+        ("--provider-url", "SWITCHBOARD_PROVIDER_URLS"),
+        ("--public-url", "SWITCHBOARD_PUBLIC_URL"),
     ] {
         assert!(help.contains(flag) && help.contains(env), "{flag} / {env} missing from:\n{help}");
     }

@@ -2,12 +2,13 @@
 //! install and configure, every auth mode, actions with every pagination style, the proxy
 //! with its cache, provider errors, retries, rate limits and the circuit breaker.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use switchboard_connectors::{Catalog, Connections, ConnectorError, ConnectorsConfig, Install, ProxyRequest};
+use switchboard_connectors::{
+    Catalog, Connections, ConnectorError, ConnectorsConfig, Install, ProviderUrls, ProxyRequest,
+};
 use switchboard_core::{Id, IdKind, KeyRing, SecretBox, SystemClock};
 use switchboard_egress::{AddressPolicy, BreakerConfig, EgressClient, EgressConfig, RetryPolicy};
 use switchboard_sandbox::{Sandbox, credentials as creds};
@@ -47,7 +48,7 @@ async fn world_with_policy(backend: Backend, policy: AddressPolicy) -> Option<Wo
     })
     .unwrap();
     let config = ConnectorsConfig {
-        base_url_overrides: sandbox.base_urls().into_iter().collect::<HashMap<_, _>>(),
+        url_overrides: ProviderUrls::from_pairs(sandbox.url_overrides()).unwrap(),
         ..ConnectorsConfig::default()
     };
     let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: "acme".into(), created_at: chrono::Utc::now() };

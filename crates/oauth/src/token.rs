@@ -30,7 +30,7 @@ pub struct Endpoint<'a> {
     pub client_secret: &'a str,
     pub auth: ClientAuth,
     /// The provider's own parameters for token requests.
-    pub extra: &'a [(String, String)],
+    pub extra: Vec<(String, String)>,
 }
 
 /// What a token endpoint granted.

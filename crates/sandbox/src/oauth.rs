@@ -51,7 +51,8 @@ pub struct Quirks {
 }
 
 impl Quirks {
-    pub(crate) fn default_for(provider: &str) -> Self {
+    /// How the provider documents its token endpoint.
+    pub fn default_for(provider: &str) -> Self {
         let base = Quirks {
             expires_in: Some(3600),
             refresh_tokens: true,

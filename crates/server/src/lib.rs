@@ -79,6 +79,8 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(integrations::run_action))
         .routes(routes!(integrations::connection_health))
         .routes(routes!(integrations::proxy))
+        .routes(routes!(integrations::oauth_start))
+        .routes(routes!(integrations::oauth_callback))
         .split_for_parts();
     (router, openapi::finish(doc))
 }

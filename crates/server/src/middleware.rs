@@ -18,12 +18,17 @@ const MAX_PROBLEM_BYTES: usize = 64 * 1024;
 
 /// Makes every error response a problem document carrying the request path and id, whoever
 /// produced it: our handlers, axum's router (405), a layer (413) or the panic catcher.
+/// Marks an error response that is not ours to rewrite: a provider's answer passed back by
+/// the proxy, or a page shown to a browser.
+#[derive(Debug, Clone, Copy)]
+pub struct Verbatim;
+
 pub async fn normalize_problems(request: Request, next: Next) -> Response {
     let instance = request.uri().path().to_string();
     let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let response = next.run(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    if !(status.is_client_error() || status.is_server_error()) || response.extensions().get::<Verbatim>().is_some() {
         return response;
     }
     let (mut parts, body) = response.into_parts();

@@ -502,6 +502,8 @@ async fn the_openapi_document_describes_every_route(backend: Backend) {
         "/api/integrations/{connection_id}/actions/{action}",
         "/api/integrations/{connection_id}/proxy/{path}",
         "/api/integrations/{connection_id}/health",
+        "/api/integrations/{connection_id}/oauth/start",
+        "/oauth/callback",
     ] {
         assert!(paths.contains_key(expected), "{expected} is not documented");
     }

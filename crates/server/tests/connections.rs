@@ -397,6 +397,9 @@ async fn the_proxy_injects_auth_caches_gets_and_respects_scopes(backend: Backend
     // The provider's own statuses come back unchanged.
     let response = server.client.get(proxy("/status/418")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(response.status(), 418);
+    let teapot: Value = response.json().await.unwrap();
+    assert_eq!(teapot["status"], 418, "the provider's own body, not a problem of ours: {teapot}");
+    assert!(teapot.get("type").is_none(), "{teapot}");
     // Escaping the base URL is refused before anything is sent.
     let before = server.sandbox.requests("rest");
     let response = server.client.get(proxy("/%2e%2e/total-battle/players")).bearer_auth(&key).send().await.unwrap();

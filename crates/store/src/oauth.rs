@@ -26,7 +26,7 @@ pub struct OAuthState {
 pub enum TakenState {
     /// The state was pending: it is now used, and its PKCE verifier (if any) deleted from
     /// the store and returned.
-    Taken(OAuthState, Option<StoredSecret>),
+    Taken(Box<(OAuthState, Option<StoredSecret>)>),
     Expired,
     AlreadyUsed,
     Unknown,
@@ -45,6 +45,9 @@ pub struct NewTokens {
     /// Only the holder of this lease may write a refresh (`None` for a connect flow).
     pub lease_owner: Option<String>,
     pub auth_state: String,
+    /// A new config (a JSON object), when the token answer carried values the provider's
+    /// form declares (Salesforce's `instance_url`).
+    pub config: Option<String>,
 }
 
 /// A refresh that failed.

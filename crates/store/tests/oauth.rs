@@ -78,6 +78,7 @@ fn tokens(tenant_id: &Id, owner: Option<&str>, expires_at: Timestamp) -> NewToke
         refreshed_at: owner.map(|_| t0()),
         lease_owner: owner.map(str::to_string),
         auth_state: "ok".into(),
+        config: None,
     }
 }
 
@@ -89,9 +90,9 @@ async fn connect_flow_states_are_single_use_and_expire(backend: Backend) {
     store.create_oauth_state(&state(&tenant, &conn, "h2"), None).await.unwrap();
 
     match store.take_oauth_state("h1", t0() + Duration::minutes(1)).await.unwrap() {
-        TakenState::Taken(taken, Some(sealed)) => {
-            assert_eq!(taken, state(&tenant, &conn, "h1"));
-            assert_eq!(sealed, verifier);
+        TakenState::Taken(taken) => {
+            assert_eq!(taken.0, state(&tenant, &conn, "h1"));
+            assert_eq!(taken.1, Some(verifier.clone()));
         }
         other => panic!("expected the state with its verifier, got {other:?}"),
     }

@@ -6,6 +6,7 @@
 mod action;
 mod call;
 mod health;
+mod oauth;
 pub mod resolve;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +22,7 @@ use zeroize::Zeroizing;
 pub use action::{ActionOutcome, TestOutcome};
 pub use call::{ProxyRequest, ProxyResponse};
 pub use health::{ConnectionHealth, HealthBook, HealthReport};
+pub use oauth::{CallbackOutcome, CallbackParams, CallbackRefused, ConnectOptions, ConnectStarted};
 
 use crate::catalog::Catalog;
 use crate::provider::{FieldProblem, Provider};
@@ -66,18 +68,69 @@ impl ConnectorError {
 
 #[derive(Debug, Clone)]
 pub struct ConnectorsConfig {
-    /// Per provider, a base URL template used instead of the manifest's (the sandbox, a
-    /// regional endpoint, a test double).
-    pub base_url_overrides: HashMap<String, String>,
+    /// Per provider, URLs used instead of the manifest's (the sandbox, a regional endpoint,
+    /// a test double).
+    pub url_overrides: HashMap<String, ProviderUrls>,
     /// Timeout of each provider call.
     pub call_timeout: Duration,
     /// Bytes of GET responses kept in the cache.
     pub cache_bytes: u64,
+    /// Switchboard's public base URL; the connect flow's redirect URI is
+    /// `{public_url}/oauth/callback`, which operators register with providers.
+    pub public_url: String,
 }
 
 impl Default for ConnectorsConfig {
     fn default() -> Self {
-        Self { base_url_overrides: HashMap::new(), call_timeout: Duration::from_secs(30), cache_bytes: 64 << 20 }
+        Self {
+            url_overrides: HashMap::new(),
+            call_timeout: Duration::from_secs(30),
+            cache_bytes: 64 << 20,
+            public_url: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+impl ConnectorsConfig {
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/oauth/callback", self.public_url.trim_end_matches('/'))
+    }
+}
+
+/// Where to reach a provider instead of the URLs its manifest names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderUrls {
+    /// A template over the connection's config, like the manifest's `base_url`.
+    pub base_url: Option<String>,
+    pub authorization_url: Option<String>,
+    pub token_url: Option<String>,
+    pub revocation_url: Option<String>,
+}
+
+impl ProviderUrls {
+    /// Reads `NAME=URL` (the API base URL) and `NAME.FIELD=URL` pairs (`authorization_url`,
+    /// `token_url`, `revocation_url`), as `--provider-url` and the sandbox give them.
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<HashMap<String, ProviderUrls>, String> {
+        let mut all: HashMap<String, ProviderUrls> = HashMap::new();
+        for (key, url) in pairs {
+            let (provider, field) = key.split_once('.').unwrap_or((key.as_str(), "base_url"));
+            let urls = all.entry(provider.to_string()).or_default();
+            let slot = match field {
+                "base_url" => &mut urls.base_url,
+                "authorization_url" => &mut urls.authorization_url,
+                "token_url" => &mut urls.token_url,
+                "revocation_url" => &mut urls.revocation_url,
+                other => {
+                    return Err(format!(
+                        "{key}: {other:?} is not base_url, authorization_url, token_url or revocation_url"
+                    ));
+                }
+            };
+            *slot = Some(url);
+        }
+        Ok(all)
     }
 }
 
@@ -103,6 +156,7 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub config: ConnectorsConfig,
     pub health: HealthBook,
+    token_client: switchboard_oauth::TokenClient,
     resolved: moka::sync::Cache<Id, Arc<Resolved>>,
     tokens: moka::sync::Cache<Id, call::Token>,
     responses: moka::sync::Cache<String, Arc<call::CachedResponse>>,
@@ -136,8 +190,10 @@ impl Connections {
             catalog,
             store,
             secrets,
-            egress,
             health: HealthBook::new(clock.clone()),
+            token_client: switchboard_oauth::TokenClient::new(egress.clone(), config.call_timeout),
+            egress,
+
             clock,
             config,
             resolved,
@@ -279,12 +335,24 @@ impl Connections {
         Ok(self.store.list_connections(tenant_id.as_str(), page).await?)
     }
 
+    /// Deletes a connection and its credentials; an OAuth2 grant is first revoked at the
+    /// provider where it has a revocation endpoint (best effort: a provider that fails to
+    /// answer does not keep the connection alive here).
     pub async fn uninstall(&self, tenant_id: &Id, id: &str) -> Result<(), ConnectorError> {
+        let connection = self.get(tenant_id, id).await?;
+        if let Err(error) = self.revoke_grant(&connection).await {
+            tracing::warn!(connection = %connection.id, %error, "revoking the OAuth grant at uninstall failed");
+        }
         if !self.store.delete_connection(tenant_id.as_str(), id).await? {
             return Err(ConnectorError::NotFound);
         }
         self.forget(&Id::from_trusted(id.to_string()));
         Ok(())
+    }
+
+    /// Drops the ready-to-call form of a connection, so its next call reads it anew.
+    fn forget_resolved(&self, id: &Id) {
+        self.resolved.invalidate(id);
     }
 
     fn forget(&self, id: &Id) {
@@ -328,7 +396,7 @@ impl Connections {
         let connection = self.get(tenant_id, id).await?;
         let provider = self.provider(&connection.provider)?.clone();
         let credentials = self.credentials(&connection).await?;
-        let override_url = self.config.base_url_overrides.get(provider.name()).map(String::as_str);
+        let override_url = self.config.url_overrides.get(provider.name()).and_then(|urls| urls.base_url.as_deref());
         let resolved = Arc::new(resolve::resolve(connection, provider, credentials, override_url)?);
         self.resolved.insert(key, resolved.clone());
         Ok(resolved)

@@ -1,23 +1,24 @@
-//! Using a connection: its health check, its actions, the proxy to the provider's API, and
-//! its health.
+//! Using a connection: its health check, its actions, the proxy to the provider's API, its
+//! health, and connecting it through the provider's OAuth2 flow.
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, Method, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_connectors::ProxyRequest;
-use switchboard_connectors::runtime::{HealthReport, TestOutcome};
+use switchboard_connectors::runtime::{CallbackParams, CallbackRefused, ConnectOptions, HealthReport, TestOutcome};
 use switchboard_core::{Id, IdKind};
 use switchboard_store::Scope;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ListResponse, PageParams, path_id};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, read_body};
+use crate::middleware::Verbatim;
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -187,7 +188,8 @@ pub async fn proxy(
     *response.headers_mut() = answer.headers;
     response.headers_mut().insert("x-switchboard-cache", HeaderValue::from_static(answer.cache));
     response.headers_mut().insert("x-switchboard-attempts", HeaderValue::from(answer.attempts));
-    Ok(response.into_response())
+    response.extensions_mut().insert(Verbatim);
+    Ok(response)
 }
 
 /// A connection's health: what every process recorded on it, this process's live figures,
@@ -305,4 +307,151 @@ pub async fn all_health(
         data.push(health_out(state.connections.health_of(connection).await));
     }
     Ok(Json(ListResponse { data, next_cursor: list.next_cursor }))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartConnect {
+    /// Scopes to request besides the provider's (e.g. a Slack `users:read.email`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Where the browser goes after the callback, with `connection_id` and `status`
+    /// (`connected` or `error`, then `error`) in its query; without it the callback shows a
+    /// small page.
+    #[schema(max_length = 2048)]
+    pub return_url: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectStartedOut {
+    /// Send the user's browser here. It carries a single-use `state` and, unless the
+    /// provider refuses PKCE, an S256 code challenge.
+    pub authorization_url: String,
+    /// The flow must come back to `/oauth/callback` before this.
+    pub expires_at: DateTime<Utc>,
+    /// The redirect URI the flow uses; register it with the provider's OAuth app.
+    pub redirect_uri: String,
+}
+
+/// Starts connecting an OAuth2 connection (write scope): returns the provider's
+/// authorization URL. The connection needs its OAuth app's `client_id` and `client_secret`
+/// first (`POST /api/marketplace/configure`).
+#[utoipa::path(
+    post,
+    path = "/api/integrations/{connection_id}/oauth/start",
+    tag = "integrations",
+    params(("connection_id" = String, Path, description = "`conn_…`")),
+    request_body = StartConnect,
+    responses(
+        (status = 200, body = ConnectStartedOut),
+        (status = 404, description = "No such connection in this tenant", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not an OAuth2 connection, or its client_id/client_secret are not set", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn oauth_start(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+    ApiJson(request): ApiJson<StartConnect>,
+) -> ApiResult<Json<ConnectStartedOut>> {
+    caller.require(Scope::Write)?;
+    let id = connection_id(&raw_id)?;
+    let options = ConnectOptions { extra_scopes: request.scopes, return_url: request.return_url };
+    let started = state.connections.oauth_start(&caller.key.tenant_id, id.as_str(), options).await?;
+    Ok(Json(ConnectStartedOut {
+        authorization_url: started.authorization_url.to_string(),
+        expires_at: started.expires_at,
+        redirect_uri: state.connections.config.redirect_uri(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallbackQuery {
+    /// The state issued by `oauth/start`.
+    pub state: Option<String>,
+    /// The authorization code, on success.
+    pub code: Option<String>,
+    /// The provider's error (`access_denied`, …), on failure.
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+/// The redirect URI providers send the user back to (no API key: the single-use state is
+/// the proof). A state that is missing, unknown, expired or already used is a 400 and
+/// changes nothing. Otherwise the code is exchanged and the tokens stored encrypted; the
+/// outcome (or the provider's error, also recorded on the connection) is shown as a small
+/// page, or the browser is sent to the flow's `return_url`.
+#[utoipa::path(
+    get,
+    path = "/oauth/callback",
+    tag = "integrations",
+    params(CallbackQuery),
+    responses(
+        (status = 200, description = "Connected", content_type = "text/html", body = String),
+        (status = 303, description = "Sent on to the flow's return_url with connection_id and status"),
+        (status = 400, description = "The state is not valid, or the provider or its token endpoint refused", content_type = "text/html", body = String),
+    )
+)]
+pub async fn oauth_callback(State(state): State<AppState>, Query(query): Query<CallbackQuery>) -> Response {
+    let params = CallbackParams {
+        state: query.state,
+        code: query.code,
+        error: query.error,
+        error_description: query.error_description,
+    };
+    match state.connections.oauth_callback(&params).await {
+        Err(CallbackRefused::Store(error)) => ApiError::from(error).into_response(),
+        Err(refused) => page(StatusCode::BAD_REQUEST, "Connection failed", &refused.to_string()),
+        Ok(outcome) => match (&outcome.return_url, &outcome.error) {
+            (Some(return_url), error) => {
+                let mut target = match url::Url::parse(return_url) {
+                    Ok(url) => url,
+                    Err(_) => return page(StatusCode::BAD_REQUEST, "Connection failed", "the return URL is invalid"),
+                };
+                target.query_pairs_mut().append_pair("connection_id", outcome.connection_id.as_str());
+                match error {
+                    None => target.query_pairs_mut().append_pair("status", "connected"),
+                    Some(error) => target.query_pairs_mut().append_pair("status", "error").append_pair("error", error),
+                };
+                Redirect::to(target.as_str()).into_response()
+            }
+            (None, None) => page(
+                StatusCode::OK,
+                "Connected",
+                &format!(
+                    "{} ({}) is connected. You can close this window.",
+                    outcome.connection_name, outcome.connection_id
+                ),
+            ),
+            (None, Some(error)) => page(
+                StatusCode::BAD_REQUEST,
+                "Connection failed",
+                &format!("{} ({}): {error}", outcome.connection_name, outcome.connection_id),
+            ),
+        },
+    }
+}
+
+/// A minimal self-contained HTML page.
+fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    };
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body style=\"font-family:sans-serif;margin:3em\"><h1>{title}</h1><p>{}</p></body></html>",
+        escape(message),
+        title = escape(title)
+    );
+    let mut response =
+        (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body)
+            .into_response();
+    response.extensions_mut().insert(Verbatim);
+    response
 }

@@ -358,8 +358,27 @@ pub struct ConnectionOut {
     pub last_error_at: Option<DateTime<Utc>>,
     pub last_test_at: Option<DateTime<Utc>>,
     pub last_test_ok: Option<bool>,
+    /// For OAuth2 connections: what is known of the tokens (never the tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthOut>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthOut {
+    /// Whether the connect flow has completed (an access token is held).
+    pub connected: bool,
+    /// When the access token expires; absent when the provider did not say.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The scopes the provider granted.
+    pub scopes: Vec<String>,
+    pub has_refresh_token: bool,
+    pub last_refresh_at: Option<DateTime<Utc>>,
+    /// Refreshes that failed in a row.
+    pub refresh_failures: u32,
+    /// No refresh is tried before this, after failures.
+    pub next_refresh_attempt_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) fn connection_out(state: &AppState, connection: Connection) -> ConnectionOut {
@@ -376,6 +395,15 @@ pub(crate) fn connection_out(state: &AppState, connection: Connection) -> Connec
                 .collect()
         })
         .unwrap_or_default();
+    let oauth = (connection.auth_mode == "oauth2").then(|| OAuthOut {
+        connected: connection.credential_fields.contains_key("access_token"),
+        expires_at: connection.token.expires_at,
+        scopes: connection.token.scopes.clone(),
+        has_refresh_token: connection.credential_fields.contains_key("refresh_token"),
+        last_refresh_at: connection.token.last_refresh_at,
+        refresh_failures: connection.token.refresh_failures,
+        next_refresh_attempt_at: connection.token.refresh_retry_at,
+    });
     ConnectionOut {
         id: connection.id.to_string(),
         provider: connection.provider,
@@ -390,6 +418,7 @@ pub(crate) fn connection_out(state: &AppState, connection: Connection) -> Connec
         last_error_at: connection.last_error_at,
         last_test_at: connection.last_test_at,
         last_test_ok: connection.last_test_ok,
+        oauth,
         created_at: connection.created_at,
         updated_at: connection.updated_at,
     }

@@ -8,7 +8,7 @@ pub mod webhooks;
 use std::sync::Arc;
 
 use serde_json::Value;
-use switchboard_connectors::{Catalog, Connections, ConnectorsConfig};
+use switchboard_connectors::{Catalog, Connections, ConnectorsConfig, ProviderUrls};
 use switchboard_core::{Clock, Id, IdKind, KeyRing, ManualClock, SecretBox, api_key, from_micros};
 use switchboard_egress::{AddressPolicy, EgressClient, EgressConfig, StaticHosts};
 use switchboard_sandbox::Sandbox;
@@ -72,6 +72,8 @@ impl TestServer {
             retention_interval: std::time::Duration::from_millis(100),
             ..WebhookConfig::default()
         };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let secrets = Arc::new(SecretBox::new(KeyRing::generate()));
         let sandbox = Sandbox::start().await.unwrap();
         let connections = Connections::new(
@@ -81,14 +83,13 @@ impl TestServer {
             egress.clone(),
             Arc::new(clock.clone()),
             ConnectorsConfig {
-                base_url_overrides: sandbox.base_urls().into_iter().collect(),
+                url_overrides: ProviderUrls::from_pairs(sandbox.url_overrides()).unwrap(),
+                public_url: base.clone(),
                 ..ConnectorsConfig::default()
             },
         );
         let webhooks = Webhooks::new(store.clone(), Arc::new(clock.clone()), secrets, egress, webhook_config);
         let state = AppState::new(webhooks.clone(), connections, config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         tokio::spawn(switchboard_server::serve(listener, state, stop.clone().cancelled_owned()));
         webhooks.start(stop.clone());

@@ -86,7 +86,7 @@ macro_rules! oauth_impl {
                         }
                         None => None,
                     };
-                    Ok(crate::TakenState::Taken(state, verifier))
+                    Ok(crate::TakenState::Taken(Box::new((state, verifier))))
                 }))
                 .await
             }
@@ -139,7 +139,8 @@ macro_rules! oauth_impl {
                         "UPDATE connections SET credentials_secret_id = $3, credential_fields = $4, auth_state = $5,
                              token_expires_at = $6, token_scopes = $7, last_refresh_at = COALESCE($8, last_refresh_at),
                              refresh_failures = 0, refresh_retry_at = NULL, refresh_lease_until = NULL,
-                             refresh_lease_owner = NULL, version = version + 1, updated_at = $9
+                             refresh_lease_owner = NULL, version = version + 1, updated_at = $9,
+                             config = COALESCE($10, config)
                          WHERE tenant_id = $1 AND id = $2 RETURNING {CONNECTION_COLUMNS}"
                     ))
                     .bind(&tenant_id)
@@ -151,6 +152,7 @@ macro_rules! oauth_impl {
                     .bind(to_json(&tokens.scopes))
                     .bind(tokens.refreshed_at.map(to_micros))
                     .bind(to_micros(tokens.credentials.updated_at))
+                    .bind(tokens.config.as_deref())
                     .fetch_one(&mut *c)
                     .await?;
                     if let Some(old) = previous.try_get::<Option<String>, _>("credentials_secret_id")?

@@ -1,0 +1,285 @@
+//! OAuth2 connections over HTTP against the sandbox's authorization servers, on both store
+//! backends: the connect flow driven like a browser (following redirects), single-use and
+//! expiring states, provider and token-endpoint errors, and revocation at uninstall.
+
+mod common;
+
+use common::{TestServer, blamed_fields, expect_problem};
+use serde_json::{Value, json};
+use switchboard_core::Clock;
+use switchboard_sandbox::{Quirks, credentials as creds};
+use switchboard_store::Backend;
+
+switchboard_store::conformance_tests!(
+    a_browser_connects_google_calendar_and_the_connection_works,
+    states_are_single_use_expire_and_cannot_be_forged,
+    provider_and_token_endpoint_errors_are_shown_and_recorded_but_store_no_tokens,
+    a_return_url_receives_the_outcome,
+    starting_a_flow_checks_the_connection_and_the_input,
+    uninstalling_revokes_the_grant_at_the_provider,
+);
+
+/// A browser: follows redirects, keeps nothing between requests.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::limited(5)).build().unwrap()
+}
+
+impl TestServer {
+    /// An installed Google Calendar connection with the sandbox's OAuth app.
+    async fn google(&self) -> String {
+        let body = json!({
+            "template_name": "google-calendar",
+            "credentials": {"client_id": creds::OAUTH_CLIENT_ID, "client_secret": creds::OAUTH_CLIENT_SECRET},
+        });
+        let response = self.post(&self.admin_key, "/api/marketplace/install", &body).await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+    }
+
+    async fn start_connect(&self, id: &str, body: Value) -> Value {
+        let response = self.post(&self.admin_key, &format!("/api/integrations/{id}/oauth/start"), &body).await;
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        response.json().await.unwrap()
+    }
+
+    async fn connection(&self, id: &str) -> Value {
+        self.get(&self.admin_key, &format!("/api/marketplace/installed/{id}")).await.json().await.unwrap()
+    }
+}
+
+fn query(url: &str) -> Vec<(String, String)> {
+    url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
+}
+
+fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
+async fn a_browser_connects_google_calendar_and_the_connection_works(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = server.google().await;
+    let before = server.connection(&id).await;
+    assert_eq!(
+        (before["oauth"]["connected"].as_bool(), before["auth_state"].as_str()),
+        (Some(false), Some("configured"))
+    );
+
+    let started =
+        server.start_connect(&id, json!({"scopes": ["https://www.googleapis.com/auth/calendar.readonly"]})).await;
+    let url = started["authorization_url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{}/oauth/google-calendar/o/oauth2/v2/auth?", server.sandbox.url())), "{url}");
+    let pairs = query(url);
+    assert_eq!(param(&pairs, "response_type").as_deref(), Some("code"));
+    assert_eq!(param(&pairs, "client_id").as_deref(), Some(creds::OAUTH_CLIENT_ID));
+    assert_eq!(param(&pairs, "redirect_uri"), Some(server.url("/oauth/callback")));
+    assert_eq!(started["redirect_uri"], server.url("/oauth/callback"));
+    assert_eq!(
+        param(&pairs, "scope").as_deref(),
+        Some("https://www.googleapis.com/auth/calendar https://www.googleapis.com/auth/calendar.readonly")
+    );
+    assert_eq!(param(&pairs, "code_challenge_method").as_deref(), Some("S256"));
+    assert_eq!(param(&pairs, "code_challenge").map(|c| c.len()), Some(43));
+    assert_eq!(
+        (param(&pairs, "access_type").as_deref(), param(&pairs, "prompt").as_deref()),
+        (Some("offline"), Some("consent"))
+    );
+    assert!(param(&pairs, "state").unwrap().len() >= 22);
+
+    // The browser goes to the provider, which sends it back to our callback.
+    let page = browser().get(url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.url().as_str().starts_with(&server.url("/oauth/callback?")));
+    let text = page.text().await.unwrap();
+    assert!(text.contains("Connected") && text.contains(&id), "{text}");
+
+    let after = server.connection(&id).await;
+    assert_eq!(after["auth_state"], "ok", "{after}");
+    let oauth = &after["oauth"];
+    assert_eq!((oauth["connected"].as_bool(), oauth["has_refresh_token"].as_bool()), (Some(true), Some(true)));
+    let expected_expiry = server.clock.now() + chrono::Duration::seconds(3599);
+    assert_eq!(
+        oauth["expires_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+        expected_expiry
+    );
+    assert_eq!(oauth["scopes"].as_array().unwrap().len(), 2, "{oauth}");
+    assert!(after["credentials_set"]["access_token"].is_string());
+    assert!(!after.to_string().contains("ya29."), "no token in the answer: {after}");
+
+    // The stored token works against the provider.
+    let calendars =
+        server.post(&server.admin_key, &format!("/api/integrations/{id}/actions/list_calendars"), &json!({})).await;
+    assert_eq!(calendars.status(), 200, "{}", calendars.text().await.unwrap());
+    let tested: Value =
+        server.post(&server.admin_key, &format!("/api/integrations/{id}/test"), &json!({})).await.json().await.unwrap();
+    assert_eq!(tested["ok"], true, "{tested}");
+}
+
+async fn states_are_single_use_expire_and_cannot_be_forged(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = server.google().await;
+    let started = server.start_connect(&id, json!({})).await;
+    // Stop at the provider's redirect to see the callback URL.
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let redirect = no_redirects.get(started["authorization_url"].as_str().unwrap()).send().await.unwrap();
+    let callback = redirect.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(browser().get(&callback).send().await.unwrap().status(), 200);
+    let tokens_set = server.connection(&id).await["credentials_set"]["access_token"].clone();
+
+    // A replayed callback changes nothing.
+    let replay = browser().get(&callback).send().await.unwrap();
+    assert_eq!(replay.status(), 400);
+    assert_eq!(replay.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(replay.text().await.unwrap().contains("already used"));
+    assert_eq!(server.connection(&id).await["credentials_set"]["access_token"], tokens_set);
+
+    for (url, reason) in [
+        (server.url("/oauth/callback?code=abc"), "no state"),
+        (server.url("/oauth/callback?code=abc&state=forged-state-0000000000"), "not one this server issued"),
+    ] {
+        let page = browser().get(&url).send().await.unwrap();
+        assert_eq!(page.status(), 400);
+        assert!(page.text().await.unwrap().contains(reason), "{url}");
+    }
+
+    // A state older than 10 minutes is refused, and the code is never exchanged.
+    let other = server.google().await;
+    let started = server.start_connect(&other, json!({})).await;
+    let redirect = no_redirects.get(started["authorization_url"].as_str().unwrap()).send().await.unwrap();
+    let callback = redirect.headers()["location"].to_str().unwrap().to_string();
+    server.clock.advance(chrono::Duration::minutes(10));
+    let page = browser().get(&callback).send().await.unwrap();
+    assert_eq!(page.status(), 400);
+    assert!(page.text().await.unwrap().contains("expired"));
+    let untouched = server.connection(&other).await;
+    assert_eq!((untouched["oauth"]["connected"].as_bool(), untouched["last_error"].as_str()), (Some(false), None));
+}
+
+async fn provider_and_token_endpoint_errors_are_shown_and_recorded_but_store_no_tokens(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = server.google().await;
+    let connect = || async {
+        let started = server.start_connect(&id, json!({})).await;
+        browser().get(started["authorization_url"].as_str().unwrap()).send().await.unwrap()
+    };
+
+    server.sandbox.deny_next_authorization("google-calendar");
+    let page = connect().await;
+    assert_eq!(page.status(), 400);
+    let text = page.text().await.unwrap();
+    assert!(text.contains("access_denied") && text.contains("The user denied access"), "{text}");
+    let row = server.connection(&id).await;
+    assert!(row["last_error"].as_str().unwrap().contains("access_denied"), "{row}");
+    assert_eq!((row["oauth"]["connected"].as_bool(), row["auth_state"].as_str()), (Some(false), Some("configured")));
+
+    let html = Quirks { answer_html: true, ..Quirks::default_for("google-calendar") };
+    server.sandbox.set_oauth_quirks("google-calendar", html);
+    let text = connect().await.text().await.unwrap();
+    assert!(text.contains("not a token response") && text.contains("502 Bad Gateway"), "{text}");
+
+    let no_token = Quirks { omit_access_token: true, ..Quirks::default_for("google-calendar") };
+    server.sandbox.set_oauth_quirks("google-calendar", no_token);
+    let text = connect().await.text().await.unwrap();
+    assert!(text.contains("no access_token"), "{text}");
+    server.sandbox.set_oauth_quirks("google-calendar", Quirks::default_for("google-calendar"));
+
+    // A wrong client secret: the token endpoint refuses the client.
+    let body = json!({"integration_id": id, "credentials": {"client_secret": "not-the-secret"}});
+    assert_eq!(server.post(&server.admin_key, "/api/marketplace/configure", &body).await.status(), 200);
+    let text = connect().await.text().await.unwrap();
+    assert!(text.contains("invalid_client"), "{text}");
+    let row = server.connection(&id).await;
+    assert!(row["last_error"].as_str().unwrap().contains("invalid_client"), "{row}");
+    assert_eq!(row["oauth"]["connected"], false, "no tokens were stored: {row}");
+}
+
+async fn a_return_url_receives_the_outcome(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = server.google().await;
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let follow_to_us = |started: Value| {
+        let no_redirects = no_redirects.clone();
+        async move {
+            let to_provider = no_redirects.get(started["authorization_url"].as_str().unwrap()).send().await.unwrap();
+            let callback = to_provider.headers()["location"].to_str().unwrap().to_string();
+            let ours = no_redirects.get(&callback).send().await.unwrap();
+            assert_eq!(ours.status(), 303);
+            ours.headers()["location"].to_str().unwrap().to_string()
+        }
+    };
+    let started =
+        server.start_connect(&id, json!({"return_url": "https://app.example.com/settings?tab=integrations"})).await;
+    let location = follow_to_us(started).await;
+    let pairs = query(&location);
+    assert!(location.starts_with("https://app.example.com/settings?"), "{location}");
+    assert_eq!(param(&pairs, "tab").as_deref(), Some("integrations"));
+    assert_eq!(param(&pairs, "connection_id"), Some(id.clone()));
+    assert_eq!(param(&pairs, "status").as_deref(), Some("connected"));
+
+    server.sandbox.deny_next_authorization("google-calendar");
+    let started = server.start_connect(&id, json!({"return_url": "https://app.example.com/done"})).await;
+    let pairs = query(&follow_to_us(started).await);
+    assert_eq!(param(&pairs, "status").as_deref(), Some("error"));
+    assert!(param(&pairs, "error").unwrap().contains("access_denied"));
+}
+
+async fn starting_a_flow_checks_the_connection_and_the_input(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let key = server.admin_key.clone();
+    let id = server.google().await;
+    for (body, field) in [
+        (json!({"scopes": ["two words"]}), "scopes[0]"),
+        (json!({"scopes": [""]}), "scopes[0]"),
+        (json!({"return_url": "javascript:alert(1)"}), "return_url"),
+        (json!({"colour": "red"}), "colour"),
+    ] {
+        let problem =
+            expect_problem(server.post(&key, &format!("/api/integrations/{id}/oauth/start"), &body).await, 422).await;
+        assert_eq!(blamed_fields(&problem), [field], "{body}");
+    }
+
+    // Without the OAuth app's secret there is nothing to exchange a code with.
+    let body = json!({"template_name": "google-calendar", "credentials": {"client_id": creds::OAUTH_CLIENT_ID}});
+    let response = server.post(&key, "/api/marketplace/install", &body).await;
+    expect_problem(response, 422).await;
+    let bare: Value = server
+        .post(&key, "/api/marketplace/install", &json!({"template_name": "google-calendar"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let problem = expect_problem(
+        server.post(&key, &format!("/api/integrations/{}/oauth/start", bare["id"].as_str().unwrap()), &json!({})).await,
+        409,
+    )
+    .await;
+    assert!(problem["detail"].as_str().unwrap().contains("credentials"), "{problem}");
+
+    // A connection with a static token has no flow.
+    let body = json!({"template_name": "github", "auth_mode": "bearer", "credentials": {"token": creds::GITHUB_TOKEN}});
+    let github: Value = server.post(&key, "/api/marketplace/install", &body).await.json().await.unwrap();
+    let problem = expect_problem(
+        server
+            .post(&key, &format!("/api/integrations/{}/oauth/start", github["id"].as_str().unwrap()), &json!({}))
+            .await,
+        409,
+    )
+    .await;
+    assert!(problem["detail"].as_str().unwrap().contains("not oauth2"), "{problem}");
+
+    // Another tenant cannot start a flow on this connection.
+    let (_, intruder) = server.new_tenant("intruder").await;
+    expect_problem(server.post(&intruder, &format!("/api/integrations/{id}/oauth/start"), &json!({})).await, 404).await;
+}
+
+async fn uninstalling_revokes_the_grant_at_the_provider(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = server.google().await;
+    let started = server.start_connect(&id, json!({})).await;
+    assert_eq!(browser().get(started["authorization_url"].as_str().unwrap()).send().await.unwrap().status(), 200);
+    assert_eq!(server.sandbox.revoked_tokens("google-calendar"), 0);
+    let deleted =
+        server.client.delete(server.url(&format!("/api/marketplace/installed/{id}"))).bearer_auth(&server.admin_key);
+    assert_eq!(deleted.send().await.unwrap().status(), 204);
+    assert_eq!(server.sandbox.revoked_tokens("google-calendar"), 1, "the refresh token's grant ended at the provider");
+    expect_problem(server.get(&server.admin_key, &format!("/api/marketplace/installed/{id}")).await, 404).await;
+}
