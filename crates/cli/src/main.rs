@@ -195,6 +195,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let webhooks =
         switchboard_webhooks::Webhooks::new(store.clone(), clock, secrets, egress, settings.webhooks.clone());
     let state = switchboard_server::AppState::new(webhooks.clone(), connections, config);
+    let state_for_work = state.clone();
     // Handlers go in before the address is announced, so a signal sent right after it is
     // never missed.
     let stop = CancellationToken::new();
@@ -204,6 +205,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let server = tokio::spawn(switchboard_server::serve(listener, state, stop.clone().cancelled_owned()));
     let workers = webhooks.start(stop.clone());
+    let connection_work = switchboard_server::start_connection_work(&state_for_work, stop.clone());
     stop.cancelled().await;
     tracing::info!(
         deadline_secs = settings.shutdown_timeout.as_secs(),
@@ -215,6 +217,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown deadline"),
     }
     // Deliveries not finished by then keep their lease and are sent again after it expires.
+    let _ = tokio::time::timeout_at(deadline, connection_work).await;
     if tokio::time::timeout_at(deadline, workers).await.is_err() {
         tracing::warn!("deliveries in flight did not finish within the shutdown deadline");
     }

@@ -149,3 +149,47 @@ pub async fn serve(
     }
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }
+
+/// The connections' background work: the token refresher, and the events connections raise
+/// (a connection whose auth failed) published as operational events. Runs until `stop`.
+pub fn start_connection_work(
+    state: &AppState,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let refresher = state.connections.start_refresher(stop.clone());
+    let mut events = state.connections.subscribe();
+    let webhooks = state.webhooks.clone();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = stop.cancelled() => break,
+                event = events.recv() => event,
+            };
+            match event {
+                Ok(switchboard_connectors::runtime::ConnectionEvent::AuthFailed {
+                    tenant_id,
+                    connection_id,
+                    provider,
+                    reason,
+                    at,
+                }) => {
+                    let event = switchboard_webhooks::operational::connection_auth_failed(
+                        &tenant_id,
+                        &connection_id,
+                        &provider,
+                        &reason,
+                        at,
+                    );
+                    if let Err(error) = webhooks.publish(event).await {
+                        tracing::error!(%error, connection = %connection_id, "publishing connection.auth_failed failed");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "connection events were dropped");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        let _ = refresher.await;
+    })
+}

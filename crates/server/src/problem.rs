@@ -253,6 +253,10 @@ impl From<ConnectorError> for ApiError {
                 let status = if code == "timeout" { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
                 Self::new(status, "unreachable", detail)
             }
+            ConnectorError::AuthFailed(_) => Self::new(StatusCode::CONFLICT, "auth-failed", detail),
+            ConnectorError::RefreshBackingOff { retry_after, .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "refresh-backing-off", detail).with_retry_after(retry_after)
+            }
             ConnectorError::Undecryptable => ApiError::internal(&detail),
             ConnectorError::Store(store) => store.into(),
         }

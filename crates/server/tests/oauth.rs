@@ -17,6 +17,10 @@ switchboard_store::conformance_tests!(
     a_return_url_receives_the_outcome,
     starting_a_flow_checks_the_connection_and_the_input,
     uninstalling_revokes_the_grant_at_the_provider,
+    tokens_are_refreshed_before_they_expire_after_a_401_and_ahead_of_time,
+    twenty_concurrent_calls_with_an_expired_token_cause_one_refresh,
+    a_revoked_grant_backs_off_then_fails_auth_and_reconnecting_restores_it,
+    a_provider_without_expiry_or_pkce_connects_too,
 );
 
 /// A browser: follows redirects, keeps nothing between requests.
@@ -282,4 +286,154 @@ async fn uninstalling_revokes_the_grant_at_the_provider(backend: Backend) {
     assert_eq!(deleted.send().await.unwrap().status(), 204);
     assert_eq!(server.sandbox.revoked_tokens("google-calendar"), 1, "the refresh token's grant ended at the provider");
     expect_problem(server.get(&server.admin_key, &format!("/api/marketplace/installed/{id}")).await, 404).await;
+}
+
+async fn connect(server: &TestServer, id: &str) {
+    let started = server.start_connect(id, json!({})).await;
+    let page = browser().get(started["authorization_url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{}", page.text().await.unwrap());
+}
+
+async fn install_oauth(server: &TestServer, template: &str) -> String {
+    let body = json!({
+        "template_name": template,
+        "auth_mode": "oauth2",
+        "credentials": {"client_id": creds::OAUTH_CLIENT_ID, "client_secret": creds::OAUTH_CLIENT_SECRET},
+    });
+    let response = server.post(&server.admin_key, "/api/marketplace/install", &body).await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+}
+
+async fn action(server: &TestServer, id: &str, name: &str) -> reqwest::Response {
+    server.post(&server.admin_key, &format!("/api/integrations/{id}/actions/{name}"), &json!({})).await
+}
+
+/// A GET through the proxy that skips the response cache, so it always reaches the provider.
+async fn uncached(server: &TestServer, id: &str, path: &str) -> reqwest::StatusCode {
+    let url = server.url(&format!("/api/integrations/{id}/proxy{path}"));
+    let request = server.client.get(url).bearer_auth(&server.admin_key).header("cache-control", "no-cache");
+    request.send().await.unwrap().status()
+}
+
+fn time(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+async fn tokens_are_refreshed_before_they_expire_after_a_401_and_ahead_of_time(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = server.google().await;
+    connect(&server, &id).await;
+    assert_eq!(server.sandbox.refreshes("google-calendar"), 0);
+
+    // 50 s before expiry a call refreshes first (Google omits the refresh token: it is kept).
+    server.clock.advance(chrono::Duration::seconds(3549));
+    assert_eq!(action(&server, &id, "list_calendars").await.status(), 200);
+    assert_eq!(server.sandbox.refreshes("google-calendar"), 1);
+    let row = server.connection(&id).await;
+    assert_eq!(time(&row["oauth"]["last_refresh_at"]), server.clock.now());
+    assert_eq!(time(&row["oauth"]["expires_at"]), server.clock.now() + chrono::Duration::seconds(3599));
+    assert_eq!(row["oauth"]["has_refresh_token"], true);
+
+    // The provider refuses the token before its time: one refresh, one more try.
+    server.sandbox.expire_access_tokens("google-calendar");
+    assert_eq!(uncached(&server, &id, "/users/me/calendarList").await, 200);
+    assert_eq!(server.sandbox.refreshes("google-calendar"), 2, "the kept refresh token still works");
+
+    // The refresher renews tokens expiring within its margin, without any call.
+    server.clock.advance(chrono::Duration::minutes(50));
+    assert_eq!(server.connections.refresh_expiring(std::time::Duration::from_secs(5 * 60)).await.unwrap(), 0);
+    assert_eq!(server.connections.refresh_expiring(std::time::Duration::from_secs(15 * 60)).await.unwrap(), 1);
+    assert_eq!(server.sandbox.refreshes("google-calendar"), 3);
+    assert_eq!(server.connections.refresh_expiring(std::time::Duration::from_secs(15 * 60)).await.unwrap(), 0);
+}
+
+async fn twenty_concurrent_calls_with_an_expired_token_cause_one_refresh(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = install_oauth(&server, "github").await;
+    connect(&server, &id).await;
+    server.clock.advance(chrono::Duration::hours(8));
+    let calls: Vec<_> = (0..20).map(|_| action(&server, &id, "get_user")).collect();
+    for response in futures::future::join_all(calls).await {
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(server.sandbox.refreshes("github"), 1);
+
+    // GitHub rotated the refresh token; the new one was stored and works next time.
+    server.clock.advance(chrono::Duration::hours(8));
+    assert_eq!(uncached(&server, &id, "/user").await, 200);
+    assert_eq!(server.sandbox.refreshes("github"), 2);
+}
+
+async fn a_revoked_grant_backs_off_then_fails_auth_and_reconnecting_restores_it(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = install_oauth(&server, "hubspot").await;
+    connect(&server, &id).await;
+    assert_eq!(action(&server, &id, "list_contacts").await.status(), 200);
+    server.sandbox.revoke_all("hubspot");
+
+    // Each refusal backs off longer: 30 s, then 60 s.
+    for wait in [30, 60] {
+        let response = action(&server, &id, "list_contacts").await;
+        let retry_after: i64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert_eq!(retry_after, wait);
+        let problem = expect_problem(response, 503).await;
+        assert!(problem["detail"].as_str().unwrap().contains("invalid_grant"), "{problem}");
+        // Within the backoff the token endpoint is left alone.
+        expect_problem(action(&server, &id, "list_contacts").await, 503).await;
+        server.clock.advance(chrono::Duration::seconds(wait));
+    }
+    let row = server.connection(&id).await;
+    assert_eq!((row["oauth"]["refresh_failures"].as_u64(), row["auth_state"].as_str()), (Some(2), Some("ok")));
+
+    // The third refusal: auth_failed, an operational event, and calls that fail fast.
+    let problem = expect_problem(action(&server, &id, "list_contacts").await, 409).await;
+    assert_eq!(problem["type"], "urn:switchboard:problem:auth-failed");
+    let requests = server.sandbox.requests("hubspot");
+    expect_problem(action(&server, &id, "list_contacts").await, 409).await;
+    assert_eq!(server.sandbox.requests("hubspot"), requests, "nothing is sent for a failed connection");
+    let row = server.connection(&id).await;
+    assert_eq!((row["oauth"]["refresh_failures"].as_u64(), row["auth_state"].as_str()), (Some(3), Some("auth_failed")));
+    let mut events = Value::Null;
+    for _ in 0..100 {
+        events =
+            server.get(&server.admin_key, "/api/events?event_type=connection.auth_failed").await.json().await.unwrap();
+        if !events["data"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let event = &events["data"][0];
+    assert_eq!(event["payload"]["connection_id"], id.as_str(), "{events}");
+    assert_eq!(event["payload"]["provider"], "hubspot");
+    assert!(event["payload"]["reason"].as_str().unwrap().contains("invalid_grant"));
+
+    // Connecting again restores it.
+    connect(&server, &id).await;
+    assert_eq!(action(&server, &id, "list_contacts").await.status(), 200);
+    let row = server.connection(&id).await;
+    assert_eq!((row["oauth"]["refresh_failures"].as_u64(), row["auth_state"].as_str()), (Some(0), Some("ok")));
+}
+
+async fn a_provider_without_expiry_or_pkce_connects_too(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = install_oauth(&server, "slack").await;
+    let started = server.start_connect(&id, json!({})).await;
+    let pairs = query(started["authorization_url"].as_str().unwrap());
+    assert_eq!(param(&pairs, "code_challenge"), None, "Slack's manifest turns PKCE off");
+    assert_eq!(param(&pairs, "scope").as_deref(), Some("chat:write,channels:read,users:read"));
+    assert_eq!(browser().get(started["authorization_url"].as_str().unwrap()).send().await.unwrap().status(), 200);
+    let row = server.connection(&id).await;
+    assert!(row["oauth"]["expires_at"].is_null(), "{row}");
+    assert_eq!(row["oauth"]["has_refresh_token"], false);
+    server.clock.advance(chrono::Duration::days(30));
+    let posted = server
+        .post(
+            &server.admin_key,
+            &format!("/api/integrations/{id}/actions/post_message"),
+            &json!({"input": {"channel": "C0001", "text": "hi"}}),
+        )
+        .await;
+    assert_eq!(posted.status(), 200, "{}", posted.text().await.unwrap());
+    assert_eq!(server.sandbox.refreshes("slack"), 0);
 }

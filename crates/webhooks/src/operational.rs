@@ -7,9 +7,10 @@ use switchboard_store::{Message, NewEvent};
 
 pub const MESSAGE_ATTEMPT_EXHAUSTED: &str = "message.attempt.exhausted";
 pub const ENDPOINT_DISABLED: &str = "endpoint.disabled";
+pub const CONNECTION_AUTH_FAILED: &str = "connection.auth_failed";
 
 /// Event types every tenant has without registering them.
-pub const OPERATIONAL_EVENT_TYPES: &[&str] = &[MESSAGE_ATTEMPT_EXHAUSTED, ENDPOINT_DISABLED];
+pub const OPERATIONAL_EVENT_TYPES: &[&str] = &[MESSAGE_ATTEMPT_EXHAUSTED, ENDPOINT_DISABLED, CONNECTION_AUTH_FAILED];
 
 pub fn is_operational(event_type: &str) -> bool {
     OPERATIONAL_EVENT_TYPES.contains(&event_type)
@@ -48,4 +49,17 @@ pub fn attempt_exhausted(
 pub fn endpoint_disabled(tenant_id: &Id, endpoint_id: &Id, reason: &str, now: Timestamp) -> NewEvent {
     let payload = json!({ "endpoint_id": endpoint_id, "reason": reason });
     event(tenant_id, ENDPOINT_DISABLED, payload, now)
+}
+
+/// A connection whose provider refused its grant for good: calls through it fail until it is
+/// connected again.
+pub fn connection_auth_failed(
+    tenant_id: &Id,
+    connection_id: &Id,
+    provider: &str,
+    reason: &str,
+    now: Timestamp,
+) -> NewEvent {
+    let payload = json!({ "connection_id": connection_id, "provider": provider, "reason": reason });
+    event(tenant_id, CONNECTION_AUTH_FAILED, payload, now)
 }

@@ -1,6 +1,7 @@
 //! Actions (a manifest's named operations, with input schemas and templates), their
 //! pagination, and the health check.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -92,7 +93,7 @@ impl Connections {
     /// One call whose answer must be a success in JSON.
     async fn fetch(
         &self,
-        resolved: &Resolved,
+        resolved: &Arc<Resolved>,
         method: Method,
         url: Url,
         headers: HeaderMap,
@@ -123,7 +124,7 @@ impl Connections {
 
     async fn paginate(
         &self,
-        resolved: &Resolved,
+        resolved: &Arc<Resolved>,
         action: &Action,
         style: &Pagination,
         first: Url,

@@ -133,7 +133,7 @@ impl Connections {
     /// One provider call: cache lookup, auth, the egress client's protections, health.
     pub(crate) async fn send(
         &self,
-        resolved: &Resolved,
+        resolved: &Arc<Resolved>,
         method: Method,
         url: Url,
         extra_headers: HeaderMap,
@@ -164,14 +164,22 @@ impl Connections {
         };
 
         let started = Instant::now();
-        let mut outcome = self.call_once(resolved, &method, &url, &extra_headers, &body).await;
-        // A client-credentials token the provider no longer accepts: fetch a new one, once.
-        if matches!(&outcome, Ok((status, ..)) if *status == StatusCode::UNAUTHORIZED)
-            && matches!(resolved.injection, Injection::ClientCredentials { .. })
-        {
-            self.tokens.invalidate(&resolved.connection.id);
-            outcome = self.call_once(resolved, &method, &url, &extra_headers, &body).await;
+        let mut resolved = resolved.clone();
+        if let Some(fresh) = self.oauth_before_call(&resolved).await? {
+            resolved = fresh;
         }
+        let mut outcome = self.call_once(&resolved, &method, &url, &extra_headers, &body).await;
+        // A token the provider no longer accepts: a new one, and one more try.
+        if matches!(&outcome, Ok((status, ..)) if *status == StatusCode::UNAUTHORIZED) {
+            if matches!(resolved.injection, Injection::ClientCredentials { .. }) {
+                self.tokens.invalidate(&resolved.connection.id);
+                outcome = self.call_once(&resolved, &method, &url, &extra_headers, &body).await;
+            } else if let Some(fresh) = self.oauth_after_rejection(&resolved).await? {
+                resolved = fresh;
+                outcome = self.call_once(&resolved, &method, &url, &extra_headers, &body).await;
+            }
+        }
+        let resolved = &*resolved;
         let elapsed = started.elapsed();
         match outcome {
             Ok((status, headers, body, attempts)) => {

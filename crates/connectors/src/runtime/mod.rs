@@ -7,6 +7,7 @@ mod action;
 mod call;
 mod health;
 mod oauth;
+mod refresh;
 pub mod resolve;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +24,7 @@ pub use action::{ActionOutcome, TestOutcome};
 pub use call::{ProxyRequest, ProxyResponse};
 pub use health::{ConnectionHealth, HealthBook, HealthReport};
 pub use oauth::{CallbackOutcome, CallbackParams, CallbackRefused, ConnectOptions, ConnectStarted};
+pub use refresh::{ConnectionEvent, FAILURES_BEFORE_AUTH_FAILED};
 
 use crate::catalog::Catalog;
 use crate::provider::{FieldProblem, Provider};
@@ -56,6 +58,12 @@ pub enum ConnectorError {
     Unreachable { code: &'static str, message: String },
     #[error("the stored credentials cannot be decrypted")]
     Undecryptable,
+    /// The provider refused the connection's grant for good; a new connect flow restores it.
+    #[error("the connection's authorization failed ({0}); connect it again")]
+    AuthFailed(String),
+    /// Refreshing the token failed recently; the next attempt waits.
+    #[error("refreshing the token failed ({last_error}); the next attempt is in {retry_after:?}")]
+    RefreshBackingOff { retry_after: Duration, last_error: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -78,6 +86,10 @@ pub struct ConnectorsConfig {
     /// Switchboard's public base URL; the connect flow's redirect URI is
     /// `{public_url}/oauth/callback`, which operators register with providers.
     pub public_url: String,
+    /// How often the refresher looks for tokens to refresh before they expire.
+    pub refresh_every: Duration,
+    /// Tokens expiring within this are refreshed ahead of time.
+    pub refresh_margin: Duration,
 }
 
 impl Default for ConnectorsConfig {
@@ -87,6 +99,8 @@ impl Default for ConnectorsConfig {
             call_timeout: Duration::from_secs(30),
             cache_bytes: 64 << 20,
             public_url: "http://127.0.0.1:8080".into(),
+            refresh_every: Duration::from_secs(60),
+            refresh_margin: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -157,6 +171,10 @@ pub struct Inner {
     pub config: ConnectorsConfig,
     pub health: HealthBook,
     token_client: switchboard_oauth::TokenClient,
+    /// Who holds refresh leases taken by this process.
+    process_id: String,
+    refresh_locks: moka::sync::Cache<Id, Arc<tokio::sync::Mutex<()>>>,
+    events: tokio::sync::broadcast::Sender<ConnectionEvent>,
     resolved: moka::sync::Cache<Id, Arc<Resolved>>,
     tokens: moka::sync::Cache<Id, call::Token>,
     responses: moka::sync::Cache<String, Arc<call::CachedResponse>>,
@@ -192,6 +210,12 @@ impl Connections {
             secrets,
             health: HealthBook::new(clock.clone()),
             token_client: switchboard_oauth::TokenClient::new(egress.clone(), config.call_timeout),
+            process_id: Id::new(IdKind::Job).to_string(),
+            refresh_locks: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+            events: tokio::sync::broadcast::channel(256).0,
             egress,
 
             clock,
@@ -200,6 +224,35 @@ impl Connections {
             tokens,
             responses,
         }))
+    }
+
+    /// Events about connections (auth failures), for whoever turns them into hub events.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {
+        self.events.subscribe()
+    }
+
+    /// Refreshes tokens before they expire (every `refresh_every`, those expiring within
+    /// `refresh_margin`) and prunes expired connect-flow states, until `stop`.
+    pub fn start_refresher(&self, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
+        let connections = self.clone();
+        let margin = self.config.refresh_margin;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(connections.config.refresh_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(error) = connections.refresh_expiring(margin).await {
+                    tracing::warn!(%error, "the token refresher's pass failed");
+                }
+                let expired = connections.clock.now() - chrono::TimeDelta::hours(1);
+                if let Err(error) = connections.store.prune_oauth_states(expired).await {
+                    tracing::warn!(%error, "pruning connect-flow states failed");
+                }
+            }
+        })
     }
 
     pub fn provider(&self, name: &str) -> Result<&Arc<Provider>, ConnectorError> {

@@ -28,6 +28,8 @@ pub struct TestServer {
     pub db: TestDb,
     /// The provider simulators every connection calls.
     pub sandbox: Sandbox,
+    /// The server's connections service, for driving background work without waiting.
+    pub connections: Connections,
     stop: CancellationToken,
 }
 
@@ -89,11 +91,23 @@ impl TestServer {
             },
         );
         let webhooks = Webhooks::new(store.clone(), Arc::new(clock.clone()), secrets, egress, webhook_config);
-        let state = AppState::new(webhooks.clone(), connections, config);
+        let state = AppState::new(webhooks.clone(), connections.clone(), config);
+        let state_for_work = state.clone();
         let stop = CancellationToken::new();
         tokio::spawn(switchboard_server::serve(listener, state, stop.clone().cancelled_owned()));
         webhooks.start(stop.clone());
-        Some(Self { base, admin_key: minted.token, client: reqwest::Client::new(), store, clock, db, sandbox, stop })
+        switchboard_server::start_connection_work(&state_for_work, stop.clone());
+        Some(Self {
+            base,
+            admin_key: minted.token,
+            client: reqwest::Client::new(),
+            store,
+            clock,
+            db,
+            sandbox,
+            connections,
+            stop,
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
