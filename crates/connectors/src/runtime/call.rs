@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -17,7 +16,7 @@ use zeroize::Zeroizing;
 
 use super::resolve::{Injection, Resolved};
 use super::{Connections, ConnectorError};
-use crate::manifest::{RateLimitScope, ResetFormat, TokenAuthMethod};
+use crate::manifest::{RateLimitScope, ResetFormat};
 
 /// Provider responses larger than this are refused rather than buffered.
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
@@ -330,62 +329,18 @@ impl Connections {
         let crate::manifest::Auth::Oauth2ClientCredentials(spec) = &resolved.auth else {
             return Err(ConnectorError::Misconfigured("not a client-credentials connection".into()));
         };
-        let mut form: Vec<(&str, String)> = vec![("grant_type", "client_credentials".into())];
-        if !spec.scopes.is_empty() {
-            form.push(("scope", spec.scopes.join(&spec.scope_separator)));
-        }
-        for (name, value) in &spec.token_params {
-            form.push((name, value.clone()));
-        }
-        let mut builder = self.egress.request(Method::POST, token_url.clone()).header("accept", "application/json");
-        match spec.token_auth_method {
-            TokenAuthMethod::ClientSecretBasic => {
-                // RFC 6749 §2.3.1: form-encode each part before joining.
-                let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                let pair = format!("{}:{}", encode(client_id), encode(client_secret));
-                let mut value =
-                    HeaderValue::from_str(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
-                        .map_err(|_| {
-                            ConnectorError::Misconfigured("the client credentials cannot be sent in a header".into())
-                        })?;
-                value.set_sensitive(true);
-                builder = builder.header(reqwest::header::AUTHORIZATION, value);
-            }
-            TokenAuthMethod::ClientSecretPost => {
-                form.push(("client_id", client_id.to_string()));
-                form.push(("client_secret", client_secret.to_string()));
-            }
-        }
-        let request = builder
-            .form(&form)
-            .build()
-            .map_err(|e| ConnectorError::Misconfigured(format!("the token request cannot be built: {e}")))?;
-        let host = token_url.host_str().unwrap_or("").to_string();
-        let policy = CallPolicy {
-            breaker_key: host,
-            limit_key: None,
-            quota: None,
-            rate_headers: RateHeaders::default(),
-            idempotent: false,
-            timeout: self.config.call_timeout,
+        let endpoint = switchboard_oauth::Endpoint {
+            url: token_url,
+            client_id,
+            client_secret,
+            auth: spec.token_auth_method.client_auth(),
+            extra: spec.token_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
-        let response = self.egress.call(request, &policy).await.map_err(from_call_error)?.response;
-        let status = response.status();
-        let (body, _) = switchboard_egress::read_excerpt(response, 64 << 10)
-            .await
-            .map_err(|e| ConnectorError::Unreachable { code: e.kind.code(), message: e.message })?;
-        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        let token = parsed.get("access_token").and_then(|v| v.as_str()).filter(|_| status.is_success());
-        let Some(token) = token else {
-            let error = parsed.get("error").and_then(|v| v.as_str()).unwrap_or("no access_token in the answer");
-            return Err(ConnectorError::Upstream {
-                status: status.as_u16(),
-                message: format!("the token endpoint refused the client credentials: {error}"),
-                excerpt: excerpt(&body),
-            });
-        };
-        let lifetime = parsed.get("expires_in").and_then(|v| v.as_u64()).unwrap_or(3600);
-        let value = Arc::new(Zeroizing::new(token.to_string()));
+        let scope = (!spec.scopes.is_empty()).then(|| spec.scopes.join(&spec.scope_separator));
+        let granted = self.token_client.client_credentials(&endpoint, scope.as_deref()).await?;
+        // Re-requested a minute before the provider's expiry (an hour when it does not say).
+        let lifetime = granted.expires_in.unwrap_or(3600);
+        let value = Arc::new(granted.access_token);
         let expires = Instant::now() + Duration::from_secs(lifetime.saturating_sub(60).max(1));
         self.tokens.insert(id.clone(), Token { value: value.clone(), expires });
         Ok(value)

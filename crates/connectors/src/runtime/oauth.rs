@@ -355,12 +355,34 @@ pub(crate) fn token_endpoint<'a>(
         url,
         client_id: get("client_id")?,
         client_secret: get("client_secret")?,
-        auth: match spec.token_auth_method {
-            TokenAuthMethod::ClientSecretBasic => ClientAuth::Basic,
-            TokenAuthMethod::ClientSecretPost => ClientAuth::Post,
-        },
+        auth: spec.token_auth_method.client_auth(),
         extra: spec.token_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     })
+}
+
+impl TokenAuthMethod {
+    pub(crate) fn client_auth(self) -> ClientAuth {
+        match self {
+            TokenAuthMethod::ClientSecretBasic => ClientAuth::Basic,
+            TokenAuthMethod::ClientSecretPost => ClientAuth::Post,
+        }
+    }
+}
+
+impl From<TokenError> for ConnectorError {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::CircuitOpen { host, retry_after } => ConnectorError::CircuitOpen { host, retry_after },
+            TokenError::RateLimited { retry_after } => ConnectorError::RateLimited { retry_after },
+            TokenError::Unreachable { code, message } => ConnectorError::Unreachable { code, message },
+            TokenError::Refused { status, .. } => {
+                ConnectorError::Upstream { status, message: error.to_string(), excerpt: String::new() }
+            }
+            TokenError::Malformed { status, ref excerpt, .. } => {
+                ConnectorError::Upstream { status, message: error.to_string(), excerpt: excerpt.clone() }
+            }
+        }
+    }
 }
 
 /// A token endpoint failure as the user and the connection's record see it.
