@@ -238,3 +238,70 @@ async fn an_operator_folder_adds_providers_to_the_catalog() {
     assert!(shown.contains("Internal CRM") && shown.contains("list_accounts"), "{shown}");
     assert_eq!(server.terminate(), 0);
 }
+
+/// Two `serve` processes on one PostgreSQL, both calling through a connection whose token
+/// the provider stopped accepting: exactly one refresh happens, and both use its token.
+#[tokio::test]
+async fn two_serve_processes_on_one_postgresql_refresh_a_token_once() {
+    let Some((_db, database_url)) = common::postgres_url().await else { return };
+    let sandbox = switchboard_sandbox::Sandbox::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = |name: &str| {
+        let mut cmd = command(&dir.path().join(name));
+        cmd.env("SWITCHBOARD_DATABASE_URL", &database_url)
+            .env("SWITCHBOARD_MASTER_KEY", common::SHARED_MASTER_KEY)
+            .args(["serve", "--allow-target-networks", "127.0.0.1/32"]);
+        for (key, url) in sandbox.url_overrides() {
+            cmd.arg("--provider-url").arg(format!("{key}={url}"));
+        }
+        Serve::start_with_args(cmd)
+    };
+    let (one, two) = (spawn("one"), spawn("two"));
+    let key = [&one, &two].iter().find_map(|s| s.admin_line.clone()).unwrap()["Admin API key: ".len()..].to_string();
+    let http = common::client();
+    let install = serde_json::json!({
+        "template_name": "github",
+        "auth_mode": "oauth2",
+        "credentials": {"client_id": creds::OAUTH_CLIENT_ID, "client_secret": creds::OAUTH_CLIENT_SECRET},
+    });
+    let installed: serde_json::Value = http
+        .post(one.url("/api/marketplace/install"))
+        .bearer_auth(&key)
+        .json(&install)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = installed["id"].as_str().unwrap().to_string();
+    let started: serde_json::Value = http
+        .post(one.url(&format!("/api/integrations/{id}/oauth/start")))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let connected = http.get(started["authorization_url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(connected.status(), 200, "{}", connected.text().await.unwrap());
+
+    sandbox.expire_access_tokens("github");
+    let mut calls = Vec::new();
+    for n in 0..20 {
+        let base = if n % 2 == 0 { one.base.clone() } else { two.base.clone() };
+        let (http, key, id) = (http.clone(), key.clone(), id.clone());
+        calls.push(tokio::spawn(async move {
+            let url = format!("{base}/api/integrations/{id}/proxy/user");
+            http.get(url).bearer_auth(&key).header("cache-control", "no-cache").send().await.unwrap().status()
+        }));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    assert_eq!(sandbox.refreshes("github"), 1, "one refresh across both processes");
+    assert_eq!(one.terminate(), 0);
+    assert_eq!(two.terminate(), 0);
+}

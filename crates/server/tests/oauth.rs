@@ -92,6 +92,8 @@ async fn a_browser_connects_google_calendar_and_the_connection_works(backend: Ba
     // The browser goes to the provider, which sends it back to our callback.
     let page = browser().get(url).send().await.unwrap();
     assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(page.headers()["cache-control"], "no-store");
     assert!(page.url().as_str().starts_with(&server.url("/oauth/callback?")));
     let text = page.text().await.unwrap();
     assert!(text.contains("Connected") && text.contains(&id), "{text}");

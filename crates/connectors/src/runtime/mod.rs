@@ -426,16 +426,36 @@ impl Connections {
     }
 
     async fn credentials(&self, connection: &Connection) -> Result<Credentials, ConnectorError> {
-        let Some(secret_id) = &connection.credentials_secret_id else { return Ok(Credentials::new()) };
-        let stored = self
-            .store
-            .get_secret(connection.tenant_id.as_str(), secret_id.as_str())
-            .await?
-            .ok_or(ConnectorError::Undecryptable)?;
+        self.sealed_credentials(connection).await?.ok_or(ConnectorError::Undecryptable)
+    }
+
+    /// The connection with its credentials, read so that they belong together: credentials
+    /// replaced (a refresh in another process) between reading the row and its secret are
+    /// read again.
+    async fn connection_with_credentials(
+        &self,
+        tenant_id: &Id,
+        id: &str,
+    ) -> Result<(Connection, Credentials), ConnectorError> {
+        for _ in 0..3 {
+            let connection = self.get(tenant_id, id).await?;
+            if let Some(credentials) = self.sealed_credentials(&connection).await? {
+                return Ok((connection, credentials));
+            }
+        }
+        Err(ConnectorError::Undecryptable)
+    }
+
+    /// `None` when the row's secret is gone (replaced since the row was read).
+    async fn sealed_credentials(&self, connection: &Connection) -> Result<Option<Credentials>, ConnectorError> {
+        let Some(secret_id) = &connection.credentials_secret_id else { return Ok(Some(Credentials::new())) };
+        let Some(stored) = self.store.get_secret(connection.tenant_id.as_str(), secret_id.as_str()).await? else {
+            return Ok(None);
+        };
         let plain = secrets::open(&self.secrets, &stored).map_err(|_| ConnectorError::Undecryptable)?;
         let map: BTreeMap<String, String> =
             serde_json::from_slice(&plain).map_err(|_| ConnectorError::Undecryptable)?;
-        Ok(map.into_iter().map(|(k, v)| (k, Zeroizing::new(v))).collect())
+        Ok(Some(map.into_iter().map(|(k, v)| (k, Zeroizing::new(v))).collect()))
     }
 
     /// The connection ready to call, from the cache or built now.
@@ -446,9 +466,8 @@ impl Connections {
         {
             return Ok(resolved);
         }
-        let connection = self.get(tenant_id, id).await?;
+        let (connection, credentials) = self.connection_with_credentials(tenant_id, id).await?;
         let provider = self.provider(&connection.provider)?.clone();
-        let credentials = self.credentials(&connection).await?;
         let override_url = self.config.url_overrides.get(provider.name()).and_then(|urls| urls.base_url.as_deref());
         let resolved = Arc::new(resolve::resolve(connection, provider, credentials, override_url)?);
         self.resolved.insert(key, resolved.clone());

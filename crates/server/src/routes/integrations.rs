@@ -450,7 +450,16 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
         title = escape(title)
     );
     let mut response =
-        (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body)
+        // The page's URL holds the code: never cached, never sent on as a referrer.
+        (
+            status,
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::REFERRER_POLICY, "no-referrer"),
+            ],
+            body,
+        )
             .into_response();
     response.extensions_mut().insert(Verbatim);
     response
