@@ -73,7 +73,7 @@ enum Command {
         #[command(subcommand)]
         action: remote::CatalogCommand,
     },
-    /// Connections of a running server: install, configure, test, list (through its API)
+    /// Connections of a running server: install, configure, connect, test, list (through its API)
     Connections {
         #[command(flatten)]
         api: remote::ApiArgs,

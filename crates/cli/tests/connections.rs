@@ -167,6 +167,23 @@ async fn the_cli_installs_configures_and_tests_connections_against_the_sandbox()
     let said = String::from_utf8_lossy(&refused.stdout);
     assert!(said.starts_with("failed") && said.contains("401"), "{said}");
 
+    // An OAuth2 connection: `connect` prints the URL a browser follows to the callback.
+    let oauth_app = [
+        "--credential".to_string(),
+        format!("client_id={}", creds::OAUTH_CLIENT_ID),
+        "--credential".to_string(),
+        format!("client_secret={}", creds::OAUTH_CLIENT_SECRET),
+    ];
+    let mut args = vec!["connections", "install", "hubspot", "--auth-mode", "oauth2"];
+    args.extend(oauth_app.iter().map(String::as_str));
+    let hubspot = connection_id(&stdout_of(cli(&server, &key, &args, "")));
+    let printed = stdout_of(cli(&server, &key, &["connections", "connect", &hubspot, "--scope", "crm.lists.read"], ""));
+    let url = printed.lines().find(|l| l.starts_with("http")).expect("an authorization URL").to_string();
+    assert!(url.contains("crm.lists.read") && url.contains("code_challenge="), "{url}");
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status(), 200, "{}", page.text().await.unwrap());
+    stdout_of(cli(&server, &key, &["connections", "test", &hubspot], ""));
+
     let listed = stdout_of(cli(&server, &key, &["connections", "list"], ""));
     assert!(listed.contains(&github) && listed.contains(&jira) && listed.contains("rejected"), "{listed}");
     assert!(!listed.contains("ghp_wrong") && !listed.contains(creds::JIRA_API_TOKEN));

@@ -73,6 +73,7 @@ impl Quirks {
 #[derive(Debug)]
 struct Grant {
     provider: &'static str,
+    client_id: String,
     redirect_uri: String,
     scopes: String,
     challenge: Option<String>,
@@ -225,6 +226,7 @@ async fn authorize(AxumState(state): AxumState<Arc<State>>, Query(params): Param
     let code = servers.next("code-");
     let grant = Grant {
         provider,
+        client_id: OAUTH_CLIENT_ID.to_string(),
         redirect_uri: redirect_uri.to_string(),
         scopes: get("scope").unwrap_or("").to_string(),
         challenge,
@@ -319,7 +321,9 @@ async fn token(
                 let error = if provider == "github" { "bad_verification_code" } else { "invalid_grant" };
                 return fail(StatusCode::BAD_REQUEST, error, "The code is unknown, used or expired");
             };
-            if grant.provider != provider || grant.issued.elapsed() > Duration::from_secs(600) {
+            // A code is redeemed only by the client it was issued to (RFC 6749 §4.1.3).
+            let same_client = client(&headers, &form).is_some_and(|(id, _)| id == grant.client_id);
+            if grant.provider != provider || !same_client || grant.issued.elapsed() > Duration::from_secs(600) {
                 return fail(StatusCode::BAD_REQUEST, "invalid_grant", "The code is unknown, used or expired");
             }
             if form.get("redirect_uri") != Some(&grant.redirect_uri) {

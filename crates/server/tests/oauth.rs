@@ -427,6 +427,7 @@ async fn a_provider_without_expiry_or_pkce_connects_too(backend: Backend) {
     assert_eq!(browser().get(started["authorization_url"].as_str().unwrap()).send().await.unwrap().status(), 200);
     let row = server.connection(&id).await;
     assert!(row["oauth"]["expires_at"].is_null(), "{row}");
+    assert_eq!(row["config"]["bot_user_id"], "U0BOT", "a value of the token answer the form declares: {row}");
     assert_eq!(row["oauth"]["has_refresh_token"], false);
     server.clock.advance(chrono::Duration::days(30));
     let posted = server

@@ -42,6 +42,17 @@ pub enum ConnectionsCommand {
         #[arg(long = "credential", value_name = "NAME=VALUE", required = true)]
         credentials: Vec<String>,
     },
+    /// Start connecting an OAuth2 connection: prints the URL to open in a browser
+    Connect {
+        /// The connection (conn_…)
+        id: String,
+        /// A scope to request besides the provider's; repeatable
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Where the browser goes afterwards (with connection_id and status)
+        #[arg(long)]
+        return_url: Option<String>,
+    },
     /// Run the provider's health check; exits non-zero when it fails
     Test {
         /// The connection (conn_…)
@@ -266,6 +277,20 @@ pub async fn connections(args: &ApiArgs, command: ConnectionsCommand) -> anyhow:
                 print_json(&connection);
             } else {
                 print_connection(&connection);
+            }
+        }
+        ConnectionsCommand::Connect { id, scopes, return_url } => {
+            let path = format!("/api/integrations/{}/oauth/start", path_segment(&id)?);
+            let mut body = json!({"scopes": scopes});
+            if let Some(url) = return_url {
+                body["return_url"] = json!(url);
+            }
+            let started = api.call(Method::POST, &path, Some(&body), &[]).await?;
+            if args.json {
+                print_json(&started);
+            } else {
+                println!("Open this URL in a browser before {}:", text(&started["expires_at"]));
+                println!("{}", text(&started["authorization_url"]));
             }
         }
         ConnectionsCommand::Test { id } => {
