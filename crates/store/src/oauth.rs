@@ -77,8 +77,8 @@ pub trait OAuthStore: Send + Sync {
     async fn set_connection_tokens(&self, tenant_id: &str, id: &str, tokens: &NewTokens) -> Result<Option<Connection>>;
     /// Records a failed refresh and releases the lease.
     async fn record_refresh_failure(&self, tenant_id: &str, id: &str, failure: &RefreshFailure) -> Result<()>;
-    /// Takes the connection's refresh lease until `until` unless another owner holds one that
-    /// has not expired.
+    /// Takes the connection's refresh lease until `until` unless anyone (this owner too)
+    /// holds one that has not expired.
     async fn lease_refresh(
         &self,
         tenant_id: &str,

@@ -208,7 +208,7 @@ macro_rules! oauth_impl {
                     let done = sqlx::query(
                         "UPDATE connections SET refresh_lease_owner = $3, refresh_lease_until = $4
                          WHERE tenant_id = $1 AND id = $2
-                           AND (refresh_lease_until IS NULL OR refresh_lease_until <= $5 OR refresh_lease_owner = $3)",
+                           AND (refresh_lease_until IS NULL OR refresh_lease_until <= $5)",
                     )
                     .bind(&tenant_id)
                     .bind(&id)
