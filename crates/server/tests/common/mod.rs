@@ -87,6 +87,8 @@ impl TestServer {
             ConnectorsConfig {
                 url_overrides: ProviderUrls::from_pairs(sandbox.url_overrides()).unwrap(),
                 public_url: base.clone(),
+                // Tests run the refresher's passes themselves, on the manual clock.
+                refresh_every: std::time::Duration::from_secs(24 * 3600),
                 ..ConnectorsConfig::default()
             },
         );
