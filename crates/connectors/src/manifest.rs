@@ -187,6 +187,12 @@ pub struct OAuth2 {
     /// Extra parameters on the authorization URL (Google's `access_type=offline`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub authorization_params: BTreeMap<String, String>,
+    /// Scopes for a user token besides the app's (Slack's `user_scope`), and the parameter
+    /// that carries them; a connection may add more when it connects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_scope_param: Option<String>,
     /// Extra parameters on token requests.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub token_params: BTreeMap<String, String>,

@@ -43,6 +43,8 @@ pub struct TokenSet {
     pub refresh_token: Option<Zeroizing<String>>,
     /// The scopes granted, when the answer lists them (RFC 6749 §5.1: else as requested).
     pub scopes: Option<Vec<String>>,
+    /// A user token issued beside the app's (Slack's `authed_user.access_token`).
+    pub user_access_token: Option<Zeroizing<String>>,
     /// The answer's other members (Salesforce's `instance_url`, Slack's `team`), without any
     /// member that looks like a credential.
     pub extra: Map<String, Value>,
@@ -241,6 +243,14 @@ pub fn parse(status: u16, content_type: &str, body: &[u8]) -> Result<TokenSet, T
         .and_then(text)
         .map(|scope| scope.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_string).collect());
     let token_type = members.remove("token_type").and_then(text);
+    let user_access_token = match members.get_mut("authed_user") {
+        Some(Value::Object(user)) => user.remove("access_token").and_then(text).filter(|t| !t.is_empty()),
+        _ => None,
+    }
+    .map(Zeroizing::new);
+    if let Some(Value::Object(user)) = members.get_mut("authed_user") {
+        user.retain(|name, _| !looks_secret(name));
+    }
     members.remove("ok");
     members.retain(|name, _| !looks_secret(name));
     Ok(TokenSet {
@@ -249,6 +259,7 @@ pub fn parse(status: u16, content_type: &str, body: &[u8]) -> Result<TokenSet, T
         expires_in,
         refresh_token,
         scopes,
+        user_access_token,
         extra: members,
     })
 }
@@ -330,10 +341,13 @@ mod tests {
         assert!(matches!(slack, TokenError::Refused { ref error, .. } if error == "invalid_code"));
         let set = ok(
             "application/json",
-            r#"{"ok":true,"access_token":"xoxb-1","token_type":"bot","scope":"chat:write,channels:read","team":{"id":"T1"}}"#,
+            r#"{"ok":true,"access_token":"xoxb-1","token_type":"bot","scope":"chat:write,channels:read","team":{"id":"T1"},
+                "authed_user":{"id":"U1","scope":"users:read","access_token":"xoxp-1","token_type":"user"}}"#,
         );
         assert_eq!(set.scopes.unwrap().len(), 2);
+        assert_eq!(set.user_access_token.as_deref().map(String::as_str), Some("xoxp-1"));
         assert!(set.extra.contains_key("team") && !set.extra.contains_key("ok"));
+        assert_eq!(set.extra["authed_user"], serde_json::json!({"id": "U1", "scope": "users:read"}));
         let hubspot = parse(
             400,
             "application/json",

@@ -76,6 +76,7 @@ struct Grant {
     client_id: String,
     redirect_uri: String,
     scopes: String,
+    user_scopes: Option<String>,
     challenge: Option<String>,
     offline: bool,
     issued: Instant,
@@ -229,6 +230,7 @@ async fn authorize(AxumState(state): AxumState<Arc<State>>, Query(params): Param
         client_id: OAUTH_CLIENT_ID.to_string(),
         redirect_uri: redirect_uri.to_string(),
         scopes: get("scope").unwrap_or("").to_string(),
+        user_scopes: get("user_scope").map(str::to_string),
         challenge,
         // Google issues a refresh token only to offline requests.
         offline: provider != "google-calendar" || get("access_type") == Some("offline"),
@@ -315,6 +317,7 @@ async fn token(
     if client(&headers, &form) != Some((OAUTH_CLIENT_ID.to_string(), OAUTH_CLIENT_SECRET.to_string())) {
         return fail(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed");
     }
+    let mut user_scopes = None;
     let (scopes, issue_refresh) = match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
             let Some(grant) = form.get("code").and_then(|code| servers.codes.remove(code)) else {
@@ -347,6 +350,7 @@ async fn token(
                     );
                 }
             }
+            user_scopes = grant.user_scopes;
             (grant.scopes, quirks.refresh_tokens && grant.offline)
         }
         Some("refresh_token") => {
@@ -376,6 +380,11 @@ async fn token(
     });
     let expires = quirks.expires_in.map(|secs| Instant::now() + Duration::from_secs(secs));
     servers.access.insert(access_token.clone(), AccessToken { provider, expires, revoked: false });
+    let user_token = user_scopes.as_ref().map(|_| {
+        let token = servers.next("xoxp-");
+        servers.access.insert(token.clone(), AccessToken { provider, expires, revoked: false });
+        token
+    });
     let refresh_token = issue_refresh.then(|| {
         let token = servers.next("rt-");
         servers.refresh.insert(token.clone(), RefreshToken { provider, scopes: scopes.clone(), valid: true });
@@ -409,6 +418,10 @@ async fn token(
             answer["bot_user_id"] = json!("U0BOT");
             answer["team"] = json!({"id": "T0SANDBOX", "name": "Sandbox"});
             answer["authed_user"] = json!({"id": "U0USER", "scope": "", "token_type": "user"});
+            if let Some(user_scopes) = &user_scopes {
+                answer["authed_user"]["scope"] = json!(user_scopes);
+                answer["authed_user"]["access_token"] = json!(user_token);
+            }
         }
         "google-calendar" => {
             answer["token_type"] = json!("Bearer");

@@ -236,6 +236,7 @@ async fn starting_a_flow_checks_the_connection_and_the_input(backend: Backend) {
         (json!({"scopes": ["two words"]}), "scopes[0]"),
         (json!({"scopes": [""]}), "scopes[0]"),
         (json!({"return_url": "javascript:alert(1)"}), "return_url"),
+        (json!({"user_scopes": ["users:read"]}), "user_scopes"),
         (json!({"colour": "red"}), "colour"),
     ] {
         let problem =
@@ -420,14 +421,21 @@ async fn a_revoked_grant_backs_off_then_fails_auth_and_reconnecting_restores_it(
 async fn a_provider_without_expiry_or_pkce_connects_too(backend: Backend) {
     let Some(server) = TestServer::start(backend).await else { return };
     let id = install_oauth(&server, "slack").await;
-    let started = server.start_connect(&id, json!({})).await;
+    let started = server.start_connect(&id, json!({"user_scopes": ["search:read", "users:read"]})).await;
     let pairs = query(started["authorization_url"].as_str().unwrap());
     assert_eq!(param(&pairs, "code_challenge"), None, "Slack's manifest turns PKCE off");
     assert_eq!(param(&pairs, "scope").as_deref(), Some("chat:write,channels:read,users:read"));
+    assert_eq!(
+        param(&pairs, "user_scope").as_deref(),
+        Some("search:read,users:read"),
+        "user scopes apart from the bot's"
+    );
     assert_eq!(browser().get(started["authorization_url"].as_str().unwrap()).send().await.unwrap().status(), 200);
     let row = server.connection(&id).await;
     assert!(row["oauth"]["expires_at"].is_null(), "{row}");
     assert_eq!(row["config"]["bot_user_id"], "U0BOT", "a value of the token answer the form declares: {row}");
+    assert!(row["credentials_set"]["user_access_token"].is_string(), "Slack's user token is kept too: {row}");
+    assert!(!row.to_string().contains("xoxp-"), "{row}");
     assert_eq!(row["oauth"]["has_refresh_token"], false);
     server.clock.advance(chrono::Duration::days(30));
     let posted = server

@@ -28,6 +28,9 @@ const MAX_EXTRA_SCOPES: usize = 50;
 pub struct ConnectOptions {
     /// Scopes requested besides the manifest's.
     pub extra_scopes: Vec<String>,
+    /// User-token scopes besides the manifest's `user_scopes` (providers with a
+    /// `user_scope_param`).
+    pub extra_user_scopes: Vec<String>,
     /// Where the user's browser goes after the callback (with `connection_id` and `status`).
     pub return_url: Option<String>,
 }
@@ -124,20 +127,10 @@ impl Connections {
         let provider = self.provider(&connection.provider)?.clone();
         let spec = Self::oauth_spec(&provider, &connection)?;
         let mut problems = Vec::new();
-        if options.extra_scopes.len() > MAX_EXTRA_SCOPES {
-            problems.push(FieldProblem::new("scopes", format!("at most {MAX_EXTRA_SCOPES} scopes")));
-        }
-        for (index, scope) in options.extra_scopes.iter().enumerate() {
-            let bad = scope.is_empty()
-                || scope.len() > 200
-                || scope.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
-                || scope.contains(spec.scope_separator.as_str());
-            if bad {
-                problems.push(FieldProblem::new(
-                    format!("scopes[{index}]"),
-                    "must be a scope token (RFC 6749 §3.3: printable, no spaces or separators)",
-                ));
-            }
+        check_scopes("scopes", &options.extra_scopes, &spec.scope_separator, &mut problems);
+        check_scopes("user_scopes", &options.extra_user_scopes, &spec.scope_separator, &mut problems);
+        if !options.extra_user_scopes.is_empty() && spec.user_scope_param.is_none() {
+            problems.push(FieldProblem::new("user_scopes", format!("{} has no user tokens", provider.name())));
         }
         if let Some(url) = &options.return_url {
             let ok = url.len() <= 2048 && Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
@@ -177,8 +170,13 @@ impl Connections {
             expires_at: now + STATE_LIFETIME,
         };
         self.store.create_oauth_state(&pending, verifier.as_ref()).await?;
-        let extra: Vec<(String, String)> =
+        let mut extra: Vec<(String, String)> =
             spec.authorization_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut user_scopes = spec.user_scopes.clone();
+        user_scopes.extend(options.extra_user_scopes.into_iter().filter(|s| !spec.user_scopes.contains(s)));
+        if let (Some(param), false) = (&spec.user_scope_param, user_scopes.is_empty()) {
+            extra.push((param.clone(), user_scopes.join(&spec.scope_separator)));
+        }
         let authorization_url = AuthorizationRequest {
             endpoint: &urls.authorization,
             client_id,
@@ -289,6 +287,10 @@ impl Connections {
         }
         let mut fields = connection.credential_fields.clone();
         fields.insert("access_token".into(), now);
+        if let Some(user_token) = granted.user_access_token {
+            credentials.insert("user_access_token".into(), user_token);
+            fields.insert("user_access_token".into(), now);
+        }
         if credentials.contains_key("refresh_token") {
             fields.entry("refresh_token".into()).or_insert(now);
         }
@@ -342,6 +344,25 @@ impl Connections {
             }
         }
         changed.then(|| Value::Object(config).to_string())
+    }
+}
+
+/// Scope tokens (RFC 6749 §3.3): printable, no spaces or separators.
+fn check_scopes(field: &str, scopes: &[String], separator: &str, problems: &mut Vec<FieldProblem>) {
+    if scopes.len() > MAX_EXTRA_SCOPES {
+        problems.push(FieldProblem::new(field, format!("at most {MAX_EXTRA_SCOPES} scopes")));
+    }
+    for (index, scope) in scopes.iter().enumerate() {
+        let bad = scope.is_empty()
+            || scope.len() > 200
+            || scope.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+            || scope.contains(separator);
+        if bad {
+            problems.push(FieldProblem::new(
+                format!("{field}[{index}]"),
+                "must be a scope token (RFC 6749 §3.3: printable, no spaces or separators)",
+            ));
+        }
     }
 }
 

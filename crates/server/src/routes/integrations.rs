@@ -315,6 +315,10 @@ pub struct StartConnect {
     /// Scopes to request besides the provider's (e.g. a Slack `users:read.email`).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// User-token scopes, for providers that issue a user token beside the app's (Slack's
+    /// `user_scope`); the user token is kept as the credential `user_access_token`.
+    #[serde(default)]
+    pub user_scopes: Vec<String>,
     /// Where the browser goes after the callback, with `connection_id` and `status`
     /// (`connected` or `error`, then `error`) in its query; without it the callback shows a
     /// small page.
@@ -357,7 +361,11 @@ pub async fn oauth_start(
 ) -> ApiResult<Json<ConnectStartedOut>> {
     caller.require(Scope::Write)?;
     let id = connection_id(&raw_id)?;
-    let options = ConnectOptions { extra_scopes: request.scopes, return_url: request.return_url };
+    let options = ConnectOptions {
+        extra_scopes: request.scopes,
+        extra_user_scopes: request.user_scopes,
+        return_url: request.return_url,
+    };
     let started = state.connections.oauth_start(&caller.key.tenant_id, id.as_str(), options).await?;
     Ok(Json(ConnectStartedOut {
         authorization_url: started.authorization_url.to_string(),
