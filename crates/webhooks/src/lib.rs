@@ -13,6 +13,7 @@ mod config;
 pub mod delivery;
 mod dispatcher;
 pub mod fanout;
+pub mod incoming;
 pub mod jq;
 pub mod limiter;
 pub mod metrics;

@@ -1,0 +1,3 @@
+//! Incoming webhooks: verifying providers' signatures (`verify`).
+
+pub mod verify;
