@@ -20,6 +20,7 @@ pub enum IdKind {
     Message,
     Attempt,
     Connection,
+    Inbound,
 }
 
 impl IdKind {
@@ -35,6 +36,7 @@ impl IdKind {
             IdKind::Message => "msg",
             IdKind::Attempt => "atmpt",
             IdKind::Connection => "conn",
+            IdKind::Inbound => "inb",
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod connections;
 mod error;
+pub mod inbound;
 pub mod model;
 pub mod oauth;
 mod postgres;
@@ -27,6 +28,7 @@ use switchboard_core::Timestamp;
 
 pub use connections::{Connection, ConnectionHealthUpdate, ConnectionStore, TokenState};
 pub use error::StoreError;
+pub use inbound::{Inbound, InboundCounts, InboundFilter, InboundOutcome, InboundStore, NewInbound, Stored};
 pub use model::*;
 pub use oauth::{NewTokens, OAuthState, OAuthStore, RefreshFailure, TakenState};
 pub use queue::{Job, JobLease, JobQueue, NewJob};
@@ -94,7 +96,16 @@ pub fn redact_url(url: &str) -> String {
 /// tenant id and filters on it: a row of another tenant is indistinguishable from a missing row.
 #[async_trait]
 pub trait Store:
-    JobQueue + SecretStore + EndpointStore + DeliveryStore + ConnectionStore + OAuthStore + Send + Sync + 'static
+    JobQueue
+    + SecretStore
+    + EndpointStore
+    + DeliveryStore
+    + ConnectionStore
+    + OAuthStore
+    + InboundStore
+    + Send
+    + Sync
+    + 'static
 {
     fn backend(&self) -> Backend;
 

@@ -87,6 +87,8 @@ pub trait OAuthStore: Send + Sync {
         until: Timestamp,
         now: Timestamp,
     ) -> Result<bool>;
+    /// Gives the lease back (only if `owner` holds it).
+    async fn release_refresh(&self, tenant_id: &str, id: &str, owner: &str) -> Result<()>;
     /// OAuth2 connections whose access token expires before `before` and may be refreshed
     /// now (not failed for good, not backing off, not leased), soonest first.
     async fn connections_expiring(&self, before: Timestamp, now: Timestamp, limit: u32) -> Result<Vec<(Id, Id)>>;

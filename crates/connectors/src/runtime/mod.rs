@@ -353,18 +353,14 @@ impl Connections {
         id: &str,
         given: &Map<String, Value>,
     ) -> Result<Connection, ConnectorError> {
-        let connection = self.store.get_connection(tenant_id.as_str(), id).await?.ok_or(ConnectorError::NotFound)?;
+        let (connection, stored) = self.connection_with_credentials(tenant_id, id).await?;
         let provider = self.provider(&connection.provider)?.clone();
         let auth = provider.auth(Some(&connection.auth_mode)).ok_or_else(|| {
             ConnectorError::Misconfigured(format!("auth mode {} is no longer offered", connection.auth_mode))
         })?;
         // Fields not given keep their stored values.
-        let mut complete: Map<String, Value> = self
-            .credentials(&connection)
-            .await?
-            .iter()
-            .map(|(name, value)| (name.clone(), Value::String(value.to_string())))
-            .collect();
+        let mut complete: Map<String, Value> =
+            stored.iter().map(|(name, value)| (name.clone(), Value::String(value.to_string()))).collect();
         complete.extend(given.clone());
         let merged = check_credentials(auth, &provider, &complete).map_err(ConnectorError::Invalid)?;
         let now = self.clock.now();

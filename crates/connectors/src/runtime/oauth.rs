@@ -123,7 +123,7 @@ impl Connections {
         connection_id: &str,
         options: ConnectOptions,
     ) -> Result<ConnectStarted, ConnectorError> {
-        let connection = self.get(tenant_id, connection_id).await?;
+        let (connection, credentials) = self.connection_with_credentials(tenant_id, connection_id).await?;
         let provider = self.provider(&connection.provider)?.clone();
         let spec = Self::oauth_spec(&provider, &connection)?;
         let mut problems = Vec::new();
@@ -141,7 +141,6 @@ impl Connections {
         if !problems.is_empty() {
             return Err(ConnectorError::Invalid(problems));
         }
-        let credentials = self.credentials(&connection).await?;
         let client_id = credentials.get("client_id").ok_or(ConnectorError::MissingCredentials)?;
         if !credentials.contains_key("client_secret") {
             return Err(ConnectorError::MissingCredentials);

@@ -148,11 +148,16 @@ impl Connections {
         self.refresh_holding_lease(current).await
     }
 
-    async fn refresh_holding_lease(&self, current: Connection) -> Result<Arc<Resolved>, ConnectorError> {
+    async fn refresh_holding_lease(&self, seen: Connection) -> Result<Arc<Resolved>, ConnectorError> {
+        // Another process may have finished a refresh between our read and our lease.
+        let (current, mut credentials) = self.connection_with_credentials(&seen.tenant_id, seen.id.as_str()).await?;
+        if current.credentials_secret_id != seen.credentials_secret_id {
+            self.store.release_refresh(current.tenant_id.as_str(), current.id.as_str(), &self.process_id).await?;
+            return self.reresolved(&current).await;
+        }
         let provider = self.provider(&current.provider)?.clone();
         let spec = Self::oauth_spec(&provider, &current)?;
         let urls = self.oauth_urls(&provider, &spec)?;
-        let mut credentials = self.credentials(&current).await?;
         let outcome = match credentials.get("refresh_token") {
             None => Err(("the connection has no refresh token; connect it again".to_string(), true)),
             Some(refresh_token) => {

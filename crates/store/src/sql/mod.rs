@@ -2,7 +2,7 @@
 //!
 //! `store_impl!` expands to the whole [`crate::Store`] implementation for one backend: the row
 //! decoders and shared helpers here, then the methods by concern in `domain.rs`, `queue.rs`,
-//! `secrets.rs`, `endpoints.rs`, `deliveries.rs`, `connections.rs` and `oauth.rs` (with `batches.rs`, the multi-row writes of
+//! `secrets.rs`, `endpoints.rs`, `deliveries.rs`, `connections.rs`, `oauth.rs` and `inbound.rs` (with `batches.rs`, the multi-row writes of
 //! recording deliveries). The statements use `$n` placeholders, which SQLite and PostgreSQL
 //! both accept; where the dialects differ (claiming jobs, signalling workers, batch writes)
 //! the backend type supplies the piece or the code matches on the backend:
@@ -23,6 +23,7 @@ pub(crate) mod connections;
 pub(crate) mod deliveries;
 pub(crate) mod domain;
 pub(crate) mod endpoints;
+pub(crate) mod inbound;
 pub(crate) mod oauth;
 pub(crate) mod queue;
 pub(crate) mod secrets;
@@ -326,6 +327,7 @@ macro_rules! store_impl {
         crate::sql::batches::batches_impl!($db, $backend);
         crate::sql::connections::connections_impl!($store, $db, $backend);
         crate::sql::oauth::oauth_impl!($store, $db);
+        crate::sql::inbound::inbound_impl!($store, $db, $backend, $claim_lock);
     };
 }
 

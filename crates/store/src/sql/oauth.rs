@@ -222,6 +222,23 @@ macro_rules! oauth_impl {
                 .await
             }
 
+            async fn release_refresh(&self, tenant_id: &str, id: &str, owner: &str) -> Result<()> {
+                let (tenant_id, id, owner) = (tenant_id.to_string(), id.to_string(), owner.to_string());
+                self.write(move |c| Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE connections SET refresh_lease_owner = NULL, refresh_lease_until = NULL
+                         WHERE tenant_id = $1 AND id = $2 AND refresh_lease_owner = $3",
+                    )
+                    .bind(&tenant_id)
+                    .bind(&id)
+                    .bind(&owner)
+                    .execute(&mut *c)
+                    .await?;
+                    Ok(())
+                }))
+                .await
+            }
+
             async fn connections_expiring(&self, before: Timestamp, now: Timestamp, limit: u32) -> Result<Vec<(Id, Id)>> {
                 self.worker_read(move |c| Box::pin(async move {
                     let rows = sqlx::query(

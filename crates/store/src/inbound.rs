@@ -1,0 +1,109 @@
+//! Incoming webhooks as stored: written (raw body, masked headers, verification result)
+//! before the sender gets its 2xx, de-duplicated per connection, then claimed with a lease
+//! and processed into hub events.
+
+use std::collections::BTreeMap;
+
+use switchboard_core::{Id, Timestamp};
+
+use crate::{Page, Result};
+
+/// A webhook as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInbound {
+    pub id: Id,
+    pub tenant_id: Id,
+    pub connection_id: Id,
+    pub received_at: Timestamp,
+    pub source_ip: Option<String>,
+    /// A JSON object of the headers, credential-like values masked.
+    pub headers: String,
+    pub body: Vec<u8>,
+    pub verified: bool,
+    /// The reason code when not verified.
+    pub rejection: Option<String>,
+    pub provider_event_id: Option<String>,
+    /// The provider's event id, or a hash of signature and body; a second webhook with the
+    /// same key on the same connection is a duplicate.
+    pub dedupe_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    pub id: Id,
+    pub tenant_id: Id,
+    pub connection_id: Id,
+    pub received_at: Timestamp,
+    pub source_ip: Option<String>,
+    pub headers: String,
+    pub body: Vec<u8>,
+    pub verified: bool,
+    pub rejection: Option<String>,
+    pub provider_event_id: Option<String>,
+    pub duplicates: u32,
+    /// `pending`, `processed`, `failed` or `rejected`.
+    pub status: String,
+    pub event_type: Option<String>,
+    pub event_id: Option<Id>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub processed_at: Option<Timestamp>,
+}
+
+/// What storing a webhook did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    New(Id),
+    /// The same webhook arrived before: counted on that record, not stored again.
+    Duplicate(Id),
+}
+
+/// How processing a webhook ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboundOutcome {
+    Processed {
+        event_type: String,
+        event_id: Id,
+    },
+    /// `retry`: leave it pending for another attempt; otherwise it is `failed`.
+    Failed {
+        error: String,
+        retry: bool,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InboundFilter {
+    pub connection_id: Option<String>,
+    pub status: Option<String>,
+}
+
+/// Counts over a tenant's stored webhooks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InboundCounts {
+    pub received: u64,
+    pub verified: u64,
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    pub duplicates: u64,
+    pub pending: u64,
+    pub processed: u64,
+    pub failed: u64,
+}
+
+#[async_trait::async_trait]
+pub trait InboundStore: Send + Sync {
+    /// Stores a webhook durably (a verified one as `pending`, another as `rejected`), or
+    /// counts it as a duplicate of the one stored with its dedupe key.
+    async fn store_inbound(&self, inbound: &NewInbound) -> Result<Stored>;
+    /// Leases up to `limit` pending webhooks (of any tenant) until `lease_until`.
+    async fn claim_inbound(&self, limit: u32, lease_until: Timestamp, now: Timestamp) -> Result<Vec<Inbound>>;
+    /// Records how processing ended and releases the lease.
+    async fn finish_inbound(&self, tenant_id: &str, id: &str, outcome: &InboundOutcome, now: Timestamp) -> Result<()>;
+    async fn get_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<Inbound>>;
+    /// Newest first.
+    async fn list_inbound(&self, tenant_id: &str, filter: &InboundFilter, page: &Page) -> Result<Vec<Inbound>>;
+    /// Puts a stored, verified webhook back in the queue; `None` when there is none (or it
+    /// was rejected).
+    async fn replay_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<Inbound>>;
+    async fn inbound_counts(&self, tenant_id: &str) -> Result<InboundCounts>;
+}

@@ -1,0 +1,221 @@
+//! Incoming webhooks: the `InboundStore` methods.
+
+macro_rules! inbound_impl {
+    ($store:ty, $db:ty, $backend:expr, $claim_lock:literal) => {
+        const INBOUND_COLUMNS: &str = "id, tenant_id, connection_id, received_at, source_ip, headers, body, verified,
+            rejection, provider_event_id, duplicates, status, event_type, event_id, attempts, last_error, processed_at";
+
+        /// Picked ids are materialised first (see `CLAIM_SQL`), then leased.
+        const CLAIM_INBOUND_SQL: &str = concat!(
+            "WITH picked AS MATERIALIZED (
+                 SELECT id FROM inbound_webhooks
+                 WHERE status = 'pending' AND (lease_until IS NULL OR lease_until <= $2)
+                 ORDER BY id LIMIT $3 ",
+            $claim_lock,
+            ")
+             UPDATE inbound_webhooks SET lease_until = $1, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM picked)
+             RETURNING id, tenant_id, connection_id, received_at, source_ip, headers, body, verified, rejection,
+                 provider_event_id, duplicates, status, event_type, event_id, attempts, last_error, processed_at"
+        );
+
+        fn inbound_from(row: &Row) -> Result<crate::Inbound> {
+            Ok(crate::Inbound {
+                id: id(row, "id")?,
+                tenant_id: id(row, "tenant_id")?,
+                connection_id: id(row, "connection_id")?,
+                received_at: time(row, "received_at")?,
+                source_ip: row.try_get("source_ip")?,
+                headers: row.try_get("headers")?,
+                body: row.try_get("body")?,
+                verified: row.try_get("verified")?,
+                rejection: row.try_get("rejection")?,
+                provider_event_id: row.try_get("provider_event_id")?,
+                duplicates: row.try_get::<i32, _>("duplicates")?.max(0) as u32,
+                status: row.try_get("status")?,
+                event_type: row.try_get("event_type")?,
+                event_id: row.try_get::<Option<String>, _>("event_id")?.map(Id::from_trusted),
+                attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
+                last_error: row.try_get("last_error")?,
+                processed_at: opt_time(row, "processed_at")?,
+            })
+        }
+
+        #[async_trait]
+        impl crate::InboundStore for $store {
+            async fn store_inbound(&self, inbound: &crate::NewInbound) -> Result<crate::Stored> {
+                let inbound = inbound.clone();
+                self.write(move |c| Box::pin(async move {
+                    // A duplicate only counts on the first record; `duplicates` tells the two apart.
+                    let row = sqlx::query(
+                        "INSERT INTO inbound_webhooks (id, tenant_id, connection_id, received_at, source_ip, headers, body,
+                             verified, rejection, provider_event_id, dedupe_key, status)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                         ON CONFLICT (tenant_id, connection_id, dedupe_key)
+                         DO UPDATE SET duplicates = inbound_webhooks.duplicates + 1
+                         RETURNING id, duplicates",
+                    )
+                    .bind(inbound.id.as_str())
+                    .bind(inbound.tenant_id.as_str())
+                    .bind(inbound.connection_id.as_str())
+                    .bind(to_micros(inbound.received_at))
+                    .bind(inbound.source_ip.as_deref())
+                    .bind(&inbound.headers)
+                    .bind(&inbound.body)
+                    .bind(inbound.verified)
+                    .bind(inbound.rejection.as_deref())
+                    .bind(inbound.provider_event_id.as_deref())
+                    .bind(&inbound.dedupe_key)
+                    .bind(if inbound.verified { "pending" } else { "rejected" })
+                    .fetch_one(&mut *c)
+                    .await?;
+                    let stored = id(&row, "id")?;
+                    if row.try_get::<i32, _>("duplicates")? > 0 {
+                        Ok(crate::Stored::Duplicate(stored))
+                    } else {
+                        Ok(crate::Stored::New(stored))
+                    }
+                }))
+                .await
+            }
+
+            async fn claim_inbound(&self, limit: u32, lease_until: Timestamp, now: Timestamp) -> Result<Vec<crate::Inbound>> {
+                self.worker_write(move |c| Box::pin(async move {
+                    let rows = sqlx::query(CLAIM_INBOUND_SQL)
+                        .bind(to_micros(lease_until))
+                        .bind(to_micros(now))
+                        .bind(i64::from(limit))
+                        .fetch_all(&mut *c)
+                        .await?;
+                    rows.iter().map(inbound_from).collect()
+                }))
+                .await
+            }
+
+            async fn finish_inbound(
+                &self,
+                tenant_id: &str,
+                id: &str,
+                outcome: &crate::InboundOutcome,
+                now: Timestamp,
+            ) -> Result<()> {
+                let (tenant_id, id, outcome) = (tenant_id.to_string(), id.to_string(), outcome.clone());
+                self.worker_write(move |c| Box::pin(async move {
+                    let (status, event_type, event_id, error) = match &outcome {
+                        crate::InboundOutcome::Processed { event_type, event_id } => {
+                            ("processed", Some(event_type.as_str()), Some(event_id.as_str()), None)
+                        }
+                        crate::InboundOutcome::Failed { error, retry: true } => ("pending", None, None, Some(error.as_str())),
+                        crate::InboundOutcome::Failed { error, retry: false } => ("failed", None, None, Some(error.as_str())),
+                    };
+                    sqlx::query(
+                        "UPDATE inbound_webhooks SET status = $3, event_type = COALESCE($4, event_type),
+                             event_id = COALESCE($5, event_id), last_error = $6, lease_until = NULL,
+                             processed_at = CASE WHEN $3 = 'pending' THEN processed_at ELSE $7 END
+                         WHERE tenant_id = $1 AND id = $2",
+                    )
+                    .bind(&tenant_id)
+                    .bind(&id)
+                    .bind(status)
+                    .bind(event_type)
+                    .bind(event_id)
+                    .bind(error)
+                    .bind(to_micros(now))
+                    .execute(&mut *c)
+                    .await?;
+                    Ok(())
+                }))
+                .await
+            }
+
+            async fn get_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<crate::Inbound>> {
+                let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+                self.read(move |c| Box::pin(async move {
+                    let row = sqlx::query(&format!("SELECT {INBOUND_COLUMNS} FROM inbound_webhooks WHERE tenant_id = $1 AND id = $2"))
+                        .bind(&tenant_id)
+                        .bind(&id)
+                        .fetch_optional(&mut *c)
+                        .await?;
+                    row.as_ref().map(inbound_from).transpose()
+                }))
+                .await
+            }
+
+            async fn list_inbound(
+                &self,
+                tenant_id: &str,
+                filter: &crate::InboundFilter,
+                page: &Page,
+            ) -> Result<Vec<crate::Inbound>> {
+                let (tenant_id, filter, page) = (tenant_id.to_string(), filter.clone(), page.clone());
+                self.read(move |c| Box::pin(async move {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {INBOUND_COLUMNS} FROM inbound_webhooks WHERE tenant_id = "));
+                    q.push_bind(tenant_id.as_str());
+                    if let Some(connection_id) = &filter.connection_id {
+                        q.push(" AND connection_id = ").push_bind(connection_id.as_str());
+                    }
+                    if let Some(status) = &filter.status {
+                        q.push(" AND status = ").push_bind(status.as_str());
+                    }
+                    push_page(&mut q, &page);
+                    let rows = q.build().fetch_all(&mut *c).await?;
+                    rows.iter().map(inbound_from).collect()
+                }))
+                .await
+            }
+
+            async fn replay_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<crate::Inbound>> {
+                let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+                self.write(move |c| Box::pin(async move {
+                    let row = sqlx::query(&format!(
+                        "UPDATE inbound_webhooks SET status = 'pending', lease_until = NULL, last_error = NULL
+                         WHERE tenant_id = $1 AND id = $2 AND verified RETURNING {INBOUND_COLUMNS}"
+                    ))
+                    .bind(&tenant_id)
+                    .bind(&id)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                    row.as_ref().map(inbound_from).transpose()
+                }))
+                .await
+            }
+
+            async fn inbound_counts(&self, tenant_id: &str) -> Result<crate::InboundCounts> {
+                let tenant_id = tenant_id.to_string();
+                self.read(move |c| Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT status, rejection, COUNT(*) AS n, COALESCE(SUM(duplicates), 0) AS dups
+                         FROM inbound_webhooks WHERE tenant_id = $1 GROUP BY status, rejection",
+                    )
+                    .bind(&tenant_id)
+                    .fetch_all(&mut *c)
+                    .await?;
+                    let mut counts = crate::InboundCounts::default();
+                    for row in &rows {
+                        let n = row.try_get::<i64, _>("n")?.max(0) as u64;
+                        counts.duplicates += row.try_get::<i64, _>("dups")?.max(0) as u64;
+                        counts.received += n;
+                        match row.try_get::<String, _>("status")?.as_str() {
+                            "rejected" => {
+                                let reason: Option<String> = row.try_get("rejection")?;
+                                *counts.rejected_by_reason.entry(reason.unwrap_or_else(|| "unknown".into())).or_default() += n;
+                            }
+                            status => {
+                                counts.verified += n;
+                                match status {
+                                    "pending" => counts.pending += n,
+                                    "processed" => counts.processed += n,
+                                    _ => counts.failed += n,
+                                }
+                            }
+                        }
+                    }
+                    Ok(counts)
+                }))
+                .await
+            }
+        }
+    };
+}
+
+pub(crate) use inbound_impl;

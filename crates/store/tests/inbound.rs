@@ -1,0 +1,141 @@
+//! The inbound-webhook store on both backends: stored once with duplicates counted, the raw
+//! body kept byte for byte, claimed once under a lease, processed, failed, replayed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Duration;
+use switchboard_core::{Id, IdKind, Timestamp, from_micros};
+use switchboard_store::testing::TestDb;
+use switchboard_store::*;
+
+switchboard_store::conformance_tests!(
+    webhooks_are_stored_once_with_duplicates_counted_and_kept_byte_for_byte,
+    pending_webhooks_are_claimed_once_then_processed_failed_or_replayed,
+);
+
+fn t0() -> Timestamp {
+    from_micros(1_760_000_000_000_000)
+}
+
+async fn tenant(store: &dyn Store) -> Id {
+    let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: "acme".into(), created_at: t0() };
+    store.create_tenant(&tenant, None).await.unwrap().id
+}
+
+fn webhook(tenant_id: &Id, connection: &str, dedupe: &str, verified: bool) -> NewInbound {
+    let id = Id::new(IdKind::Inbound);
+    NewInbound {
+        id: id.clone(),
+        tenant_id: tenant_id.clone(),
+        connection_id: Id::from_trusted(connection.to_string()),
+        received_at: t0(),
+        source_ip: Some("203.0.113.9".into()),
+        headers: r#"{"stripe-signature":"********"}"#.into(),
+        body: vec![b'{', 0xff, 0x00, b'}'],
+        verified,
+        rejection: (!verified).then(|| "signature_mismatch".to_string()),
+        provider_event_id: Some(dedupe.to_string()),
+        dedupe_key: if verified { dedupe.to_string() } else { id.to_string() },
+    }
+}
+
+async fn webhooks_are_stored_once_with_duplicates_counted_and_kept_byte_for_byte(backend: Backend) {
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (a, b) = (tenant(&*store).await, tenant(&*store).await);
+    let first = webhook(&a, "conn_1", "evt_1", true);
+    let Stored::New(id) = store.store_inbound(&first).await.unwrap() else { panic!("the first is new") };
+    for _ in 0..2 {
+        assert_eq!(
+            store.store_inbound(&webhook(&a, "conn_1", "evt_1", true)).await.unwrap(),
+            Stored::Duplicate(id.clone())
+        );
+    }
+    // The same provider event id on another connection or tenant is another webhook.
+    assert!(matches!(store.store_inbound(&webhook(&a, "conn_2", "evt_1", true)).await.unwrap(), Stored::New(_)));
+    assert!(matches!(store.store_inbound(&webhook(&b, "conn_1", "evt_1", true)).await.unwrap(), Stored::New(_)));
+    // Refused webhooks are kept, each on its own.
+    for _ in 0..2 {
+        assert!(matches!(store.store_inbound(&webhook(&a, "conn_1", "evt_x", false)).await.unwrap(), Stored::New(_)));
+    }
+
+    let stored = store.get_inbound(a.as_str(), id.as_str()).await.unwrap().unwrap();
+    assert_eq!(stored.body, vec![b'{', 0xff, 0x00, b'}']);
+    assert_eq!((stored.duplicates, stored.status.as_str(), stored.verified), (2, "pending", true));
+    assert_eq!(stored.source_ip.as_deref(), Some("203.0.113.9"));
+    assert!(store.get_inbound(b.as_str(), id.as_str()).await.unwrap().is_none(), "tenants are isolated");
+
+    let counts = store.inbound_counts(a.as_str()).await.unwrap();
+    assert_eq!((counts.received, counts.verified, counts.duplicates, counts.pending), (4, 2, 2, 2));
+    assert_eq!(counts.rejected_by_reason.get("signature_mismatch"), Some(&2));
+
+    let page = Page { limit: 10, before: None };
+    let filter = InboundFilter { connection_id: Some("conn_1".into()), status: Some("rejected".into()) };
+    assert_eq!(store.list_inbound(a.as_str(), &filter, &page).await.unwrap().len(), 2);
+    let all = store.list_inbound(a.as_str(), &InboundFilter::default(), &page).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+}
+
+async fn pending_webhooks_are_claimed_once_then_processed_failed_or_replayed(backend: Backend) {
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let a = tenant(&*store).await;
+    for n in 0..6 {
+        store.store_inbound(&webhook(&a, "conn_1", &format!("evt_{n}"), true)).await.unwrap();
+    }
+    store.store_inbound(&webhook(&a, "conn_1", "bad", false)).await.unwrap();
+    let store: Arc<dyn Store> = store;
+    let lease = t0() + Duration::seconds(30);
+    let claims: Vec<_> = (0..3)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_inbound(3, lease, t0()).await.unwrap() })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for claim in claims {
+        for inbound in claim.await.unwrap() {
+            assert!(seen.insert(inbound.id.clone()), "claimed twice: {}", inbound.id);
+            assert_eq!(inbound.attempts, 1);
+        }
+    }
+    assert_eq!(seen.len(), 6, "every verified webhook, and no rejected one");
+    assert!(store.claim_inbound(10, lease, t0()).await.unwrap().is_empty(), "all leased");
+
+    let ids: Vec<Id> = seen.into_iter().collect();
+    let event = Id::new(IdKind::Event);
+    let processed = InboundOutcome::Processed { event_type: "stripe.invoice.paid".into(), event_id: event.clone() };
+    store.finish_inbound(a.as_str(), ids[0].as_str(), &processed, t0()).await.unwrap();
+    let retry = InboundOutcome::Failed { error: "the events API refused it".into(), retry: true };
+    store.finish_inbound(a.as_str(), ids[1].as_str(), &retry, t0()).await.unwrap();
+    let give_up = InboundOutcome::Failed { error: "unparseable".into(), retry: false };
+    store.finish_inbound(a.as_str(), ids[2].as_str(), &give_up, t0()).await.unwrap();
+
+    let done = store.get_inbound(a.as_str(), ids[0].as_str()).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status.as_str(), done.event_id.as_ref(), done.processed_at),
+        ("processed", Some(&event), Some(t0()))
+    );
+    assert_eq!(done.event_type.as_deref(), Some("stripe.invoice.paid"));
+    // The retried one is claimable at once; the three still leased come back after the lease.
+    let again = store.claim_inbound(10, lease, t0()).await.unwrap();
+    assert_eq!(again.iter().map(|i| &i.id).collect::<Vec<_>>(), vec![&ids[1]]);
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(store.claim_inbound(10, t0() + Duration::seconds(90), lease).await.unwrap().len(), 4);
+    assert_eq!(store.get_inbound(a.as_str(), ids[2].as_str()).await.unwrap().unwrap().status, "failed");
+
+    // Replay puts a processed webhook back; a rejected one cannot be replayed.
+    let replayed = store.replay_inbound(a.as_str(), ids[0].as_str()).await.unwrap().unwrap();
+    assert_eq!(replayed.status, "pending");
+    let rejected = store
+        .list_inbound(
+            a.as_str(),
+            &InboundFilter { status: Some("rejected".into()), ..Default::default() },
+            &Page { limit: 5, before: None },
+        )
+        .await
+        .unwrap();
+    assert!(store.replay_inbound(a.as_str(), rejected[0].id.as_str()).await.unwrap().is_none());
+    let counts = store.inbound_counts(a.as_str()).await.unwrap();
+    assert_eq!((counts.pending, counts.failed, counts.processed), (5, 1, 0));
+}
