@@ -134,11 +134,34 @@ impl Provider {
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
+    /// Credentials every connection of a provider that sends webhooks may hold, whatever its
+    /// auth mode: the secret its webhooks are signed with, and the previous one during a
+    /// rotation.
+    pub fn webhook_credential_fields(&self) -> Vec<crate::manifest::CredentialField> {
+        if self.manifest.webhooks.is_none() {
+            return Vec::new();
+        }
+        let field = |name: &str, label: &str| crate::manifest::CredentialField {
+            name: name.to_string(),
+            label: label.to_string(),
+            required: false,
+        };
+        vec![
+            field(WEBHOOK_SECRET, "Webhook signing secret"),
+            field(PREVIOUS_WEBHOOK_SECRET, "Previous webhook signing secret (during a rotation)"),
+        ]
+    }
+
     /// The names of the config fields whose values are secret.
     pub fn secret_config_fields(&self) -> impl Iterator<Item = &str> {
         self.manifest.connection_config.iter().filter(|f| f.secret).map(|f| f.name.as_str())
     }
 }
+
+/// The credential holding a connection's webhook signing secret.
+pub const WEBHOOK_SECRET: &str = "webhook_secret";
+/// The secret being rotated out, still accepted.
+pub const PREVIOUS_WEBHOOK_SECRET: &str = "webhook_secret_previous";
 
 /// `/items/0/sku` → `.items[0].sku`.
 fn pointer_to_path(pointer: &str) -> String {

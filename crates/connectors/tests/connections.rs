@@ -442,4 +442,27 @@ switchboard_store::conformance_tests!(
     failures_are_retried_then_the_circuit_opens,
     a_tenant_configured_base_url_passes_the_ssrf_guard,
     a_providers_rate_limit_answer_blocks_the_connection,
+    webhook_signing_secrets_are_credentials_of_providers_that_send_webhooks,
 );
+
+async fn webhook_signing_secrets_are_credentials_of_providers_that_send_webhooks(backend: Backend) {
+    let Some(w) = world(backend).await else { return };
+    let stripe = w.install("stripe", None, json!({}), Some(json!({"token": creds::STRIPE_SECRET_KEY}))).await;
+    let secrets = object(json!({"webhook_secret": "whsec_new", "webhook_secret_previous": "whsec_old"}));
+    w.connections.configure(&w.tenant, &stripe, &secrets).await.unwrap();
+    let (connection, provider, held) = w.connections.webhook_target(&stripe).await.unwrap().unwrap();
+    assert_eq!((connection.tenant_id, provider.name()), (w.tenant.clone(), "stripe"));
+    assert_eq!(held.iter().map(|s| s.as_str()).collect::<Vec<_>>(), ["whsec_new", "whsec_old"], "current first");
+    // The API token is untouched by setting the webhook secrets.
+    assert_eq!(w.get(&stripe, "/balance").await.status, 200);
+
+    // A provider that sends no webhooks has no such credential, and no receiver target.
+    let config = json!({"base_url": format!("{}/rest", w.sandbox.url())});
+    let rest = w.install("rest", Some("bearer"), config, Some(json!({"token": creds::REST_TOKEN}))).await;
+    match w.connections.configure(&w.tenant, &rest, &object(json!({"webhook_secret": "x"}))).await {
+        Err(ConnectorError::Invalid(problems)) => assert_eq!(problems[0].field, "credentials.webhook_secret"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(w.connections.webhook_target(&rest).await.unwrap().is_none());
+    assert!(w.connections.webhook_target("conn_01jd0000000000000000000000").await.unwrap().is_none());
+}

@@ -107,6 +107,8 @@ async fn a_provider_shows_its_auth_form_and_actions(backend: Backend) {
     assert!(create_issue["input_schema"]["required"].as_array().unwrap().contains(&json!("title")));
     assert_eq!(github["pagination"]["link"], "link_header");
     assert_eq!(github["has_health_check"], true);
+    assert_eq!(github["webhook_scheme"], "github");
+    assert_eq!(github["webhook_credential_fields"][0]["name"], "webhook_secret");
     assert_eq!(github["source"], "connectors/github.yaml");
 
     let jira: Value = server.get(&server.admin_key, "/api/marketplace/integrations/jira").await.json().await.unwrap();

@@ -70,6 +70,9 @@ pub trait ConnectionStore: Send + Sync {
         credentials: Option<&StoredSecret>,
     ) -> Result<Connection>;
     async fn get_connection(&self, tenant_id: &str, id: &str) -> Result<Option<Connection>>;
+    /// A connection by id alone, for the webhook receiver, whose URL names only the
+    /// connection (ids are unique across tenants).
+    async fn find_connection(&self, id: &str) -> Result<Option<Connection>>;
     async fn list_connections(&self, tenant_id: &str, page: &Page) -> Result<Vec<Connection>>;
     /// Deletes the connection and its credentials; false when there was none.
     async fn delete_connection(&self, tenant_id: &str, id: &str) -> Result<bool>;

@@ -380,6 +380,26 @@ impl Connections {
         self.store.get_connection(tenant_id.as_str(), id).await?.ok_or(ConnectorError::NotFound)
     }
 
+    /// What the webhook receiver needs of a connection named in its URL: the connection, its
+    /// provider (which must send webhooks) and its signing secrets, current first. `None`
+    /// for an unknown connection or a provider without webhooks, alike.
+    pub async fn webhook_target(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Connection, Arc<Provider>, Vec<Zeroizing<String>>)>, ConnectorError> {
+        let Some(connection) = self.store.find_connection(id).await? else { return Ok(None) };
+        let Some(provider) = self.catalog.get(&connection.provider).cloned() else { return Ok(None) };
+        if provider.manifest.webhooks.is_none() {
+            return Ok(None);
+        }
+        let (connection, mut credentials) = self.connection_with_credentials(&connection.tenant_id, id).await?;
+        let secrets = [crate::provider::WEBHOOK_SECRET, crate::provider::PREVIOUS_WEBHOOK_SECRET]
+            .into_iter()
+            .filter_map(|name| credentials.remove(name))
+            .collect();
+        Ok(Some((connection, provider, secrets)))
+    }
+
     pub async fn list(&self, tenant_id: &Id, page: &Page) -> Result<Vec<Connection>, ConnectorError> {
         Ok(self.store.list_connections(tenant_id.as_str(), page).await?)
     }

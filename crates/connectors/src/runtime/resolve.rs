@@ -26,7 +26,8 @@ pub fn check_credentials(
     provider: &Provider,
     given: &Map<String, Value>,
 ) -> Result<Credentials, Vec<FieldProblem>> {
-    let fields = auth.credential_fields();
+    let mut fields = auth.credential_fields();
+    fields.extend(provider.webhook_credential_fields());
     let secret_config: Vec<&str> = provider.secret_config_fields().collect();
     let mut problems = Vec::new();
     let mut credentials = Credentials::new();

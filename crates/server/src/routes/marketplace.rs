@@ -74,6 +74,9 @@ pub struct IntegrationDetail {
     pub cache_ttl_seconds: Option<u32>,
     /// The signature scheme of the provider's webhooks, when it sends any.
     pub webhook_scheme: Option<String>,
+    /// Credentials any connection of a provider that sends webhooks may hold besides its
+    /// auth mode's: the signing secret (and the previous one during a rotation).
+    pub webhook_credential_fields: Vec<CredentialFieldOut>,
     pub has_health_check: bool,
     /// The manifest file the provider was loaded from (`connectors/…` for bundled ones).
     pub source: String,
@@ -207,6 +210,11 @@ fn detail(provider: &Provider, installs: u64) -> IntegrationDetail {
         api_version: manifest.api_version.as_ref().map(|v| v.default.clone()),
         cache_ttl_seconds: manifest.cache.as_ref().map(|c| c.ttl_seconds),
         webhook_scheme: manifest.webhooks.as_ref().map(|w| variant_name(&w.scheme)),
+        webhook_credential_fields: provider
+            .webhook_credential_fields()
+            .into_iter()
+            .map(|f| CredentialFieldOut { name: f.name, label: f.label, required: f.required })
+            .collect(),
         has_health_check: manifest.health_check.is_some(),
         source: provider.source.clone(),
     }

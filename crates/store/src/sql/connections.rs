@@ -99,6 +99,18 @@ macro_rules! connections_impl {
                 .await
             }
 
+            async fn find_connection(&self, id: &str) -> Result<Option<crate::Connection>> {
+                let id = id.to_string();
+                self.read(move |c| Box::pin(async move {
+                    let row = sqlx::query(&format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE id = $1"))
+                        .bind(&id)
+                        .fetch_optional(&mut *c)
+                        .await?;
+                    row.as_ref().map(connection_from).transpose()
+                }))
+                .await
+            }
+
             async fn list_connections(&self, tenant_id: &str, page: &Page) -> Result<Vec<crate::Connection>> {
                 let (tenant_id, page) = (tenant_id.to_string(), page.clone());
                 self.read(move |c| Box::pin(async move {
