@@ -155,6 +155,33 @@ impl Checker<'_> {
             }
         }
         if let Some(webhooks) = &m.webhooks {
+            use crate::manifest::SignatureScheme;
+            match (&webhooks.scheme, &webhooks.signature) {
+                (SignatureScheme::GenericHmac, None) => {
+                    return Err(self.fail("webhooks.signature", "is required for the generic_hmac scheme"));
+                }
+                (SignatureScheme::GenericHmac, Some(signature)) => {
+                    let headers = std::iter::once(("header", &signature.header))
+                        .chain(signature.timestamp_header.iter().map(|h| ("timestamp_header", h)));
+                    for (field, header) in headers {
+                        if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                            return Err(self.fail(
+                                format!("webhooks.signature.{field}"),
+                                format!("{header:?} is not a header name"),
+                            ));
+                        }
+                    }
+                    if signature.signed.contains("{timestamp}") && signature.timestamp_header.is_none() {
+                        return Err(
+                            self.fail("webhooks.signature.signed", "uses {timestamp} without a timestamp_header")
+                        );
+                    }
+                }
+                (_, Some(_)) => {
+                    return Err(self.fail("webhooks.signature", "only the generic_hmac scheme takes a signature"));
+                }
+                (_, None) => {}
+            }
             for (field, location) in
                 [("event_type", Some(&webhooks.event_type)), ("event_id", webhooks.event_id.as_ref())]
             {

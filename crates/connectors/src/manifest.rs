@@ -472,11 +472,67 @@ pub struct ErrorShape {
 #[serde(deny_unknown_fields)]
 pub struct Webhooks {
     pub scheme: SignatureScheme,
+    /// For `generic_hmac`: how the provider signs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<GenericSignature>,
     /// Where the event type lives: a JSON pointer into the body, or `header:<Name>`.
     pub event_type: String,
     /// Where the provider's event id lives: a JSON pointer into the body, or `header:<Name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+}
+
+/// A provider's own HMAC signature.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenericSignature {
+    /// The header carrying the signature.
+    pub header: String,
+    #[serde(default)]
+    pub algorithm: HmacAlgorithm,
+    #[serde(default)]
+    pub encoding: SignatureEncoding,
+    /// Text before the signature in the header, e.g. `sha256=`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// What is signed: a template over `{body}`, `{timestamp}`, `{method}`, `{url}` and
+    /// `{header:Name}`.
+    #[serde(default = "body_template")]
+    pub signed: String,
+    /// The header carrying the signing time, checked against the tolerance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_header: Option<String>,
+    #[serde(default)]
+    pub timestamp_unit: TimestampUnit,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HmacAlgorithm {
+    Sha1,
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureEncoding {
+    #[default]
+    Hex,
+    Base64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampUnit {
+    #[default]
+    Seconds,
+    Milliseconds,
+}
+
+fn body_template() -> String {
+    "{body}".to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -131,6 +131,34 @@ fn broken_manifests_are_refused_with_the_path_and_the_reason() {
         ),
         (MINIMAL.to_string() + "errors: {pointer: ok, equals: false}\n", "errors.pointer", "not a JSON pointer"),
         ("name: [unclosed\n".to_string(), "line 2 column 1", "is not valid YAML"),
+        (
+            MINIMAL.to_string() + "webhooks: {scheme: generic_hmac, event_type: /type}\n",
+            "webhooks.signature",
+            "is required for the generic_hmac scheme",
+        ),
+        (
+            MINIMAL.to_string() + "webhooks: {scheme: stripe, event_type: /type, signature: {header: x-sig}}\n",
+            "webhooks.signature",
+            "only the generic_hmac scheme",
+        ),
+        (
+            MINIMAL.to_string()
+                + "webhooks: {scheme: generic_hmac, event_type: /type, signature: {header: x-sig, signed: '{timestamp}.{body}'}}\n",
+            "webhooks.signature.signed",
+            "without a timestamp_header",
+        ),
+        (
+            MINIMAL.to_string()
+                + "webhooks: {scheme: generic_hmac, event_type: /type, signature: {header: 'bad header', algorithm: md5}}\n",
+            "webhooks.signature.algorithm",
+            "unknown variant `md5`",
+        ),
+        (
+            MINIMAL.to_string()
+                + "webhooks: {scheme: generic_hmac, event_type: /type, signature: {header: 'bad header'}}\n",
+            "webhooks.signature.header",
+            "is not a header name",
+        ),
     ];
     for (yaml, path, reason) in cases {
         let (got_path, got_reason) = refusal(&yaml);

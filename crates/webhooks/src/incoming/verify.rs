@@ -48,11 +48,13 @@ pub struct GenericHmac {
     pub encoding: Encoding,
     /// Text before the signature in the header (`sha256=`).
     pub prefix: String,
-    /// What is signed: `{body}`, or a template over `{body}`, `{timestamp}` and
-    /// `{header:Name}` (e.g. `v0:{timestamp}:{body}`).
+    /// What is signed: `{body}`, or a template over `{body}`, `{timestamp}`, `{method}`,
+    /// `{url}` and `{header:Name}` (e.g. `v0:{timestamp}:{body}`).
     pub signed: String,
     /// The header carrying the timestamp, checked against the tolerance.
     pub timestamp_header: Option<String>,
+    /// The timestamp counts milliseconds (HubSpot) rather than seconds.
+    pub timestamp_in_millis: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,9 +70,10 @@ pub enum Encoding {
     Base64,
 }
 
-/// What arrived: the URL as the sender addressed it (Twilio signs it), the headers, and the
-/// raw body.
+/// What arrived: the method and the URL as the sender addressed it (Twilio and HubSpot sign
+/// it), the headers, and the raw body.
 pub struct Incoming<'a> {
+    pub method: &'a str,
     pub url: &'a str,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
@@ -200,7 +203,8 @@ pub fn verify(
             let timestamp = match &spec.timestamp_header {
                 Some(name) => {
                     let text = header(name).ok_or(Rejection::MissingTimestamp)?;
-                    fresh(text.parse::<i64>().map_err(|_| Rejection::MissingTimestamp)?)?;
+                    let value = text.parse::<i64>().map_err(|_| Rejection::MissingTimestamp)?;
+                    fresh(if spec.timestamp_in_millis { value.div_euclid(1000) } else { value })?;
                     Some(text)
                 }
                 None => None,
@@ -254,6 +258,8 @@ fn signed_content(template: &str, incoming: &Incoming<'_>, timestamp: Option<&st
         match name {
             "body" => out.extend_from_slice(incoming.body),
             "timestamp" => out.extend_from_slice(timestamp.unwrap_or("").as_bytes()),
+            "method" => out.extend_from_slice(incoming.method.as_bytes()),
+            "url" => out.extend_from_slice(incoming.url.as_bytes()),
             other => match other.strip_prefix("header:") {
                 Some(header) => {
                     out.extend_from_slice(incoming.headers.get(header).map(|v| v.as_bytes()).unwrap_or_default())

@@ -21,7 +21,7 @@ fn check(
     body: &[u8],
     now: i64,
 ) -> Result<(), Rejection> {
-    verify(scheme, secrets, &Incoming { url, headers, body }, now, DEFAULT_TOLERANCE_SECS)
+    verify(scheme, secrets, &Incoming { method: "POST", url, headers, body }, now, DEFAULT_TOLERANCE_SECS)
 }
 
 fn hmac_hex(key: &[u8], content: &[u8]) -> String {
@@ -178,6 +178,7 @@ fn a_generic_scheme_signs_what_its_template_says() {
         prefix: "sig=".into(),
         signed: "{timestamp}|{header:x-acme-event}|{body}".into(),
         timestamp_header: Some("x-acme-time".into()),
+        timestamp_in_millis: false,
     };
     let mut mac = Hmac::<Sha512>::new_from_slice(b"s3cret").unwrap();
     mac.update(b"1700000000|order.paid|{\"n\":1}");
@@ -211,4 +212,33 @@ fn a_generic_scheme_signs_what_its_template_says() {
     mac.update(b"payload");
     let signed = headers(&[("x-acme-signature", &hex::encode(mac.finalize().into_bytes()))]);
     assert_eq!(check(&Scheme::GenericHmac(sha1), &["k"], URL, &signed, b"payload", 0), Ok(()));
+}
+
+#[test]
+fn hubspots_v3_signature_as_a_generic_scheme() {
+    // HubSpot's documented v3 scheme: base64 HMAC-SHA256 of method + URI + body + the
+    // millisecond timestamp, keyed with the app's client secret; at most five minutes old.
+    let spec = GenericHmac {
+        header: "x-hubspot-signature-v3".into(),
+        algorithm: Algorithm::Sha256,
+        encoding: Encoding::Base64,
+        prefix: String::new(),
+        signed: "{method}{url}{body}{timestamp}".into(),
+        timestamp_header: Some("x-hubspot-request-timestamp".into()),
+        timestamp_in_millis: true,
+    };
+    let body = br#"[{"eventId":1,"subscriptionType":"contact.creation"}]"#;
+    let millis = "1700000000123";
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"client-secret").unwrap();
+    mac.update(format!("POST{URL}{}{millis}", std::str::from_utf8(body).unwrap()).as_bytes());
+    let signature = STANDARD.encode(mac.finalize().into_bytes());
+    let signed = headers(&[("x-hubspot-signature-v3", &signature), ("x-hubspot-request-timestamp", millis)]);
+    let scheme = Scheme::GenericHmac(spec);
+    assert_eq!(check(&scheme, &["client-secret"], URL, &signed, body, 1_700_000_000), Ok(()));
+    assert_eq!(check(&scheme, &["client-secret"], URL, &signed, body, 1_700_000_301), Err(Rejection::StaleTimestamp));
+    let elsewhere = "https://hub.example.com/webhooks/conn_2";
+    assert_eq!(
+        check(&scheme, &["client-secret"], elsewhere, &signed, body, 1_700_000_000),
+        Err(Rejection::SignatureMismatch)
+    );
 }
