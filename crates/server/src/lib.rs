@@ -31,7 +31,7 @@ use utoipa_axum::routes;
 pub use problem::{ApiError, ApiResult, Problem};
 pub use state::{AppState, DEFAULT_MAX_BODY_BYTES, ServerConfig};
 
-use routes::{api_keys, endpoints, event_types, events, health, integrations, marketplace, messages, tenants};
+use routes::{api_keys, endpoints, event_types, events, health, inbound, integrations, marketplace, messages, tenants};
 
 /// The OpenAPI document describing every route of [`router`].
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
@@ -81,6 +81,7 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(integrations::proxy))
         .routes(routes!(integrations::oauth_start))
         .routes(routes!(integrations::oauth_callback))
+        .routes(routes!(inbound::receive))
         .split_for_parts();
     (router, openapi::finish(doc))
 }
@@ -147,7 +148,9 @@ pub async fn serve(
             }
         });
     }
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    // The peer address: the webhook receiver records it and rate-limits by it.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 /// The connections' background work: the token refresher, and the events connections raise

@@ -26,6 +26,7 @@ use crate::problem::{FieldError, Problem};
         (name = "deliveries", description = "Messages (an event for an endpoint), attempts, resends and statistics"),
         (name = "marketplace", description = "The catalog of providers; installing, configuring and uninstalling connections"),
         (name = "integrations", description = "Using a connection: health check, actions, the proxy to the provider's API, health"),
+        (name = "incoming webhooks", description = "The universal receiver of providers' webhooks, verified per the connection's manifest"),
         (name = "api keys", description = "API keys of the caller's tenant"),
         (name = "tenants", description = "Tenants, for the operator"),
         (name = "operations", description = "Health, readiness, metrics and this document"),

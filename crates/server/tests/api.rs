@@ -504,6 +504,7 @@ async fn the_openapi_document_describes_every_route(backend: Backend) {
         "/api/integrations/{connection_id}/health",
         "/api/integrations/{connection_id}/oauth/start",
         "/oauth/callback",
+        "/webhooks/{connection_id}",
     ] {
         assert!(paths.contains_key(expected), "{expected} is not documented");
     }

@@ -6,6 +6,7 @@ pub mod endpoints;
 pub mod event_types;
 pub mod events;
 pub mod health;
+pub mod inbound;
 pub mod integrations;
 pub mod marketplace;
 pub mod messages;

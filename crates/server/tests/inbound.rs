@@ -1,0 +1,151 @@
+//! The universal webhook receiver over HTTP on both backends: verified per the connection's
+//! manifest, stored before the 2xx with masked headers, duplicates acknowledged once,
+//! refusals recorded with their reason, handshakes answered.
+
+mod common;
+
+use common::TestServer;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use switchboard_core::Clock;
+use switchboard_sandbox::credentials as creds;
+use switchboard_store::{Backend, InboundFilter, Page};
+
+switchboard_store::conformance_tests!(
+    stripe_webhooks_are_verified_stored_and_deduplicated,
+    slacks_url_verification_is_answered_only_when_signed,
+    without_a_secret_webhooks_are_refused_and_unknown_addresses_are_404,
+);
+
+const STRIPE_SECRET: &str = "whsec_endpoint_secret_for_tests";
+const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+
+fn hex_hmac(key: &str, content: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(content);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+impl TestServer {
+    async fn connection_with_secret(&self, body: Value) -> String {
+        let response = self.post(&self.admin_key, "/api/marketplace/install", &body).await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+    }
+
+    async fn deliver(&self, id: &str, headers: &[(&str, String)], body: &str) -> reqwest::Response {
+        let mut request = self.client.post(self.url(&format!("/webhooks/{id}"))).body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+async fn stripe_webhooks_are_verified_stored_and_deduplicated(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = server
+        .connection_with_secret(json!({
+            "template_name": "stripe",
+            "credentials": {"token": creds::STRIPE_SECRET_KEY, "webhook_secret": STRIPE_SECRET},
+        }))
+        .await;
+    let body = r#"{"id":"evt_1NG8Du2eZvKYlo2CUI79vXWy","object":"event","type":"invoice.paid","data":{"object":{"id":"in_1"}}}"#;
+    let t = server.clock.now().timestamp();
+    let signature = hex_hmac(STRIPE_SECRET, format!("{t}.{body}").as_bytes());
+    let signed = [("stripe-signature", format!("t={t},v1={signature}")), ("content-type", "application/json".into())];
+
+    let first = server.deliver(&id, &signed, body).await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    assert!(first["id"].as_str().unwrap().starts_with("inb_"), "{first}");
+    let again: Value = server.deliver(&id, &signed, body).await.json().await.unwrap();
+    assert_eq!(
+        (again["id"].clone(), again["duplicate"].clone()),
+        (first["id"].clone(), json!(true)),
+        "acknowledged once"
+    );
+
+    let tampered = server.deliver(&id, &signed, &body.replace("invoice.paid", "invoice.voided")).await;
+    assert_eq!(tampered.status(), 401);
+    let text = tampered.text().await.unwrap();
+    assert!(!text.contains("mismatch") && !text.contains(STRIPE_SECRET), "terse: {text}");
+    server.clock.advance(chrono::Duration::minutes(6));
+    assert_eq!(server.deliver(&id, &signed, body).await.status(), 401, "a stale timestamp");
+
+    let connection = server.store.find_connection(&id).await.unwrap().unwrap();
+    let tenant = connection.tenant_id.as_str();
+    let counts = server.store.inbound_counts(tenant).await.unwrap();
+    assert_eq!((counts.received, counts.verified, counts.duplicates, counts.pending), (3, 1, 1, 1));
+    assert_eq!(counts.rejected_by_reason.get("signature_mismatch"), Some(&1));
+    assert_eq!(counts.rejected_by_reason.get("stale_timestamp"), Some(&1));
+    let stored = server.store.get_inbound(tenant, first["id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.body, body.as_bytes(), "the raw body, byte for byte");
+    assert_eq!(stored.provider_event_id.as_deref(), Some("evt_1NG8Du2eZvKYlo2CUI79vXWy"));
+    let headers: Value = serde_json::from_str(&stored.headers).unwrap();
+    assert_eq!(headers["stripe-signature"], "********", "{headers}");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(stored.source_ip.as_deref(), Some("127.0.0.1"));
+}
+
+async fn slacks_url_verification_is_answered_only_when_signed(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = server
+        .connection_with_secret(json!({
+            "template_name": "slack",
+            "auth_mode": "bearer",
+            "credentials": {"token": creds::SLACK_BOT_TOKEN, "webhook_secret": SLACK_SECRET},
+        }))
+        .await;
+    let body = r#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let t = server.clock.now().timestamp();
+    let signature = format!("v0={}", hex_hmac(SLACK_SECRET, format!("v0:{t}:{body}").as_bytes()));
+    let headers = [("x-slack-request-timestamp", t.to_string()), ("x-slack-signature", signature)];
+    let answer = server.deliver(&id, &headers, body).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.json::<Value>().await.unwrap(),
+        json!({"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"})
+    );
+    let forged = [("x-slack-request-timestamp", t.to_string()), ("x-slack-signature", "v0=00".to_string())];
+    assert_eq!(server.deliver(&id, &forged, body).await.status(), 401);
+
+    // An event callback is stored, keyed by its event_id.
+    let event = r#"{"type":"event_callback","event_id":"Ev08MFMKH6","event":{"type":"app_mention","text":"hi"}}"#;
+    let signature = format!("v0={}", hex_hmac(SLACK_SECRET, format!("v0:{t}:{event}").as_bytes()));
+    let headers = [("x-slack-request-timestamp", t.to_string()), ("x-slack-signature", signature)];
+    assert_eq!(server.deliver(&id, &headers, event).await.status(), 200);
+    let tenant = server.store.find_connection(&id).await.unwrap().unwrap().tenant_id;
+    let filter = InboundFilter { connection_id: Some(id.clone()), status: Some("pending".into()) };
+    let pending = server.store.list_inbound(tenant.as_str(), &filter, &Page { limit: 10, before: None }).await.unwrap();
+    assert_eq!(pending.len(), 1, "the handshake is answered, not stored");
+    assert_eq!(pending[0].provider_event_id.as_deref(), Some("Ev08MFMKH6"));
+}
+
+async fn without_a_secret_webhooks_are_refused_and_unknown_addresses_are_404(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let github = server
+        .connection_with_secret(
+            json!({"template_name": "github", "auth_mode": "bearer", "credentials": {"token": creds::GITHUB_TOKEN}}),
+        )
+        .await;
+    let headers =
+        [("x-hub-signature-256", format!("sha256={}", hex_hmac("guess", b"{}"))), ("x-github-event", "push".into())];
+    assert_eq!(server.deliver(&github, &headers, "{}").await.status(), 401);
+    let tenant = server.store.find_connection(&github).await.unwrap().unwrap().tenant_id;
+    let counts = server.store.inbound_counts(tenant.as_str()).await.unwrap();
+    assert_eq!(counts.rejected_by_reason.get("no_secret"), Some(&1));
+
+    // Unknown, malformed, and providers that send no webhooks all look the same.
+    let rest = server
+        .connection_with_secret(json!({"template_name": "rest", "auth_mode": "none", "config_overrides": {"base_url": "https://api.example.com"}}))
+        .await;
+    for address in [rest.as_str(), "conn_01jd0000000000000000000000", "not-an-id"] {
+        let response = server.deliver(address, &headers, "{}").await;
+        assert_eq!(response.status(), 404, "{address}");
+        assert_eq!(response.json::<Value>().await.unwrap(), json!({"error": "not found"}));
+    }
+    let oversize = "x".repeat(1_100_000);
+    assert_eq!(server.deliver(&github, &headers, &oversize).await.status(), 413);
+}
