@@ -153,13 +153,15 @@ pub async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
-/// The connections' background work: the token refresher, and the events connections raise
-/// (a connection whose auth failed) published as operational events. Runs until `stop`.
+/// The connections' background work: the token refresher, the processing of stored incoming
+/// webhooks into hub events, and the events connections raise (a connection whose auth
+/// failed) published as operational events. Runs until `stop`.
 pub fn start_connection_work(
     state: &AppState,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let refresher = state.connections.start_refresher(stop.clone());
+    let inbound = routes::inbound::start_processing(state.clone(), stop.clone());
     let mut events = state.connections.subscribe();
     let webhooks = state.webhooks.clone();
     tokio::spawn(async move {
@@ -194,5 +196,6 @@ pub fn start_connection_work(
             }
         }
         let _ = refresher.await;
+        let _ = inbound.await;
     })
 }

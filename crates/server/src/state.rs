@@ -50,6 +50,8 @@ pub struct Inner {
     pub limiter: Option<KeyRateLimiter>,
     pub webhooks: Webhooks,
     pub connections: Connections,
+    /// Woken when a webhook is stored, so processing starts at once.
+    pub inbound_ready: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
             metrics: Metrics::new(&webhooks.metrics),
             webhooks,
             connections,
+            inbound_ready: tokio::sync::Notify::new(),
             schemas: SchemaCache::default(),
             lookups: Lookups::default(),
             limiter,

@@ -77,7 +77,7 @@ async fn stripe_webhooks_are_verified_stored_and_deduplicated(backend: Backend) 
     let connection = server.store.find_connection(&id).await.unwrap().unwrap();
     let tenant = connection.tenant_id.as_str();
     let counts = server.store.inbound_counts(tenant).await.unwrap();
-    assert_eq!((counts.received, counts.verified, counts.duplicates, counts.pending), (3, 1, 1, 1));
+    assert_eq!((counts.received, counts.verified, counts.duplicates), (3, 1, 1));
     assert_eq!(counts.rejected_by_reason.get("signature_mismatch"), Some(&1));
     assert_eq!(counts.rejected_by_reason.get("stale_timestamp"), Some(&1));
     let stored = server.store.get_inbound(tenant, first["id"].as_str().unwrap()).await.unwrap().unwrap();
@@ -87,6 +87,32 @@ async fn stripe_webhooks_are_verified_stored_and_deduplicated(backend: Backend) 
     assert_eq!(headers["stripe-signature"], "********", "{headers}");
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(stored.source_ip.as_deref(), Some("127.0.0.1"));
+
+    // From the queue it becomes a hub event with the connection attached, once.
+    let events = wait_for_events(&server, "stripe.invoice.paid", 1).await;
+    let event = &events[0];
+    assert_eq!(event["payload"]["connection_id"], id.as_str());
+    assert_eq!(event["payload"]["provider"], "stripe");
+    assert_eq!(event["payload"]["provider_event_id"], "evt_1NG8Du2eZvKYlo2CUI79vXWy");
+    assert_eq!(event["payload"]["data"]["data"]["object"]["id"], "in_1");
+    let processed = server.store.get_inbound(tenant, first["id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(processed.status, "processed");
+    assert_eq!(processed.event_id.as_ref().map(|e| e.as_str()), event["id"].as_str());
+    assert_eq!(processed.event_type.as_deref(), Some("stripe.invoice.paid"));
+}
+
+/// The events of a type, once `n` of them exist (processing runs in the background).
+async fn wait_for_events(server: &TestServer, event_type: &str, n: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let page: Value =
+            server.get(&server.admin_key, &format!("/api/events?event_type={event_type}")).await.json().await.unwrap();
+        let events = page["data"].as_array().cloned().unwrap_or_default();
+        if events.len() >= n {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("fewer than {n} {event_type} events appeared");
 }
 
 async fn slacks_url_verification_is_answered_only_when_signed(backend: Backend) {
@@ -117,10 +143,13 @@ async fn slacks_url_verification_is_answered_only_when_signed(backend: Backend) 
     let headers = [("x-slack-request-timestamp", t.to_string()), ("x-slack-signature", signature)];
     assert_eq!(server.deliver(&id, &headers, event).await.status(), 200);
     let tenant = server.store.find_connection(&id).await.unwrap().unwrap().tenant_id;
-    let filter = InboundFilter { connection_id: Some(id.clone()), status: Some("pending".into()) };
-    let pending = server.store.list_inbound(tenant.as_str(), &filter, &Page { limit: 10, before: None }).await.unwrap();
-    assert_eq!(pending.len(), 1, "the handshake is answered, not stored");
-    assert_eq!(pending[0].provider_event_id.as_deref(), Some("Ev08MFMKH6"));
+    let filter = InboundFilter { connection_id: Some(id.clone()), status: None };
+    let stored = server.store.list_inbound(tenant.as_str(), &filter, &Page { limit: 10, before: None }).await.unwrap();
+    let verified: Vec<_> = stored.iter().filter(|i| i.verified).collect();
+    assert_eq!(verified.len(), 1, "the handshake is answered, not stored");
+    assert_eq!(verified[0].provider_event_id.as_deref(), Some("Ev08MFMKH6"));
+    let events = wait_for_events(&server, "slack.app_mention", 1).await;
+    assert_eq!(events[0]["payload"]["data"]["event"]["text"], "hi");
 }
 
 async fn without_a_secret_webhooks_are_refused_and_unknown_addresses_are_404(backend: Backend) {
@@ -136,6 +165,20 @@ async fn without_a_secret_webhooks_are_refused_and_unknown_addresses_are_404(bac
     let tenant = server.store.find_connection(&github).await.unwrap().unwrap().tenant_id;
     let counts = server.store.inbound_counts(tenant.as_str()).await.unwrap();
     assert_eq!(counts.rejected_by_reason.get("no_secret"), Some(&1));
+
+    // With its secret set, GitHub's event type comes from its header: `github.push`.
+    let configure = json!({"integration_id": github, "credentials": {"webhook_secret": "gh-secret"}});
+    assert_eq!(server.post(&server.admin_key, "/api/marketplace/configure", &configure).await.status(), 200);
+    let payload = r#"{"ref":"refs/heads/main"}"#;
+    let signed = [
+        ("x-hub-signature-256", format!("sha256={}", hex_hmac("gh-secret", payload.as_bytes()))),
+        ("x-github-event", "push".to_string()),
+        ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_string()),
+    ];
+    assert_eq!(server.deliver(&github, &signed, payload).await.status(), 200);
+    let events = wait_for_events(&server, "github.push", 1).await;
+    assert_eq!(events[0]["payload"]["provider_event_id"], "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+    assert_eq!(events[0]["payload"]["data"]["ref"], "refs/heads/main");
 
     // Unknown, malformed, and providers that send no webhooks all look the same.
     let rest = server
