@@ -82,6 +82,10 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(integrations::oauth_start))
         .routes(routes!(integrations::oauth_callback))
         .routes(routes!(inbound::receive))
+        .routes(routes!(inbound::stats))
+        .routes(routes!(inbound::list))
+        .routes(routes!(inbound::get_one))
+        .routes(routes!(inbound::replay))
         .split_for_parts();
     (router, openapi::finish(doc))
 }

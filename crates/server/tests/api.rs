@@ -505,6 +505,10 @@ async fn the_openapi_document_describes_every_route(backend: Backend) {
         "/api/integrations/{connection_id}/oauth/start",
         "/oauth/callback",
         "/webhooks/{connection_id}",
+        "/webhooks/stats",
+        "/api/integrations/{connection_id}/inbound",
+        "/api/integrations/{connection_id}/inbound/{inbound_id}",
+        "/api/integrations/{connection_id}/inbound/{inbound_id}/replay",
     ] {
         assert!(paths.contains_key(expected), "{expected} is not documented");
     }
@@ -527,6 +531,7 @@ async fn the_openapi_document_describes_every_route(backend: Backend) {
             .replace("{connection_id}", "conn_01jd0000000000000000000000")
             .replace("{action}", "list")
             .replace("{path}", "a/b")
+            .replace("{inbound_id}", "inb_01jd0000000000000000000000")
     };
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {

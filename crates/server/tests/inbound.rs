@@ -99,6 +99,43 @@ async fn stripe_webhooks_are_verified_stored_and_deduplicated(backend: Backend) 
     assert_eq!(processed.status, "processed");
     assert_eq!(processed.event_id.as_ref().map(|e| e.as_str()), event["id"].as_str());
     assert_eq!(processed.event_type.as_deref(), Some("stripe.invoice.paid"));
+
+    // Inspection: statistics, the connection's log, one record with its body, replay.
+    let key = server.admin_key.clone();
+    let stats: Value = server.get(&key, "/webhooks/stats").await.json().await.unwrap();
+    assert_eq!(
+        (stats["received"].as_u64(), stats["processed"].as_u64(), stats["duplicates"].as_u64()),
+        (Some(3), Some(1), Some(1))
+    );
+    assert_eq!(stats["rejected"]["signature_mismatch"], 1, "{stats}");
+    let log: Value =
+        server.get(&key, &format!("/api/integrations/{id}/inbound?status=rejected")).await.json().await.unwrap();
+    let reasons: Vec<&str> = log["data"].as_array().unwrap().iter().map(|i| i["rejection"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["stale_timestamp", "signature_mismatch"], "newest first");
+    let inbound_path = format!("/api/integrations/{id}/inbound/{}", first["id"].as_str().unwrap());
+    let one: Value = server.get(&key, &inbound_path).await.json().await.unwrap();
+    assert_eq!(one["body"], body);
+    assert_eq!(one["headers"]["stripe-signature"], "********");
+    let replayed = server.post(&key, &format!("{inbound_path}/replay"), &json!({})).await;
+    assert_eq!(replayed.status(), 202);
+    let mut again = Value::Null;
+    for _ in 0..100 {
+        again = server.get(&key, &inbound_path).await.json().await.unwrap();
+        if again["status"] == "processed" && again["attempts"] == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!((again["status"].as_str(), again["attempts"].as_u64()), (Some("processed"), Some(2)), "{again}");
+    assert_eq!(again["event_id"], one["event_id"]);
+    assert_eq!(wait_for_events(&server, "stripe.invoice.paid", 1).await.len(), 1, "replaying finds the same event");
+    let rejected_id = log["data"][0]["id"].as_str().unwrap();
+    let refused = server.post(&key, &format!("/api/integrations/{id}/inbound/{rejected_id}/replay"), &json!({})).await;
+    common::expect_problem(refused, 409).await;
+    common::expect_problem(server.get(&key, &format!("/api/integrations/{id}/inbound?status=odd")).await, 400).await;
+    let (_, intruder) = server.new_tenant("intruder").await;
+    common::expect_problem(server.get(&intruder, &inbound_path).await, 404).await;
+    common::expect_problem(server.get(&intruder, &format!("/api/integrations/{id}/inbound")).await, 404).await;
 }
 
 /// The events of a type, once `n` of them exist (processing runs in the background).
