@@ -83,6 +83,12 @@ pub struct ServeArgs {
     /// Networks webhook URLs may reach even though they are private, e.g. 10.1.0.0/16,fd00::/8
     #[arg(long, env = "SWITCHBOARD_ALLOW_TARGET_NETWORKS", value_name = "CIDRS")]
     pub allow_target_networks: Option<String>,
+    /// Incoming webhooks per second accepted per connection; 0 for no limit [default: 500]
+    #[arg(long, env = "SWITCHBOARD_INBOUND_RATE_PER_CONNECTION", value_name = "N")]
+    pub inbound_rate_per_connection: Option<u32>,
+    /// Incoming webhooks per second accepted per source address; 0 for no limit [default: 500]
+    #[arg(long, env = "SWITCHBOARD_INBOUND_RATE_PER_SOURCE", value_name = "N")]
+    pub inbound_rate_per_source: Option<u32>,
     /// A folder of extra connector manifests (YAML); repeatable. A manifest replaces a
     /// bundled one of the same name
     #[arg(long = "connectors-dir", env = "SWITCHBOARD_CONNECTORS_DIRS", value_name = "DIR", value_delimiter = ',')]
@@ -125,6 +131,8 @@ struct FileConfig {
     allow_private_targets: Option<bool>,
     allow_target_networks: Option<String>,
     connectors_dirs: Option<Vec<PathBuf>>,
+    inbound_rate_per_connection: Option<u32>,
+    inbound_rate_per_source: Option<u32>,
     /// `NAME[.FIELD]` → URL, as `--provider-url` takes them.
     provider_urls: Option<HashMap<String, String>>,
     public_url: Option<String>,
@@ -145,6 +153,8 @@ pub struct Settings {
     pub webhooks: WebhookConfig,
     pub egress_policy: AddressPolicy,
     pub connectors_dirs: Vec<PathBuf>,
+    pub inbound_rate_per_connection: Option<NonZeroU32>,
+    pub inbound_rate_per_source: Option<NonZeroU32>,
     pub provider_urls: HashMap<String, switchboard_connectors::ProviderUrls>,
     pub public_url: Option<String>,
 }
@@ -189,6 +199,12 @@ impl Settings {
                 false => serve.connectors_dirs.clone(),
             },
             provider_urls: provider_urls(serve, &file)?,
+            inbound_rate_per_connection: NonZeroU32::new(
+                serve.inbound_rate_per_connection.or(file.inbound_rate_per_connection).unwrap_or(500),
+            ),
+            inbound_rate_per_source: NonZeroU32::new(
+                serve.inbound_rate_per_source.or(file.inbound_rate_per_source).unwrap_or(500),
+            ),
             public_url: serve
                 .public_url
                 .clone()

@@ -165,6 +165,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         max_body_bytes: settings.max_body_bytes,
         request_timeout: settings.request_timeout,
         rate_limit_per_key: settings.rate_limit_per_key,
+        inbound_per_connection: settings.inbound_rate_per_connection,
+        inbound_per_source: settings.inbound_rate_per_source,
     };
     let egress = switchboard_egress::EgressClient::new(switchboard_egress::EgressConfig {
         policy: settings.egress_policy.clone(),

@@ -89,10 +89,14 @@ impl KeyRateLimiter {
     }
 
     fn check(&self, key_id: &str) -> ApiResult<()> {
-        self.limiter.check_key(&key_id.to_string()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::rate_limited(wait.as_secs().max(1))
-        })
+        self.take(key_id).map_err(|wait| ApiError::rate_limited(wait.as_secs().max(1)))
+    }
+
+    /// Takes a slot for `key`, or says how long until one frees up.
+    pub fn take(&self, key: &str) -> Result<(), std::time::Duration> {
+        self.limiter
+            .check_key(&key.to_string())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     /// Drops the state of keys whose buckets are full again.

@@ -141,17 +141,17 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Some(limiter_state) = state.limiter.is_some().then(|| state.clone()) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                if let Some(limiter) = &limiter_state.limiter {
-                    limiter.forget_idle();
-                }
+    let limiter_state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Some(limiter) = &limiter_state.limiter {
+                limiter.forget_idle();
             }
-        });
-    }
+            limiter_state.inbound_limits.forget_idle();
+        }
+    });
     // The peer address: the webhook receiver records it and rate-limits by it.
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await

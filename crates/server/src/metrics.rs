@@ -40,6 +40,17 @@ pub struct HostLabels {
     pub host: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InboundLabels {
+    /// `stored`, `duplicate`, `rejected`, `rate_limited` or `handshake`.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    pub reason: String,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -47,6 +58,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: HistogramFamily,
     pub events: Family<EventLabels, Counter>,
+    pub inbound: Family<InboundLabels, Counter>,
+    pub inbound_rejections: Family<RejectionLabels, Counter>,
     circuits: Family<CircuitLabels, Gauge>,
     circuit_failures: Family<HostLabels, Gauge>,
 }
@@ -62,6 +75,14 @@ impl Metrics {
         registry.register("http_request_duration_seconds", "Time to answer an HTTP request", request_seconds.clone());
         let events = Family::<EventLabels, Counter>::default();
         registry.register("events", "Events submitted through the API, by outcome", events.clone());
+        let inbound = Family::<InboundLabels, Counter>::default();
+        registry.register("inbound_webhooks", "Incoming webhooks by outcome", inbound.clone());
+        let inbound_rejections = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "inbound_webhook_rejections",
+            "Incoming webhooks refused, by reason",
+            inbound_rejections.clone(),
+        );
         let circuits = Family::<CircuitLabels, Gauge>::default();
         registry.register("circuit_state", "Circuit breaker state per provider host", circuits.clone());
         let circuit_failures = Family::<HostLabels, Gauge>::default();
@@ -70,7 +91,7 @@ impl Metrics {
             "Failures in a row per provider host",
             circuit_failures.clone(),
         );
-        Self { registry, requests, request_seconds, events, circuits, circuit_failures }
+        Self { registry, requests, request_seconds, events, inbound, inbound_rejections, circuits, circuit_failures }
     }
 
     /// Replaces the circuit series with the breakers' current state (hosts the breakers have

@@ -23,6 +23,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Requests per second allowed per API key; `None` for no limit.
     pub rate_limit_per_key: Option<NonZeroU32>,
+    /// Incoming webhooks per second accepted per connection, and per source address.
+    pub inbound_per_connection: Option<NonZeroU32>,
+    pub inbound_per_source: Option<NonZeroU32>,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +34,8 @@ impl Default for ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: Duration::from_secs(30),
             rate_limit_per_key: None,
+            inbound_per_connection: NonZeroU32::new(500),
+            inbound_per_source: NonZeroU32::new(500),
         }
     }
 }
@@ -48,6 +53,7 @@ pub struct Inner {
     pub schemas: SchemaCache,
     pub lookups: Lookups,
     pub limiter: Option<KeyRateLimiter>,
+    pub inbound_limits: crate::routes::inbound::InboundLimits,
     pub webhooks: Webhooks,
     pub connections: Connections,
     /// Woken when a webhook is stored, so processing starts at once.
@@ -59,6 +65,8 @@ impl AppState {
     /// the store, the clock and the secret box.
     pub fn new(webhooks: Webhooks, connections: Connections, config: ServerConfig) -> Self {
         let limiter = config.rate_limit_per_key.map(KeyRateLimiter::new);
+        let inbound_limits =
+            crate::routes::inbound::InboundLimits::new(config.inbound_per_connection, config.inbound_per_source);
         Self(Arc::new(Inner {
             store: webhooks.store.clone(),
             clock: webhooks.clock.clone(),
@@ -70,6 +78,7 @@ impl AppState {
             schemas: SchemaCache::default(),
             lookups: Lookups::default(),
             limiter,
+            inbound_limits,
             config,
         }))
     }

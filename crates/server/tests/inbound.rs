@@ -16,6 +16,7 @@ switchboard_store::conformance_tests!(
     stripe_webhooks_are_verified_stored_and_deduplicated,
     slacks_url_verification_is_answered_only_when_signed,
     without_a_secret_webhooks_are_refused_and_unknown_addresses_are_404,
+    senders_are_rate_limited_per_connection_and_per_source_and_counted,
 );
 
 const STRIPE_SECRET: &str = "whsec_endpoint_secret_for_tests";
@@ -228,4 +229,51 @@ async fn without_a_secret_webhooks_are_refused_and_unknown_addresses_are_404(bac
     }
     let oversize = "x".repeat(1_100_000);
     assert_eq!(server.deliver(&github, &headers, &oversize).await.status(), 413);
+}
+
+async fn senders_are_rate_limited_per_connection_and_per_source_and_counted(backend: Backend) {
+    let config = switchboard_server::ServerConfig {
+        inbound_per_connection: std::num::NonZeroU32::new(3),
+        inbound_per_source: std::num::NonZeroU32::new(8),
+        ..Default::default()
+    };
+    let Some(server) = TestServer::start_with(backend, config).await else { return };
+    let id = server
+        .connection_with_secret(json!({
+            "template_name": "github",
+            "auth_mode": "bearer",
+            "credentials": {"token": creds::GITHUB_TOKEN, "webhook_secret": "gh-secret"},
+        }))
+        .await;
+    let payload = r#"{"zen":"Keep it logically awesome."}"#;
+    let signed = [
+        ("x-hub-signature-256", format!("sha256={}", hex_hmac("gh-secret", payload.as_bytes()))),
+        ("x-github-event", "ping".to_string()),
+    ];
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let response = server.deliver(&id, &signed, payload).await;
+        if response.status() == 429 {
+            let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!(retry_after >= 1);
+        }
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429], "three a second per connection");
+
+    // The source's own budget (8) runs out across addresses, known or not.
+    let mut limited = 0;
+    for _ in 0..6 {
+        if server.deliver("conn_01jd0000000000000000000000", &signed, payload).await.status() == 429 {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 3, "5 + 3 answered, then the source is limited");
+    let stats: Value = server.get(&server.admin_key, "/webhooks/stats").await.json().await.unwrap();
+    assert_eq!(stats["rate_limited_sources"], 1, "{stats}");
+
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"switchboard_inbound_webhooks_total{outcome="stored"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"switchboard_inbound_webhooks_total{outcome="duplicate"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"switchboard_inbound_webhooks_total{outcome="rate_limited"} 5"#), "{metrics}");
 }

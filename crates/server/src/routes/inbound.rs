@@ -20,12 +20,53 @@ use switchboard_webhooks::incoming::verify::{
 };
 
 use crate::extract::read_body;
+use crate::metrics::{InboundLabels, RejectionLabels};
 use crate::middleware::Verbatim;
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// Header values of these names are stored masked.
 const MASKED: [&str; 6] = ["authorization", "cookie", "signature", "hmac", "token", "secret"];
+
+/// Token buckets per connection and per source address (idle ones forgotten every minute,
+/// so memory follows the active senders), and the addresses limited lately, for the stats.
+pub struct InboundLimits {
+    per_connection: Option<crate::auth::KeyRateLimiter>,
+    per_source: Option<crate::auth::KeyRateLimiter>,
+    limited_sources: moka::sync::Cache<String, ()>,
+}
+
+impl InboundLimits {
+    pub fn new(per_connection: Option<std::num::NonZeroU32>, per_source: Option<std::num::NonZeroU32>) -> Self {
+        Self {
+            per_connection: per_connection.map(crate::auth::KeyRateLimiter::new),
+            per_source: per_source.map(crate::auth::KeyRateLimiter::new),
+            limited_sources: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
+        }
+    }
+
+    pub fn forget_idle(&self) {
+        for limiter in [&self.per_connection, &self.per_source].into_iter().flatten() {
+            limiter.forget_idle();
+        }
+    }
+
+    /// Distinct source addresses refused for their rate in the last hour.
+    pub fn limited_sources(&self) -> u64 {
+        self.limited_sources.run_pending_tasks();
+        self.limited_sources.entry_count()
+    }
+}
+
+fn too_many(wait: std::time::Duration) -> Response {
+    let mut response = terse(StatusCode::TOO_MANY_REQUESTS, json!({"error": "too many requests"}));
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.max(1).into());
+    response
+}
 
 pub(crate) fn scheme(webhooks: &Webhooks) -> Option<Scheme> {
     Some(match webhooks.scheme {
@@ -112,12 +153,22 @@ pub async fn receive(
     request: Request,
 ) -> ApiResult<Response> {
     let not_found = || terse(StatusCode::NOT_FOUND, json!({"error": "not found"}));
+    let source = peer.ip().to_string();
+    if let Some(Err(wait)) = state.inbound_limits.per_source.as_ref().map(|l| l.take(&source)) {
+        state.inbound_limits.limited_sources.insert(source, ());
+        state.metrics.inbound.get_or_create(&InboundLabels { outcome: "rate_limited" }).inc();
+        return Ok(too_many(wait));
+    }
     if Id::parse(IdKind::Connection, &connection_id).is_err() {
         return Ok(not_found());
     }
     let Some((connection, provider, secrets)) = state.connections.webhook_target(&connection_id).await? else {
         return Ok(not_found());
     };
+    if let Some(Err(wait)) = state.inbound_limits.per_connection.as_ref().map(|l| l.take(connection.id.as_str())) {
+        state.metrics.inbound.get_or_create(&InboundLabels { outcome: "rate_limited" }).inc();
+        return Ok(too_many(wait));
+    }
     let webhooks = provider.manifest.webhooks.clone().expect("webhook_target returns providers with webhooks");
     let scheme = scheme(&webhooks).ok_or_else(|| ApiError::internal(&"a generic_hmac manifest without a signature"))?;
     let method = request.method().to_string();
@@ -137,6 +188,7 @@ pub async fn receive(
         && document.as_ref().and_then(|d| d.get("type")).and_then(Value::as_str) == Some("url_verification")
     {
         let challenge = document.as_ref().and_then(|d| d.get("challenge")).cloned().unwrap_or(Value::Null);
+        state.metrics.inbound.get_or_create(&InboundLabels { outcome: "handshake" }).inc();
         return Ok(terse(StatusCode::OK, json!({"challenge": challenge})));
     }
 
@@ -161,7 +213,7 @@ pub async fn receive(
         tenant_id: connection.tenant_id.clone(),
         connection_id: connection.id.clone(),
         received_at: now,
-        source_ip: Some(peer.ip().to_string()),
+        source_ip: Some(source),
         headers: masked_headers(&headers),
         body: body.to_vec(),
         verified: verdict.is_ok(),
@@ -172,6 +224,15 @@ pub async fn receive(
     let stored = state.store.store_inbound(&inbound).await?;
     if matches!(stored, Stored::New(_)) && inbound.verified {
         state.inbound_ready.notify_one();
+    }
+    let outcome = match (&stored, inbound.verified) {
+        (_, false) => "rejected",
+        (Stored::New(_), true) => "stored",
+        (Stored::Duplicate(_), true) => "duplicate",
+    };
+    state.metrics.inbound.get_or_create(&InboundLabels { outcome }).inc();
+    if let Some(reason) = &inbound.rejection {
+        state.metrics.inbound_rejections.get_or_create(&RejectionLabels { reason: reason.clone() }).inc();
     }
     if !inbound.verified {
         return Ok(terse(StatusCode::UNAUTHORIZED, json!({"error": "the webhook could not be verified"})));
@@ -319,6 +380,8 @@ pub struct InboundStats {
     pub failed: u64,
     /// Processing loops in this process.
     pub processing_workers: u32,
+    /// Distinct source addresses this process refused for their rate in the last hour.
+    pub rate_limited_sources: u64,
 }
 
 /// Statistics of incoming webhooks (read scope).
@@ -341,6 +404,7 @@ pub async fn stats(State(state): State<AppState>, caller: crate::auth::Caller) -
         processed: counts.processed,
         failed: counts.failed,
         processing_workers: 1,
+        rate_limited_sources: state.inbound_limits.limited_sources(),
     }))
 }
 
