@@ -1,134 +1,196 @@
-//! Scenario `ingest`: concurrent clients POST /api/events for a fixed time; reports
-//! accepted events per second, latency percentiles and the server's memory.
+//! Scenario `ingest`: signed GitHub webhooks POSTed by `wrk` (an external load generator,
+//! each request with its own delivery id, so none is a duplicate) to the receiver of a real
+//! `switchboard serve`, and the same load against a trivial axum handler in the same run.
+//! A 200 from the receiver means verified and durably stored. Reports requests per second
+//! and latency percentiles of both, the ratio, and how many webhooks were stored.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use hdrhistogram::Histogram;
+use anyhow::{Context, bail};
+use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde_json::json;
+use sha2::Sha256;
 
 use crate::Backend;
-use crate::server::{ADMIN_KEY, RunArgs, Server};
+use crate::server::{ADMIN_KEY, PgSchema, Server};
+
+const SECRET: &str = "benchmark-webhook-secret";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    run: RunArgs,
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: Backend,
+    /// PostgreSQL URL (a fresh schema is created in it and dropped afterwards)
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres_url: String,
+    /// wrk connections
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// wrk threads
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Seconds of each measured run
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Run {
+    requests_per_second: f64,
+    latency_ms_p50: f64,
+    latency_ms_p99: f64,
+    non_2xx: u64,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Results {
     scenario: &'static str,
     backend: Backend,
-    clients: usize,
-    seconds: f64,
-    accepted: u64,
-    errors: u64,
-    events_per_second: f64,
-    latency_ms_p50: f64,
-    latency_ms_p90: f64,
-    latency_ms_p99: f64,
-    latency_ms_max: f64,
-    server_rss_idle_mib: f64,
-    server_rss_peak_mib: f64,
+    connections: usize,
+    trivial_handler: Run,
+    receiver: Run,
+    ratio: f64,
+    stored: u64,
 }
 
 pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
-    let args = args.run;
-    let pg_schema = args.schema().await?;
-    let url = pg_schema.as_ref().map(|s| s.url.clone());
-    let server = Server::start(binary, url.as_deref(), &[])?;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
-    let response = client
-        .post(format!("{}/api/event-types", server.base))
+    which_wrk()?;
+    let body = r#"{"ref":"refs/heads/main","repository":{"full_name":"acme/api"},"pusher":{"name":"bench"}}"#;
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes())?;
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let script = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        script.path(),
+        format!(
+            r#"wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["x-github-event"] = "push"
+wrk.headers["x-hub-signature-256"] = "{signature}"
+local counter = 0
+local thread_id = 0
+setup = function(thread)
+  thread_id = thread_id + 1
+  thread:set("prefix", "t" .. thread_id .. "-")
+end
+request = function()
+  counter = counter + 1
+  wrk.headers["x-github-delivery"] = prefix .. counter
+  return wrk.format()
+end
+"#
+        ),
+    )?;
+
+    // The baseline: a handler that reads the body and answers 200, on this machine, now.
+    let trivial = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let trivial_url = format!("http://{}/hook", trivial.local_addr()?);
+    let app = axum::Router::new().route("/hook", axum::routing::post(|_body: axum::body::Bytes| async { "ok" }));
+    tokio::spawn(async move { axum::serve(trivial, app).await });
+    let trivial_handler = wrk(&args, script.path(), &trivial_url)?;
+
+    let pg = match args.backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(PgSchema::create(&args.postgres_url).await?),
+    };
+    let extra: Vec<String> =
+        ["--inbound-rate-per-connection", "0", "--inbound-rate-per-source", "0"].map(String::from).to_vec();
+    let server = Server::start(binary, pg.as_ref().map(|s| s.url.as_str()), &extra)?;
+    let http = reqwest::Client::new();
+    let install = json!({
+        "template_name": "github",
+        "auth_mode": "bearer",
+        "credentials": {"token": "ghp_unused", "webhook_secret": SECRET},
+    });
+    let response = http
+        .post(format!("{}/api/marketplace/install", server.base))
         .bearer_auth(ADMIN_KEY)
-        .json(&json!({"name": "bench.event", "schema": {"type": "object", "required": ["n"]}}))
+        .json(&install)
         .send()
         .await?;
-    anyhow::ensure!(response.status() == 201, "creating the event type: {}", response.status());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = server.rss_kib();
-
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for client_index in 0..args.clients {
-        let (client, base) = (client.clone(), server.base.clone());
-        let (measuring, stop, errors) = (measuring.clone(), stop.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let started = Instant::now();
-                let sent = client
-                    .post(format!("{base}/api/events"))
-                    .bearer_auth(ADMIN_KEY)
-                    .json(&json!({"event_type": "bench.event", "payload": {"n": n, "client": client_index, "note": "a typical small event payload"}}))
-                    .send()
-                    .await;
-                let ok = matches!(&sent, Ok(r) if r.status() == 201);
-                if measuring.load(Ordering::Relaxed) {
-                    if ok {
-                        let _ = histogram.record(started.elapsed().as_micros() as u64);
-                    } else {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            histogram
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    let mut peak_rss = 0;
-    while started.elapsed() < Duration::from_secs(args.seconds) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        peak_rss = peak_rss.max(server.rss_kib());
-    }
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-    for task in tasks {
-        all.add(task.await?)?;
-    }
+    anyhow::ensure!(response.status() == 201, "installing the connection: {}", response.text().await?);
+    let connection: serde_json::Value = response.json().await?;
+    let id = connection["id"].as_str().context("the connection has an id")?.to_string();
+    let receiver = wrk(&args, script.path(), &format!("{}/webhooks/{id}", server.base))?;
+    let stats: serde_json::Value =
+        http.get(format!("{}/webhooks/stats", server.base)).bearer_auth(ADMIN_KEY).send().await?.json().await?;
     server.stop();
-    if let Some(schema) = pg_schema {
+    if let Some(schema) = pg {
         schema.drop().await;
     }
-    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
     let results = Results {
         scenario: "ingest",
         backend: args.backend,
-        clients: args.clients,
-        seconds: elapsed,
-        accepted: all.len(),
-        errors: errors.load(Ordering::Relaxed),
-        events_per_second: all.len() as f64 / elapsed,
-        latency_ms_p50: ms(0.5),
-        latency_ms_p90: ms(0.9),
-        latency_ms_p99: ms(0.99),
-        latency_ms_max: all.max() as f64 / 1000.0,
-        server_rss_idle_mib: idle_rss as f64 / 1024.0,
-        server_rss_peak_mib: peak_rss as f64 / 1024.0,
+        connections: args.connections,
+        ratio: receiver.requests_per_second / trivial_handler.requests_per_second,
+        stored: stats["received"].as_u64().unwrap_or(0),
+        trivial_handler,
+        receiver,
     };
     eprintln!(
-        "\n| scenario | backend | clients | events/s | p50 ms | p90 ms | p99 ms | errors | RSS idle / peak MiB |\n|---|---|---|---|---|---|---|---|---|\n| ingest | {:?} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} / {:.1} |\n",
+        "\n| target | backend | connections | req/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|---|\n| trivial handler | - | {c} | {:.0} | {:.2} | {:.2} | {} |\n| receiver | {:?} | {c} | {:.0} | {:.2} | {:.2} | {} |\n\nreceiver at {:.0} % of the trivial handler; {} webhooks stored\n",
+        results.trivial_handler.requests_per_second,
+        results.trivial_handler.latency_ms_p50,
+        results.trivial_handler.latency_ms_p99,
+        results.trivial_handler.non_2xx,
         results.backend,
-        results.clients,
-        results.events_per_second,
-        results.latency_ms_p50,
-        results.latency_ms_p90,
-        results.latency_ms_p99,
-        results.errors,
-        results.server_rss_idle_mib,
-        results.server_rss_peak_mib
+        results.receiver.requests_per_second,
+        results.receiver.latency_ms_p50,
+        results.receiver.latency_ms_p99,
+        results.receiver.non_2xx,
+        results.ratio * 100.0,
+        results.stored,
+        c = results.connections,
     );
     Ok(results)
+}
+
+fn which_wrk() -> anyhow::Result<()> {
+    match Command::new("wrk").arg("--version").output() {
+        Ok(_) => Ok(()),
+        Err(_) => bail!("wrk is not installed (apt-get install wrk)"),
+    }
+}
+
+/// Runs wrk with the script and reads its summary.
+fn wrk(args: &Args, script: &Path, url: &str) -> anyhow::Result<Run> {
+    let output = Command::new("wrk")
+        .args(["-t", &args.threads.to_string(), "-c", &args.connections.to_string()])
+        .args(["-d", &format!("{}s", args.seconds), "--latency", "-s"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let number_after = |label: &str| -> Option<String> {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+    };
+    let millis = |value: String| -> f64 {
+        let (number, unit) = value.split_at(value.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(value.len()));
+        let number: f64 = number.parse().unwrap_or(f64::NAN);
+        match unit {
+            "us" => number / 1000.0,
+            "s" => number * 1000.0,
+            _ => number,
+        }
+    };
+    let requests_per_second =
+        number_after("Requests/sec:").and_then(|v| v.parse().ok()).context(format!("wrk said:\n{text}"))?;
+    let non_2xx = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Non-2xx"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(Run {
+        requests_per_second,
+        latency_ms_p50: number_after("50%").map(millis).unwrap_or(f64::NAN),
+        latency_ms_p99: number_after("99%").map(millis).unwrap_or(f64::NAN),
+        non_2xx,
+    })
 }

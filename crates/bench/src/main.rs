@@ -5,6 +5,7 @@
 mod deliver;
 mod ingest;
 mod proxy;
+mod publish;
 mod server;
 
 use std::path::PathBuf;
@@ -34,7 +35,10 @@ pub enum Backend {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
-    /// POST /api/events from concurrent clients (the event ingestion path)
+    /// POST /api/events from concurrent clients (publishing events)
+    Publish(publish::Args),
+    /// Signed webhooks POSTed to the receiver by wrk, against a trivial handler in the same
+    /// run (verified and durably stored per second)
     Ingest(ingest::Args),
     /// Events fanned out as webhooks to a local receiver (the outgoing delivery path)
     Deliver(deliver::Args),
@@ -55,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         binary.display()
     );
     let results = match cli.scenario {
+        Scenario::Publish(args) => serde_json::to_value(publish::run(&binary, args).await?)?,
         Scenario::Ingest(args) => serde_json::to_value(ingest::run(&binary, args).await?)?,
         Scenario::Deliver(args) => serde_json::to_value(deliver::run(&binary, args).await?)?,
         Scenario::Proxy(args) => serde_json::to_value(proxy::run(&binary, args).await?)?,
