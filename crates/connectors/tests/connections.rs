@@ -450,9 +450,10 @@ async fn webhook_signing_secrets_are_credentials_of_providers_that_send_webhooks
     let stripe = w.install("stripe", None, json!({}), Some(json!({"token": creds::STRIPE_SECRET_KEY}))).await;
     let secrets = object(json!({"webhook_secret": "whsec_new", "webhook_secret_previous": "whsec_old"}));
     w.connections.configure(&w.tenant, &stripe, &secrets).await.unwrap();
-    let (connection, provider, held) = w.connections.webhook_target(&stripe).await.unwrap().unwrap();
-    assert_eq!((connection.tenant_id, provider.name()), (w.tenant.clone(), "stripe"));
-    assert_eq!(held.iter().map(|s| s.as_str()).collect::<Vec<_>>(), ["whsec_new", "whsec_old"], "current first");
+    let target = w.connections.webhook_target(&stripe).await.unwrap().unwrap();
+    assert_eq!((&target.connection.tenant_id, target.provider.name()), (&w.tenant, "stripe"));
+    let held: Vec<&str> = target.secrets.iter().map(|s| s.as_str()).collect();
+    assert_eq!(held, ["whsec_new", "whsec_old"], "current first");
     // The API token is untouched by setting the webhook secrets.
     assert_eq!(w.get(&stripe, "/balance").await.status, 200);
 

@@ -158,6 +158,14 @@ pub struct Install {
     pub credentials: Option<Map<String, Value>>,
 }
 
+/// A connection as the webhook receiver needs it: its provider (which sends webhooks) and its
+/// signing secrets, current first.
+pub struct WebhookTarget {
+    pub connection: Connection,
+    pub provider: Arc<Provider>,
+    pub secrets: Vec<Zeroizing<String>>,
+}
+
 /// The connections service. Cheap to clone.
 #[derive(Clone)]
 pub struct Connections(Arc<Inner>);
@@ -176,6 +184,7 @@ pub struct Inner {
     refresh_locks: moka::sync::Cache<Id, Arc<tokio::sync::Mutex<()>>>,
     events: tokio::sync::broadcast::Sender<ConnectionEvent>,
     resolved: moka::sync::Cache<Id, Arc<Resolved>>,
+    webhook_targets: moka::sync::Cache<String, Arc<WebhookTarget>>,
     tokens: moka::sync::Cache<Id, call::Token>,
     responses: moka::sync::Cache<String, Arc<call::CachedResponse>>,
 }
@@ -221,6 +230,10 @@ impl Connections {
             clock,
             config,
             resolved,
+            webhook_targets: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(5))
+                .build(),
             tokens,
             responses,
         }))
@@ -383,10 +396,11 @@ impl Connections {
     /// What the webhook receiver needs of a connection named in its URL: the connection, its
     /// provider (which must send webhooks) and its signing secrets, current first. `None`
     /// for an unknown connection or a provider without webhooks, alike.
-    pub async fn webhook_target(
-        &self,
-        id: &str,
-    ) -> Result<Option<(Connection, Arc<Provider>, Vec<Zeroizing<String>>)>, ConnectorError> {
+    pub async fn webhook_target(&self, id: &str) -> Result<Option<Arc<WebhookTarget>>, ConnectorError> {
+        // Kept 5 s like resolved connections: a burst of webhooks reads the row once.
+        if let Some(target) = self.webhook_targets.get(id) {
+            return Ok(Some(target));
+        }
         let Some(connection) = self.store.find_connection(id).await? else { return Ok(None) };
         let Some(provider) = self.catalog.get(&connection.provider).cloned() else { return Ok(None) };
         if provider.manifest.webhooks.is_none() {
@@ -397,7 +411,9 @@ impl Connections {
             .into_iter()
             .filter_map(|name| credentials.remove(name))
             .collect();
-        Ok(Some((connection, provider, secrets)))
+        let target = Arc::new(WebhookTarget { connection, provider, secrets });
+        self.webhook_targets.insert(id.to_string(), target.clone());
+        Ok(Some(target))
     }
 
     pub async fn list(&self, tenant_id: &Id, page: &Page) -> Result<Vec<Connection>, ConnectorError> {
@@ -422,10 +438,12 @@ impl Connections {
     /// Drops the ready-to-call form of a connection, so its next call reads it anew.
     fn forget_resolved(&self, id: &Id) {
         self.resolved.invalidate(id);
+        self.webhook_targets.invalidate(id.as_str());
     }
 
     fn forget(&self, id: &Id) {
         self.resolved.invalidate(id);
+        self.webhook_targets.invalidate(id.as_str());
         self.tokens.invalidate(id);
         self.health.forget(id);
     }

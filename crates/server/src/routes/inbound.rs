@@ -162,9 +162,10 @@ pub async fn receive(
     if Id::parse(IdKind::Connection, &connection_id).is_err() {
         return Ok(not_found());
     }
-    let Some((connection, provider, secrets)) = state.connections.webhook_target(&connection_id).await? else {
+    let Some(target) = state.connections.webhook_target(&connection_id).await? else {
         return Ok(not_found());
     };
+    let (connection, provider, secrets) = (&target.connection, &target.provider, &target.secrets);
     if let Some(Err(wait)) = state.inbound_limits.per_connection.as_ref().map(|l| l.take(connection.id.as_str())) {
         state.metrics.inbound.get_or_create(&InboundLabels { outcome: "rate_limited" }).inc();
         return Ok(too_many(wait));
