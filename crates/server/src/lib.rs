@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod extract;
+mod inbound_processing;
 pub mod lookups;
 pub mod metrics;
 mod middleware;
@@ -165,7 +166,7 @@ pub fn start_connection_work(
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let refresher = state.connections.start_refresher(stop.clone());
-    let inbound = routes::inbound::start_processing(state.clone(), stop.clone());
+    let inbound = inbound_processing::start_processing(state.clone(), stop.clone());
     let mut events = state.connections.subscribe();
     let webhooks = state.webhooks.clone();
     tokio::spawn(async move {
