@@ -53,15 +53,13 @@ pub fn start_processing(state: AppState, stop: tokio_util::sync::CancellationTok
 async fn process(state: &AppState, inbound: &switchboard_store::Inbound) -> switchboard_store::InboundOutcome {
     use switchboard_store::InboundOutcome;
     let failed = |error: String| InboundOutcome::Failed { error, retry: false };
-    let connection = match state.store.get_connection(inbound.tenant_id.as_str(), inbound.connection_id.as_str()).await
-    {
-        Ok(Some(connection)) => connection,
-        Ok(None) => return failed("the connection was uninstalled".into()),
+    // The receiver's cached target: a burst of webhooks reads the connection once.
+    let target = match state.connections.webhook_target(inbound.connection_id.as_str()).await {
+        Ok(Some(target)) if target.connection.tenant_id == inbound.tenant_id => target,
+        Ok(_) => return failed("the connection was uninstalled, or its provider sends no webhooks".into()),
         Err(error) => return InboundOutcome::Failed { error: error.to_string(), retry: true },
     };
-    let Some(provider) = state.connections.catalog.get(&connection.provider) else {
-        return failed(format!("no provider named {:?}", connection.provider));
-    };
+    let (connection, provider) = (&target.connection, &target.provider);
     let Some(webhooks) = &provider.manifest.webhooks else {
         return failed(format!("{} declares no webhooks", provider.name()));
     };

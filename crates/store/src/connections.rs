@@ -70,6 +70,13 @@ pub trait ConnectionStore: Send + Sync {
         credentials: Option<&StoredSecret>,
     ) -> Result<Connection>;
     async fn get_connection(&self, tenant_id: &str, id: &str) -> Result<Option<Connection>>;
+    /// The connection and its sealed credentials read in one statement, so they belong
+    /// together even while another process replaces the credentials.
+    async fn get_connection_with_credentials(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<(Connection, Option<StoredSecret>)>>;
     /// A connection by id alone, for the webhook receiver, whose URL names only the
     /// connection (ids are unique across tenants).
     async fn find_connection(&self, id: &str) -> Result<Option<Connection>>;

@@ -460,36 +460,40 @@ impl Connections {
     }
 
     async fn credentials(&self, connection: &Connection) -> Result<Credentials, ConnectorError> {
-        self.sealed_credentials(connection).await?.ok_or(ConnectorError::Undecryptable)
+        let Some(secret_id) = &connection.credentials_secret_id else { return Ok(Credentials::new()) };
+        let sealed = self
+            .store
+            .get_secret(connection.tenant_id.as_str(), secret_id.as_str())
+            .await?
+            .ok_or(ConnectorError::Undecryptable)?;
+        self.open_credentials(&sealed)
     }
 
-    /// The connection with its credentials, read so that they belong together: credentials
-    /// replaced (a refresh in another process) between reading the row and its secret are
-    /// read again.
+    /// The connection with its credentials, read in one statement so that they belong
+    /// together even while a refresh in another process replaces them.
     async fn connection_with_credentials(
         &self,
         tenant_id: &Id,
         id: &str,
     ) -> Result<(Connection, Credentials), ConnectorError> {
-        for _ in 0..3 {
-            let connection = self.get(tenant_id, id).await?;
-            if let Some(credentials) = self.sealed_credentials(&connection).await? {
-                return Ok((connection, credentials));
-            }
-        }
-        Err(ConnectorError::Undecryptable)
+        let (connection, sealed) = self
+            .store
+            .get_connection_with_credentials(tenant_id.as_str(), id)
+            .await?
+            .ok_or(ConnectorError::NotFound)?;
+        let credentials = match (&connection.credentials_secret_id, sealed) {
+            (None, _) => Credentials::new(),
+            (Some(_), Some(sealed)) => self.open_credentials(&sealed)?,
+            (Some(_), None) => return Err(ConnectorError::Undecryptable),
+        };
+        Ok((connection, credentials))
     }
 
-    /// `None` when the row's secret is gone (replaced since the row was read).
-    async fn sealed_credentials(&self, connection: &Connection) -> Result<Option<Credentials>, ConnectorError> {
-        let Some(secret_id) = &connection.credentials_secret_id else { return Ok(Some(Credentials::new())) };
-        let Some(stored) = self.store.get_secret(connection.tenant_id.as_str(), secret_id.as_str()).await? else {
-            return Ok(None);
-        };
-        let plain = secrets::open(&self.secrets, &stored).map_err(|_| ConnectorError::Undecryptable)?;
+    fn open_credentials(&self, sealed: &switchboard_store::StoredSecret) -> Result<Credentials, ConnectorError> {
+        let plain = secrets::open(&self.secrets, sealed).map_err(|_| ConnectorError::Undecryptable)?;
         let map: BTreeMap<String, String> =
             serde_json::from_slice(&plain).map_err(|_| ConnectorError::Undecryptable)?;
-        Ok(Some(map.into_iter().map(|(k, v)| (k, Zeroizing::new(v))).collect()))
+        Ok(map.into_iter().map(|(k, v)| (k, Zeroizing::new(v))).collect())
     }
 
     /// The connection ready to call, from the cache or built now.

@@ -135,11 +135,8 @@ impl Connections {
         if why == Why::Expiring && current.token.expires_at.is_none_or(|at| at > stale_at) {
             return self.reresolved(&current).await;
         }
-        if let Some(retry_at) = current.token.refresh_retry_at.filter(|at| *at > now) {
-            return Err(ConnectorError::RefreshBackingOff {
-                retry_after: (retry_at - now).to_std().unwrap_or_default(),
-                last_error: current.last_error.clone().unwrap_or_default(),
-            });
+        if let Some(backing_off) = backing_off(&current, now) {
+            return Err(backing_off);
         }
 
         if !self.store.lease_refresh(tenant_id.as_str(), id.as_str(), &self.process_id, now + LEASE, now).await? {
@@ -230,11 +227,8 @@ impl Connections {
                 return Err(auth_failed(&current));
             }
             let now = self.clock.now();
-            if current.token.refresh_retry_at.is_some_and(|at| at > now) {
-                return Err(ConnectorError::RefreshBackingOff {
-                    retry_after: (current.token.refresh_retry_at.unwrap_or(now) - now).to_std().unwrap_or_default(),
-                    last_error: current.last_error.clone().unwrap_or_default(),
-                });
+            if let Some(backing_off) = backing_off(&current, now) {
+                return Err(backing_off);
             }
             if self
                 .store
@@ -254,6 +248,15 @@ impl Connections {
         self.forget_resolved(&connection.id);
         self.resolved(&connection.tenant_id, connection.id.as_str()).await
     }
+}
+
+/// The refusal while a failed refresh's backoff lasts.
+fn backing_off(connection: &Connection, now: Timestamp) -> Option<ConnectorError> {
+    let retry_at = connection.token.refresh_retry_at.filter(|at| *at > now)?;
+    Some(ConnectorError::RefreshBackingOff {
+        retry_after: (retry_at - now).to_std().unwrap_or_default(),
+        last_error: connection.last_error.clone().unwrap_or_default(),
+    })
 }
 
 fn auth_failed(connection: &Connection) -> ConnectorError {

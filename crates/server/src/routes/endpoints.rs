@@ -163,14 +163,20 @@ fn endpoint_out(endpoint: Endpoint, secret: &SigningSecret, now: DateTime<Utc>) 
 
 /// Header values that are credentials are not shown back: only that they are set.
 fn masked(headers: BTreeMap<String, String>) -> BTreeMap<String, String> {
-    const SENSITIVE: &[&str] = &["auth", "token", "secret", "key", "cookie", "password", "signature", "session"];
     headers
         .into_iter()
-        .map(|(name, value)| match SENSITIVE.iter().any(|word| name.contains(word)) {
+        .map(|(name, value)| match is_sensitive_header(&name) {
             true => (name, MASK.to_string()),
             false => (name, value),
         })
         .collect()
+}
+
+/// Whether a (lower-case) header name suggests its value is a credential or a signature.
+pub(crate) fn is_sensitive_header(name: &str) -> bool {
+    const SENSITIVE: &[&str] =
+        &["auth", "token", "secret", "key", "cookie", "password", "signature", "hmac", "session"];
+    SENSITIVE.iter().any(|word| name.contains(word))
 }
 
 /// What a masked header value reads as.

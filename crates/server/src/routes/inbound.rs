@@ -19,14 +19,12 @@ use switchboard_webhooks::incoming::verify::{
     self, Algorithm, DEFAULT_TOLERANCE_SECS, Encoding, GenericHmac, Incoming, Rejection, Scheme,
 };
 
+use super::endpoints::{MASK, is_sensitive_header};
 use crate::extract::read_body;
 use crate::metrics::{InboundLabels, RejectionLabels};
 use crate::middleware::Verbatim;
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
-
-/// Header values of these names are stored masked.
-const MASKED: [&str; 6] = ["authorization", "cookie", "signature", "hmac", "token", "secret"];
 
 /// Token buckets per connection and per source address (idle ones forgotten every minute,
 /// so memory follows the active senders), and the addresses limited lately, for the stats.
@@ -115,8 +113,8 @@ fn masked_headers(headers: &HeaderMap) -> String {
     let map: serde_json::Map<String, Value> = headers
         .iter()
         .map(|(name, value)| {
-            let shown = if MASKED.iter().any(|word| name.as_str().contains(word)) {
-                "********".to_string()
+            let shown = if is_sensitive_header(name.as_str()) {
+                MASK.to_string()
             } else {
                 value.to_str().unwrap_or("<binary>").to_string()
             };
@@ -170,8 +168,8 @@ pub async fn receive(
         state.metrics.inbound.get_or_create(&InboundLabels { outcome: "rate_limited" }).inc();
         return Ok(too_many(wait));
     }
-    let webhooks = provider.manifest.webhooks.clone().expect("webhook_target returns providers with webhooks");
-    let scheme = scheme(&webhooks).ok_or_else(|| ApiError::internal(&"a generic_hmac manifest without a signature"))?;
+    let webhooks = provider.manifest.webhooks.as_ref().expect("webhook_target returns providers with webhooks");
+    let scheme = scheme(webhooks).ok_or_else(|| ApiError::internal(&"a generic_hmac manifest without a signature"))?;
     let method = request.method().to_string();
     let url = format!("{}{}", state.connections.config.public_url.trim_end_matches('/'), request.uri());
     let headers = request.headers().clone();
@@ -181,11 +179,15 @@ pub async fn receive(
     let secrets: Vec<&str> = secrets.iter().map(|s| s.as_str()).collect();
     let incoming = Incoming { method: &method, url: &url, headers: &headers, body: &body };
     let verdict = verify::verify(&scheme, &secrets, &incoming, now.timestamp(), DEFAULT_TOLERANCE_SECS);
-    let document: Option<Value> = serde_json::from_slice(&body).ok();
+    // The body is parsed only when something must be read from it: a handshake, or an event
+    // id the manifest locates in the body rather than in a header.
+    let is_slack = matches!(webhooks.scheme, SignatureScheme::Slack);
+    let id_in_body = webhooks.event_id.as_deref().is_some_and(|l| !l.starts_with("header:"));
+    let document: Option<Value> = if is_slack || id_in_body { serde_json::from_slice(&body).ok() } else { None };
 
     // Slack's Events API proves the URL with a signed challenge before sending anything.
     if verdict.is_ok()
-        && matches!(webhooks.scheme, SignatureScheme::Slack)
+        && is_slack
         && document.as_ref().and_then(|d| d.get("type")).and_then(Value::as_str) == Some("url_verification")
     {
         let challenge = document.as_ref().and_then(|d| d.get("challenge")).cloned().unwrap_or(Value::Null);

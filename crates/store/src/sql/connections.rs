@@ -99,6 +99,43 @@ macro_rules! connections_impl {
                 .await
             }
 
+            async fn get_connection_with_credentials(
+                &self,
+                tenant_id: &str,
+                id: &str,
+            ) -> Result<Option<(crate::Connection, Option<StoredSecret>)>> {
+                let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+                self.read(move |c| Box::pin(async move {
+                    let columns: Vec<String> = CONNECTION_COLUMNS.split(',').map(|col| format!("c.{}", col.trim())).collect();
+                    let row = sqlx::query(&format!(
+                        "SELECT {}, s.key_id AS secret_key_id, s.ciphertext AS secret_ciphertext,
+                             s.updated_at AS secret_updated_at
+                         FROM connections c
+                         LEFT JOIN secrets s ON s.tenant_id = c.tenant_id AND s.id = c.credentials_secret_id
+                         WHERE c.tenant_id = $1 AND c.id = $2",
+                        columns.join(", ")
+                    ))
+                    .bind(&tenant_id)
+                    .bind(&id)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                    let Some(row) = row else { return Ok(None) };
+                    let connection = connection_from(&row)?;
+                    let secret = match (&connection.credentials_secret_id, row.try_get::<Option<String>, _>("secret_key_id")?) {
+                        (Some(secret_id), Some(key_id)) => Some(StoredSecret {
+                            id: secret_id.clone(),
+                            tenant_id: connection.tenant_id.clone(),
+                            key_id,
+                            ciphertext: row.try_get("secret_ciphertext")?,
+                            updated_at: time(&row, "secret_updated_at")?,
+                        }),
+                        _ => None,
+                    };
+                    Ok(Some((connection, secret)))
+                }))
+                .await
+            }
+
             async fn find_connection(&self, id: &str) -> Result<Option<crate::Connection>> {
                 let id = id.to_string();
                 self.read(move |c| Box::pin(async move {
