@@ -19,4 +19,6 @@ pub use manifest::Manifest;
 pub use provider::{FieldProblem, Provider};
 pub mod runtime;
 
-pub use runtime::{Connections, ConnectorError, ConnectorsConfig, Install, ProviderUrls, ProxyRequest, ProxyResponse};
+pub use runtime::{
+    Connections, ConnectorError, ConnectorsConfig, Install, ProviderUrls, ProxyRequest, ProxyResponse, WebhookTarget,
+};

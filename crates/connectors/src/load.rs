@@ -182,11 +182,18 @@ impl Checker<'_> {
                 }
                 (_, None) => {}
             }
+            if webhooks.event_id.as_deref().is_some_and(|l| l.starts_with("literal:")) {
+                return Err(self.fail("webhooks.event_id", "cannot be a literal: every webhook would be a duplicate"));
+            }
+            if webhooks.event_type.strip_prefix("literal:").is_some_and(str::is_empty) {
+                return Err(self.fail("webhooks.event_type", "`literal:` must name the event type"));
+            }
             for (field, location) in
                 [("event_type", Some(&webhooks.event_type)), ("event_id", webhooks.event_id.as_ref())]
             {
                 if let Some(location) = location
                     && !location.starts_with("header:")
+                    && !location.starts_with("literal:")
                 {
                     check_pointer(location).map_err(|r| self.fail(format!("webhooks.{field}"), r))?;
                 }
@@ -292,6 +299,21 @@ impl Checker<'_> {
         }
         if self.manifest.api_version.is_some() {
             properties.insert("api_version".into(), json!({"type": "string", "minLength": 1}));
+        }
+        for field in crate::provider::webhook_config_fields(self.manifest) {
+            if let Some(i) = self.manifest.connection_config.iter().position(|f| f.name == field.name) {
+                return Err(self.fail(
+                    format!("connection_config[{i}].name"),
+                    format!("{:?} is the receiver's own setting for providers that send webhooks", field.name),
+                ));
+            }
+            let schema = match field.kind {
+                ConfigType::Integer => {
+                    json!({"type": "integer", "minimum": 1024, "maximum": crate::provider::MAX_WEBHOOK_BODY_BYTES})
+                }
+                _ => json!({"type": "boolean"}),
+            };
+            properties.insert(field.name, schema);
         }
         let schema =
             json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false});

@@ -475,11 +475,31 @@ pub struct Webhooks {
     /// For `generic_hmac`: how the provider signs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<GenericSignature>,
-    /// Where the event type lives: a JSON pointer into the body, or `header:<Name>`.
+    /// Where the event type lives: a JSON pointer into the body, `header:<Name>`, or
+    /// `literal:<type>` for a provider that sends one kind of notification (Dropbox).
     pub event_type: String,
     /// Where the provider's event id lives: a JSON pointer into the body, or `header:<Name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+    /// How the provider proves the address before sending events to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handshakes: Vec<WebhookHandshake>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookHandshake {
+    /// Slack Events API: a signed `url_verification` POST, answered with its challenge.
+    SlackUrlVerification,
+    /// Zoom: a signed `endpoint.url_validation` POST, answered with the plain token's HMAC.
+    ZoomUrlValidation,
+    /// Meta (Facebook, Instagram, WhatsApp): a `hub.challenge` GET carrying the verify token
+    /// set as the connection's `webhook_verify_token` credential.
+    MetaHubChallenge,
+    /// Dropbox: a `challenge` GET, echoed.
+    DropboxChallenge,
+    /// Microsoft Graph: a POST with a `validationToken` query parameter, echoed.
+    MicrosoftGraphValidation,
 }
 
 /// A provider's own HMAC signature.
@@ -545,6 +565,9 @@ pub enum SignatureScheme {
     Twilio,
     StandardWebhooks,
     GenericHmac,
+    /// The provider signs nothing (Microsoft Graph repeats a client state instead):
+    /// connections take its webhooks only with `webhook_accept_unsigned` set.
+    None,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

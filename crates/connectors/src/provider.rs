@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use jsonschema::error::ValidationErrorKind;
 use serde_json::{Map, Value};
 
-use crate::manifest::{Action, Auth, ConfigType, Manifest};
+use crate::manifest::{Action, Auth, ConfigField, ConfigType, Manifest, WebhookHandshake};
 use crate::template::Templates;
 
 /// A problem with one field of a caller's input, named by its path.
@@ -146,10 +146,31 @@ impl Provider {
             label: label.to_string(),
             required: false,
         };
-        vec![
+        let mut fields = vec![
             field(WEBHOOK_SECRET, "Webhook signing secret"),
             field(PREVIOUS_WEBHOOK_SECRET, "Previous webhook signing secret (during a rotation)"),
-        ]
+        ];
+        if self.manifest.webhooks.iter().any(|w| w.handshakes.contains(&WebhookHandshake::MetaHubChallenge)) {
+            fields.push(field(WEBHOOK_VERIFY_TOKEN, "Webhook verify token (the one entered at the provider)"));
+        }
+        fields
+    }
+
+    /// Install-form settings every connection of a provider that sends webhooks has.
+    pub fn webhook_config_fields(&self) -> Vec<ConfigField> {
+        webhook_config_fields(&self.manifest)
+    }
+
+    /// Whether a connection accepts webhooks without a signing secret (its
+    /// `webhook_accept_unsigned` setting), and the largest body it takes.
+    pub fn webhook_settings(&self, config: &Map<String, Value>) -> WebhookSettings {
+        WebhookSettings {
+            accept_unsigned: config.get(WEBHOOK_ACCEPT_UNSIGNED).and_then(Value::as_bool).unwrap_or(false),
+            max_body_bytes: config
+                .get(WEBHOOK_MAX_BODY_BYTES)
+                .and_then(Value::as_u64)
+                .map_or(DEFAULT_WEBHOOK_BODY_BYTES, |n| n as usize),
+        }
     }
 
     /// The names of the config fields whose values are secret.
@@ -162,6 +183,57 @@ impl Provider {
 pub const WEBHOOK_SECRET: &str = "webhook_secret";
 /// The secret being rotated out, still accepted.
 pub const PREVIOUS_WEBHOOK_SECRET: &str = "webhook_secret_previous";
+/// The credential Meta's `hub.challenge` handshake must carry.
+pub const WEBHOOK_VERIFY_TOKEN: &str = "webhook_verify_token";
+/// The config setting that lets a connection without a secret take webhooks unverified.
+pub const WEBHOOK_ACCEPT_UNSIGNED: &str = "webhook_accept_unsigned";
+/// The config setting that overrides the receiver's body limit for one connection.
+pub const WEBHOOK_MAX_BODY_BYTES: &str = "webhook_max_body_bytes";
+/// The receiver's body limit unless a connection sets its own: 1 MiB.
+pub const DEFAULT_WEBHOOK_BODY_BYTES: usize = 1024 * 1024;
+/// The largest body limit a connection may set: GitHub's 25 MB payload cap.
+pub const MAX_WEBHOOK_BODY_BYTES: u64 = 25 * 1024 * 1024;
+
+/// The install-form settings of webhooks, for a manifest that declares them.
+pub fn webhook_config_fields(manifest: &Manifest) -> Vec<ConfigField> {
+    if manifest.webhooks.is_none() {
+        return Vec::new();
+    }
+    let field = |name: &str, label: &str, description: String, kind: ConfigType, default: Value| ConfigField {
+        name: name.to_string(),
+        label: label.to_string(),
+        description: Some(description),
+        kind,
+        required: false,
+        secret: false,
+        default: Some(default),
+        pattern: None,
+        values: Vec::new(),
+    };
+    vec![
+        field(
+            WEBHOOK_ACCEPT_UNSIGNED,
+            "Accept unsigned webhooks",
+            "Take webhooks unverified while no signing secret is set (for providers that cannot sign)".into(),
+            ConfigType::Boolean,
+            Value::Bool(false),
+        ),
+        field(
+            WEBHOOK_MAX_BODY_BYTES,
+            "Largest webhook body (bytes)",
+            format!("Larger webhooks are refused with 413; 1024 to {MAX_WEBHOOK_BODY_BYTES}"),
+            ConfigType::Integer,
+            Value::from(DEFAULT_WEBHOOK_BODY_BYTES),
+        ),
+    ]
+}
+
+/// A connection's own webhook settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookSettings {
+    pub accept_unsigned: bool,
+    pub max_body_bytes: usize,
+}
 
 /// `/items/0/sku` → `.items[0].sku`.
 fn pointer_to_path(pointer: &str) -> String {

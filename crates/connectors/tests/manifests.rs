@@ -159,6 +159,23 @@ fn broken_manifests_are_refused_with_the_path_and_the_reason() {
             "webhooks.signature.header",
             "is not a header name",
         ),
+        (
+            MINIMAL.to_string() + "webhooks: {scheme: stripe, event_type: /type, event_id: 'literal:x'}\n",
+            "webhooks.event_id",
+            "every webhook would be a duplicate",
+        ),
+        (
+            MINIMAL.to_string() + "webhooks: {scheme: stripe, event_type: /type, handshakes: [smoke_signal]}\n",
+            "webhooks.handshakes[0]",
+            "unknown variant `smoke_signal`",
+        ),
+        (
+            MINIMAL.to_string()
+                + "connection_config: [{name: webhook_accept_unsigned, label: L, type: boolean}]\n"
+                + "webhooks: {scheme: stripe, event_type: /type}\n",
+            "connection_config[0].name",
+            "the receiver's own setting",
+        ),
     ];
     for (yaml, path, reason) in cases {
         let (got_path, got_reason) = refusal(&yaml);

@@ -82,11 +82,11 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(integrations::proxy))
         .routes(routes!(integrations::oauth_start))
         .routes(routes!(integrations::oauth_callback))
-        .routes(routes!(inbound::receive))
-        .routes(routes!(inbound::stats))
-        .routes(routes!(inbound::list))
-        .routes(routes!(inbound::get_one))
-        .routes(routes!(inbound::replay))
+        .routes(routes!(inbound::receive, inbound::challenge))
+        .routes(routes!(inbound::log::stats))
+        .routes(routes!(inbound::log::list))
+        .routes(routes!(inbound::log::get_one))
+        .routes(routes!(inbound::log::replay))
         .split_for_parts();
     (router, openapi::finish(doc))
 }

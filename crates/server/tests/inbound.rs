@@ -10,13 +10,16 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use switchboard_core::Clock;
 use switchboard_sandbox::credentials as creds;
-use switchboard_store::{Backend, InboundFilter, Page};
+use switchboard_store::{Backend, InboundFilter, Page, Verification};
 
 switchboard_store::conformance_tests!(
     stripe_webhooks_are_verified_stored_and_deduplicated,
     slacks_url_verification_is_answered_only_when_signed,
     without_a_secret_webhooks_are_refused_and_unknown_addresses_are_404,
     senders_are_rate_limited_per_connection_and_per_source_and_counted,
+    handshakes_declared_by_manifests_are_answered_as_each_provider_documents,
+    unsigned_webhooks_are_taken_only_by_connections_that_opt_in,
+    a_connection_sets_its_own_body_limit,
 );
 
 const STRIPE_SECRET: &str = "whsec_endpoint_secret_for_tests";
@@ -183,7 +186,7 @@ async fn slacks_url_verification_is_answered_only_when_signed(backend: Backend) 
     let tenant = server.store.find_connection(&id).await.unwrap().unwrap().tenant_id;
     let filter = InboundFilter { connection_id: Some(id.clone()), status: None };
     let stored = server.store.list_inbound(tenant.as_str(), &filter, &Page { limit: 10, before: None }).await.unwrap();
-    let verified: Vec<_> = stored.iter().filter(|i| i.verified).collect();
+    let verified: Vec<_> = stored.iter().filter(|i| i.verification() == Verification::Verified).collect();
     assert_eq!(verified.len(), 1, "the handshake is answered, not stored");
     assert_eq!(verified[0].provider_event_id.as_deref(), Some("Ev08MFMKH6"));
     let events = wait_for_events(&server, "slack.app_mention", 1).await;
@@ -229,6 +232,177 @@ async fn without_a_secret_webhooks_are_refused_and_unknown_addresses_are_404(bac
     }
     let oversize = "x".repeat(1_100_000);
     assert_eq!(server.deliver(&github, &headers, &oversize).await.status(), 413);
+}
+
+async fn handshakes_declared_by_manifests_are_answered_as_each_provider_documents(backend: Backend) {
+    let Some(server) = TestServer::start_with_test_connectors(backend).await else { return };
+    let install = |provider: &str, credentials: Value| json!({"template_name": provider, "credentials": credentials});
+
+    // Meta: GET with hub.mode, hub.challenge and the verify token entered at Meta.
+    let whatsapp = server
+        .connection_with_secret(install(
+            "whatsapp",
+            json!({"token": "t", "webhook_secret": "app-secret", "webhook_verify_token": "meatyhamhock"}),
+        ))
+        .await;
+    let meta = |query: &str| server.client.get(server.url(&format!("/webhooks/{whatsapp}?{query}"))).send();
+    let answer = meta("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=meatyhamhock").await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(answer.text().await.unwrap(), "1158201444");
+    let wrong = meta("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guess").await.unwrap();
+    assert_eq!(wrong.status(), 403);
+    assert!(!wrong.text().await.unwrap().contains("1158201444"));
+    // Its events are signed like GitHub's, with the app secret.
+    let change =
+        r#"{"object":"whatsapp_business_account","entry":[{"id":"102","changes":[{"field":"messages","value":{}}]}]}"#;
+    let signed = [("x-hub-signature-256", format!("sha256={}", hex_hmac("app-secret", change.as_bytes())))];
+    assert_eq!(server.deliver(&whatsapp, &signed, change).await.status(), 200);
+    wait_for_events(&server, "whatsapp.messages", 1).await;
+
+    // Dropbox: GET ?challenge= echoed, sniffing off; its one kind of notification.
+    let dropbox =
+        server.connection_with_secret(install("dropbox", json!({"token": "t", "webhook_secret": "dbx"}))).await;
+    let echo = server.client.get(server.url(&format!("/webhooks/{dropbox}?challenge=a%2Bb%20c"))).send().await.unwrap();
+    assert_eq!(echo.status(), 200);
+    assert_eq!(echo.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(echo.text().await.unwrap(), "a+b c");
+    let notification = r#"{"list_folder":{"accounts":["dbid:AAH4f99T0taONIb-OurWxbNQ6ywGRopQngc"]}}"#;
+    let signed = [("x-dropbox-signature", hex_hmac("dbx", notification.as_bytes()))];
+    assert_eq!(server.deliver(&dropbox, &signed, notification).await.status(), 200);
+    wait_for_events(&server, "dropbox.list_folder", 1).await;
+    // A GET without a declared handshake is not an address.
+    let plain = server.client.get(server.url(&format!("/webhooks/{whatsapp}"))).send().await.unwrap();
+    assert_eq!(plain.status(), 404);
+
+    // Microsoft Graph: POST ?validationToken= echoed as text; the body is not read.
+    let graph = server
+        .connection_with_secret(json!({"template_name": "microsoft-graph", "credentials": {"token": "t"}, "config_overrides": {"webhook_accept_unsigned": true}}))
+        .await;
+    let validation = server
+        .client
+        .post(server.url(&format!("/webhooks/{graph}?validationToken=Validation%3a+Testing+client+application")))
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(validation.status(), 200);
+    assert_eq!(validation.text().await.unwrap(), "Validation: Testing client application");
+
+    // Zoom: a signed endpoint.url_validation is answered with the plain token's HMAC, an
+    // unsigned one is refused (it would sign whatever a stranger sends).
+    let zoom =
+        server.connection_with_secret(install("zoom", json!({"token": "t", "webhook_secret": "zoom-secret"}))).await;
+    let body = r#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    let t = server.clock.now().timestamp();
+    let zoom_headers = |body: &str| {
+        [
+            ("x-zm-request-timestamp", t.to_string()),
+            ("x-zm-signature", format!("v0={}", hex_hmac("zoom-secret", format!("v0:{t}:{body}").as_bytes()))),
+        ]
+    };
+    let answer: Value = server.deliver(&zoom, &zoom_headers(body), body).await.json().await.unwrap();
+    assert_eq!(
+        answer,
+        json!({"plainToken": "qgg8vlvZRS6UYooatFL8Aw", "encryptedToken": hex_hmac("zoom-secret", b"qgg8vlvZRS6UYooatFL8Aw")})
+    );
+    let forged = [("x-zm-request-timestamp", t.to_string()), ("x-zm-signature", "v0=00".to_string())];
+    assert_eq!(server.deliver(&zoom, &forged, body).await.status(), 401);
+    let started = r#"{"event":"meeting.started","payload":{"object":{"id":"85746065432"}},"event_ts":1654503849680}"#;
+    assert_eq!(server.deliver(&zoom, &zoom_headers(started), started).await.status(), 200);
+    wait_for_events(&server, "zoom.meeting.started", 1).await;
+
+    // Handshakes are answered, not stored; the catalog shows them.
+    let tenant = server.store.find_connection(&zoom).await.unwrap().unwrap().tenant_id;
+    let counts = server.store.inbound_counts(tenant.as_str()).await.unwrap();
+    assert_eq!((counts.verified, counts.rejected_by_reason.values().sum::<u64>()), (3, 1));
+    let detail: Value =
+        server.get(&server.admin_key, "/api/marketplace/integrations/whatsapp").await.json().await.unwrap();
+    assert_eq!(detail["webhook_handshakes"], json!(["meta_hub_challenge"]));
+    let credential_names: Vec<&str> =
+        detail["webhook_credential_fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(credential_names.contains(&"webhook_verify_token"), "{credential_names:?}");
+}
+
+async fn unsigned_webhooks_are_taken_only_by_connections_that_opt_in(backend: Backend) {
+    let Some(server) = TestServer::start_with_test_connectors(backend).await else { return };
+    let payload = r#"{"ref":"refs/heads/main"}"#;
+    let push = [("x-github-event", "push".to_string())];
+    let opted_in = server
+        .connection_with_secret(json!({
+            "template_name": "github",
+            "auth_mode": "bearer",
+            "credentials": {"token": creds::GITHUB_TOKEN},
+            "config_overrides": {"webhook_accept_unsigned": true},
+        }))
+        .await;
+    let accepted: Value = server.deliver(&opted_in, &push, payload).await.json().await.unwrap();
+    let inbound_path = format!("/api/integrations/{opted_in}/inbound/{}", accepted["id"].as_str().unwrap());
+    let record: Value = server.get(&server.admin_key, &inbound_path).await.json().await.unwrap();
+    assert_eq!((record["verification"].as_str(), record["rejection"].as_str()), (Some("unsigned"), None));
+    let events = wait_for_events(&server, "github.push", 1).await;
+    assert_eq!(events[0]["payload"]["connection_id"], opted_in.as_str());
+    let stats: Value = server.get(&server.admin_key, "/webhooks/stats").await.json().await.unwrap();
+    assert_eq!((stats["unsigned"].as_u64(), stats["verified"].as_u64()), (Some(1), Some(0)), "{stats}");
+
+    // Once a secret is set it is required, opt-in or not.
+    let configure = json!({"integration_id": opted_in, "credentials": {"webhook_secret": "gh-secret"}});
+    assert_eq!(server.post(&server.admin_key, "/api/marketplace/configure", &configure).await.status(), 200);
+    assert_eq!(server.deliver(&opted_in, &push, r#"{"ref":"refs/heads/dev"}"#).await.status(), 401);
+
+    // A provider that signs nothing: refused unless the connection opts in.
+    let graph =
+        server.connection_with_secret(json!({"template_name": "microsoft-graph", "credentials": {"token": "t"}})).await;
+    let notification = r#"{"value":[{"changeType":"created","clientState":"s","resource":"Users/1/Messages/2"}]}"#;
+    assert_eq!(server.deliver(&graph, &[], notification).await.status(), 401);
+    let tenant = server.store.find_connection(&graph).await.unwrap().unwrap().tenant_id;
+    let counts = server.store.inbound_counts(tenant.as_str()).await.unwrap();
+    assert_eq!(counts.rejected_by_reason.get("unsigned_refused"), Some(&1), "{counts:?}");
+    assert_eq!(counts.rejected_by_reason.get("missing_signature"), Some(&1), "{counts:?}");
+
+    // The setting is typed at install.
+    let refused = server
+        .post(
+            &server.admin_key,
+            "/api/marketplace/install",
+            &json!({"template_name": "github", "auth_mode": "bearer", "config_overrides": {"webhook_accept_unsigned": "yes"}}),
+        )
+        .await;
+    let problem = common::expect_problem(refused, 422).await;
+    assert!(problem.to_string().contains("config_overrides.webhook_accept_unsigned"), "{problem}");
+}
+
+async fn a_connection_sets_its_own_body_limit(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let with_limit = |limit: u64| {
+        json!({
+            "template_name": "github",
+            "auth_mode": "bearer",
+            "credentials": {"token": creds::GITHUB_TOKEN, "webhook_secret": "gh-secret"},
+            "config_overrides": {"webhook_max_body_bytes": limit},
+        })
+    };
+    let server = &server;
+    let deliver = |id: String, size: usize| async move {
+        let payload = format!(r#"{{"pad":"{}"}}"#, "x".repeat(size));
+        let headers = [
+            ("x-hub-signature-256", format!("sha256={}", hex_hmac("gh-secret", payload.as_bytes()))),
+            ("x-github-event", "push".to_string()),
+        ];
+        server.deliver(&id, &headers, &payload).await.status().as_u16()
+    };
+    let small = server.connection_with_secret(with_limit(2048)).await;
+    assert_eq!(deliver(small.clone(), 1000).await, 200);
+    assert_eq!(deliver(small, 3000).await, 413);
+    // Larger than the 1 MiB default and than the API's own body limit.
+    let large = server.connection_with_secret(with_limit(3 * 1024 * 1024)).await;
+    assert_eq!(deliver(large, 2 * 1024 * 1024).await, 200);
+
+    let refused = server.post(&server.admin_key, "/api/marketplace/install", &with_limit(100)).await;
+    let problem = common::expect_problem(refused, 422).await;
+    assert!(problem.to_string().contains("config_overrides.webhook_max_body_bytes"), "{problem}");
+    let too_big = server.post(&server.admin_key, "/api/marketplace/install", &with_limit(1 << 30)).await;
+    common::expect_problem(too_big, 422).await;
 }
 
 async fn senders_are_rate_limited_per_connection_and_per_source_and_counted(backend: Backend) {

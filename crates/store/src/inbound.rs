@@ -19,9 +19,7 @@ pub struct NewInbound {
     /// A JSON object of the headers, credential-like values masked.
     pub headers: String,
     pub body: Vec<u8>,
-    pub verified: bool,
-    /// The reason code when not verified.
-    pub rejection: Option<String>,
+    pub verification: Verification,
     pub provider_event_id: Option<String>,
     /// The provider's event id, or a hash of signature and body; a second webhook with the
     /// same key on the same connection is a duplicate.
@@ -48,6 +46,43 @@ pub struct Inbound {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub processed_at: Option<Timestamp>,
+}
+
+/// What the receiver concluded about a webhook's authenticity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// The signature verified: processed.
+    Verified,
+    /// No secret is set and the connection accepts unsigned webhooks: processed.
+    Unsigned,
+    /// Refused, with the reason code: kept for inspection, never processed.
+    Rejected(String),
+}
+
+impl Verification {
+    /// Whether the webhook goes on to processing.
+    pub fn is_accepted(&self) -> bool {
+        !matches!(self, Verification::Rejected(_))
+    }
+
+    /// `verified`, `unsigned` or `rejected`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verification::Verified => "verified",
+            Verification::Unsigned => "unsigned",
+            Verification::Rejected(_) => "rejected",
+        }
+    }
+}
+
+impl Inbound {
+    pub fn verification(&self) -> Verification {
+        match (&self.rejection, self.verified) {
+            (Some(reason), _) => Verification::Rejected(reason.clone()),
+            (None, true) => Verification::Verified,
+            (None, false) => Verification::Unsigned,
+        }
+    }
 }
 
 /// What storing a webhook did.
@@ -83,6 +118,8 @@ pub struct InboundFilter {
 pub struct InboundCounts {
     pub received: u64,
     pub verified: u64,
+    /// Accepted without a signature (connections that accept unsigned webhooks).
+    pub unsigned: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
     pub duplicates: u64,
     pub pending: u64,
@@ -92,7 +129,7 @@ pub struct InboundCounts {
 
 #[async_trait::async_trait]
 pub trait InboundStore: Send + Sync {
-    /// Stores a webhook durably (a verified one as `pending`, another as `rejected`), or
+    /// Stores a webhook durably (an accepted one as `pending`, a refused one as `rejected`), or
     /// counts it as a duplicate of the one stored with its dedupe key.
     async fn store_inbound(&self, inbound: &NewInbound) -> Result<Stored>;
     /// Leases up to `limit` pending webhooks (of any tenant) until `lease_until`.
@@ -102,7 +139,7 @@ pub trait InboundStore: Send + Sync {
     async fn get_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<Inbound>>;
     /// Newest first.
     async fn list_inbound(&self, tenant_id: &str, filter: &InboundFilter, page: &Page) -> Result<Vec<Inbound>>;
-    /// Puts a stored, verified webhook back in the queue; `None` when there is none (or it
+    /// Puts a stored, accepted webhook back in the queue; `None` when there is none (or it
     /// was rejected).
     async fn replay_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<Inbound>>;
     async fn inbound_counts(&self, tenant_id: &str) -> Result<InboundCounts>;

@@ -33,8 +33,11 @@ fn webhook(tenant_id: &Id, connection: &str, dedupe: &str, verified: bool) -> Ne
         source_ip: Some("203.0.113.9".into()),
         headers: r#"{"stripe-signature":"********"}"#.into(),
         body: vec![b'{', 0xff, 0x00, b'}'],
-        verified,
-        rejection: (!verified).then(|| "signature_mismatch".to_string()),
+        verification: if verified {
+            Verification::Verified
+        } else {
+            Verification::Rejected("signature_mismatch".to_string())
+        },
         provider_event_id: Some(dedupe.to_string()),
         dedupe_key: if verified { dedupe.to_string() } else { id.to_string() },
     }
@@ -59,21 +62,30 @@ async fn webhooks_are_stored_once_with_duplicates_counted_and_kept_byte_for_byte
         assert!(matches!(store.store_inbound(&webhook(&a, "conn_1", "evt_x", false)).await.unwrap(), Stored::New(_)));
     }
 
+    // A connection that accepts unsigned webhooks: processed, but told apart from verified.
+    let unsigned = NewInbound { verification: Verification::Unsigned, ..webhook(&a, "conn_3", "evt_u", true) };
+    let Stored::New(unsigned_id) = store.store_inbound(&unsigned).await.unwrap() else { panic!("new") };
+    let unsigned = store.get_inbound(a.as_str(), unsigned_id.as_str()).await.unwrap().unwrap();
+    assert_eq!((unsigned.verification(), unsigned.status.as_str()), (Verification::Unsigned, "pending"));
+
     let stored = store.get_inbound(a.as_str(), id.as_str()).await.unwrap().unwrap();
     assert_eq!(stored.body, vec![b'{', 0xff, 0x00, b'}']);
-    assert_eq!((stored.duplicates, stored.status.as_str(), stored.verified), (2, "pending", true));
+    assert_eq!(
+        (stored.duplicates, stored.status.as_str(), stored.verification()),
+        (2, "pending", Verification::Verified)
+    );
     assert_eq!(stored.source_ip.as_deref(), Some("203.0.113.9"));
     assert!(store.get_inbound(b.as_str(), id.as_str()).await.unwrap().is_none(), "tenants are isolated");
 
     let counts = store.inbound_counts(a.as_str()).await.unwrap();
-    assert_eq!((counts.received, counts.verified, counts.duplicates, counts.pending), (4, 2, 2, 2));
+    assert_eq!((counts.received, counts.verified, counts.unsigned, counts.duplicates, counts.pending), (5, 2, 1, 2, 3));
     assert_eq!(counts.rejected_by_reason.get("signature_mismatch"), Some(&2));
 
     let page = Page { limit: 10, before: None };
     let filter = InboundFilter { connection_id: Some("conn_1".into()), status: Some("rejected".into()) };
     assert_eq!(store.list_inbound(a.as_str(), &filter, &page).await.unwrap().len(), 2);
     let all = store.list_inbound(a.as_str(), &InboundFilter::default(), &page).await.unwrap();
-    assert_eq!(all.len(), 4);
+    assert_eq!(all.len(), 5);
     assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
 }
 

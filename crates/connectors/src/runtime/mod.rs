@@ -164,6 +164,9 @@ pub struct WebhookTarget {
     pub connection: Connection,
     pub provider: Arc<Provider>,
     pub secrets: Vec<Zeroizing<String>>,
+    /// The token Meta's `hub.challenge` handshake must carry.
+    pub verify_token: Option<Zeroizing<String>>,
+    pub settings: crate::provider::WebhookSettings,
 }
 
 /// The connections service. Cheap to clone.
@@ -411,7 +414,10 @@ impl Connections {
             .into_iter()
             .filter_map(|name| credentials.remove(name))
             .collect();
-        let target = Arc::new(WebhookTarget { connection, provider, secrets });
+        let verify_token = credentials.remove(crate::provider::WEBHOOK_VERIFY_TOKEN);
+        let config = serde_json::from_str(&connection.config).unwrap_or_default();
+        let settings = provider.webhook_settings(&config);
+        let target = Arc::new(WebhookTarget { connection, provider, secrets, verify_token, settings });
         self.webhook_targets.insert(id.to_string(), target.clone());
         Ok(Some(target))
     }

@@ -74,6 +74,10 @@ pub struct IntegrationDetail {
     pub cache_ttl_seconds: Option<u32>,
     /// The signature scheme of the provider's webhooks, when it sends any.
     pub webhook_scheme: Option<String>,
+    /// How the provider proves the webhook address: `slack_url_verification`,
+    /// `zoom_url_validation`, `meta_hub_challenge`, `dropbox_challenge`,
+    /// `microsoft_graph_validation`; the receiver answers these.
+    pub webhook_handshakes: Vec<String>,
     /// Credentials any connection of a provider that sends webhooks may hold besides its
     /// auth mode's: the signing secret (and the previous one during a rotation).
     pub webhook_credential_fields: Vec<CredentialFieldOut>,
@@ -177,6 +181,7 @@ fn detail(provider: &Provider, installs: u64) -> IntegrationDetail {
         connection_config: manifest
             .connection_config
             .iter()
+            .chain(&provider.webhook_config_fields())
             .map(|field| ConfigFieldOut {
                 name: field.name.clone(),
                 label: field.label.clone(),
@@ -210,6 +215,11 @@ fn detail(provider: &Provider, installs: u64) -> IntegrationDetail {
         api_version: manifest.api_version.as_ref().map(|v| v.default.clone()),
         cache_ttl_seconds: manifest.cache.as_ref().map(|c| c.ttl_seconds),
         webhook_scheme: manifest.webhooks.as_ref().map(|w| variant_name(&w.scheme)),
+        webhook_handshakes: manifest
+            .webhooks
+            .as_ref()
+            .map(|w| w.handshakes.iter().map(variant_name).collect())
+            .unwrap_or_default(),
         webhook_credential_fields: provider
             .webhook_credential_fields()
             .into_iter()

@@ -39,7 +39,20 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, config: ServerConfig) -> Option<Self> {
-        Self::start_with_policy(backend, config, AddressPolicy::allow_all(), StaticHosts::new()).await
+        Self::start_with_policy(backend, config, AddressPolicy::allow_all(), StaticHosts::new(), &[]).await
+    }
+
+    /// A server whose catalog adds the operator manifests in `tests/connectors/`.
+    pub async fn start_with_test_connectors(backend: Backend) -> Option<Self> {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/connectors");
+        Self::start_with_policy(
+            backend,
+            ServerConfig::default(),
+            AddressPolicy::allow_all(),
+            StaticHosts::new(),
+            &[dir],
+        )
+        .await
     }
 
     /// A server whose SSRF guard refuses private targets, as in production.
@@ -50,7 +63,7 @@ impl TestServer {
     /// A guarded server whose resolver answers these names with these addresses.
     pub async fn start_guarded_resolving(backend: Backend, hosts: &[(&str, &str)]) -> Option<Self> {
         let hosts = hosts.iter().map(|(name, ip)| (name.to_string(), vec![ip.parse().unwrap()])).collect();
-        Self::start_with_policy(backend, ServerConfig::default(), AddressPolicy::default(), hosts).await
+        Self::start_with_policy(backend, ServerConfig::default(), AddressPolicy::default(), hosts, &[]).await
     }
 
     async fn start_with_policy(
@@ -58,6 +71,7 @@ impl TestServer {
         config: ServerConfig,
         policy: AddressPolicy,
         static_hosts: StaticHosts,
+        connectors_dirs: &[std::path::PathBuf],
     ) -> Option<Self> {
         let db = TestDb::for_backend(backend)?;
         let store = db.open().await;
@@ -79,7 +93,7 @@ impl TestServer {
         let secrets = Arc::new(SecretBox::new(KeyRing::generate()));
         let sandbox = Sandbox::start().await.unwrap();
         let connections = Connections::new(
-            Arc::new(Catalog::load(&[]).unwrap()),
+            Arc::new(Catalog::load(connectors_dirs).unwrap()),
             store.clone(),
             secrets.clone(),
             egress.clone(),

@@ -62,11 +62,14 @@ macro_rules! inbound_impl {
                     .bind(inbound.source_ip.as_deref())
                     .bind(&inbound.headers)
                     .bind(&inbound.body)
-                    .bind(inbound.verified)
-                    .bind(inbound.rejection.as_deref())
+                    .bind(inbound.verification == crate::Verification::Verified)
+                    .bind(match &inbound.verification {
+                        crate::Verification::Rejected(reason) => Some(reason.as_str()),
+                        _ => None,
+                    })
                     .bind(inbound.provider_event_id.as_deref())
                     .bind(&inbound.dedupe_key)
-                    .bind(if inbound.verified { "pending" } else { "rejected" })
+                    .bind(if inbound.verification.is_accepted() { "pending" } else { "rejected" })
                     .fetch_one(&mut *c)
                     .await?;
                     let stored = id(&row, "id")?;
@@ -169,7 +172,7 @@ macro_rules! inbound_impl {
                 self.write(move |c| Box::pin(async move {
                     let row = sqlx::query(&format!(
                         "UPDATE inbound_webhooks SET status = 'pending', lease_until = NULL, last_error = NULL
-                         WHERE tenant_id = $1 AND id = $2 AND verified RETURNING {INBOUND_COLUMNS}"
+                         WHERE tenant_id = $1 AND id = $2 AND status <> 'rejected' RETURNING {INBOUND_COLUMNS}"
                     ))
                     .bind(&tenant_id)
                     .bind(&id)
@@ -184,8 +187,8 @@ macro_rules! inbound_impl {
                 let tenant_id = tenant_id.to_string();
                 self.read(move |c| Box::pin(async move {
                     let rows = sqlx::query(
-                        "SELECT status, rejection, COUNT(*) AS n, COALESCE(SUM(duplicates), 0) AS dups
-                         FROM inbound_webhooks WHERE tenant_id = $1 GROUP BY status, rejection",
+                        "SELECT status, rejection, verified, COUNT(*) AS n, COALESCE(SUM(duplicates), 0) AS dups
+                         FROM inbound_webhooks WHERE tenant_id = $1 GROUP BY status, rejection, verified",
                     )
                     .bind(&tenant_id)
                     .fetch_all(&mut *c)
@@ -201,7 +204,11 @@ macro_rules! inbound_impl {
                                 *counts.rejected_by_reason.entry(reason.unwrap_or_else(|| "unknown".into())).or_default() += n;
                             }
                             status => {
-                                counts.verified += n;
+                                if row.try_get::<bool, _>("verified")? {
+                                    counts.verified += n;
+                                } else {
+                                    counts.unsigned += n;
+                                }
                                 match status {
                                     "pending" => counts.pending += n,
                                     "processed" => counts.processed += n,

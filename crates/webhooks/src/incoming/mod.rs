@@ -1,3 +1,5 @@
-//! Incoming webhooks: verifying providers' signatures (`verify`).
+//! Incoming webhooks: verifying providers' signatures (`verify`) and answering their
+//! handshakes (`handshake`).
 
+pub mod handshake;
 pub mod verify;

@@ -96,6 +96,8 @@ pub enum Rejection {
     SignatureMismatch,
     #[error("no secret is configured")]
     NoSecret,
+    #[error("the provider does not sign, and the connection does not accept unsigned webhooks")]
+    UnsignedRefused,
 }
 
 impl Rejection {
@@ -108,6 +110,7 @@ impl Rejection {
             Rejection::FutureTimestamp => "future_timestamp",
             Rejection::SignatureMismatch => "signature_mismatch",
             Rejection::NoSecret => "no_secret",
+            Rejection::UnsignedRefused => "unsigned_refused",
         }
     }
 }

@@ -1,0 +1,386 @@
+//! The universal webhook receiver, `POST /webhooks/{connection_id}`: no API key (the
+//! provider's signature is the authentication). It verifies per the connection's manifest,
+//! answers the provider's handshakes, and stores the webhook durably before the 2xx.
+
+pub mod log;
+
+use std::error::Error as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use switchboard_connectors::WebhookTarget;
+use switchboard_connectors::manifest::{
+    GenericSignature, HmacAlgorithm, SignatureEncoding, SignatureScheme, TimestampUnit, WebhookHandshake, Webhooks,
+};
+use switchboard_core::{Id, IdKind};
+use switchboard_store::{NewInbound, Stored, Verification};
+use switchboard_webhooks::incoming::handshake::{self, Answer, Handshake};
+use switchboard_webhooks::incoming::verify::{
+    self, Algorithm, DEFAULT_TOLERANCE_SECS, Encoding, GenericHmac, Incoming, Rejection, Scheme,
+};
+
+use super::endpoints::{MASK, is_sensitive_header};
+use crate::metrics::{InboundLabels, RejectionLabels};
+use crate::middleware::Verbatim;
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Token buckets per connection and per source address (idle ones forgotten every minute,
+/// so memory follows the active senders), and the addresses limited lately, for the stats.
+pub struct InboundLimits {
+    per_connection: Option<crate::auth::KeyRateLimiter>,
+    per_source: Option<crate::auth::KeyRateLimiter>,
+    limited_sources: moka::sync::Cache<String, ()>,
+}
+
+impl InboundLimits {
+    pub fn new(per_connection: Option<std::num::NonZeroU32>, per_source: Option<std::num::NonZeroU32>) -> Self {
+        Self {
+            per_connection: per_connection.map(crate::auth::KeyRateLimiter::new),
+            per_source: per_source.map(crate::auth::KeyRateLimiter::new),
+            limited_sources: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
+        }
+    }
+
+    pub fn forget_idle(&self) {
+        for limiter in [&self.per_connection, &self.per_source].into_iter().flatten() {
+            limiter.forget_idle();
+        }
+    }
+
+    /// Distinct source addresses refused for their rate in the last hour.
+    pub fn limited_sources(&self) -> u64 {
+        self.limited_sources.run_pending_tasks();
+        self.limited_sources.entry_count()
+    }
+}
+
+fn too_many(wait: std::time::Duration) -> Response {
+    let mut response = terse(StatusCode::TOO_MANY_REQUESTS, json!({"error": "too many requests"}));
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.max(1).into());
+    response
+}
+
+/// The scheme to verify by; `Ok(None)` for a provider that signs nothing, `Err` for a
+/// `generic_hmac` manifest without its signature (the loader refuses those).
+fn scheme(webhooks: &Webhooks) -> Result<Option<Scheme>, ApiError> {
+    let missing = || ApiError::internal(&"a generic_hmac manifest without a signature");
+    Ok(Some(match webhooks.scheme {
+        SignatureScheme::Stripe => Scheme::Stripe,
+        SignatureScheme::Github => Scheme::Github,
+        SignatureScheme::Slack => Scheme::Slack,
+        SignatureScheme::Shopify => Scheme::Shopify,
+        SignatureScheme::Twilio => Scheme::Twilio,
+        SignatureScheme::StandardWebhooks => Scheme::StandardWebhooks,
+        SignatureScheme::GenericHmac => Scheme::GenericHmac(generic(webhooks.signature.as_ref().ok_or_else(missing)?)),
+        SignatureScheme::None => return Ok(None),
+    }))
+}
+
+fn generic(signature: &GenericSignature) -> GenericHmac {
+    GenericHmac {
+        header: signature.header.to_ascii_lowercase(),
+        algorithm: match signature.algorithm {
+            HmacAlgorithm::Sha1 => Algorithm::Sha1,
+            HmacAlgorithm::Sha256 => Algorithm::Sha256,
+            HmacAlgorithm::Sha512 => Algorithm::Sha512,
+        },
+        encoding: match signature.encoding {
+            SignatureEncoding::Hex => Encoding::Hex,
+            SignatureEncoding::Base64 => Encoding::Base64,
+        },
+        prefix: signature.prefix.clone(),
+        signed: signature.signed.clone(),
+        timestamp_header: signature.timestamp_header.as_ref().map(|h| h.to_ascii_lowercase()),
+        timestamp_in_millis: signature.timestamp_unit == TimestampUnit::Milliseconds,
+    }
+}
+
+/// Where a manifest says a value lives: `header:Name`, `literal:value`, or a JSON pointer
+/// into the body.
+pub(crate) fn locate(location: &str, headers: &HeaderMap, body: Option<&Value>) -> Option<String> {
+    if let Some(value) = location.strip_prefix("literal:") {
+        return Some(value.to_string());
+    }
+    match location.strip_prefix("header:") {
+        Some(name) => headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string),
+        None => body?.pointer(location).and_then(|v| match v {
+            Value::String(text) => Some(text.clone()),
+            Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        }),
+    }
+}
+
+fn masked_headers(headers: &HeaderMap) -> String {
+    let map: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = if is_sensitive_header(name.as_str()) {
+                MASK.to_string()
+            } else {
+                value.to_str().unwrap_or("<binary>").to_string()
+            };
+            (name.as_str().to_string(), Value::String(shown))
+        })
+        .collect();
+    Value::Object(map).to_string()
+}
+
+fn terse(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response.extensions_mut().insert(Verbatim);
+    response
+}
+
+/// Receives a provider's webhook for a connection.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{connection_id}",
+    tag = "incoming webhooks",
+    params(("connection_id" = String, Path, description = "`conn_…`: the URL to give the provider")),
+    request_body(content = String, description = "The provider's payload, verified byte for byte", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored (or recognised as a duplicate), or a handshake answered"),
+        (status = 401, description = "The signature did not verify; the reason is recorded, not returned"),
+        (status = 404, description = "No webhooks are received at this address"),
+        (status = 413, description = "The body exceeds the connection's size limit (1 MiB unless it sets `webhook_max_body_bytes`)"),
+        (status = 429, description = "The connection or the source address sends too fast; see `Retry-After`"),
+    )
+)]
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(connection_id): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> ApiResult<Response> {
+    let source = peer.ip().to_string();
+    let target = match admit(&state, &connection_id, &source).await? {
+        Ok(target) => target,
+        Err(refusal) => return Ok(refusal),
+    };
+    let (connection, provider, secrets) = (&target.connection, &target.provider, &target.secrets);
+    let webhooks = provider.manifest.webhooks.as_ref().expect("webhook_target returns providers with webhooks");
+    let handshakes = handshakes(webhooks);
+    let verify_token = target.verify_token.as_ref().map(|t| t.as_str());
+    if let Some(answer) = handshake::answer_unsigned(&handshakes, "POST", request.uri().query(), verify_token) {
+        return Ok(handshake_response(&state, answer));
+    }
+    let scheme = scheme(webhooks)?;
+    let settings = target.settings;
+    let url = format!("{}{}", state.connections.config.public_url.trim_end_matches('/'), request.uri());
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, settings.max_body_bytes).await {
+        Ok(body) => body,
+        Err(error) if error.source().is_some_and(|e| e.is::<http_body_util::LengthLimitError>()) => {
+            return Err(ApiError::payload_too_large(settings.max_body_bytes));
+        }
+        Err(_) => return Err(ApiError::bad_request("The request body could not be read")),
+    };
+    let headers = parts.headers;
+
+    let now = state.clock.now();
+    let secrets: Vec<&str> = secrets.iter().map(|s| s.as_str()).collect();
+    // A secret, once set, is always required; unsigned webhooks are an explicit opt-in.
+    let take_unsigned = settings.accept_unsigned && (secrets.is_empty() || scheme.is_none());
+    let verdict = match &scheme {
+        _ if take_unsigned => Verdict::Unsigned,
+        None => Verdict::Rejected(Rejection::UnsignedRefused),
+        Some(scheme) => {
+            let incoming = Incoming { method: parts.method.as_str(), url: &url, headers: &headers, body: &body };
+            match verify::verify(scheme, &secrets, &incoming, now.timestamp(), DEFAULT_TOLERANCE_SECS) {
+                Ok(()) => Verdict::Verified,
+                Err(rejection) => Verdict::Rejected(rejection),
+            }
+        }
+    };
+    // The body is parsed only when something must be read from it: a handshake, or an event
+    // id the manifest locates in the body rather than in a header.
+    let handshake_in_body = handshake::reads_body(&handshakes);
+    let id_in_body = webhooks.event_id.as_deref().is_some_and(|l| !l.starts_with("header:"));
+    let document: Option<Value> =
+        if handshake_in_body || id_in_body { serde_json::from_slice(&body).ok() } else { None };
+
+    // Slack and Zoom prove the address with a signed request before sending events.
+    if verdict == Verdict::Verified
+        && let Some(document) = &document
+        && let Some(answer) = handshake::answer_signed(&handshakes, document, secrets[0])
+    {
+        return Ok(handshake_response(&state, answer));
+    }
+
+    let id = Id::new(IdKind::Inbound);
+    let provider_event_id =
+        webhooks.event_id.as_deref().and_then(|location| locate(location, &headers, document.as_ref()));
+    let dedupe_key = match (&verdict, &provider_event_id) {
+        // Refused webhooks are each kept on their own.
+        (Verdict::Rejected(_), _) => id.to_string(),
+        (_, Some(event_id)) => format!("event:{event_id}"),
+        (_, None) => {
+            let signature =
+                scheme.as_ref().map(signature_header).and_then(|name| headers.get(name)).map(|v| v.as_bytes());
+            let mut hash = Sha256::new();
+            hash.update(signature.unwrap_or_default());
+            hash.update(b"\n");
+            hash.update(&body);
+            format!("sha256:{}", hex::encode(hash.finalize()))
+        }
+    };
+    let inbound = NewInbound {
+        id,
+        tenant_id: connection.tenant_id.clone(),
+        connection_id: connection.id.clone(),
+        received_at: now,
+        source_ip: Some(source),
+        headers: masked_headers(&headers),
+        body: body.to_vec(),
+        verification: match verdict {
+            Verdict::Verified => Verification::Verified,
+            Verdict::Unsigned => Verification::Unsigned,
+            Verdict::Rejected(rejection) => Verification::Rejected(rejection.code().to_string()),
+        },
+        provider_event_id,
+        dedupe_key,
+    };
+    let stored = state.store.store_inbound(&inbound).await?;
+    let accepted = inbound.verification.is_accepted();
+    if matches!(stored, Stored::New(_)) && accepted {
+        state.inbound_ready.notify_one();
+    }
+    let outcome = match (&stored, &inbound.verification) {
+        (_, Verification::Rejected(_)) => "rejected",
+        (Stored::Duplicate(_), _) => "duplicate",
+        (Stored::New(_), Verification::Unsigned) => "unsigned",
+        (Stored::New(_), Verification::Verified) => "stored",
+    };
+    state.metrics.inbound.get_or_create(&InboundLabels { outcome }).inc();
+    if let Verification::Rejected(reason) = &inbound.verification {
+        state.metrics.inbound_rejections.get_or_create(&RejectionLabels { reason: reason.clone() }).inc();
+        return Ok(terse(StatusCode::UNAUTHORIZED, json!({"error": "the webhook could not be verified"})));
+    }
+    Ok(match stored {
+        Stored::New(id) => terse(StatusCode::OK, json!({"received": true, "id": id})),
+        Stored::Duplicate(id) => terse(StatusCode::OK, json!({"received": true, "id": id, "duplicate": true})),
+    })
+}
+
+/// Answers the handshakes providers make by GET: Meta's `hub.challenge` (with the verify
+/// token) and Dropbox's `challenge`.
+#[utoipa::path(
+    get,
+    path = "/webhooks/{connection_id}",
+    tag = "incoming webhooks",
+    params(("connection_id" = String, Path, description = "`conn_…`: the URL given to the provider")),
+    responses(
+        (status = 200, description = "The challenge, echoed as text", content_type = "text/plain", body = String),
+        (status = 403, description = "Meta's verify token is not the connection's `webhook_verify_token`"),
+        (status = 404, description = "No webhooks are received at this address, or its provider makes no such handshake"),
+    )
+)]
+pub async fn challenge(
+    State(state): State<AppState>,
+    Path(connection_id): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> ApiResult<Response> {
+    let target = match admit(&state, &connection_id, &peer.ip().to_string()).await? {
+        Ok(target) => target,
+        Err(refusal) => return Ok(refusal),
+    };
+    let webhooks = target.provider.manifest.webhooks.as_ref().expect("webhook_target returns providers with webhooks");
+    let verify_token = target.verify_token.as_ref().map(|t| t.as_str());
+    Ok(match handshake::answer_unsigned(&handshakes(webhooks), "GET", request.uri().query(), verify_token) {
+        Some(answer) => handshake_response(&state, answer),
+        None => not_found(),
+    })
+}
+
+/// Rate limits (the source's before anything is read, the connection's once it is known) and
+/// the connection's webhook target; a refusal is the response to send.
+async fn admit(state: &AppState, connection_id: &str, source: &str) -> ApiResult<Result<Arc<WebhookTarget>, Response>> {
+    if let Some(Err(wait)) = state.inbound_limits.per_source.as_ref().map(|l| l.take(source)) {
+        state.inbound_limits.limited_sources.insert(source.to_string(), ());
+        state.metrics.inbound.get_or_create(&InboundLabels { outcome: "rate_limited" }).inc();
+        return Ok(Err(too_many(wait)));
+    }
+    if Id::parse(IdKind::Connection, connection_id).is_err() {
+        return Ok(Err(not_found()));
+    }
+    let Some(target) = state.connections.webhook_target(connection_id).await? else {
+        return Ok(Err(not_found()));
+    };
+    if let Some(Err(wait)) = state.inbound_limits.per_connection.as_ref().map(|l| l.take(target.connection.id.as_str()))
+    {
+        state.metrics.inbound.get_or_create(&InboundLabels { outcome: "rate_limited" }).inc();
+        return Ok(Err(too_many(wait)));
+    }
+    Ok(Ok(target))
+}
+
+/// What verification concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Verified,
+    /// No secret is set and the connection accepts unsigned webhooks.
+    Unsigned,
+    Rejected(Rejection),
+}
+
+fn not_found() -> Response {
+    terse(StatusCode::NOT_FOUND, json!({"error": "not found"}))
+}
+
+fn handshakes(webhooks: &Webhooks) -> Vec<Handshake> {
+    webhooks
+        .handshakes
+        .iter()
+        .map(|handshake| match handshake {
+            WebhookHandshake::SlackUrlVerification => Handshake::SlackUrlVerification,
+            WebhookHandshake::ZoomUrlValidation => Handshake::ZoomUrlValidation,
+            WebhookHandshake::MetaHubChallenge => Handshake::MetaHubChallenge,
+            WebhookHandshake::DropboxChallenge => Handshake::DropboxChallenge,
+            WebhookHandshake::MicrosoftGraphValidation => Handshake::MicrosoftGraphValidation,
+        })
+        .collect()
+}
+
+fn handshake_response(state: &AppState, answer: Answer) -> Response {
+    state.metrics.inbound.get_or_create(&InboundLabels { outcome: "handshake" }).inc();
+    match answer {
+        Answer::Json(body) => terse(StatusCode::OK, body),
+        Answer::Text(text) => {
+            let mut response = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")],
+                text,
+            )
+                .into_response();
+            response.extensions_mut().insert(Verbatim);
+            response
+        }
+        Answer::Refused => terse(StatusCode::FORBIDDEN, json!({"error": "forbidden"})),
+    }
+}
+
+/// The header a scheme's signature travels in, for hashing duplicates without an event id.
+fn signature_header(scheme: &Scheme) -> &str {
+    match scheme {
+        Scheme::Stripe => "stripe-signature",
+        Scheme::Github => "x-hub-signature-256",
+        Scheme::Slack => "x-slack-signature",
+        Scheme::Shopify => "x-shopify-hmac-sha256",
+        Scheme::Twilio => "x-twilio-signature",
+        Scheme::StandardWebhooks => "webhook-signature",
+        Scheme::GenericHmac(spec) => spec.header.as_str(),
+    }
+}
