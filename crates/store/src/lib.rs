@@ -8,6 +8,7 @@
 //! transaction and claims jobs with `FOR UPDATE SKIP LOCKED`.
 
 pub mod connections;
+mod coalesce;
 mod error;
 pub mod inbound;
 pub mod model;

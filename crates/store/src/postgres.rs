@@ -11,16 +11,33 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+use crate::coalesce::Coalescer;
 use crate::queue::WakeSignal;
-use crate::{OpenOptions, Result, StoreError};
+pub(crate) use crate::sql::inbound_batch::insert_postgres as insert_inbound_batch;
+use crate::{NewInbound, OpenOptions, Result, Stored, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The NOTIFY channel that announces new or released jobs.
 const JOBS_CHANNEL: &str = "switchboard_jobs";
 
+/// A handle for writing from a task: transactions on the API pool. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Writer(PgPool);
+
+impl Writer {
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        transact(&self.0, f).await
+    }
+}
+
 pub struct PgStore {
     pool: PgPool,
+    pub(crate) inbound_batches: Coalescer<NewInbound, Stored>,
     /// Background work (claiming, recording deliveries) has connections of its own, so a
     /// flood of API requests waiting for the main pool cannot starve it.
     workers: PgPool,
@@ -61,7 +78,7 @@ impl PgStore {
         listener.listen(JOBS_CHANNEL).await?;
         tokio::spawn(listen_for_jobs(listener, signal.clone(), stop_listening.clone()));
         tokio::spawn(announce_jobs(pool.clone(), announce, stop_listening.clone()));
-        Ok(Self { pool, workers, signal, stop_listening })
+        Ok(Self { pool, workers, signal, stop_listening, inbound_batches: Coalescer::new(INBOUND_BATCH) })
     }
 
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
@@ -70,6 +87,11 @@ impl PgStore {
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         transact(&self.pool, f).await
+    }
+
+    /// A handle on the pool that outlives this borrow, for batches written from a task.
+    pub(crate) fn writer(&self) -> Writer {
+        Writer(self.pool.clone())
     }
 
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
@@ -113,6 +135,9 @@ impl PgStore {
         self.workers.close().await;
     }
 }
+
+/// The most received webhooks one `INSERT` carries.
+const INBOUND_BATCH: usize = 512;
 
 /// Connections of the background-work pool.
 const WORKER_CONNECTIONS: u32 = 4;

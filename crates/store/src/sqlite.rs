@@ -13,8 +13,10 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::coalesce::Coalescer;
 use crate::queue::WakeSignal;
-use crate::{OpenOptions, Result, StoreError};
+pub(crate) use crate::sql::inbound_batch::insert_sqlite as insert_inbound_batch;
+use crate::{NewInbound, OpenOptions, Result, Stored, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -60,36 +62,11 @@ impl Batch {
 /// The most units one transaction carries; bounds the latency a large burst adds.
 const MAX_BATCH: usize = 1024;
 
-pub struct SqliteStore {
-    writer: mpsc::Sender<Command>,
-    readers: SqlitePool,
-    pub(crate) signal: WakeSignal,
-}
+/// Where write units queue for the writer task. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Writer(mpsc::Sender<Command>);
 
-impl SqliteStore {
-    pub async fn open(options: &OpenOptions) -> Result<Self> {
-        let connect = SqliteConnectOptions::from_str(&options.url)
-            .map_err(|e| StoreError::Config(format!("invalid SQLite URL: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk before any request it carries is answered. Group
-            // commit makes that affordable.
-            .synchronous(SqliteSynchronous::Full)
-            // Each unit runs in a savepoint, whose rollback journal (the sub-journal) would
-            // otherwise be a temporary file written page by page.
-            .pragma("temp_store", "memory")
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true)
-            .disable_statement_logging();
-        let mut writer_conn = connect.connect().await?;
-        MIGRATOR.run(&mut writer_conn).await?;
-        let readers =
-            SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).connect_with(connect).await?;
-        let (writer, commands) = mpsc::channel(8192);
-        tokio::spawn(run_writer(writer_conn, commands));
-        Ok(Self { writer, readers, signal: WakeSignal::new() })
-    }
-
+impl Writer {
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -124,8 +101,58 @@ impl SqliteStore {
                 (ok, finish)
             })
         });
-        self.writer.send(Command::Write(unit, answer)).await.map_err(|_| StoreError::Closed)?;
+        self.0.send(Command::Write(unit, answer)).await.map_err(|_| StoreError::Closed)?;
         outcome.await.map_err(|_| StoreError::Commit("the write was abandoned".into()))?
+    }
+}
+
+pub struct SqliteStore {
+    writer: Writer,
+    pub(crate) inbound_batches: Coalescer<NewInbound, Stored>,
+    readers: SqlitePool,
+    pub(crate) signal: WakeSignal,
+}
+
+impl SqliteStore {
+    pub async fn open(options: &OpenOptions) -> Result<Self> {
+        let connect = SqliteConnectOptions::from_str(&options.url)
+            .map_err(|e| StoreError::Config(format!("invalid SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before any request it carries is answered. Group
+            // commit makes that affordable.
+            .synchronous(SqliteSynchronous::Full)
+            // Each unit runs in a savepoint, whose rollback journal (the sub-journal) would
+            // otherwise be a temporary file written page by page.
+            .pragma("temp_store", "memory")
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .disable_statement_logging();
+        let mut writer_conn = connect.connect().await?;
+        MIGRATOR.run(&mut writer_conn).await?;
+        let readers =
+            SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).connect_with(connect).await?;
+        let (writer, commands) = mpsc::channel(8192);
+        tokio::spawn(run_writer(writer_conn, commands));
+        Ok(Self {
+            writer: Writer(writer),
+            inbound_batches: Coalescer::new(MAX_BATCH),
+            readers,
+            signal: WakeSignal::new(),
+        })
+    }
+
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.writer.submit(f, Answer::AfterCommit).await
+    }
+
+    /// A handle on the writer that outlives this borrow, for batches written from a task.
+    pub(crate) fn writer(&self) -> Writer {
+        self.writer.clone()
     }
 
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
@@ -154,7 +181,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        self.submit(f, Answer::BeforeCommit).await
+        self.writer.submit(f, Answer::BeforeCommit).await
     }
 
     pub(crate) async fn worker_read<T, F>(&self, f: F) -> Result<T>
@@ -167,7 +194,7 @@ impl SqliteStore {
 
     pub(crate) async fn shutdown(&self) {
         let (done, closed) = oneshot::channel();
-        if self.writer.send(Command::Close(done)).await.is_ok() {
+        if self.writer.0.send(Command::Close(done)).await.is_ok() {
             let _ = closed.await;
         }
         self.readers.close().await;

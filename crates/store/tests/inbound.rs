@@ -12,6 +12,7 @@ use switchboard_store::*;
 switchboard_store::conformance_tests!(
     webhooks_are_stored_once_with_duplicates_counted_and_kept_byte_for_byte,
     pending_webhooks_are_claimed_once_then_processed_failed_or_replayed,
+    concurrent_webhooks_share_batches_and_duplicates_within_a_batch_are_counted_once,
 );
 
 fn t0() -> Timestamp {
@@ -150,4 +151,47 @@ async fn pending_webhooks_are_claimed_once_then_processed_failed_or_replayed(bac
     assert!(store.replay_inbound(a.as_str(), rejected[0].id.as_str()).await.unwrap().is_none());
     let counts = store.inbound_counts(a.as_str()).await.unwrap();
     assert_eq!((counts.pending, counts.failed, counts.processed), (5, 1, 0));
+}
+
+async fn concurrent_webhooks_share_batches_and_duplicates_within_a_batch_are_counted_once(backend: Backend) {
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let a = tenant(&*store).await;
+    let store: Arc<dyn Store> = store;
+    // 150 keys, each delivered three times at once: copies land in the same batch or in
+    // later ones, and either way one is new and two are duplicates of it.
+    let writes: Vec<_> = (0..450)
+        .map(|n| {
+            let (store, a) = (store.clone(), a.clone());
+            tokio::spawn(async move {
+                let mut inbound = webhook(&a, "conn_1", &format!("evt_{}", n % 150), true);
+                if n % 150 == 7 {
+                    inbound.body = Vec::new();
+                }
+                (n % 150, store.store_inbound(&inbound).await.unwrap())
+            })
+        })
+        .collect();
+    let mut by_key: std::collections::HashMap<usize, Vec<Stored>> = Default::default();
+    for write in writes {
+        let (key, stored) = write.await.unwrap();
+        by_key.entry(key).or_default().push(stored);
+    }
+    assert_eq!(by_key.len(), 150);
+    for (key, outcomes) in &by_key {
+        let new: Vec<&Id> = outcomes.iter().filter_map(|o| if let Stored::New(id) = o { Some(id) } else { None }).collect();
+        assert_eq!(new.len(), 1, "key {key}: {outcomes:?}");
+        assert!(
+            outcomes.iter().all(|o| matches!(o, Stored::New(id) | Stored::Duplicate(id) if id == new[0])),
+            "key {key}: {outcomes:?}"
+        );
+        let stored = store.get_inbound(a.as_str(), new[0].as_str()).await.unwrap().unwrap();
+        assert_eq!(stored.duplicates, 2, "key {key}");
+        if *key == 7 {
+            assert_eq!(stored.body, Vec::<u8>::new(), "an empty body stays empty");
+        } else {
+            assert_eq!(stored.body, vec![b'{', 0xff, 0x00, b'}']);
+        }
+    }
+    let counts = store.inbound_counts(a.as_str()).await.unwrap();
+    assert_eq!((counts.received, counts.duplicates, counts.pending), (150, 300, 150));
 }

@@ -44,42 +44,15 @@ macro_rules! inbound_impl {
         #[async_trait]
         impl crate::InboundStore for $store {
             async fn store_inbound(&self, inbound: &crate::NewInbound) -> Result<crate::Stored> {
-                let inbound = inbound.clone();
-                self.write(move |c| Box::pin(async move {
-                    // A duplicate only counts on the first record; `duplicates` tells the two apart.
-                    let row = sqlx::query(
-                        "INSERT INTO inbound_webhooks (id, tenant_id, connection_id, received_at, source_ip, headers, body,
-                             verified, rejection, provider_event_id, dedupe_key, status)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                         ON CONFLICT (tenant_id, connection_id, dedupe_key)
-                         DO UPDATE SET duplicates = inbound_webhooks.duplicates + 1
-                         RETURNING id, duplicates",
-                    )
-                    .bind(inbound.id.as_str())
-                    .bind(inbound.tenant_id.as_str())
-                    .bind(inbound.connection_id.as_str())
-                    .bind(to_micros(inbound.received_at))
-                    .bind(inbound.source_ip.as_deref())
-                    .bind(&inbound.headers)
-                    .bind(&inbound.body)
-                    .bind(inbound.verification == crate::Verification::Verified)
-                    .bind(match &inbound.verification {
-                        crate::Verification::Rejected(reason) => Some(reason.as_str()),
-                        _ => None,
+                // Concurrent receivers share one statement and one commit; each is answered
+                // after that commit.
+                let writer = self.writer();
+                self.inbound_batches
+                    .submit(inbound.clone(), move |batch| {
+                        let writer = writer.clone();
+                        async move { writer.write(move |c| Box::pin(insert_inbound_batch(c, batch))).await }
                     })
-                    .bind(inbound.provider_event_id.as_deref())
-                    .bind(&inbound.dedupe_key)
-                    .bind(if inbound.verification.is_accepted() { "pending" } else { "rejected" })
-                    .fetch_one(&mut *c)
-                    .await?;
-                    let stored = id(&row, "id")?;
-                    if row.try_get::<i32, _>("duplicates")? > 0 {
-                        Ok(crate::Stored::Duplicate(stored))
-                    } else {
-                        Ok(crate::Stored::New(stored))
-                    }
-                }))
-                .await
+                    .await
             }
 
             async fn claim_inbound(&self, limit: u32, lease_until: Timestamp, now: Timestamp) -> Result<Vec<crate::Inbound>> {

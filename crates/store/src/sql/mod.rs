@@ -24,6 +24,7 @@ pub(crate) mod deliveries;
 pub(crate) mod domain;
 pub(crate) mod endpoints;
 pub(crate) mod inbound;
+pub(crate) mod inbound_batch;
 pub(crate) mod oauth;
 pub(crate) mod queue;
 pub(crate) mod secrets;

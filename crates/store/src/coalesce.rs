@@ -1,0 +1,146 @@
+//! Coalescing concurrent writes of one kind into batches: whoever submits while a batch is
+//! being written waits for the next one, which carries everything that queued up meanwhile.
+//! Each caller is answered once the batch carrying its item has committed, so batching never
+//! answers early; it only shares one statement and one commit among many callers.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::{Result, StoreError};
+
+type Reply<O> = oneshot::Sender<Result<O>>;
+
+struct Queue<I, O> {
+    waiting: Vec<(I, Reply<O>)>,
+    /// A flush task is running; it takes whatever waits before it stops.
+    flushing: bool,
+}
+
+pub(crate) struct Coalescer<I, O> {
+    queue: Arc<Mutex<Queue<I, O>>>,
+    max_batch: usize,
+}
+
+impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
+    pub(crate) fn new(max_batch: usize) -> Self {
+        Self { queue: Arc::new(Mutex::new(Queue { waiting: Vec::new(), flushing: false })), max_batch }
+    }
+
+    /// Queues `item` and waits for its batch. `write` writes one batch and answers per item,
+    /// in order; the first caller to find no flush running starts one with its `write`
+    /// (a task of its own, so a caller that goes away cannot strand the others).
+    pub(crate) async fn submit<W, F>(&self, item: I, write: W) -> Result<O>
+    where
+        W: FnMut(Vec<I>) -> F + Send + 'static,
+        F: Future<Output = Result<Vec<O>>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut queue = self.queue.lock().expect("coalescer lock");
+            queue.waiting.push((item, reply));
+            !std::mem::replace(&mut queue.flushing, true)
+        };
+        if start {
+            tokio::spawn(flush(self.queue.clone(), self.max_batch, write));
+        }
+        answer.await.unwrap_or_else(|_| Err(StoreError::Commit("the batch carrying this write was abandoned".into())))
+    }
+}
+
+async fn flush<I, O, W, F>(queue: Arc<Mutex<Queue<I, O>>>, max_batch: usize, mut write: W)
+where
+    W: FnMut(Vec<I>) -> F,
+    F: Future<Output = Result<Vec<O>>>,
+{
+    // Should `write` panic, the waiting callers hear an error and the next caller starts over.
+    let _reset = Reset(queue.clone());
+    loop {
+        let batch: Vec<(I, Reply<O>)> = {
+            let mut queue = queue.lock().expect("coalescer lock");
+            if queue.waiting.is_empty() {
+                queue.flushing = false;
+                return;
+            }
+            let n = queue.waiting.len().min(max_batch);
+            queue.waiting.drain(..n).collect()
+        };
+        let (items, replies): (Vec<I>, Vec<Reply<O>>) = batch.into_iter().unzip();
+        let expected = items.len();
+        match write(items).await {
+            Ok(outcomes) if outcomes.len() == expected => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Ok(outcomes) => {
+                let error = format!("a batch of {expected} writes answered {}", outcomes.len());
+                replies.into_iter().for_each(|reply| drop(reply.send(Err(StoreError::Commit(error.clone())))));
+            }
+            Err(error) => {
+                let error = error.to_string();
+                replies.into_iter().for_each(|reply| drop(reply.send(Err(StoreError::Commit(error.clone())))));
+            }
+        }
+    }
+}
+
+struct Reset<I, O>(Arc<Mutex<Queue<I, O>>>);
+
+impl<I, O> Drop for Reset<I, O> {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Ok(mut queue) = self.0.lock()
+        {
+            queue.waiting.clear();
+            queue.flushing = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_batches_and_each_gets_its_own_answer() {
+        let coalescer = Arc::new(Coalescer::<u32, u32>::new(64));
+        let batches = Arc::new(AtomicUsize::new(0));
+        let callers: Vec<_> = (0..500)
+            .map(|n| {
+                let (coalescer, batches) = (coalescer.clone(), batches.clone());
+                tokio::spawn(async move {
+                    coalescer
+                        .submit(n, move |items: Vec<u32>| {
+                            let batches = batches.clone();
+                            async move {
+                                assert!(items.len() <= 64, "bounded batches");
+                                batches.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                                Ok(items.into_iter().map(|n| n * 10).collect())
+                            }
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for (n, caller) in callers.into_iter().enumerate() {
+            assert_eq!(caller.await.unwrap().unwrap(), n as u32 * 10);
+        }
+        let batches = batches.load(Ordering::SeqCst);
+        assert!(batches < 500 && batches >= 8, "500 writes in {batches} batches");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_its_callers_and_the_next_caller_starts_over() {
+        let coalescer = Coalescer::<u32, u32>::new(8);
+        let failed = coalescer.submit(1, |_| async { Err::<Vec<u32>, _>(StoreError::Commit("disk full".into())) }).await;
+        assert!(failed.unwrap_err().to_string().contains("disk full"));
+        let panicked = coalescer.submit(2, |_| async { panic!("a bug") }).await;
+        assert!(panicked.is_err());
+        assert_eq!(coalescer.submit(3, |items| async move { Ok(items) }).await.unwrap(), 3);
+    }
+}
