@@ -6,8 +6,15 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use switchboard_core::{Id, IdKind};
 
+use futures::StreamExt as _;
+use switchboard_store::FinishedInbound;
+
 use crate::routes::inbound::locate;
 use crate::state::AppState;
+
+/// Webhooks of a claimed batch processed concurrently: enough to fill a group commit, few
+/// enough to leave the API most of the database pool.
+const PROCESSED_AT_ONCE: usize = 16;
 
 /// Processes stored webhooks into hub events, from the durable queue, until `stop`: the
 /// manifest says where the event type lives; the event is `{provider}.{type}` with the
@@ -25,17 +32,22 @@ pub fn start_processing(state: AppState, stop: tokio_util::sync::CancellationTok
                 }
             };
             let idle = claimed.is_empty();
-            for inbound in claimed {
-                let outcome = process(&state, &inbound).await;
-                let done = state.store.finish_inbound(
-                    inbound.tenant_id.as_str(),
-                    inbound.id.as_str(),
-                    &outcome,
-                    state.clock.now(),
-                );
-                if let Err(error) = done.await {
-                    tracing::warn!(%error, inbound = %inbound.id, "recording a processed webhook failed");
-                }
+            // Processed side by side, so their events share commits; recorded in one unit.
+            let finished: Vec<FinishedInbound> = futures::stream::iter(claimed)
+                .map(|inbound| {
+                    let state = &state;
+                    async move {
+                        let outcome = process(state, &inbound).await;
+                        FinishedInbound { tenant_id: inbound.tenant_id, id: inbound.id, outcome }
+                    }
+                })
+                .buffer_unordered(PROCESSED_AT_ONCE)
+                .collect()
+                .await;
+            if !finished.is_empty()
+                && let Err(error) = state.store.finish_inbound(&finished, state.clock.now()).await
+            {
+                tracing::warn!(%error, webhooks = finished.len(), "recording processed webhooks failed");
             }
             if idle {
                 tokio::select! {

@@ -107,6 +107,14 @@ pub enum InboundOutcome {
     },
 }
 
+/// A processed webhook and how its processing ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedInbound {
+    pub tenant_id: Id,
+    pub id: Id,
+    pub outcome: InboundOutcome,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InboundFilter {
     pub connection_id: Option<String>,
@@ -134,8 +142,8 @@ pub trait InboundStore: Send + Sync {
     async fn store_inbound(&self, inbound: &NewInbound) -> Result<Stored>;
     /// Leases up to `limit` pending webhooks (of any tenant) until `lease_until`.
     async fn claim_inbound(&self, limit: u32, lease_until: Timestamp, now: Timestamp) -> Result<Vec<Inbound>>;
-    /// Records how processing ended and releases the lease.
-    async fn finish_inbound(&self, tenant_id: &str, id: &str, outcome: &InboundOutcome, now: Timestamp) -> Result<()>;
+    /// Records how processing of each webhook ended and releases the leases, in one unit.
+    async fn finish_inbound(&self, finished: &[FinishedInbound], now: Timestamp) -> Result<()>;
     async fn get_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<Inbound>>;
     /// Newest first.
     async fn list_inbound(&self, tenant_id: &str, filter: &InboundFilter, page: &Page) -> Result<Vec<Inbound>>;

@@ -30,7 +30,7 @@ use switchboard_core::Timestamp;
 pub use connections::{Connection, ConnectionHealthUpdate, ConnectionStore, TokenState};
 pub use error::StoreError;
 pub use inbound::{
-    Inbound, InboundCounts, InboundFilter, InboundOutcome, InboundStore, NewInbound, Stored, Verification,
+    FinishedInbound, Inbound, InboundCounts, InboundFilter, InboundOutcome, InboundStore, NewInbound, Stored, Verification,
 };
 pub use model::*;
 pub use oauth::{NewTokens, OAuthState, OAuthStore, RefreshFailure, TakenState};

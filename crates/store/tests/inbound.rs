@@ -118,11 +118,14 @@ async fn pending_webhooks_are_claimed_once_then_processed_failed_or_replayed(bac
     let ids: Vec<Id> = seen.into_iter().collect();
     let event = Id::new(IdKind::Event);
     let processed = InboundOutcome::Processed { event_type: "stripe.invoice.paid".into(), event_id: event.clone() };
-    store.finish_inbound(a.as_str(), ids[0].as_str(), &processed, t0()).await.unwrap();
     let retry = InboundOutcome::Failed { error: "the events API refused it".into(), retry: true };
-    store.finish_inbound(a.as_str(), ids[1].as_str(), &retry, t0()).await.unwrap();
     let give_up = InboundOutcome::Failed { error: "unparseable".into(), retry: false };
-    store.finish_inbound(a.as_str(), ids[2].as_str(), &give_up, t0()).await.unwrap();
+    let finished: Vec<FinishedInbound> = [processed, retry, give_up]
+        .into_iter()
+        .zip(&ids)
+        .map(|(outcome, id)| FinishedInbound { tenant_id: a.clone(), id: id.clone(), outcome })
+        .collect();
+    store.finish_inbound(&finished, t0()).await.unwrap();
 
     let done = store.get_inbound(a.as_str(), ids[0].as_str()).await.unwrap().unwrap();
     assert_eq!(

@@ -68,37 +68,33 @@ macro_rules! inbound_impl {
                 .await
             }
 
-            async fn finish_inbound(
-                &self,
-                tenant_id: &str,
-                id: &str,
-                outcome: &crate::InboundOutcome,
-                now: Timestamp,
-            ) -> Result<()> {
-                let (tenant_id, id, outcome) = (tenant_id.to_string(), id.to_string(), outcome.clone());
+            async fn finish_inbound(&self, finished: &[crate::FinishedInbound], now: Timestamp) -> Result<()> {
+                let finished = finished.to_vec();
                 self.worker_write(move |c| Box::pin(async move {
-                    let (status, event_type, event_id, error) = match &outcome {
-                        crate::InboundOutcome::Processed { event_type, event_id } => {
-                            ("processed", Some(event_type.as_str()), Some(event_id.as_str()), None)
-                        }
-                        crate::InboundOutcome::Failed { error, retry: true } => ("pending", None, None, Some(error.as_str())),
-                        crate::InboundOutcome::Failed { error, retry: false } => ("failed", None, None, Some(error.as_str())),
-                    };
-                    sqlx::query(
-                        "UPDATE inbound_webhooks SET status = $3, event_type = COALESCE($4, event_type),
-                             event_id = COALESCE($5, event_id), last_error = $6, lease_until = NULL,
-                             processed_at = CASE WHEN $3 = 'pending' THEN processed_at ELSE $7 END
-                         WHERE tenant_id = $1 AND id = $2",
-                    )
-                    .bind(&tenant_id)
-                    .bind(&id)
-                    .bind(status)
-                    .bind(event_type)
-                    .bind(event_id)
-                    .bind(error)
-                    .bind(to_micros(now))
-                    .execute(&mut *c)
-                    .await?;
+                    for done in &finished {
+                        let (status, event_type, event_id, error) = match &done.outcome {
+                            crate::InboundOutcome::Processed { event_type, event_id } => {
+                                ("processed", Some(event_type.as_str()), Some(event_id.as_str()), None)
+                            }
+                            crate::InboundOutcome::Failed { error, retry: true } => ("pending", None, None, Some(error.as_str())),
+                            crate::InboundOutcome::Failed { error, retry: false } => ("failed", None, None, Some(error.as_str())),
+                        };
+                        sqlx::query(
+                            "UPDATE inbound_webhooks SET status = $3, event_type = COALESCE($4, event_type),
+                                 event_id = COALESCE($5, event_id), last_error = $6, lease_until = NULL,
+                                 processed_at = CASE WHEN $3 = 'pending' THEN processed_at ELSE $7 END
+                             WHERE tenant_id = $1 AND id = $2",
+                        )
+                        .bind(done.tenant_id.as_str())
+                        .bind(done.id.as_str())
+                        .bind(status)
+                        .bind(event_type)
+                        .bind(event_id)
+                        .bind(error)
+                        .bind(to_micros(now))
+                        .execute(&mut *c)
+                        .await?;
+                    }
                     Ok(())
                 }))
                 .await
