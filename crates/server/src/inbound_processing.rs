@@ -6,15 +6,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use switchboard_core::{Id, IdKind};
 
-use futures::StreamExt as _;
-use switchboard_store::FinishedInbound;
+use switchboard_store::{CreateEventOutcome, FinishedInbound, Inbound, InboundOutcome, NewEvent};
 
 use crate::routes::inbound::locate;
 use crate::state::AppState;
-
-/// Webhooks of a claimed batch processed concurrently: enough to fill a group commit, few
-/// enough to leave the API most of the database pool.
-const PROCESSED_AT_ONCE: usize = 16;
 
 /// Processes stored webhooks into hub events, from the durable queue, until `stop`: the
 /// manifest says where the event type lives; the event is `{provider}.{type}` with the
@@ -32,18 +27,7 @@ pub fn start_processing(state: AppState, stop: tokio_util::sync::CancellationTok
                 }
             };
             let idle = claimed.is_empty();
-            // Processed side by side, so their events share commits; recorded in one unit.
-            let finished: Vec<FinishedInbound> = futures::stream::iter(claimed)
-                .map(|inbound| {
-                    let state = &state;
-                    async move {
-                        let outcome = process(state, &inbound).await;
-                        FinishedInbound { tenant_id: inbound.tenant_id, id: inbound.id, outcome }
-                    }
-                })
-                .buffer_unordered(PROCESSED_AT_ONCE)
-                .collect()
-                .await;
+            let finished = process_batch(&state, claimed).await;
             if !finished.is_empty()
                 && let Err(error) = state.store.finish_inbound(&finished, state.clock.now()).await
             {
@@ -62,14 +46,56 @@ pub fn start_processing(state: AppState, stop: tokio_util::sync::CancellationTok
     })
 }
 
-async fn process(state: &AppState, inbound: &switchboard_store::Inbound) -> switchboard_store::InboundOutcome {
-    use switchboard_store::InboundOutcome;
-    let failed = |error: String| InboundOutcome::Failed { error, retry: false };
+/// Turns a claimed batch into events published in one unit, and says how each webhook ended.
+async fn process_batch(state: &AppState, claimed: Vec<Inbound>) -> Vec<FinishedInbound> {
+    let mut finished = Vec::with_capacity(claimed.len());
+    let mut publishing = Vec::with_capacity(claimed.len());
+    for inbound in claimed {
+        match prepare(state, &inbound).await {
+            Ok(event) => publishing.push((inbound, event)),
+            Err(outcome) => finished.push(FinishedInbound { tenant_id: inbound.tenant_id, id: inbound.id, outcome }),
+        }
+    }
+    if publishing.is_empty() {
+        return finished;
+    }
+    let events: Vec<NewEvent> = publishing.iter().map(|(_, event)| event.clone()).collect();
+    let outcomes = match state.webhooks.publish_batch(events).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        // One bad event must not hold back the rest: each goes alone, and only those that
+        // fail on their own are retried.
+        Err(error) => {
+            tracing::warn!(%error, webhooks = publishing.len(), "publishing a batch failed; publishing one by one");
+            let mut outcomes = Vec::with_capacity(publishing.len());
+            for (_, event) in &publishing {
+                outcomes.push(state.webhooks.publish(event.clone()).await);
+            }
+            outcomes
+        }
+    };
+    for ((inbound, event), outcome) in publishing.into_iter().zip(outcomes) {
+        let outcome = match outcome {
+            Ok(CreateEventOutcome::Created(stored) | CreateEventOutcome::Replayed(stored)) => {
+                InboundOutcome::Processed { event_type: event.event_type, event_id: stored.id }
+            }
+            Ok(CreateEventOutcome::KeyReused) => {
+                InboundOutcome::Failed { error: "the webhook was already published differently".into(), retry: false }
+            }
+            Err(error) => InboundOutcome::Failed { error: error.to_string(), retry: true },
+        };
+        finished.push(FinishedInbound { tenant_id: inbound.tenant_id, id: inbound.id, outcome });
+    }
+    finished
+}
+
+/// The hub event a webhook becomes, or why it becomes none.
+async fn prepare(state: &AppState, inbound: &Inbound) -> Result<NewEvent, InboundOutcome> {
+    let failed = |error: String| Err(InboundOutcome::Failed { error, retry: false });
     // The receiver's cached target: a burst of webhooks reads the connection once.
     let target = match state.connections.webhook_target(inbound.connection_id.as_str()).await {
         Ok(Some(target)) if target.connection.tenant_id == inbound.tenant_id => target,
         Ok(_) => return failed("the connection was uninstalled, or its provider sends no webhooks".into()),
-        Err(error) => return InboundOutcome::Failed { error: error.to_string(), retry: true },
+        Err(error) => return Err(InboundOutcome::Failed { error: error.to_string(), retry: true }),
     };
     let (connection, provider) = (&target.connection, &target.provider);
     let Some(webhooks) = &provider.manifest.webhooks else {
@@ -104,25 +130,15 @@ async fn process(state: &AppState, inbound: &switchboard_store::Inbound) -> swit
         "data": data,
     });
     let payload = payload.to_string();
-    let event = switchboard_store::NewEvent {
+    Ok(NewEvent {
         id: Id::new(IdKind::Event),
         tenant_id: inbound.tenant_id.clone(),
-        event_type: event_type.clone(),
+        event_type,
         idempotency: Some(switchboard_store::Idempotency {
             key: format!("inbound:{}", inbound.id),
             request_hash: hex::encode(Sha256::digest(payload.as_bytes())),
         }),
         payload,
         created_at: state.clock.now(),
-    };
-    match state.webhooks.publish(event).await {
-        Ok(
-            switchboard_store::CreateEventOutcome::Created(event)
-            | switchboard_store::CreateEventOutcome::Replayed(event),
-        ) => InboundOutcome::Processed { event_type, event_id: event.id },
-        Ok(switchboard_store::CreateEventOutcome::KeyReused) => {
-            failed("the webhook was already published differently".into())
-        }
-        Err(error) => InboundOutcome::Failed { error: error.to_string(), retry: true },
-    }
+    })
 }

@@ -122,6 +122,25 @@ impl Webhooks {
         Ok(outcome)
     }
 
+    /// Publishes many events in one unit (all or none), each fanned out as [`Self::publish`]
+    /// does: how processed incoming webhooks become events.
+    pub async fn publish_batch(&self, events: Vec<NewEvent>) -> Result<Vec<CreateEventOutcome>, StoreError> {
+        let mut batch = Vec::with_capacity(events.len());
+        for event in events {
+            let messages = self.fan_out(&event).await?;
+            batch.push((event, messages));
+        }
+        let outcomes = self.store.create_events(&batch).await?;
+        let fanned_out: usize = batch
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| matches!(outcome, CreateEventOutcome::Created(_)))
+            .map(|((_, messages), _)| messages.len())
+            .sum();
+        self.metrics.fanned_out.inc_by(fanned_out as u64);
+        Ok(outcomes)
+    }
+
     /// The messages `event` fans out to.
     pub(crate) async fn fan_out(&self, event: &NewEvent) -> Result<Vec<NewMessage>, StoreError> {
         let subscribers = self.endpoints.subscribers(&*self.store, &self.programs, &event.tenant_id).await?;

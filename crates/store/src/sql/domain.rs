@@ -224,6 +224,24 @@ macro_rules! domain_impl {
                 Ok(outcome)
             }
 
+            async fn create_events(&self, events: &[(NewEvent, Vec<NewMessage>)]) -> Result<Vec<CreateEventOutcome>> {
+                let events = events.to_vec();
+                let wakes = events.iter().any(|(_, messages)| !messages.is_empty());
+                let outcomes = self
+                    .write(move |c| Box::pin(async move {
+                        let mut outcomes = Vec::with_capacity(events.len());
+                        for (event, messages) in events {
+                            outcomes.push(insert_event(c, event, &messages, &[]).await?);
+                        }
+                        Ok(outcomes)
+                    }))
+                    .await?;
+                if wakes && outcomes.iter().any(|o| matches!(o, CreateEventOutcome::Created(_))) {
+                    self.signal.wake();
+                }
+                Ok(outcomes)
+            }
+
             async fn find_idempotent_event(&self, tenant_id: &str, key: &str) -> Result<Option<(Event, String)>> {
                 let (tenant_id, key) = (tenant_id.to_string(), key.to_string());
                 self.read(move |c| Box::pin(async move {
