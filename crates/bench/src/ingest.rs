@@ -34,6 +34,10 @@ pub struct Args {
     /// Seconds of each measured run
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Run `serve --no-inbound-processing`: measure receiving alone, as a receive-only
+    /// process beside processing ones would
+    #[arg(long)]
+    receive_only: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +53,7 @@ pub struct Results {
     scenario: &'static str,
     backend: Backend,
     connections: usize,
+    receive_only: bool,
     trivial_handler: Run,
     receiver: Run,
     ratio: f64,
@@ -99,8 +104,11 @@ end
         Backend::Sqlite => None,
         Backend::Postgres => Some(PgSchema::create(&args.postgres_url).await?),
     };
-    let extra: Vec<String> =
+    let mut extra: Vec<String> =
         ["--inbound-rate-per-connection", "0", "--inbound-rate-per-source", "0"].map(String::from).to_vec();
+    if args.receive_only {
+        extra.push("--no-inbound-processing".into());
+    }
     let server = Server::start(binary, pg.as_ref().map(|s| s.url.as_str()), &extra)?;
     let http = reqwest::Client::new();
     let install = json!({
@@ -128,6 +136,7 @@ end
         scenario: "ingest",
         backend: args.backend,
         connections: args.connections,
+        receive_only: args.receive_only,
         ratio: receiver.requests_per_second / trivial_handler.requests_per_second,
         stored: stats["received"].as_u64().unwrap_or(0),
         processed: stats["processed"].as_u64().unwrap_or(0),

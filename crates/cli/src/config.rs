@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Incoming webhooks per second accepted per source address; 0 for no limit [default: 500]
     #[arg(long, env = "SWITCHBOARD_INBOUND_RATE_PER_SOURCE", value_name = "N")]
     pub inbound_rate_per_source: Option<u32>,
+    /// Only receive incoming webhooks; leave processing them into events to other `serve`
+    /// processes on the same database
+    #[arg(long, env = "SWITCHBOARD_NO_INBOUND_PROCESSING")]
+    pub no_inbound_processing: bool,
     /// A folder of extra connector manifests (YAML); repeatable. A manifest replaces a
     /// bundled one of the same name
     #[arg(long = "connectors-dir", env = "SWITCHBOARD_CONNECTORS_DIRS", value_name = "DIR", value_delimiter = ',')]
@@ -133,6 +137,7 @@ struct FileConfig {
     connectors_dirs: Option<Vec<PathBuf>>,
     inbound_rate_per_connection: Option<u32>,
     inbound_rate_per_source: Option<u32>,
+    inbound_processing: Option<bool>,
     /// `NAME[.FIELD]` → URL, as `--provider-url` takes them.
     provider_urls: Option<HashMap<String, String>>,
     public_url: Option<String>,
@@ -155,6 +160,7 @@ pub struct Settings {
     pub connectors_dirs: Vec<PathBuf>,
     pub inbound_rate_per_connection: Option<NonZeroU32>,
     pub inbound_rate_per_source: Option<NonZeroU32>,
+    pub inbound_processing: bool,
     pub provider_urls: HashMap<String, switchboard_connectors::ProviderUrls>,
     pub public_url: Option<String>,
 }
@@ -205,6 +211,7 @@ impl Settings {
             inbound_rate_per_source: NonZeroU32::new(
                 serve.inbound_rate_per_source.or(file.inbound_rate_per_source).unwrap_or(500),
             ),
+            inbound_processing: !serve.no_inbound_processing && file.inbound_processing.unwrap_or(true),
             public_url: serve
                 .public_url
                 .clone()

@@ -167,6 +167,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         rate_limit_per_key: settings.rate_limit_per_key,
         inbound_per_connection: settings.inbound_rate_per_connection,
         inbound_per_source: settings.inbound_rate_per_source,
+        inbound_processing: settings.inbound_processing,
     };
     let egress = switchboard_egress::EgressClient::new(switchboard_egress::EgressConfig {
         policy: settings.egress_policy.clone(),

@@ -166,7 +166,12 @@ pub fn start_connection_work(
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let refresher = state.connections.start_refresher(stop.clone());
-    let inbound = if std::env::var_os("XX_NO_PROCESSING").is_some() { tokio::spawn(async {}) } else { inbound_processing::start_processing(state.clone(), stop.clone()) };
+    // A receive-only process leaves the stored webhooks to processes that share its database.
+    let inbound = if state.config.inbound_processing {
+        inbound_processing::start_processing(state.clone(), stop.clone())
+    } else {
+        tokio::spawn(async {})
+    };
     let mut events = state.connections.subscribe();
     let webhooks = state.webhooks.clone();
     tokio::spawn(async move {

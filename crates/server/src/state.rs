@@ -26,6 +26,9 @@ pub struct ServerConfig {
     /// Incoming webhooks per second accepted per connection, and per source address.
     pub inbound_per_connection: Option<NonZeroU32>,
     pub inbound_per_source: Option<NonZeroU32>,
+    /// Whether this process turns stored incoming webhooks into events; off, it only receives
+    /// (and other processes on the same database process).
+    pub inbound_processing: bool,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +39,7 @@ impl Default for ServerConfig {
             rate_limit_per_key: None,
             inbound_per_connection: NonZeroU32::new(500),
             inbound_per_source: NonZeroU32::new(500),
+            inbound_processing: true,
         }
     }
 }

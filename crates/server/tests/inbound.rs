@@ -20,6 +20,7 @@ switchboard_store::conformance_tests!(
     handshakes_declared_by_manifests_are_answered_as_each_provider_documents,
     unsigned_webhooks_are_taken_only_by_connections_that_opt_in,
     a_connection_sets_its_own_body_limit,
+    a_receive_only_server_stores_webhooks_and_leaves_them_pending,
 );
 
 const STRIPE_SECRET: &str = "whsec_endpoint_secret_for_tests";
@@ -450,4 +451,30 @@ async fn senders_are_rate_limited_per_connection_and_per_source_and_counted(back
     assert!(metrics.contains(r#"switchboard_inbound_webhooks_total{outcome="stored"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"switchboard_inbound_webhooks_total{outcome="duplicate"} 2"#), "{metrics}");
     assert!(metrics.contains(r#"switchboard_inbound_webhooks_total{outcome="rate_limited"} 5"#), "{metrics}");
+}
+
+async fn a_receive_only_server_stores_webhooks_and_leaves_them_pending(backend: Backend) {
+    let config = switchboard_server::ServerConfig { inbound_processing: false, ..Default::default() };
+    let Some(server) = TestServer::start_with(backend, config).await else { return };
+    let id = server
+        .connection_with_secret(json!({
+            "template_name": "github",
+            "auth_mode": "bearer",
+            "credentials": {"token": creds::GITHUB_TOKEN, "webhook_secret": "gh-secret"},
+        }))
+        .await;
+    let payload = r#"{"zen":"Design for failure."}"#;
+    let signed = [
+        ("x-hub-signature-256", format!("sha256={}", hex_hmac("gh-secret", payload.as_bytes()))),
+        ("x-github-event", "ping".to_string()),
+    ];
+    assert_eq!(server.deliver(&id, &signed, payload).await.status(), 200);
+    // Long enough for a processing loop to have picked it up, were there one.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stats: Value = server.get(&server.admin_key, "/webhooks/stats").await.json().await.unwrap();
+    assert_eq!(
+        (stats["processing_workers"].as_u64(), stats["pending"].as_u64(), stats["processed"].as_u64()),
+        (Some(0), Some(1), Some(0)),
+        "{stats}"
+    );
 }

@@ -131,13 +131,14 @@ mod tests {
             assert_eq!(caller.await.unwrap().unwrap(), n as u32 * 10);
         }
         let batches = batches.load(Ordering::SeqCst);
-        assert!(batches < 500 && batches >= 8, "500 writes in {batches} batches");
+        assert!((8..500).contains(&batches), "500 writes in {batches} batches");
     }
 
     #[tokio::test]
     async fn a_failed_batch_fails_its_callers_and_the_next_caller_starts_over() {
         let coalescer = Coalescer::<u32, u32>::new(8);
-        let failed = coalescer.submit(1, |_| async { Err::<Vec<u32>, _>(StoreError::Commit("disk full".into())) }).await;
+        let failed =
+            coalescer.submit(1, |_| async { Err::<Vec<u32>, _>(StoreError::Commit("disk full".into())) }).await;
         assert!(failed.unwrap_err().to_string().contains("disk full"));
         let panicked = coalescer.submit(2, |_| async { panic!("a bug") }).await;
         assert!(panicked.is_err());

@@ -7,8 +7,8 @@
 //! requests), isolating each unit in a savepoint. PostgreSQL runs each unit in its own
 //! transaction and claims jobs with `FOR UPDATE SKIP LOCKED`.
 
-pub mod connections;
 mod coalesce;
+pub mod connections;
 mod error;
 pub mod inbound;
 pub mod model;
@@ -30,7 +30,8 @@ use switchboard_core::Timestamp;
 pub use connections::{Connection, ConnectionHealthUpdate, ConnectionStore, TokenState};
 pub use error::StoreError;
 pub use inbound::{
-    FinishedInbound, Inbound, InboundCounts, InboundFilter, InboundOutcome, InboundStore, NewInbound, Stored, Verification,
+    FinishedInbound, Inbound, InboundCounts, InboundFilter, InboundOutcome, InboundStore, NewInbound, Stored,
+    Verification,
 };
 pub use model::*;
 pub use oauth::{NewTokens, OAuthState, OAuthStore, RefreshFailure, TakenState};

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::coalesce::Coalescer;
 use crate::queue::WakeSignal;
 pub(crate) use crate::sql::inbound_batch::insert_postgres as insert_inbound_batch;
-use crate::{NewInbound, OpenOptions, Result, Stored, StoreError};
+use crate::{NewInbound, OpenOptions, Result, StoreError, Stored};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -181,7 +181,8 @@ async fn concurrent_webhooks_share_batches_and_duplicates_within_a_batch_are_cou
     }
     assert_eq!(by_key.len(), 150);
     for (key, outcomes) in &by_key {
-        let new: Vec<&Id> = outcomes.iter().filter_map(|o| if let Stored::New(id) = o { Some(id) } else { None }).collect();
+        let new: Vec<&Id> =
+            outcomes.iter().filter_map(|o| if let Stored::New(id) = o { Some(id) } else { None }).collect();
         assert_eq!(new.len(), 1, "key {key}: {outcomes:?}");
         assert!(
             outcomes.iter().all(|o| matches!(o, Stored::New(id) | Stored::Duplicate(id) if id == new[0])),

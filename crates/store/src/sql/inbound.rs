@@ -69,9 +69,10 @@ macro_rules! inbound_impl {
             }
 
             async fn finish_inbound(&self, finished: &[crate::FinishedInbound], now: Timestamp) -> Result<()> {
-                let finished = finished.to_vec();
-                self.worker_write(move |c| Box::pin(async move {
-                    for done in &finished {
+                // One statement for the whole batch, its rows in one JSON parameter.
+                let rows: Vec<serde_json::Value> = finished
+                    .iter()
+                    .map(|done| {
                         let (status, event_type, event_id, error) = match &done.outcome {
                             crate::InboundOutcome::Processed { event_type, event_id } => {
                                 ("processed", Some(event_type.as_str()), Some(event_id.as_str()), None)
@@ -79,22 +80,30 @@ macro_rules! inbound_impl {
                             crate::InboundOutcome::Failed { error, retry: true } => ("pending", None, None, Some(error.as_str())),
                             crate::InboundOutcome::Failed { error, retry: false } => ("failed", None, None, Some(error.as_str())),
                         };
-                        sqlx::query(
-                            "UPDATE inbound_webhooks SET status = $3, event_type = COALESCE($4, event_type),
-                                 event_id = COALESCE($5, event_id), last_error = $6, lease_until = NULL,
-                                 processed_at = CASE WHEN $3 = 'pending' THEN processed_at ELSE $7 END
-                             WHERE tenant_id = $1 AND id = $2",
-                        )
-                        .bind(done.tenant_id.as_str())
-                        .bind(done.id.as_str())
-                        .bind(status)
-                        .bind(event_type)
-                        .bind(event_id)
-                        .bind(error)
-                        .bind(to_micros(now))
-                        .execute(&mut *c)
-                        .await?;
-                    }
+                        serde_json::json!({
+                            "tenant_id": done.tenant_id.as_str(), "id": done.id.as_str(), "status": status,
+                            "event_type": event_type, "event_id": event_id, "error": error,
+                        })
+                    })
+                    .collect();
+                let rows = serde_json::Value::Array(rows).to_string();
+                let batch = match $backend {
+                    Backend::Sqlite => "(SELECT value->>'tenant_id' AS tenant_id, value->>'id' AS id, value->>'status' AS status,
+                            value->>'event_type' AS event_type, value->>'event_id' AS event_id, value->>'error' AS error
+                        FROM json_each($1))",
+                    Backend::Postgres => "jsonb_to_recordset($1::jsonb)
+                        AS v(tenant_id text, id text, status text, event_type text, event_id text, error text)",
+                };
+                let sql = format!(
+                    "UPDATE inbound_webhooks SET status = v.status, event_type = COALESCE(v.event_type, inbound_webhooks.event_type),
+                         event_id = COALESCE(v.event_id, inbound_webhooks.event_id), last_error = v.error, lease_until = NULL,
+                         processed_at = CASE WHEN v.status = 'pending' THEN inbound_webhooks.processed_at ELSE $2 END
+                     FROM {batch}{alias}
+                     WHERE inbound_webhooks.tenant_id = v.tenant_id AND inbound_webhooks.id = v.id",
+                    alias = if matches!($backend, Backend::Sqlite) { " AS v" } else { "" },
+                );
+                self.worker_write(move |c| Box::pin(async move {
+                    sqlx::query(&sql).bind(rows).bind(to_micros(now)).execute(&mut *c).await?;
                     Ok(())
                 }))
                 .await

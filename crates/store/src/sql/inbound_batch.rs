@@ -1,6 +1,6 @@
-//! Received webhooks written in batches: one `INSERT … ON CONFLICT` per batch, whose text
-//! never changes, so it is prepared once (SQLite reads the rows from one JSON parameter,
-//! PostgreSQL from one array per column). Duplicates within a batch are folded before the
+//! Received webhooks written in batches: `INSERT … ON CONFLICT` statements whose texts never
+//! change, so each is prepared once (PostgreSQL reads a whole batch from one array per column;
+//! SQLite takes plain parameters in chunks of a few fixed sizes). Duplicates within a batch are folded before the
 //! statement (PostgreSQL refuses to update one row twice in a statement); a webhook is new
 //! when the row returned for its key is the one it inserted.
 
@@ -94,38 +94,51 @@ where
         .collect()
 }
 
+/// SQLite takes rows as plain parameters, in chunks of fixed sizes so that only these few
+/// statement texts exist and each is prepared once (reading rows out of one JSON parameter
+/// cost more than the inserts: every column re-parsed its row's JSON).
+const SQLITE_CHUNKS: [usize; 3] = [64, 8, 1];
+const SQLITE_PLACEHOLDERS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+fn sqlite_insert(rows: usize) -> &'static str {
+    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        SQLITE_CHUNKS
+            .iter()
+            .map(|&n| format!("{COLUMNS} VALUES {} {CONFLICT}", vec![SQLITE_PLACEHOLDERS; n].join(", ")))
+            .collect()
+    });
+    &texts[SQLITE_CHUNKS.iter().position(|&n| n == rows).expect("a chunk size")]
+}
+
 pub(crate) async fn insert_sqlite(conn: &mut SqliteConnection, batch: Vec<NewInbound>) -> Result<Vec<Stored>> {
     let folded = fold(batch);
-    let rows: Vec<serde_json::Value> = folded
-        .rows
-        .iter()
-        .zip(&folded.copies)
-        .map(|(inbound, copies)| {
-            serde_json::json!({
-                "id": inbound.id.as_str(),
-                "tenant_id": inbound.tenant_id.as_str(),
-                "connection_id": inbound.connection_id.as_str(),
-                "received_at": to_micros(inbound.received_at),
-                "source_ip": inbound.source_ip,
-                "headers": inbound.headers,
-                "body": hex::encode(&inbound.body),
-                "verified": inbound.verification == Verification::Verified,
-                "rejection": rejection(inbound),
-                "provider_event_id": inbound.provider_event_id,
-                "dedupe_key": inbound.dedupe_key,
-                "status": status(inbound),
-                "duplicates": copies,
-            })
-        })
-        .collect();
-    // `WHERE true` keeps SQLite from reading the upsert's ON as a join constraint.
-    let sql = format!(
-        "{COLUMNS} SELECT value->>'id', value->>'tenant_id', value->>'connection_id', value->>'received_at',
-             value->>'source_ip', value->>'headers', unhex(value->>'body'), value->>'verified', value->>'rejection',
-             value->>'provider_event_id', value->>'dedupe_key', value->>'status', value->>'duplicates'
-         FROM json_each($1) WHERE true {CONFLICT}"
-    );
-    let returned = sqlx::query(&sql).bind(serde_json::Value::Array(rows).to_string()).fetch_all(&mut *conn).await?;
+    let mut returned = Vec::with_capacity(folded.rows.len());
+    let mut rest: &[NewInbound] = &folded.rows;
+    let mut copies: &[i32] = &folded.copies;
+    while !rest.is_empty() {
+        let n = *SQLITE_CHUNKS.iter().find(|&&n| n <= rest.len()).expect("chunks end with 1");
+        let mut query = sqlx::query(sqlite_insert(n));
+        for (inbound, copies) in rest[..n].iter().zip(&copies[..n]) {
+            query = query
+                .bind(inbound.id.as_str())
+                .bind(inbound.tenant_id.as_str())
+                .bind(inbound.connection_id.as_str())
+                .bind(to_micros(inbound.received_at))
+                .bind(inbound.source_ip.as_deref())
+                .bind(inbound.headers.as_str())
+                .bind(inbound.body.as_slice())
+                .bind(inbound.verification == Verification::Verified)
+                .bind(rejection(inbound))
+                .bind(inbound.provider_event_id.as_deref())
+                .bind(inbound.dedupe_key.as_str())
+                .bind(status(inbound))
+                .bind(*copies);
+        }
+        returned.extend(query.fetch_all(&mut *conn).await?);
+        rest = &rest[n..];
+        copies = &copies[n..];
+    }
     outcomes(&folded, &returned_ids(&returned)?)
 }
 
@@ -181,7 +194,10 @@ mod tests {
         let batch = vec![webhook("a"), webhook("b"), webhook("a"), webhook("a")];
         let first_a = batch[0].id.clone();
         let folded = fold(batch);
-        assert_eq!((folded.rows.len(), folded.copies.clone(), folded.carried_by.clone()), (2, vec![2, 0], vec![0, 1, 0, 0]));
+        assert_eq!(
+            (folded.rows.len(), folded.copies.clone(), folded.carried_by.clone()),
+            (2, vec![2, 0], vec![0, 1, 0, 0])
+        );
         let key = |k: &str| ("ten_1".to_string(), "conn_1".to_string(), k.to_string());
         // `a` was inserted by this batch; `b` already existed under another id.
         let earlier_b = Id::new(IdKind::Inbound);

@@ -52,7 +52,7 @@ pub async fn stats(State(state): State<AppState>, caller: crate::auth::Caller) -
         pending: counts.pending,
         processed: counts.processed,
         failed: counts.failed,
-        processing_workers: 1,
+        processing_workers: u32::from(state.config.inbound_processing),
         rate_limited_sources: state.inbound_limits.limited_sources(),
     }))
 }
