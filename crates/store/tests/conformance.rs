@@ -17,6 +17,7 @@ switchboard_store::conformance_tests!(
     events_are_isolated_between_tenants,
     idempotent_event_replays_the_first_and_refuses_a_different_body,
     parallel_idempotent_requests_create_exactly_one_event,
+    events_created_in_one_batch_keep_each_ones_idempotency,
     a_rolled_back_unit_enqueues_nothing,
     event_listing_pages_newest_first_and_filters,
     concurrent_claimers_never_share_a_job,
@@ -522,4 +523,26 @@ async fn a_panicking_handler_parks_its_job_and_the_worker_goes_on(backend: Backe
     assert_eq!(handled.load(Ordering::SeqCst), 1);
     shutdown.cancel();
     worker.await.unwrap();
+}
+
+async fn events_created_in_one_batch_keep_each_ones_idempotency(backend: Backend) {
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let a = tenant(&*store, "a").await;
+    let earlier = new_event(&a, r#"{"n":0}"#, Some(("inbound:0", "h0")));
+    let CreateEventOutcome::Created(earlier) = store.create_event(&earlier, &[], &[]).await.unwrap() else {
+        panic!("created")
+    };
+    let batch = vec![
+        (new_event(&a, r#"{"n":1}"#, Some(("inbound:1", "h1"))), Vec::new()),
+        (new_event(&a, r#"{"n":0}"#, Some(("inbound:0", "h0"))), Vec::new()),
+        (new_event(&a, r#"{"n":9}"#, Some(("inbound:0", "other"))), Vec::new()),
+    ];
+    let outcomes = store.create_events(&batch).await.unwrap();
+    assert!(matches!(&outcomes[0], CreateEventOutcome::Created(e) if e.id == batch[0].0.id), "{outcomes:?}");
+    assert!(matches!(&outcomes[1], CreateEventOutcome::Replayed(e) if e.id == earlier.id), "{outcomes:?}");
+    assert!(matches!(&outcomes[2], CreateEventOutcome::KeyReused), "{outcomes:?}");
+    let page = Page { limit: 10, before: None };
+    let filter = EventFilter { page, event_type: None, created_after: None, created_before: None };
+    let listed = store.list_events(a.as_str(), &filter).await.unwrap();
+    assert_eq!(listed.len(), 2, "one new event beside the earlier one");
 }
