@@ -1,5 +1,5 @@
 //! Processing stored incoming webhooks into hub events, from the durable queue (the
-//! receiver in `routes/inbound.rs` stores them and wakes this loop).
+//! receiver in `routes/inbound/mod.rs` stores them and wakes this loop).
 
 use axum::http::HeaderMap;
 use serde_json::{Value, json};

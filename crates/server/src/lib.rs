@@ -167,11 +167,8 @@ pub fn start_connection_work(
 ) -> tokio::task::JoinHandle<()> {
     let refresher = state.connections.start_refresher(stop.clone());
     // A receive-only process leaves the stored webhooks to processes that share its database.
-    let inbound = if state.config.inbound_processing {
-        inbound_processing::start_processing(state.clone(), stop.clone())
-    } else {
-        tokio::spawn(async {})
-    };
+    let inbound =
+        state.config.inbound_processing.then(|| inbound_processing::start_processing(state.clone(), stop.clone()));
     let mut events = state.connections.subscribe();
     let webhooks = state.webhooks.clone();
     tokio::spawn(async move {
@@ -206,6 +203,8 @@ pub fn start_connection_work(
             }
         }
         let _ = refresher.await;
-        let _ = inbound.await;
+        if let Some(inbound) = inbound {
+            let _ = inbound.await;
+        }
     })
 }

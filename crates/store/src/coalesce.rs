@@ -67,16 +67,12 @@ where
             queue.waiting.drain(..n).collect()
         };
         let (items, replies): (Vec<I>, Vec<Reply<O>>) = batch.into_iter().unzip();
-        let expected = items.len();
         match write(items).await {
-            Ok(outcomes) if outcomes.len() == expected => {
+            // A caller left without an outcome hears that its batch abandoned it.
+            Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
-            }
-            Ok(outcomes) => {
-                let error = format!("a batch of {expected} writes answered {}", outcomes.len());
-                replies.into_iter().for_each(|reply| drop(reply.send(Err(StoreError::Commit(error.clone())))));
             }
             Err(error) => {
                 let error = error.to_string();

@@ -90,7 +90,7 @@ macro_rules! inbound_impl {
                 let batch = match $backend {
                     Backend::Sqlite => "(SELECT value->>'tenant_id' AS tenant_id, value->>'id' AS id, value->>'status' AS status,
                             value->>'event_type' AS event_type, value->>'event_id' AS event_id, value->>'error' AS error
-                        FROM json_each($1))",
+                        FROM json_each($1)) AS v",
                     Backend::Postgres => "jsonb_to_recordset($1::jsonb)
                         AS v(tenant_id text, id text, status text, event_type text, event_id text, error text)",
                 };
@@ -98,9 +98,8 @@ macro_rules! inbound_impl {
                     "UPDATE inbound_webhooks SET status = v.status, event_type = COALESCE(v.event_type, inbound_webhooks.event_type),
                          event_id = COALESCE(v.event_id, inbound_webhooks.event_id), last_error = v.error, lease_until = NULL,
                          processed_at = CASE WHEN v.status = 'pending' THEN inbound_webhooks.processed_at ELSE $2 END
-                     FROM {batch}{alias}
-                     WHERE inbound_webhooks.tenant_id = v.tenant_id AND inbound_webhooks.id = v.id",
-                    alias = if matches!($backend, Backend::Sqlite) { " AS v" } else { "" },
+                     FROM {batch}
+                     WHERE inbound_webhooks.tenant_id = v.tenant_id AND inbound_webhooks.id = v.id"
                 );
                 self.worker_write(move |c| Box::pin(async move {
                     sqlx::query(&sql).bind(rows).bind(to_micros(now)).execute(&mut *c).await?;

@@ -44,8 +44,9 @@ pub fn answer_unsigned(
     query: Option<&str>,
     verify_token: Option<&str>,
 ) -> Option<Answer> {
-    let params: Vec<(String, String)> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    // Every unsigned handshake travels in the query string; an ordinary webhook has none.
+    let query = query.filter(|_| !handshakes.is_empty())?;
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let param = |name: &str| params.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
     for handshake in handshakes {
         match (handshake, method) {

@@ -39,6 +39,21 @@ pub enum Scheme {
     GenericHmac(GenericHmac),
 }
 
+impl Scheme {
+    /// The header the signature travels in.
+    pub fn signature_header(&self) -> &str {
+        match self {
+            Scheme::Stripe => "stripe-signature",
+            Scheme::Github => "x-hub-signature-256",
+            Scheme::Slack => "x-slack-signature",
+            Scheme::Shopify => "x-shopify-hmac-sha256",
+            Scheme::Twilio => "x-twilio-signature",
+            Scheme::StandardWebhooks => "webhook-signature",
+            Scheme::GenericHmac(spec) => spec.header.as_str(),
+        }
+    }
+}
+
 /// A provider's own HMAC scheme, as a manifest declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenericHmac {
@@ -137,9 +152,9 @@ pub fn verify(
             Ok(())
         }
     };
+    let value = header(scheme.signature_header()).ok_or(Rejection::MissingSignature)?;
     match scheme {
         Scheme::Stripe => {
-            let value = header("stripe-signature").ok_or(Rejection::MissingSignature)?;
             let mut timestamp = None;
             let mut signatures = Vec::new();
             for item in value.split(',') {
@@ -159,13 +174,11 @@ pub fn verify(
             any_match(Algorithm::Sha256, secrets.iter().map(|s| s.as_bytes()), &signed, &candidates)
         }
         Scheme::Github => {
-            let value = header("x-hub-signature-256").ok_or(Rejection::MissingSignature)?;
             let signature = value.strip_prefix("sha256=").ok_or(Rejection::MalformedSignature)?;
             let signature = hex::decode(signature).map_err(|_| Rejection::MalformedSignature)?;
             any_match(Algorithm::Sha256, secrets.iter().map(|s| s.as_bytes()), incoming.body, &[signature])
         }
         Scheme::Slack => {
-            let value = header("x-slack-signature").ok_or(Rejection::MissingSignature)?;
             let timestamp = header("x-slack-request-timestamp")
                 .and_then(|t| t.parse::<i64>().ok())
                 .ok_or(Rejection::MissingTimestamp)?;
@@ -176,18 +189,15 @@ pub fn verify(
             any_match(Algorithm::Sha256, secrets.iter().map(|s| s.as_bytes()), &signed, &[signature])
         }
         Scheme::Shopify => {
-            let value = header("x-shopify-hmac-sha256").ok_or(Rejection::MissingSignature)?;
             let signature = STANDARD.decode(value).map_err(|_| Rejection::MalformedSignature)?;
             any_match(Algorithm::Sha256, secrets.iter().map(|s| s.as_bytes()), incoming.body, &[signature])
         }
         Scheme::Twilio => {
-            let value = header("x-twilio-signature").ok_or(Rejection::MissingSignature)?;
             let signature = STANDARD.decode(value).map_err(|_| Rejection::MalformedSignature)?;
             twilio(secrets, incoming, &signature)
         }
         Scheme::StandardWebhooks => {
             let id = header("webhook-id").ok_or(Rejection::MissingSignature)?;
-            let value = header("webhook-signature").ok_or(Rejection::MissingSignature)?;
             let timestamp =
                 header("webhook-timestamp").and_then(|t| t.parse::<i64>().ok()).ok_or(Rejection::MissingTimestamp)?;
             fresh(timestamp)?;
@@ -197,7 +207,6 @@ pub fn verify(
             if verified { Ok(()) } else { Err(Rejection::SignatureMismatch) }
         }
         Scheme::GenericHmac(spec) => {
-            let value = header(&spec.header).ok_or(Rejection::MissingSignature)?;
             let encoded = value.strip_prefix(spec.prefix.as_str()).ok_or(Rejection::MalformedSignature)?;
             let signature = match spec.encoding {
                 Encoding::Hex => hex::decode(encoded).map_err(|_| Rejection::MalformedSignature)?,

@@ -22,7 +22,7 @@ pub struct InboundStats {
     pub rejected: std::collections::BTreeMap<String, u64>,
     /// Deliveries recognised as a webhook already stored.
     pub duplicates: u64,
-    /// Verified webhooks waiting to be processed: the queue's depth.
+    /// Accepted webhooks waiting to be processed: the queue's depth.
     pub pending: u64,
     pub processed: u64,
     pub failed: u64,

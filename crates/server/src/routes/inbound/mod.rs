@@ -138,7 +138,12 @@ fn masked_headers(headers: &HeaderMap) -> String {
 }
 
 fn terse(status: StatusCode, body: Value) -> Response {
-    let mut response = (status, Json(body)).into_response();
+    verbatim((status, Json(body)))
+}
+
+/// The receiver answers providers in their own terms, never as a problem document.
+fn verbatim(response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
     response.extensions_mut().insert(Verbatim);
     response
 }
@@ -193,14 +198,14 @@ pub async fn receive(
     let secrets: Vec<&str> = secrets.iter().map(|s| s.as_str()).collect();
     // A secret, once set, is always required; unsigned webhooks are an explicit opt-in.
     let take_unsigned = settings.accept_unsigned && (secrets.is_empty() || scheme.is_none());
-    let verdict = match &scheme {
-        _ if take_unsigned => Verdict::Unsigned,
-        None => Verdict::Rejected(Rejection::UnsignedRefused),
+    let verification = match &scheme {
+        _ if take_unsigned => Verification::Unsigned,
+        None => Verification::Rejected(Rejection::UnsignedRefused.code().to_string()),
         Some(scheme) => {
             let incoming = Incoming { method: parts.method.as_str(), url: &url, headers: &headers, body: &body };
             match verify::verify(scheme, &secrets, &incoming, now.timestamp(), DEFAULT_TOLERANCE_SECS) {
-                Ok(()) => Verdict::Verified,
-                Err(rejection) => Verdict::Rejected(rejection),
+                Ok(()) => Verification::Verified,
+                Err(rejection) => Verification::Rejected(rejection.code().to_string()),
             }
         }
     };
@@ -212,7 +217,7 @@ pub async fn receive(
         if handshake_in_body || id_in_body { serde_json::from_slice(&body).ok() } else { None };
 
     // Slack and Zoom prove the address with a signed request before sending events.
-    if verdict == Verdict::Verified
+    if verification == Verification::Verified
         && let Some(document) = &document
         && let Some(answer) = handshake::answer_signed(&handshakes, document, secrets[0])
     {
@@ -222,13 +227,13 @@ pub async fn receive(
     let id = Id::new(IdKind::Inbound);
     let provider_event_id =
         webhooks.event_id.as_deref().and_then(|location| locate(location, &headers, document.as_ref()));
-    let dedupe_key = match (&verdict, &provider_event_id) {
+    let dedupe_key = match (&verification, &provider_event_id) {
         // Refused webhooks are each kept on their own.
-        (Verdict::Rejected(_), _) => id.to_string(),
+        (Verification::Rejected(_), _) => id.to_string(),
         (_, Some(event_id)) => format!("event:{event_id}"),
         (_, None) => {
             let signature =
-                scheme.as_ref().map(signature_header).and_then(|name| headers.get(name)).map(|v| v.as_bytes());
+                scheme.as_ref().and_then(|scheme| headers.get(scheme.signature_header())).map(|v| v.as_bytes());
             let mut hash = Sha256::new();
             hash.update(signature.unwrap_or_default());
             hash.update(b"\n");
@@ -244,11 +249,7 @@ pub async fn receive(
         source_ip: Some(source),
         headers: masked_headers(&headers),
         body: body.to_vec(),
-        verification: match verdict {
-            Verdict::Verified => Verification::Verified,
-            Verdict::Unsigned => Verification::Unsigned,
-            Verdict::Rejected(rejection) => Verification::Rejected(rejection.code().to_string()),
-        },
+        verification,
         provider_event_id,
         dedupe_key,
     };
@@ -327,15 +328,6 @@ async fn admit(state: &AppState, connection_id: &str, source: &str) -> ApiResult
     Ok(Ok(target))
 }
 
-/// What verification concluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Verified,
-    /// No secret is set and the connection accepts unsigned webhooks.
-    Unsigned,
-    Rejected(Rejection),
-}
-
 fn not_found() -> Response {
     terse(StatusCode::NOT_FOUND, json!({"error": "not found"}))
 }
@@ -358,29 +350,11 @@ fn handshake_response(state: &AppState, answer: Answer) -> Response {
     state.metrics.inbound.get_or_create(&InboundLabels { outcome: "handshake" }).inc();
     match answer {
         Answer::Json(body) => terse(StatusCode::OK, body),
-        Answer::Text(text) => {
-            let mut response = (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")],
-                text,
-            )
-                .into_response();
-            response.extensions_mut().insert(Verbatim);
-            response
-        }
+        Answer::Text(text) => verbatim((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")],
+            text,
+        )),
         Answer::Refused => terse(StatusCode::FORBIDDEN, json!({"error": "forbidden"})),
-    }
-}
-
-/// The header a scheme's signature travels in, for hashing duplicates without an event id.
-fn signature_header(scheme: &Scheme) -> &str {
-    match scheme {
-        Scheme::Stripe => "stripe-signature",
-        Scheme::Github => "x-hub-signature-256",
-        Scheme::Slack => "x-slack-signature",
-        Scheme::Shopify => "x-shopify-hmac-sha256",
-        Scheme::Twilio => "x-twilio-signature",
-        Scheme::StandardWebhooks => "webhook-signature",
-        Scheme::GenericHmac(spec) => spec.header.as_str(),
     }
 }
