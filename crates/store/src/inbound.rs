@@ -139,7 +139,7 @@ pub struct InboundCounts {
 pub trait InboundStore: Send + Sync {
     /// Stores a webhook durably (an accepted one as `pending`, a refused one as `rejected`), or
     /// counts it as a duplicate of the one stored with its dedupe key.
-    async fn store_inbound(&self, inbound: &NewInbound) -> Result<Stored>;
+    async fn store_inbound(&self, inbound: NewInbound) -> Result<Stored>;
     /// Leases up to `limit` pending webhooks (of any tenant) until `lease_until`.
     async fn claim_inbound(&self, limit: u32, lease_until: Timestamp, now: Timestamp) -> Result<Vec<Inbound>>;
     /// Records how processing of each webhook ended and releases the leases, in one unit.

@@ -48,24 +48,24 @@ async fn webhooks_are_stored_once_with_duplicates_counted_and_kept_byte_for_byte
     let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let (a, b) = (tenant(&*store).await, tenant(&*store).await);
     let first = webhook(&a, "conn_1", "evt_1", true);
-    let Stored::New(id) = store.store_inbound(&first).await.unwrap() else { panic!("the first is new") };
+    let Stored::New(id) = store.store_inbound(first).await.unwrap() else { panic!("the first is new") };
     for _ in 0..2 {
         assert_eq!(
-            store.store_inbound(&webhook(&a, "conn_1", "evt_1", true)).await.unwrap(),
+            store.store_inbound(webhook(&a, "conn_1", "evt_1", true)).await.unwrap(),
             Stored::Duplicate(id.clone())
         );
     }
     // The same provider event id on another connection or tenant is another webhook.
-    assert!(matches!(store.store_inbound(&webhook(&a, "conn_2", "evt_1", true)).await.unwrap(), Stored::New(_)));
-    assert!(matches!(store.store_inbound(&webhook(&b, "conn_1", "evt_1", true)).await.unwrap(), Stored::New(_)));
+    assert!(matches!(store.store_inbound(webhook(&a, "conn_2", "evt_1", true)).await.unwrap(), Stored::New(_)));
+    assert!(matches!(store.store_inbound(webhook(&b, "conn_1", "evt_1", true)).await.unwrap(), Stored::New(_)));
     // Refused webhooks are kept, each on its own.
     for _ in 0..2 {
-        assert!(matches!(store.store_inbound(&webhook(&a, "conn_1", "evt_x", false)).await.unwrap(), Stored::New(_)));
+        assert!(matches!(store.store_inbound(webhook(&a, "conn_1", "evt_x", false)).await.unwrap(), Stored::New(_)));
     }
 
     // A connection that accepts unsigned webhooks: processed, but told apart from verified.
     let unsigned = NewInbound { verification: Verification::Unsigned, ..webhook(&a, "conn_3", "evt_u", true) };
-    let Stored::New(unsigned_id) = store.store_inbound(&unsigned).await.unwrap() else { panic!("new") };
+    let Stored::New(unsigned_id) = store.store_inbound(unsigned).await.unwrap() else { panic!("new") };
     let unsigned = store.get_inbound(a.as_str(), unsigned_id.as_str()).await.unwrap().unwrap();
     assert_eq!((unsigned.verification(), unsigned.status.as_str()), (Verification::Unsigned, "pending"));
 
@@ -94,9 +94,9 @@ async fn pending_webhooks_are_claimed_once_then_processed_failed_or_replayed(bac
     let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let a = tenant(&*store).await;
     for n in 0..6 {
-        store.store_inbound(&webhook(&a, "conn_1", &format!("evt_{n}"), true)).await.unwrap();
+        store.store_inbound(webhook(&a, "conn_1", &format!("evt_{n}"), true)).await.unwrap();
     }
-    store.store_inbound(&webhook(&a, "conn_1", "bad", false)).await.unwrap();
+    store.store_inbound(webhook(&a, "conn_1", "bad", false)).await.unwrap();
     let store: Arc<dyn Store> = store;
     let lease = t0() + Duration::seconds(30);
     let claims: Vec<_> = (0..3)
@@ -170,7 +170,7 @@ async fn concurrent_webhooks_share_batches_and_duplicates_within_a_batch_are_cou
                 if n % 150 == 7 {
                     inbound.body = Vec::new();
                 }
-                (n % 150, store.store_inbound(&inbound).await.unwrap())
+                (n % 150, store.store_inbound(inbound).await.unwrap())
             })
         })
         .collect();

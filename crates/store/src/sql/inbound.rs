@@ -43,12 +43,12 @@ macro_rules! inbound_impl {
 
         #[async_trait]
         impl crate::InboundStore for $store {
-            async fn store_inbound(&self, inbound: &crate::NewInbound) -> Result<crate::Stored> {
+            async fn store_inbound(&self, inbound: crate::NewInbound) -> Result<crate::Stored> {
                 // Concurrent receivers share one statement and one commit; each is answered
                 // after that commit.
                 let writer = self.writer();
                 self.inbound_batches
-                    .submit(inbound.clone(), move |batch| {
+                    .submit(inbound, move |batch| {
                         let writer = writer.clone();
                         async move { writer.write(move |c| Box::pin(insert_inbound_batch(c, batch))).await }
                     })

@@ -1,8 +1,8 @@
 //! Received webhooks written in batches: `INSERT … ON CONFLICT` statements whose texts never
 //! change, so each is prepared once (PostgreSQL reads a whole batch from one array per column;
-//! SQLite takes plain parameters in chunks of a few fixed sizes). Duplicates within a batch are folded before the
-//! statement (PostgreSQL refuses to update one row twice in a statement); a webhook is new
-//! when the row returned for its key is the one it inserted.
+//! SQLite takes plain parameters in chunks of a few fixed sizes). Duplicates within a batch
+//! are folded before the statement (PostgreSQL refuses to update one row twice in a
+//! statement); a webhook is new when the row stored under its key is the one it inserted.
 
 use std::collections::HashMap;
 
@@ -10,9 +10,9 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 use switchboard_core::{Id, to_micros};
 
-use crate::{NewInbound, Result, Stored, Verification};
+use crate::{NewInbound, Result, StoreError, Stored, Verification};
 
-/// The webhooks to insert (one per dedupe key, each with the duplicates it folds), and for
+/// The webhooks to insert (one per dedupe key, each with the copies it folds), and for
 /// every input the index of the row that carries it.
 struct Folded {
     rows: Vec<NewInbound>,
@@ -21,44 +21,44 @@ struct Folded {
     carried_by: Vec<usize>,
 }
 
+type Key<'a> = (&'a str, &'a str, &'a str);
+
+fn key(inbound: &NewInbound) -> Key<'_> {
+    (inbound.tenant_id.as_str(), inbound.connection_id.as_str(), inbound.dedupe_key.as_str())
+}
+
 fn fold(batch: Vec<NewInbound>) -> Folded {
-    let mut rows: Vec<NewInbound> = Vec::with_capacity(batch.len());
-    let mut copies = Vec::with_capacity(batch.len());
+    let mut copies: Vec<i32> = Vec::with_capacity(batch.len());
     let mut carried_by = Vec::with_capacity(batch.len());
-    let mut by_key: HashMap<(String, String, String), usize> = HashMap::with_capacity(batch.len());
-    for inbound in batch {
-        let key = (inbound.tenant_id.to_string(), inbound.connection_id.to_string(), inbound.dedupe_key.clone());
-        match by_key.get(&key) {
-            Some(&row) => {
-                copies[row] += 1;
-                carried_by.push(row);
-            }
-            None => {
-                by_key.insert(key, rows.len());
-                carried_by.push(rows.len());
-                rows.push(inbound);
+    let mut first = Vec::with_capacity(batch.len());
+    {
+        let mut row_of: HashMap<Key<'_>, usize> = HashMap::with_capacity(batch.len());
+        for inbound in &batch {
+            let row = *row_of.entry(key(inbound)).or_insert(copies.len());
+            first.push(row == copies.len());
+            if row == copies.len() {
                 copies.push(0);
+            } else {
+                copies[row] += 1;
             }
+            carried_by.push(row);
         }
     }
+    let rows = batch.into_iter().zip(first).filter_map(|(inbound, first)| first.then_some(inbound)).collect();
     Folded { rows, copies, carried_by }
 }
 
-/// Each input's outcome from the id stored under each row's key: the first input carried by
-/// a row it inserted is new, every other input a duplicate.
-fn outcomes(folded: &Folded, stored_ids: &HashMap<(String, String, String), Id>) -> Result<Vec<Stored>> {
+/// Each input's outcome from the id stored under each row's key (`stored[row]`): the first
+/// input carried by a row it inserted is new, every other input a duplicate.
+fn outcomes(folded: &Folded, stored: &[Id]) -> Vec<Stored> {
     let mut first_seen = vec![false; folded.rows.len()];
     folded
         .carried_by
         .iter()
         .map(|&row| {
-            let inbound = &folded.rows[row];
-            let key = (inbound.tenant_id.to_string(), inbound.connection_id.to_string(), inbound.dedupe_key.clone());
-            let stored = stored_ids
-                .get(&key)
-                .ok_or_else(|| crate::StoreError::Commit("a batched webhook came back without its row".into()))?;
-            let new = *stored == inbound.id && !std::mem::replace(&mut first_seen[row], true);
-            Ok(if new { Stored::New(stored.clone()) } else { Stored::Duplicate(stored.clone()) })
+            let id = stored[row].clone();
+            let new = id == folded.rows[row].id && !std::mem::replace(&mut first_seen[row], true);
+            if new { Stored::New(id) } else { Stored::Duplicate(id) }
         })
         .collect()
 }
@@ -74,25 +74,8 @@ fn rejection(inbound: &NewInbound) -> Option<&str> {
     }
 }
 
-const CONFLICT: &str = "ON CONFLICT (tenant_id, connection_id, dedupe_key)
-     DO UPDATE SET duplicates = inbound_webhooks.duplicates + excluded.duplicates + 1
-     RETURNING id, tenant_id, connection_id, dedupe_key";
-
 const COLUMNS: &str = "INSERT INTO inbound_webhooks (id, tenant_id, connection_id, received_at, source_ip, headers,
      body, verified, rejection, provider_event_id, dedupe_key, status, duplicates) ";
-
-fn returned_ids<R: sqlx::Row>(rows: &[R]) -> Result<HashMap<(String, String, String), Id>>
-where
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-{
-    rows.iter()
-        .map(|row| {
-            let key = (row.try_get("tenant_id")?, row.try_get("connection_id")?, row.try_get("dedupe_key")?);
-            Ok((key, Id::from_trusted(row.try_get::<String, _>("id")?)))
-        })
-        .collect()
-}
 
 /// SQLite takes rows as plain parameters, in chunks of fixed sizes so that only these few
 /// statement texts exist and each is prepared once (reading rows out of one JSON parameter
@@ -100,12 +83,19 @@ where
 const SQLITE_CHUNKS: [usize; 3] = [64, 8, 1];
 const SQLITE_PLACEHOLDERS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
+/// Rows meeting an earlier copy are skipped and looked up afterwards: a statement that
+/// returned a row per webhook would hand each one across from SQLite's thread on its own.
 fn sqlite_insert(rows: usize) -> &'static str {
     static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let texts = TEXTS.get_or_init(|| {
         SQLITE_CHUNKS
             .iter()
-            .map(|&n| format!("{COLUMNS} VALUES {} {CONFLICT}", vec![SQLITE_PLACEHOLDERS; n].join(", ")))
+            .map(|&n| {
+                format!(
+                    "{COLUMNS} VALUES {} ON CONFLICT (tenant_id, connection_id, dedupe_key) DO NOTHING",
+                    vec![SQLITE_PLACEHOLDERS; n].join(", ")
+                )
+            })
             .collect()
     });
     &texts[SQLITE_CHUNKS.iter().position(|&n| n == rows).expect("a chunk size")]
@@ -113,7 +103,7 @@ fn sqlite_insert(rows: usize) -> &'static str {
 
 pub(crate) async fn insert_sqlite(conn: &mut SqliteConnection, batch: Vec<NewInbound>) -> Result<Vec<Stored>> {
     let folded = fold(batch);
-    let mut returned = Vec::with_capacity(folded.rows.len());
+    let mut inserted = 0;
     let mut rest: &[NewInbound] = &folded.rows;
     let mut copies: &[i32] = &folded.copies;
     while !rest.is_empty() {
@@ -135,11 +125,35 @@ pub(crate) async fn insert_sqlite(conn: &mut SqliteConnection, batch: Vec<NewInb
                 .bind(status(inbound))
                 .bind(*copies);
         }
-        returned.extend(query.fetch_all(&mut *conn).await?);
+        inserted += query.execute(&mut *conn).await?.rows_affected() as usize;
         rest = &rest[n..];
         copies = &copies[n..];
     }
-    outcomes(&folded, &returned_ids(&returned)?)
+    // Usually every row was new. Otherwise each row that met an earlier copy finds it and
+    // counts itself (and the copies it folds) on it.
+    let mut stored: Vec<Id> = folded.rows.iter().map(|inbound| inbound.id.clone()).collect();
+    if inserted < folded.rows.len() {
+        for ((inbound, copies), stored) in folded.rows.iter().zip(&folded.copies).zip(&mut stored) {
+            let (tenant_id, connection_id, dedupe_key) = key(inbound);
+            let id: String = sqlx::query_scalar(
+                "SELECT id FROM inbound_webhooks WHERE tenant_id = ? AND connection_id = ? AND dedupe_key = ?",
+            )
+            .bind(tenant_id)
+            .bind(connection_id)
+            .bind(dedupe_key)
+            .fetch_one(&mut *conn)
+            .await?;
+            if id != inbound.id.as_str() {
+                sqlx::query("UPDATE inbound_webhooks SET duplicates = duplicates + ? WHERE id = ?")
+                    .bind(copies + 1)
+                    .bind(&id)
+                    .execute(&mut *conn)
+                    .await?;
+                *stored = Id::from_trusted(id);
+            }
+        }
+    }
+    Ok(outcomes(&folded, &stored))
 }
 
 pub(crate) async fn insert_postgres(conn: &mut PgConnection, batch: Vec<NewInbound>) -> Result<Vec<Stored>> {
@@ -148,7 +162,10 @@ pub(crate) async fn insert_postgres(conn: &mut PgConnection, batch: Vec<NewInbou
     let optional = |f: &dyn Fn(&NewInbound) -> Option<String>| folded.rows.iter().map(f).collect::<Vec<_>>();
     let sql = format!(
         "{COLUMNS} SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
-             $7::bytea[], $8::bool[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int4[]) {CONFLICT}"
+             $7::bytea[], $8::bool[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int4[])
+         ON CONFLICT (tenant_id, connection_id, dedupe_key)
+         DO UPDATE SET duplicates = inbound_webhooks.duplicates + excluded.duplicates + 1
+         RETURNING id, tenant_id, connection_id, dedupe_key"
     );
     let returned = sqlx::query(&sql)
         .bind(column(&|i| i.id.to_string()))
@@ -166,7 +183,22 @@ pub(crate) async fn insert_postgres(conn: &mut PgConnection, batch: Vec<NewInbou
         .bind(&folded.copies)
         .fetch_all(&mut *conn)
         .await?;
-    outcomes(&folded, &returned_ids(&returned)?)
+    let row_of: HashMap<Key<'_>, usize> = folded.rows.iter().enumerate().map(|(row, i)| (key(i), row)).collect();
+    let mut stored: Vec<Option<Id>> = vec![None; folded.rows.len()];
+    for returned in &returned {
+        use sqlx::Row;
+        let returned_key: (String, String, String) =
+            (returned.try_get("tenant_id")?, returned.try_get("connection_id")?, returned.try_get("dedupe_key")?);
+        let row = row_of.get(&(returned_key.0.as_str(), returned_key.1.as_str(), returned_key.2.as_str()));
+        if let Some(&row) = row {
+            stored[row] = Some(Id::from_trusted(returned.try_get("id")?));
+        }
+    }
+    let stored = stored
+        .into_iter()
+        .collect::<Option<Vec<Id>>>()
+        .ok_or_else(|| StoreError::Commit("a batched webhook came back without its row".into()))?;
+    Ok(outcomes(&folded, &stored))
 }
 
 #[cfg(test)]
@@ -198,12 +230,10 @@ mod tests {
             (folded.rows.len(), folded.copies.clone(), folded.carried_by.clone()),
             (2, vec![2, 0], vec![0, 1, 0, 0])
         );
-        let key = |k: &str| ("ten_1".to_string(), "conn_1".to_string(), k.to_string());
         // `a` was inserted by this batch; `b` already existed under another id.
         let earlier_b = Id::new(IdKind::Inbound);
-        let stored = HashMap::from([(key("a"), first_a.clone()), (key("b"), earlier_b.clone())]);
         assert_eq!(
-            outcomes(&folded, &stored).unwrap(),
+            outcomes(&folded, &[first_a.clone(), earlier_b.clone()]),
             [
                 Stored::New(first_a.clone()),
                 Stored::Duplicate(earlier_b),
