@@ -128,7 +128,13 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .disable_statement_logging();
-        let mut writer_conn = connect.connect().await?;
+        // Room for every statement text the writer runs, the batched inserts' one per row
+        // count among them, so none is prepared twice.
+        let mut writer_conn = connect
+            .clone()
+            .statement_cache_capacity(crate::sql::inbound_batch::SQLITE_MAX_ROWS + 200)
+            .connect()
+            .await?;
         MIGRATOR.run(&mut writer_conn).await?;
         let readers =
             SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).connect_with(connect).await?;

@@ -77,10 +77,11 @@ fn rejection(inbound: &NewInbound) -> Option<&str> {
 const COLUMNS: &str = "INSERT INTO inbound_webhooks (id, tenant_id, connection_id, received_at, source_ip, headers,
      body, verified, rejection, provider_event_id, dedupe_key, status, duplicates) ";
 
-/// SQLite takes rows as plain parameters, in chunks of fixed sizes so that only these few
-/// statement texts exist and each is prepared once (reading rows out of one JSON parameter
-/// cost more than the inserts: every column re-parsed its row's JSON).
-const SQLITE_CHUNKS: [usize; 3] = [64, 8, 1];
+/// SQLite takes rows as plain parameters, up to this many per statement: one statement text
+/// per row count, each prepared once (the writer's statement cache holds them all), so a
+/// batch is usually a single round trip to SQLite's thread. Reading rows out of one JSON
+/// parameter cost more than the inserts: every column re-parsed its row's JSON.
+pub(crate) const SQLITE_MAX_ROWS: usize = 64;
 const SQLITE_PLACEHOLDERS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// Rows meeting an earlier copy are skipped and looked up afterwards: a statement that
@@ -88,9 +89,8 @@ const SQLITE_PLACEHOLDERS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 fn sqlite_insert(rows: usize) -> &'static str {
     static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let texts = TEXTS.get_or_init(|| {
-        SQLITE_CHUNKS
-            .iter()
-            .map(|&n| {
+        (1..=SQLITE_MAX_ROWS)
+            .map(|n| {
                 format!(
                     "{COLUMNS} VALUES {} ON CONFLICT (tenant_id, connection_id, dedupe_key) DO NOTHING",
                     vec![SQLITE_PLACEHOLDERS; n].join(", ")
@@ -98,7 +98,7 @@ fn sqlite_insert(rows: usize) -> &'static str {
             })
             .collect()
     });
-    &texts[SQLITE_CHUNKS.iter().position(|&n| n == rows).expect("a chunk size")]
+    &texts[rows - 1]
 }
 
 pub(crate) async fn insert_sqlite(conn: &mut SqliteConnection, batch: Vec<NewInbound>) -> Result<Vec<Stored>> {
@@ -107,7 +107,7 @@ pub(crate) async fn insert_sqlite(conn: &mut SqliteConnection, batch: Vec<NewInb
     let mut rest: &[NewInbound] = &folded.rows;
     let mut copies: &[i32] = &folded.copies;
     while !rest.is_empty() {
-        let n = *SQLITE_CHUNKS.iter().find(|&&n| n <= rest.len()).expect("chunks end with 1");
+        let n = rest.len().min(SQLITE_MAX_ROWS);
         let mut query = sqlx::query(sqlite_insert(n));
         for (inbound, copies) in rest[..n].iter().zip(&copies[..n]) {
             query = query
