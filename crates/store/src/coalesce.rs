@@ -1,7 +1,9 @@
 //! Coalescing concurrent writes of one kind into batches: whoever submits while a batch is
 //! being written waits for the next one, which carries everything that queued up meanwhile.
 //! Each caller is answered once the batch carrying its item has committed, so batching never
-//! answers early; it only shares one statement and one commit among many callers.
+//! answers early; it only shares one statement and one commit among many callers. A database
+//! that commits concurrent transactions together (PostgreSQL) may have several batches in
+//! flight, so one batch is written while another waits for its commit.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -14,23 +16,29 @@ type Reply<O> = oneshot::Sender<Result<O>>;
 
 struct Queue<I, O> {
     waiting: Vec<(I, Reply<O>)>,
-    /// A flush task is running; it takes whatever waits before it stops.
-    flushing: bool,
+    /// Flush tasks running; each takes whatever waits until nothing does.
+    flushing: usize,
 }
 
 pub(crate) struct Coalescer<I, O> {
     queue: Arc<Mutex<Queue<I, O>>>,
     max_batch: usize,
+    max_flushing: usize,
 }
 
 impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
-    pub(crate) fn new(max_batch: usize) -> Self {
-        Self { queue: Arc::new(Mutex::new(Queue { waiting: Vec::new(), flushing: false })), max_batch }
+    /// Batches of at most `max_batch` items, at most `max_flushing` of them written at once.
+    pub(crate) fn new(max_batch: usize, max_flushing: usize) -> Self {
+        Self {
+            queue: Arc::new(Mutex::new(Queue { waiting: Vec::new(), flushing: 0 })),
+            max_batch,
+            max_flushing: max_flushing.max(1),
+        }
     }
 
     /// Queues `item` and waits for its batch. `write` writes one batch and answers per item,
-    /// in order; the first caller to find no flush running starts one with its `write`
-    /// (a task of its own, so a caller that goes away cannot strand the others).
+    /// in order; a caller that finds fewer flushes running than allowed starts one with its
+    /// `write` (a task of its own, so a caller that goes away cannot strand the others).
     pub(crate) async fn submit<W, F>(&self, item: I, write: W) -> Result<O>
     where
         W: FnMut(Vec<I>) -> F + Send + 'static,
@@ -40,7 +48,9 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         let start = {
             let mut queue = self.queue.lock().expect("coalescer lock");
             queue.waiting.push((item, reply));
-            !std::mem::replace(&mut queue.flushing, true)
+            let start = queue.flushing < self.max_flushing;
+            queue.flushing += usize::from(start);
+            start
         };
         if start {
             tokio::spawn(flush(self.queue.clone(), self.max_batch, write));
@@ -54,13 +64,14 @@ where
     W: FnMut(Vec<I>) -> F,
     F: Future<Output = Result<Vec<O>>>,
 {
-    // Should `write` panic, the waiting callers hear an error and the next caller starts over.
+    // Should `write` panic, this flush ends; if no other runs, the waiting callers hear an
+    // error and the next caller starts over.
     let _reset = Reset(queue.clone());
     loop {
         let batch: Vec<(I, Reply<O>)> = {
             let mut queue = queue.lock().expect("coalescer lock");
             if queue.waiting.is_empty() {
-                queue.flushing = false;
+                queue.flushing -= 1;
                 return;
             }
             let n = queue.waiting.len().min(max_batch);
@@ -89,8 +100,10 @@ impl<I, O> Drop for Reset<I, O> {
         if std::thread::panicking()
             && let Ok(mut queue) = self.0.lock()
         {
-            queue.waiting.clear();
-            queue.flushing = false;
+            queue.flushing -= 1;
+            if queue.flushing == 0 {
+                queue.waiting.clear();
+            }
         }
     }
 }
@@ -103,7 +116,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_share_batches_and_each_gets_its_own_answer() {
-        let coalescer = Arc::new(Coalescer::<u32, u32>::new(64));
+        let coalescer = Arc::new(Coalescer::<u32, u32>::new(64, 1));
         let batches = Arc::new(AtomicUsize::new(0));
         let callers: Vec<_> = (0..500)
             .map(|n| {
@@ -130,9 +143,38 @@ mod tests {
         assert!((8..500).contains(&batches), "500 writes in {batches} batches");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_batches_may_be_in_flight_but_never_more_than_allowed() {
+        let coalescer = Arc::new(Coalescer::<u32, u32>::new(16, 3));
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let callers: Vec<_> = (0..300)
+            .map(|n| {
+                let (coalescer, running, most) = (coalescer.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    coalescer
+                        .submit(n, move |items: Vec<u32>| {
+                            let (running, most) = (running.clone(), most.clone());
+                            async move {
+                                most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                                running.fetch_sub(1, Ordering::SeqCst);
+                                Ok(items)
+                            }
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for (n, caller) in callers.into_iter().enumerate() {
+            assert_eq!(caller.await.unwrap().unwrap(), n as u32);
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 3, "up to three batches in flight at once");
+        assert_eq!(coalescer.queue.lock().unwrap().flushing, 0, "every flush ended");
+    }
+
     #[tokio::test]
     async fn a_failed_batch_fails_its_callers_and_the_next_caller_starts_over() {
-        let coalescer = Coalescer::<u32, u32>::new(8);
+        let coalescer = Coalescer::<u32, u32>::new(8, 1);
         let failed =
             coalescer.submit(1, |_| async { Err::<Vec<u32>, _>(StoreError::Commit("disk full".into())) }).await;
         assert!(failed.unwrap_err().to_string().contains("disk full"));

@@ -21,17 +21,21 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// The NOTIFY channel that announces new or released jobs.
 const JOBS_CHANNEL: &str = "switchboard_jobs";
 
-/// A handle for writing from a task: transactions on the API pool. Cheap to clone.
+/// A handle for writing from a task, on the API pool. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Writer(PgPool);
 
 impl Writer {
-    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    /// Runs `f`, which issues exactly one statement, on its own: PostgreSQL makes a single
+    /// statement atomic and durable by itself, so the round trips of `BEGIN` and `COMMIT`
+    /// are saved.
+    pub(crate) async fn write_statement<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        transact(&self.0, f).await
+        let mut conn = self.0.acquire().await?;
+        f(&mut conn).await
     }
 }
 
@@ -78,7 +82,13 @@ impl PgStore {
         listener.listen(JOBS_CHANNEL).await?;
         tokio::spawn(listen_for_jobs(listener, signal.clone(), stop_listening.clone()));
         tokio::spawn(announce_jobs(pool.clone(), announce, stop_listening.clone()));
-        Ok(Self { pool, workers, signal, stop_listening, inbound_batches: Coalescer::new(INBOUND_BATCH) })
+        Ok(Self {
+            pool,
+            workers,
+            signal,
+            stop_listening,
+            inbound_batches: Coalescer::new(INBOUND_BATCH, INBOUND_BATCHES_IN_FLIGHT),
+        })
     }
 
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
@@ -138,6 +148,9 @@ impl PgStore {
 
 /// The most received webhooks one `INSERT` carries.
 const INBOUND_BATCH: usize = 512;
+
+/// Batches of received webhooks written at once: one fills while another commits.
+const INBOUND_BATCHES_IN_FLIGHT: usize = 3;
 
 /// Connections of the background-work pool.
 const WORKER_CONNECTIONS: u32 = 4;

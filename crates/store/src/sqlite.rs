@@ -75,6 +75,15 @@ impl Writer {
         self.submit(f, Answer::AfterCommit).await
     }
 
+    /// Every write is a transaction here; see the PostgreSQL writer's.
+    pub(crate) async fn write_statement<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.write(f).await
+    }
+
     /// Queues `f` for the writer and waits for its answer.
     async fn submit<T, F>(&self, f: F, answer: Answer) -> Result<T>
     where
@@ -142,7 +151,8 @@ impl SqliteStore {
         tokio::spawn(run_writer(writer_conn, commands));
         Ok(Self {
             writer: Writer(writer),
-            inbound_batches: Coalescer::new(MAX_BATCH),
+            // One writer: a second batch in flight would only queue behind the first.
+            inbound_batches: Coalescer::new(MAX_BATCH, 1),
             readers,
             signal: WakeSignal::new(),
         })

@@ -50,7 +50,7 @@ macro_rules! inbound_impl {
                 self.inbound_batches
                     .submit(inbound, move |batch| {
                         let writer = writer.clone();
-                        async move { writer.write(move |c| Box::pin(insert_inbound_batch(c, batch))).await }
+                        async move { writer.write_statement(move |c| Box::pin(insert_inbound_batch(c, batch))).await }
                     })
                     .await
             }

@@ -156,30 +156,39 @@ pub(crate) async fn insert_sqlite(conn: &mut SqliteConnection, batch: Vec<NewInb
     Ok(outcomes(&folded, &stored))
 }
 
+/// One array per column; copies of a stored webhook count themselves on it.
+fn postgres_insert() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{COLUMNS} SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
+                 $7::bytea[], $8::bool[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int4[])
+             ON CONFLICT (tenant_id, connection_id, dedupe_key)
+             DO UPDATE SET duplicates = inbound_webhooks.duplicates + excluded.duplicates + 1
+             RETURNING id, tenant_id, connection_id, dedupe_key"
+        )
+    })
+}
+
 pub(crate) async fn insert_postgres(conn: &mut PgConnection, batch: Vec<NewInbound>) -> Result<Vec<Stored>> {
     let folded = fold(batch);
-    let column = |f: &dyn Fn(&NewInbound) -> String| folded.rows.iter().map(f).collect::<Vec<String>>();
-    let optional = |f: &dyn Fn(&NewInbound) -> Option<String>| folded.rows.iter().map(f).collect::<Vec<_>>();
-    let sql = format!(
-        "{COLUMNS} SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
-             $7::bytea[], $8::bool[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int4[])
-         ON CONFLICT (tenant_id, connection_id, dedupe_key)
-         DO UPDATE SET duplicates = inbound_webhooks.duplicates + excluded.duplicates + 1
-         RETURNING id, tenant_id, connection_id, dedupe_key"
-    );
-    let returned = sqlx::query(&sql)
-        .bind(column(&|i| i.id.to_string()))
-        .bind(column(&|i| i.tenant_id.to_string()))
-        .bind(column(&|i| i.connection_id.to_string()))
-        .bind(folded.rows.iter().map(|i| to_micros(i.received_at)).collect::<Vec<i64>>())
-        .bind(optional(&|i| i.source_ip.clone()))
-        .bind(column(&|i| i.headers.clone()))
-        .bind(folded.rows.iter().map(|i| i.body.clone()).collect::<Vec<Vec<u8>>>())
-        .bind(folded.rows.iter().map(|i| i.verification == Verification::Verified).collect::<Vec<bool>>())
-        .bind(optional(&|i| rejection(i).map(str::to_string)))
-        .bind(optional(&|i| i.provider_event_id.clone()))
-        .bind(column(&|i| i.dedupe_key.clone()))
-        .bind(column(&|i| status(i).to_string()))
+    // Columns borrow from the rows: nothing is copied before the driver encodes it.
+    let rows = &folded.rows;
+    let text = |f: fn(&NewInbound) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+    let optional = |f: fn(&NewInbound) -> Option<&str>| rows.iter().map(f).collect::<Vec<Option<&str>>>();
+    let returned = sqlx::query(postgres_insert())
+        .bind(text(|i| i.id.as_str()))
+        .bind(text(|i| i.tenant_id.as_str()))
+        .bind(text(|i| i.connection_id.as_str()))
+        .bind(rows.iter().map(|i| to_micros(i.received_at)).collect::<Vec<i64>>())
+        .bind(optional(|i| i.source_ip.as_deref()))
+        .bind(text(|i| i.headers.as_str()))
+        .bind(rows.iter().map(|i| i.body.as_slice()).collect::<Vec<&[u8]>>())
+        .bind(rows.iter().map(|i| i.verification == Verification::Verified).collect::<Vec<bool>>())
+        .bind(optional(rejection))
+        .bind(optional(|i| i.provider_event_id.as_deref()))
+        .bind(text(|i| i.dedupe_key.as_str()))
+        .bind(text(status))
         .bind(&folded.copies)
         .fetch_all(&mut *conn)
         .await?;
@@ -187,11 +196,10 @@ pub(crate) async fn insert_postgres(conn: &mut PgConnection, batch: Vec<NewInbou
     let mut stored: Vec<Option<Id>> = vec![None; folded.rows.len()];
     for returned in &returned {
         use sqlx::Row;
-        let returned_key: (String, String, String) =
+        let returned_key: Key<'_> =
             (returned.try_get("tenant_id")?, returned.try_get("connection_id")?, returned.try_get("dedupe_key")?);
-        let row = row_of.get(&(returned_key.0.as_str(), returned_key.1.as_str(), returned_key.2.as_str()));
-        if let Some(&row) = row {
-            stored[row] = Some(Id::from_trusted(returned.try_get("id")?));
+        if let Some(&row) = row_of.get(&returned_key) {
+            stored[row] = Some(Id::from_trusted(returned.try_get::<String, _>("id")?));
         }
     }
     let stored = stored
