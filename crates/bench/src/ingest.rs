@@ -1,8 +1,9 @@
 //! Scenario `ingest`: signed GitHub webhooks POSTed by `wrk` (an external load generator,
 //! each request with its own delivery id, so none is a duplicate) to the receiver of a real
 //! `switchboard serve`, and the same load against a trivial axum handler in the same run.
-//! A 200 from the receiver means verified and durably stored. Reports requests per second
-//! and latency percentiles of both, the ratio, and how many webhooks were stored.
+//! A 200 from the receiver means verified and durably stored. The two alternate for a few
+//! rounds (this machine's speed drifts within a minute); reports the median round of each,
+//! the median ratio, every round's figures, and how many webhooks were stored.
 
 use std::path::Path;
 use std::process::Command;
@@ -34,13 +35,16 @@ pub struct Args {
     /// Seconds of each measured run
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Rounds, each measuring the trivial handler and then the receiver
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Run `serve --no-inbound-processing`: measure receiving alone, as a receive-only
     /// process beside processing ones would
     #[arg(long)]
     receive_only: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Run {
     requests_per_second: f64,
     latency_ms_p50: f64,
@@ -54,9 +58,13 @@ pub struct Results {
     backend: Backend,
     connections: usize,
     receive_only: bool,
+    /// The median round of each, by requests per second.
     trivial_handler: Run,
     receiver: Run,
+    /// The median of the rounds' ratios.
     ratio: f64,
+    /// Requests per second of each round: (trivial handler, receiver).
+    rounds: Vec<(f64, f64)>,
     stored: u64,
     /// Of those, turned into hub events by the time the load stopped (processing runs
     /// beside the receiver and may trail it).
@@ -80,13 +88,19 @@ wrk.headers["x-github-event"] = "push"
 wrk.headers["x-hub-signature-256"] = "{signature}"
 local counter = 0
 local thread_id = 0
+-- Every run sends delivery ids of its own (its number comes as the script's argument), so
+-- a later round is not a replay of an earlier one's.
+local run = "0"
+init = function(args)
+  run = args[1] or "0"
+end
 setup = function(thread)
   thread_id = thread_id + 1
   thread:set("prefix", "t" .. thread_id .. "-")
 end
 request = function()
   counter = counter + 1
-  wrk.headers["x-github-delivery"] = prefix .. counter
+  wrk.headers["x-github-delivery"] = "r" .. run .. "-" .. prefix .. counter
   return wrk.format()
 end
 "#
@@ -98,7 +112,6 @@ end
     let trivial_url = format!("http://{}/hook", trivial.local_addr()?);
     let app = axum::Router::new().route("/hook", axum::routing::post(|_body: axum::body::Bytes| async { "ok" }));
     tokio::spawn(async move { axum::serve(trivial, app).await });
-    let trivial_handler = wrk(&args, script.path(), &trivial_url)?;
 
     let pg = match args.backend {
         Backend::Sqlite => None,
@@ -125,26 +138,41 @@ end
     anyhow::ensure!(response.status() == 201, "installing the connection: {}", response.text().await?);
     let connection: serde_json::Value = response.json().await?;
     let id = connection["id"].as_str().context("the connection has an id")?.to_string();
-    let receiver = wrk(&args, script.path(), &format!("{}/webhooks/{id}", server.base))?;
+    let receiver_url = format!("{}/webhooks/{id}", server.base);
+    let mut rounds = Vec::with_capacity(args.rounds);
+    for round in 0..args.rounds.max(1) {
+        let trivial = wrk(&args, script.path(), &trivial_url, round)?;
+        let receiver = wrk(&args, script.path(), &receiver_url, round)?;
+        rounds.push((trivial, receiver));
+    }
     let stats: serde_json::Value =
         http.get(format!("{}/webhooks/stats", server.base)).bearer_auth(ADMIN_KEY).send().await?.json().await?;
     server.stop();
     if let Some(schema) = pg {
         schema.drop().await;
     }
+    let median_run = |pick: fn(&(Run, Run)) -> &Run| {
+        let mut runs: Vec<Run> = rounds.iter().map(|round| pick(round).clone()).collect();
+        runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+        runs[runs.len() / 2].clone()
+    };
+    let (trivial_handler, receiver) = (median_run(|r| &r.0), median_run(|r| &r.1));
+    let mut ratios: Vec<f64> = rounds.iter().map(|(t, r)| r.requests_per_second / t.requests_per_second).collect();
+    ratios.sort_by(f64::total_cmp);
     let results = Results {
         scenario: "ingest",
         backend: args.backend,
         connections: args.connections,
         receive_only: args.receive_only,
-        ratio: receiver.requests_per_second / trivial_handler.requests_per_second,
+        ratio: ratios[ratios.len() / 2],
+        rounds: rounds.iter().map(|(t, r)| (t.requests_per_second, r.requests_per_second)).collect(),
         stored: stats["received"].as_u64().unwrap_or(0),
         processed: stats["processed"].as_u64().unwrap_or(0),
         trivial_handler,
         receiver,
     };
     eprintln!(
-        "\n| target | backend | connections | req/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|---|\n| trivial handler | - | {c} | {:.0} | {:.2} | {:.2} | {} |\n| receiver | {:?} | {c} | {:.0} | {:.2} | {:.2} | {} |\n\nreceiver at {:.0} % of the trivial handler; {} webhooks stored, {} processed meanwhile\n",
+        "\n| target | backend | connections | req/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|---|\n| trivial handler | - | {c} | {:.0} | {:.2} | {:.2} | {} |\n| receiver | {:?} | {c} | {:.0} | {:.2} | {:.2} | {} |\n\nmedian rounds; receiver at {:.0} % of the trivial handler (median of {} rounds: {}); {} webhooks stored, {} processed meanwhile\n",
         results.trivial_handler.requests_per_second,
         results.trivial_handler.latency_ms_p50,
         results.trivial_handler.latency_ms_p99,
@@ -155,6 +183,8 @@ end
         results.receiver.latency_ms_p99,
         results.receiver.non_2xx,
         results.ratio * 100.0,
+        results.rounds.len(),
+        results.rounds.iter().map(|(t, r)| format!("{:.0} %", r / t * 100.0)).collect::<Vec<_>>().join(", "),
         results.stored,
         results.processed,
         c = results.connections,
@@ -169,13 +199,14 @@ fn which_wrk() -> anyhow::Result<()> {
     }
 }
 
-/// Runs wrk with the script and reads its summary.
-fn wrk(args: &Args, script: &Path, url: &str) -> anyhow::Result<Run> {
+/// Runs wrk with the script (told which run this is) and reads its summary.
+fn wrk(args: &Args, script: &Path, url: &str, run: usize) -> anyhow::Result<Run> {
     let output = Command::new("wrk")
         .args(["-t", &args.threads.to_string(), "-c", &args.connections.to_string()])
         .args(["-d", &format!("{}s", args.seconds), "--latency", "-s"])
         .arg(script)
         .arg(url)
+        .args(["--", &run.to_string()])
         .output()
         .context("running wrk")?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -137,11 +137,15 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .disable_statement_logging();
-        // Room for every statement text the writer runs, the batched inserts' one per row
-        // count among them, so none is prepared twice.
         let mut writer_conn = connect
             .clone()
+            // Room for every statement text the writer runs, the batched inserts' one per row
+            // count among them, so none is prepared twice.
             .statement_cache_capacity(crate::sql::inbound_batch::SQLITE_MAX_ROWS + 200)
+            // Inserts land all over the indexes on random keys (dedupe keys, provider ids):
+            // the writer keeps up to 64 MiB of pages instead of SQLite's 2 MiB, so a grown
+            // table does not make every insert fetch its index pages again.
+            .pragma("cache_size", "-65536")
             .connect()
             .await?;
         MIGRATOR.run(&mut writer_conn).await?;
