@@ -13,6 +13,7 @@ switchboard_store::conformance_tests!(
     webhooks_are_stored_once_with_duplicates_counted_and_kept_byte_for_byte,
     pending_webhooks_are_claimed_once_then_processed_failed_or_replayed,
     concurrent_webhooks_share_batches_and_duplicates_within_a_batch_are_counted_once,
+    a_storm_of_redeliveries_in_any_order_is_stored_once_per_webhook,
 );
 
 fn t0() -> Timestamp {
@@ -198,4 +199,34 @@ async fn concurrent_webhooks_share_batches_and_duplicates_within_a_batch_are_cou
     }
     let counts = store.inbound_counts(a.as_str()).await.unwrap();
     assert_eq!((counts.received, counts.duplicates, counts.pending), (150, 300, 150));
+}
+
+/// A provider redelivering everything at once: copies of the same few webhooks arrive in
+/// every order, spread over batches that PostgreSQL writes concurrently (each batch's rows
+/// go in key order, so that no two batches wait on each other's keys in a cycle).
+async fn a_storm_of_redeliveries_in_any_order_is_stored_once_per_webhook(backend: Backend) {
+    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let a = tenant(&*store).await;
+    let store: Arc<dyn Store> = store;
+    let (keys, copies) = (40_u64, 15_u64);
+    // A fixed permutation of 0..600 (multiplying by a number coprime with it).
+    let arrivals: Vec<u64> = (0..keys * copies).map(|n| (n * 367) % (keys * copies) % keys).collect();
+    let writes: Vec<_> = arrivals
+        .into_iter()
+        .map(|key| {
+            let (store, a) = (store.clone(), a.clone());
+            tokio::spawn(async move {
+                let stored = store.store_inbound(webhook(&a, "conn_1", &format!("evt_{key:02}"), true)).await;
+                (key, stored.expect("no write fails, deadlocks included"))
+            })
+        })
+        .collect();
+    let mut new_per_key: std::collections::HashMap<u64, usize> = Default::default();
+    for write in writes {
+        let (key, stored) = write.await.unwrap();
+        *new_per_key.entry(key).or_default() += usize::from(matches!(stored, Stored::New(_)));
+    }
+    assert!(new_per_key.values().all(|&new| new == 1), "one new per webhook: {new_per_key:?}");
+    let counts = store.inbound_counts(a.as_str()).await.unwrap();
+    assert_eq!((counts.received, counts.duplicates), (keys, keys * (copies - 1)));
 }

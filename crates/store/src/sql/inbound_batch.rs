@@ -27,24 +27,32 @@ fn key(inbound: &NewInbound) -> Key<'_> {
     (inbound.tenant_id.as_str(), inbound.connection_id.as_str(), inbound.dedupe_key.as_str())
 }
 
+/// Folds copies into one row each, rows in key order: concurrent batches (PostgreSQL writes
+/// several at once) then take their keys' locks in the same order and cannot deadlock on
+/// copies of one another's webhooks.
 fn fold(batch: Vec<NewInbound>) -> Folded {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    // Stable: of a key's copies, the first to arrive stays first.
+    order.sort_by(|&a, &b| key(&batch[a]).cmp(&key(&batch[b])));
     let mut copies: Vec<i32> = Vec::with_capacity(batch.len());
-    let mut carried_by = Vec::with_capacity(batch.len());
-    let mut first = Vec::with_capacity(batch.len());
+    let mut carried_by = vec![0; batch.len()];
+    let mut first = vec![false; batch.len()];
     {
-        let mut row_of: HashMap<Key<'_>, usize> = HashMap::with_capacity(batch.len());
-        for inbound in &batch {
-            let row = *row_of.entry(key(inbound)).or_insert(copies.len());
-            first.push(row == copies.len());
-            if row == copies.len() {
-                copies.push(0);
+        let mut previous: Option<Key<'_>> = None;
+        for &input in &order {
+            let this = key(&batch[input]);
+            if previous == Some(this) {
+                *copies.last_mut().expect("a row before its copy") += 1;
             } else {
-                copies[row] += 1;
+                copies.push(0);
+                first[input] = true;
+                previous = Some(this);
             }
-            carried_by.push(row);
+            carried_by[input] = copies.len() - 1;
         }
     }
-    let rows = batch.into_iter().zip(first).filter_map(|(inbound, first)| first.then_some(inbound)).collect();
+    let mut inputs: Vec<Option<NewInbound>> = batch.into_iter().map(Some).collect();
+    let rows = order.iter().filter(|&&input| first[input]).filter_map(|&input| inputs[input].take()).collect();
     Folded { rows, copies, carried_by }
 }
 
@@ -231,22 +239,22 @@ mod tests {
 
     #[test]
     fn copies_within_a_batch_fold_into_one_row_and_only_the_first_is_new() {
-        let batch = vec![webhook("a"), webhook("b"), webhook("a"), webhook("a")];
-        let first_a = batch[0].id.clone();
+        let batch = vec![webhook("b"), webhook("a"), webhook("b"), webhook("b")];
+        let first_b = batch[0].id.clone();
         let folded = fold(batch);
+        let keys: Vec<&str> = folded.rows.iter().map(|row| row.dedupe_key.as_str()).collect();
+        assert_eq!(keys, ["a", "b"], "rows in key order");
+        assert_eq!(folded.rows[1].id, first_b, "the first copy to arrive is the one inserted");
+        assert_eq!((folded.copies.clone(), folded.carried_by.clone()), (vec![0, 2], vec![1, 0, 1, 1]));
+        // `b` was inserted by this batch; `a` already existed under another id.
+        let earlier_a = Id::new(IdKind::Inbound);
         assert_eq!(
-            (folded.rows.len(), folded.copies.clone(), folded.carried_by.clone()),
-            (2, vec![2, 0], vec![0, 1, 0, 0])
-        );
-        // `a` was inserted by this batch; `b` already existed under another id.
-        let earlier_b = Id::new(IdKind::Inbound);
-        assert_eq!(
-            outcomes(&folded, &[first_a.clone(), earlier_b.clone()]),
+            outcomes(&folded, &[earlier_a.clone(), first_b.clone()]),
             [
-                Stored::New(first_a.clone()),
-                Stored::Duplicate(earlier_b),
-                Stored::Duplicate(first_a.clone()),
-                Stored::Duplicate(first_a)
+                Stored::New(first_b.clone()),
+                Stored::Duplicate(earlier_a),
+                Stored::Duplicate(first_b.clone()),
+                Stored::Duplicate(first_b)
             ]
         );
     }
