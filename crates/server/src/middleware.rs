@@ -24,8 +24,9 @@ const MAX_PROBLEM_BYTES: usize = 64 * 1024;
 pub struct Verbatim;
 
 pub async fn normalize_problems(request: Request, next: Next) -> Response {
-    let instance = request.uri().path().to_string();
-    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    // Kept as cheap handles: they become strings only for an error response.
+    let uri = request.uri().clone();
+    let request_id = request.headers().get("x-request-id").cloned();
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || response.extensions().get::<Verbatim>().is_some() {
@@ -42,8 +43,8 @@ pub async fn normalize_problems(request: Request, next: Next) -> Response {
         false => None,
     }
     .unwrap_or_else(|| generic_problem(status));
-    problem.instance = Some(instance);
-    problem.request_id = request_id;
+    problem.instance = Some(uri.path().to_string());
+    problem.request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string);
     let rebuilt = problem_response(status, &problem);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
@@ -71,8 +72,9 @@ pub async fn track_metrics(State(state): State<AppState>, request: Request, next
     let route =
         request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let response = next.run(request).await;
-    let labels = RouteLabels { method: method.clone(), route: route.clone() };
+    let labels = RouteLabels { method, route };
     state.metrics.request_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    let RouteLabels { method, route } = labels;
     state.metrics.requests.get_or_create(&RequestLabels { method, route, status: response.status().as_u16() }).inc();
     response
 }

@@ -109,6 +109,16 @@ fn sqlite_insert(rows: usize) -> &'static str {
     &texts[rows - 1]
 }
 
+/// Rows (`[tenant_id, connection_id, dedupe_key, id, copies]`) whose key holds another
+/// webhook: each adds itself and its copies to that one's duplicates.
+const SQLITE_COUNT_ON_EARLIER_COPIES: &str =
+    "UPDATE inbound_webhooks SET duplicates = duplicates + (copy.value ->> 4) + 1
+     FROM json_each(?) AS copy
+     WHERE inbound_webhooks.tenant_id = copy.value ->> 0 AND inbound_webhooks.connection_id = copy.value ->> 1
+         AND inbound_webhooks.dedupe_key = copy.value ->> 2 AND inbound_webhooks.id <> copy.value ->> 3
+     RETURNING inbound_webhooks.id, inbound_webhooks.tenant_id, inbound_webhooks.connection_id,
+         inbound_webhooks.dedupe_key";
+
 pub(crate) async fn insert_sqlite(conn: &mut SqliteConnection, batch: Vec<NewInbound>) -> Result<Vec<Stored>> {
     let folded = fold(batch);
     let mut inserted = 0;
@@ -137,27 +147,28 @@ pub(crate) async fn insert_sqlite(conn: &mut SqliteConnection, batch: Vec<NewInb
         rest = &rest[n..];
         copies = &copies[n..];
     }
-    // Usually every row was new. Otherwise each row that met an earlier copy finds it and
-    // counts itself (and the copies it folds) on it.
+    // Usually every row was new. Otherwise the rows that met an earlier copy count themselves
+    // (and the copies they fold) on it, in one statement that returns only those.
     let mut stored: Vec<Id> = folded.rows.iter().map(|inbound| inbound.id.clone()).collect();
     if inserted < folded.rows.len() {
-        for ((inbound, copies), stored) in folded.rows.iter().zip(&folded.copies).zip(&mut stored) {
-            let (tenant_id, connection_id, dedupe_key) = key(inbound);
-            let id: String = sqlx::query_scalar(
-                "SELECT id FROM inbound_webhooks WHERE tenant_id = ? AND connection_id = ? AND dedupe_key = ?",
-            )
-            .bind(tenant_id)
-            .bind(connection_id)
-            .bind(dedupe_key)
-            .fetch_one(&mut *conn)
-            .await?;
-            if id != inbound.id.as_str() {
-                sqlx::query("UPDATE inbound_webhooks SET duplicates = duplicates + ? WHERE id = ?")
-                    .bind(copies + 1)
-                    .bind(&id)
-                    .execute(&mut *conn)
-                    .await?;
-                *stored = Id::from_trusted(id);
+        let rows: Vec<(&str, &str, &str, &str, i32)> = folded
+            .rows
+            .iter()
+            .zip(&folded.copies)
+            .map(|(inbound, &copies)| {
+                let (tenant_id, connection_id, dedupe_key) = key(inbound);
+                (tenant_id, connection_id, dedupe_key, inbound.id.as_str(), copies)
+            })
+            .collect();
+        let rows = serde_json::to_string(&rows).map_err(|e| StoreError::Commit(e.to_string()))?;
+        let earlier = sqlx::query(SQLITE_COUNT_ON_EARLIER_COPIES).bind(rows).fetch_all(&mut *conn).await?;
+        let row_of: HashMap<Key<'_>, usize> = folded.rows.iter().enumerate().map(|(row, i)| (key(i), row)).collect();
+        for earlier in &earlier {
+            use sqlx::Row;
+            let earlier_key: Key<'_> =
+                (earlier.try_get("tenant_id")?, earlier.try_get("connection_id")?, earlier.try_get("dedupe_key")?);
+            if let Some(&row) = row_of.get(&earlier_key) {
+                stored[row] = Id::from_trusted(earlier.try_get::<String, _>("id")?);
             }
         }
     }
