@@ -1,8 +1,8 @@
 //! Received webhooks written in batches: `INSERT … ON CONFLICT` statements whose texts never
 //! change, so each is prepared once (PostgreSQL reads a whole batch from one array per column;
-//! SQLite takes plain parameters in chunks of a few fixed sizes). Duplicates within a batch
-//! are folded before the statement (PostgreSQL refuses to update one row twice in a
-//! statement); a webhook is new when the row stored under its key is the one it inserted.
+//! SQLite takes up to 64 rows of plain parameters). Duplicates within a batch are folded
+//! before the statement (PostgreSQL refuses to update one row twice in a statement); a
+//! webhook is new when the row stored under its key is the one it inserted.
 
 use std::collections::HashMap;
 
@@ -71,6 +71,25 @@ fn outcomes(folded: &Folded, stored: &[Id]) -> Vec<Stored> {
         .collect()
 }
 
+/// For each returned row (`id, tenant_id, connection_id, dedupe_key`), the batch row with its
+/// key and the id stored under it.
+fn ids_by_row<R: sqlx::Row>(folded: &Folded, returned: &[R]) -> Result<Vec<(usize, Id)>>
+where
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database> + sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let row_of: HashMap<Key<'_>, usize> = folded.rows.iter().enumerate().map(|(row, i)| (key(i), row)).collect();
+    let mut ids = Vec::with_capacity(returned.len());
+    for returned in returned {
+        let returned_key: Key<'_> =
+            (returned.try_get("tenant_id")?, returned.try_get("connection_id")?, returned.try_get("dedupe_key")?);
+        if let Some(&row) = row_of.get(&returned_key) {
+            ids.push((row, Id::from_trusted(returned.try_get::<String, _>("id")?)));
+        }
+    }
+    Ok(ids)
+}
+
 fn status(inbound: &NewInbound) -> &'static str {
     if inbound.verification.is_accepted() { "pending" } else { "rejected" }
 }
@@ -92,8 +111,8 @@ const COLUMNS: &str = "INSERT INTO inbound_webhooks (id, tenant_id, connection_i
 pub(crate) const SQLITE_MAX_ROWS: usize = 64;
 const SQLITE_PLACEHOLDERS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-/// Rows meeting an earlier copy are skipped and looked up afterwards: a statement that
-/// returned a row per webhook would hand each one across from SQLite's thread on its own.
+/// Rows meeting an earlier copy are skipped here and counted on it afterwards: a statement
+/// that returned a row per webhook would hand each one across from SQLite's thread on its own.
 fn sqlite_insert(rows: usize) -> &'static str {
     static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let texts = TEXTS.get_or_init(|| {
@@ -162,14 +181,8 @@ pub(crate) async fn insert_sqlite(conn: &mut SqliteConnection, batch: Vec<NewInb
             .collect();
         let rows = serde_json::to_string(&rows).map_err(|e| StoreError::Commit(e.to_string()))?;
         let earlier = sqlx::query(SQLITE_COUNT_ON_EARLIER_COPIES).bind(rows).fetch_all(&mut *conn).await?;
-        let row_of: HashMap<Key<'_>, usize> = folded.rows.iter().enumerate().map(|(row, i)| (key(i), row)).collect();
-        for earlier in &earlier {
-            use sqlx::Row;
-            let earlier_key: Key<'_> =
-                (earlier.try_get("tenant_id")?, earlier.try_get("connection_id")?, earlier.try_get("dedupe_key")?);
-            if let Some(&row) = row_of.get(&earlier_key) {
-                stored[row] = Id::from_trusted(earlier.try_get::<String, _>("id")?);
-            }
+        for (row, id) in ids_by_row(&folded, &earlier)? {
+            stored[row] = id;
         }
     }
     Ok(outcomes(&folded, &stored))
@@ -211,15 +224,9 @@ pub(crate) async fn insert_postgres(conn: &mut PgConnection, batch: Vec<NewInbou
         .bind(&folded.copies)
         .fetch_all(&mut *conn)
         .await?;
-    let row_of: HashMap<Key<'_>, usize> = folded.rows.iter().enumerate().map(|(row, i)| (key(i), row)).collect();
     let mut stored: Vec<Option<Id>> = vec![None; folded.rows.len()];
-    for returned in &returned {
-        use sqlx::Row;
-        let returned_key: Key<'_> =
-            (returned.try_get("tenant_id")?, returned.try_get("connection_id")?, returned.try_get("dedupe_key")?);
-        if let Some(&row) = row_of.get(&returned_key) {
-            stored[row] = Some(Id::from_trusted(returned.try_get::<String, _>("id")?));
-        }
+    for (row, id) in ids_by_row(&folded, &returned)? {
+        stored[row] = Some(id);
     }
     let stored = stored
         .into_iter()

@@ -128,13 +128,15 @@ fn masked_headers(headers: &HeaderMap) -> String {
     struct Masked<'a>(&'a HeaderMap);
     impl serde::Serialize for Masked<'_> {
         fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let text = |value: &axum::http::HeaderValue| value.to_str().unwrap_or("<binary>").to_string();
             serializer.collect_map(self.0.keys().map(|name| {
-                let mut values = self.0.get_all(name).iter();
-                let shown: std::borrow::Cow<'_, str> = match (is_sensitive_header(name.as_str()), values.size_hint()) {
+                let mut values = self.0.get_all(name).iter().map(|value| value.to_str().unwrap_or("<binary>"));
+                let first = values.next().unwrap_or_default();
+                let shown: std::borrow::Cow<'_, str> = match (is_sensitive_header(name.as_str()), values.next()) {
                     (true, _) => MASK.into(),
-                    (false, (1, Some(1))) => values.next().map_or("", |v| v.to_str().unwrap_or("<binary>")).into(),
-                    (false, _) => values.map(text).collect::<Vec<_>>().join(", ").into(),
+                    (false, None) => first.into(),
+                    (false, Some(second)) => {
+                        [first, second].into_iter().chain(values).collect::<Vec<_>>().join(", ").into()
+                    }
                 };
                 (name.as_str(), shown)
             }))
