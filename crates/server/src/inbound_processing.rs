@@ -97,10 +97,7 @@ async fn prepare(state: &AppState, inbound: &Inbound) -> Result<NewEvent, Inboun
         Ok(_) => return failed("the connection was uninstalled, or its provider sends no webhooks".into()),
         Err(error) => return Err(InboundOutcome::Failed { error: error.to_string(), retry: true }),
     };
-    let (connection, provider) = (&target.connection, &target.provider);
-    let Some(webhooks) = &provider.manifest.webhooks else {
-        return failed(format!("{} declares no webhooks", provider.name()));
-    };
+    let (connection, provider, webhooks) = (&target.connection, &target.provider, target.webhooks());
     let headers: HeaderMap = serde_json::from_str::<serde_json::Map<String, Value>>(&inbound.headers)
         .unwrap_or_default()
         .into_iter()

@@ -32,6 +32,23 @@ fn hex_hmac(key: &str, content: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// The install of a GitHub connection whose webhook secret is `gh-secret`.
+fn github_with_secret() -> Value {
+    json!({
+        "template_name": "github",
+        "auth_mode": "bearer",
+        "credentials": {"token": creds::GITHUB_TOKEN, "webhook_secret": "gh-secret"},
+    })
+}
+
+/// GitHub's headers for `payload` signed with `gh-secret`, as event `event`.
+fn github_signed(payload: &str, event: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-hub-signature-256", format!("sha256={}", hex_hmac("gh-secret", payload.as_bytes()))),
+        ("x-github-event", event.to_string()),
+    ]
+}
+
 impl TestServer {
     async fn connection_with_secret(&self, body: Value) -> String {
         let response = self.post(&self.admin_key, "/api/marketplace/install", &body).await;
@@ -212,11 +229,8 @@ async fn without_a_secret_webhooks_are_refused_and_unknown_addresses_are_404(bac
     let configure = json!({"integration_id": github, "credentials": {"webhook_secret": "gh-secret"}});
     assert_eq!(server.post(&server.admin_key, "/api/marketplace/configure", &configure).await.status(), 200);
     let payload = r#"{"ref":"refs/heads/main"}"#;
-    let signed = [
-        ("x-hub-signature-256", format!("sha256={}", hex_hmac("gh-secret", payload.as_bytes()))),
-        ("x-github-event", "push".to_string()),
-        ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_string()),
-    ];
+    let mut signed = github_signed(payload, "push");
+    signed.push(("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_string()));
     assert_eq!(server.deliver(&github, &signed, payload).await.status(), 200);
     let events = wait_for_events(&server, "github.push", 1).await;
     assert_eq!(events[0]["payload"]["provider_event_id"], "72d3162e-cc78-11e3-81ab-4c9367dc0958");
@@ -376,21 +390,14 @@ async fn unsigned_webhooks_are_taken_only_by_connections_that_opt_in(backend: Ba
 async fn a_connection_sets_its_own_body_limit(backend: Backend) {
     let Some(server) = TestServer::start(backend).await else { return };
     let with_limit = |limit: u64| {
-        json!({
-            "template_name": "github",
-            "auth_mode": "bearer",
-            "credentials": {"token": creds::GITHUB_TOKEN, "webhook_secret": "gh-secret"},
-            "config_overrides": {"webhook_max_body_bytes": limit},
-        })
+        let mut install = github_with_secret();
+        install["config_overrides"] = json!({"webhook_max_body_bytes": limit});
+        install
     };
     let server = &server;
     let deliver = |id: String, size: usize| async move {
         let payload = format!(r#"{{"pad":"{}"}}"#, "x".repeat(size));
-        let headers = [
-            ("x-hub-signature-256", format!("sha256={}", hex_hmac("gh-secret", payload.as_bytes()))),
-            ("x-github-event", "push".to_string()),
-        ];
-        server.deliver(&id, &headers, &payload).await.status().as_u16()
+        server.deliver(&id, &github_signed(&payload, "push"), &payload).await.status().as_u16()
     };
     let small = server.connection_with_secret(with_limit(2048)).await;
     assert_eq!(deliver(small.clone(), 1000).await, 200);
@@ -413,18 +420,9 @@ async fn senders_are_rate_limited_per_connection_and_per_source_and_counted(back
         ..Default::default()
     };
     let Some(server) = TestServer::start_with(backend, config).await else { return };
-    let id = server
-        .connection_with_secret(json!({
-            "template_name": "github",
-            "auth_mode": "bearer",
-            "credentials": {"token": creds::GITHUB_TOKEN, "webhook_secret": "gh-secret"},
-        }))
-        .await;
+    let id = server.connection_with_secret(github_with_secret()).await;
     let payload = r#"{"zen":"Keep it logically awesome."}"#;
-    let signed = [
-        ("x-hub-signature-256", format!("sha256={}", hex_hmac("gh-secret", payload.as_bytes()))),
-        ("x-github-event", "ping".to_string()),
-    ];
+    let signed = github_signed(payload, "ping");
     let mut statuses = Vec::new();
     for _ in 0..5 {
         let response = server.deliver(&id, &signed, payload).await;
@@ -456,18 +454,9 @@ async fn senders_are_rate_limited_per_connection_and_per_source_and_counted(back
 async fn a_receive_only_server_stores_webhooks_and_leaves_them_pending(backend: Backend) {
     let config = switchboard_server::ServerConfig { inbound_processing: false, ..Default::default() };
     let Some(server) = TestServer::start_with(backend, config).await else { return };
-    let id = server
-        .connection_with_secret(json!({
-            "template_name": "github",
-            "auth_mode": "bearer",
-            "credentials": {"token": creds::GITHUB_TOKEN, "webhook_secret": "gh-secret"},
-        }))
-        .await;
+    let id = server.connection_with_secret(github_with_secret()).await;
     let payload = r#"{"zen":"Design for failure."}"#;
-    let signed = [
-        ("x-hub-signature-256", format!("sha256={}", hex_hmac("gh-secret", payload.as_bytes()))),
-        ("x-github-event", "ping".to_string()),
-    ];
+    let signed = github_signed(payload, "ping");
     assert_eq!(server.deliver(&id, &signed, payload).await.status(), 200);
     // Long enough for a processing loop to have picked it up, were there one.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -155,7 +155,7 @@ pub trait Store:
     ) -> Result<CreateEventOutcome>;
     /// Many events with their fan-outs, each as [`Store::create_event`] would store it, in one
     /// unit: all are stored or none.
-    async fn create_events(&self, events: &[(NewEvent, Vec<NewMessage>)]) -> Result<Vec<CreateEventOutcome>>;
+    async fn create_events(&self, events: Vec<(NewEvent, Vec<NewMessage>)>) -> Result<Vec<CreateEventOutcome>>;
     /// The event stored under an idempotency key, with the digest of the request that made it.
     async fn find_idempotent_event(&self, tenant_id: &str, key: &str) -> Result<Option<(Event, String)>>;
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>>;

@@ -537,8 +537,9 @@ async fn events_created_in_one_batch_keep_each_ones_idempotency(backend: Backend
         (new_event(&a, r#"{"n":0}"#, Some(("inbound:0", "h0"))), Vec::new()),
         (new_event(&a, r#"{"n":9}"#, Some(("inbound:0", "other"))), Vec::new()),
     ];
-    let outcomes = store.create_events(&batch).await.unwrap();
-    assert!(matches!(&outcomes[0], CreateEventOutcome::Created(e) if e.id == batch[0].0.id), "{outcomes:?}");
+    let first_id = batch[0].0.id.clone();
+    let outcomes = store.create_events(batch).await.unwrap();
+    assert!(matches!(&outcomes[0], CreateEventOutcome::Created(e) if e.id == first_id), "{outcomes:?}");
     assert!(matches!(&outcomes[1], CreateEventOutcome::Replayed(e) if e.id == earlier.id), "{outcomes:?}");
     assert!(matches!(&outcomes[2], CreateEventOutcome::KeyReused), "{outcomes:?}");
     let page = Page { limit: 10, before: None };

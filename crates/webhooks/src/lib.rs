@@ -130,12 +130,13 @@ impl Webhooks {
             let messages = self.fan_out(&event).await?;
             batch.push((event, messages));
         }
-        let outcomes = self.store.create_events(&batch).await?;
-        let fanned_out: usize = batch
+        let fan_outs: Vec<usize> = batch.iter().map(|(_, messages)| messages.len()).collect();
+        let outcomes = self.store.create_events(batch).await?;
+        let fanned_out: usize = fan_outs
             .iter()
             .zip(&outcomes)
             .filter(|(_, outcome)| matches!(outcome, CreateEventOutcome::Created(_)))
-            .map(|((_, messages), _)| messages.len())
+            .map(|(messages, _)| messages)
             .sum();
         self.metrics.fanned_out.inc_by(fanned_out as u64);
         Ok(outcomes)

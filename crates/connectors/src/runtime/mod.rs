@@ -169,6 +169,17 @@ pub struct WebhookTarget {
     pub settings: crate::provider::WebhookSettings,
 }
 
+impl WebhookTarget {
+    /// The provider's webhook declaration (a target exists only for providers that have one).
+    pub fn webhooks(&self) -> &crate::manifest::Webhooks {
+        self.provider.manifest.webhooks.as_ref().expect("webhook targets are made only for providers with webhooks")
+    }
+
+    pub fn verify_token(&self) -> Option<&str> {
+        self.verify_token.as_ref().map(|token| token.as_str())
+    }
+}
+
 /// The connections service. Cheap to clone.
 #[derive(Clone)]
 pub struct Connections(Arc<Inner>);
@@ -448,8 +459,7 @@ impl Connections {
     }
 
     fn forget(&self, id: &Id) {
-        self.resolved.invalidate(id);
-        self.webhook_targets.invalidate(id.as_str());
+        self.forget_resolved(id);
         self.tokens.invalidate(id);
         self.health.forget(id);
     }

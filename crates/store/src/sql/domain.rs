@@ -224,8 +224,7 @@ macro_rules! domain_impl {
                 Ok(outcome)
             }
 
-            async fn create_events(&self, events: &[(NewEvent, Vec<NewMessage>)]) -> Result<Vec<CreateEventOutcome>> {
-                let events = events.to_vec();
+            async fn create_events(&self, events: Vec<(NewEvent, Vec<NewMessage>)>) -> Result<Vec<CreateEventOutcome>> {
                 let wakes = events.iter().any(|(_, messages)| !messages.is_empty());
                 let outcomes = self
                     .write(move |c| Box::pin(async move {

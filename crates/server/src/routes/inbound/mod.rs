@@ -182,11 +182,10 @@ pub async fn receive(
         Ok(target) => target,
         Err(refusal) => return Ok(refusal),
     };
-    let (connection, provider, secrets) = (&target.connection, &target.provider, &target.secrets);
-    let webhooks = provider.manifest.webhooks.as_ref().expect("webhook_target returns providers with webhooks");
+    let (connection, secrets, webhooks) = (&target.connection, &target.secrets, target.webhooks());
     let handshakes = handshakes(webhooks);
-    let verify_token = target.verify_token.as_ref().map(|t| t.as_str());
-    if let Some(answer) = handshake::answer_unsigned(&handshakes, "POST", request.uri().query(), verify_token) {
+    if let Some(answer) = handshake::answer_unsigned(&handshakes, "POST", request.uri().query(), target.verify_token())
+    {
         return Ok(handshake_response(&state, answer));
     }
     let scheme = scheme(webhooks)?;
@@ -306,9 +305,8 @@ pub async fn challenge(
         Ok(target) => target,
         Err(refusal) => return Ok(refusal),
     };
-    let webhooks = target.provider.manifest.webhooks.as_ref().expect("webhook_target returns providers with webhooks");
-    let verify_token = target.verify_token.as_ref().map(|t| t.as_str());
-    Ok(match handshake::answer_unsigned(&handshakes(webhooks), "GET", request.uri().query(), verify_token) {
+    let handshakes = handshakes(target.webhooks());
+    Ok(match handshake::answer_unsigned(&handshakes, "GET", request.uri().query(), target.verify_token()) {
         Some(answer) => handshake_response(&state, answer),
         None => not_found(),
     })
