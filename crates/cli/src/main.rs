@@ -160,6 +160,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let secrets = Arc::new(bootstrap::load_or_create_key_ring(&settings)?);
     let store = bootstrap::open_store(&settings).await?;
     bootstrap::first_admin_key(&*store, clock.now()).await?;
+    // jq worker processes start now, so the first filter does not wait for them.
+    switchboard_jq::warm_up();
 
     let config = switchboard_server::ServerConfig {
         max_body_bytes: settings.max_body_bytes,

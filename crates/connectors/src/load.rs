@@ -317,14 +317,14 @@ impl Checker<'_> {
         }
         let schema =
             json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false});
-        let validator = jsonschema::validator_for(&schema)
+        let validator = switchboard_core::schema::compile(&schema)
             .map_err(|e| self.fail("connection_config", format!("does not form a valid schema: {e}")))?;
         for (i, field) in self.manifest.connection_config.iter().enumerate() {
             if let Some(default) = &field.default {
                 let one = json!({ field.name.clone(): default });
                 let errors: Vec<String> = validator
                     .iter_errors(&one)
-                    .filter(|e| !matches!(e.kind, jsonschema::error::ValidationErrorKind::Required { .. }))
+                    .filter(|e| !matches!(e.kind(), jsonschema::error::ValidationErrorKind::Required { .. }))
                     .map(|e| e.to_string())
                     .collect();
                 if let Some(reason) = errors.first() {
@@ -456,8 +456,8 @@ impl Checker<'_> {
             if action.input.get("type").and_then(Value::as_str) != Some("object") {
                 return Err(self.fail(format!("{path}.input"), "must be a JSON Schema of `type: object`"));
             }
-            let validator = jsonschema::validator_for(&action.input)
-                .map_err(|e| self.fail(format!("{path}.input"), format!("is not a valid JSON Schema: {e}")))?;
+            let validator = switchboard_core::schema::compile(&action.input)
+                .map_err(|e| self.fail(format!("{path}.input"), e.to_string()))?;
             self.validators.insert(action.name.clone(), validator);
             if let Some(body) = &action.body {
                 self.templates

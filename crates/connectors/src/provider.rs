@@ -81,12 +81,12 @@ impl Provider {
         let document = Value::Object(values);
         let mut problems = Vec::new();
         for error in self.config.iter_errors(&document) {
-            let fields = match &error.kind {
+            let fields = match error.kind() {
                 ValidationErrorKind::Required { property } => vec![property.as_str().unwrap_or_default().to_string()],
                 ValidationErrorKind::AdditionalProperties { unexpected } => unexpected.clone(),
-                _ => vec![error.instance_path.to_string().trim_start_matches('/').replace('/', ".")],
+                _ => vec![error.instance_path().to_string().trim_start_matches('/').replace('/', ".")],
             };
-            let detail = match &error.kind {
+            let detail = match error.kind() {
                 ValidationErrorKind::AdditionalProperties { .. } => {
                     "is not a field of this provider's form".to_string()
                 }
@@ -125,7 +125,7 @@ impl Provider {
         let problems: Vec<FieldProblem> = validator
             .iter_errors(input)
             .map(|e| {
-                let path = e.instance_path.to_string();
+                let path = e.instance_path().to_string();
                 let field =
                     if path.is_empty() { "input".to_string() } else { format!("input{}", pointer_to_path(&path)) };
                 FieldProblem::new(field, e.to_string())

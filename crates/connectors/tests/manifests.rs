@@ -42,7 +42,7 @@ fn every_bundled_manifest_loads_and_satisfies_the_schema() {
         let text = std::fs::read_to_string(&path).unwrap();
         let document: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
         let errors: Vec<String> =
-            validator.iter_errors(&document).map(|e| format!("{}: {e}", e.instance_path)).collect();
+            validator.iter_errors(&document).map(|e| format!("{}: {e}", e.instance_path())).collect();
         assert!(errors.is_empty(), "{} breaks the schema: {errors:?}", path.display());
         names.insert(path.file_stem().unwrap().to_string_lossy().to_string());
     }

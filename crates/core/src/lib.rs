@@ -1,5 +1,5 @@
-//! The bottom layer: identifiers, the clock, API-key tokens, the secret box and webhook
-//! signature schemes.
+//! The bottom layer: identifiers, the clock, API-key tokens, the secret box, webhook
+//! signature schemes and bounded JSON Schema compilation.
 //!
 //! Nothing here performs I/O except reading and writing the master key file, so every other
 //! crate can depend on it.
@@ -7,6 +7,7 @@
 pub mod api_key;
 pub mod clock;
 pub mod id;
+pub mod schema;
 pub mod secret_box;
 pub mod signature;
 

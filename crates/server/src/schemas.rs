@@ -1,25 +1,41 @@
 //! Compiled JSON Schemas of event types, cached by (tenant, name, version) so the hot path
 //! compiles a schema once per change, not once per event.
+//!
+//! The cache is bounded by the schemas' size (a compiled validator is roughly proportional to
+//! its text, which [`switchboard_core::schema`] caps), so any number of event types costs at
+//! most [`CACHE_BYTES`] of validators; the least used are compiled again when needed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use moka::sync::Cache;
 use serde_json::Value;
 
 use crate::problem::FieldError;
 
-/// (tenant id, event type name) → (version, compiled schema).
-type Compiled = HashMap<(String, String), (i64, Arc<jsonschema::Validator>)>;
+/// The schema text, in bytes, whose validators are kept at most.
+pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
-#[derive(Default)]
 pub struct SchemaCache {
-    compiled: RwLock<Compiled>,
+    /// (tenant id, event type name) → the schema of one version, compiled.
+    compiled: Cache<(String, String), Compiled>,
 }
 
-/// Compiles a schema, or says why it is not a valid JSON Schema. External references are not
-/// fetched: a schema must be self-contained.
-pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::validator_for(schema).map_err(|e| e.to_string())
+#[derive(Clone)]
+struct Compiled {
+    version: i64,
+    text_bytes: u32,
+    validator: Arc<jsonschema::Validator>,
+}
+
+impl Default for SchemaCache {
+    fn default() -> Self {
+        Self {
+            compiled: Cache::builder()
+                .max_capacity(CACHE_BYTES)
+                .weigher(|_, compiled: &Compiled| compiled.text_bytes)
+                .build(),
+        }
+    }
 }
 
 impl SchemaCache {
@@ -41,7 +57,7 @@ impl SchemaCache {
         let errors: Vec<FieldError> = validator
             .iter_errors(payload)
             .take(20)
-            .map(|e| FieldError { field: payload_field(&e.instance_path.to_string()), detail: e.to_string() })
+            .map(|e| FieldError { field: payload_field(&e.instance_path().to_string()), detail: e.to_string() })
             .collect();
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
@@ -54,14 +70,13 @@ impl SchemaCache {
         schema_text: &str,
     ) -> Result<Arc<jsonschema::Validator>, String> {
         let key = (tenant_id.to_string(), name.to_string());
-        if let Some((_, validator)) =
-            self.compiled.read().expect("schema cache lock").get(&key).filter(|(cached, _)| *cached == version)
-        {
-            return Ok(validator.clone());
+        if let Some(compiled) = self.compiled.get(&key).filter(|compiled| compiled.version == version) {
+            return Ok(compiled.validator);
         }
         let schema: Value = serde_json::from_str(schema_text).map_err(|e| e.to_string())?;
-        let validator = Arc::new(compile(&schema)?);
-        self.compiled.write().expect("schema cache lock").insert(key, (version, validator.clone()));
+        let validator = Arc::new(switchboard_core::schema::compile(&schema).map_err(|e| e.to_string())?);
+        let text_bytes = u32::try_from(schema_text.len()).unwrap_or(u32::MAX);
+        self.compiled.insert(key, Compiled { version, text_bytes, validator: validator.clone() });
         Ok(validator)
     }
 }

@@ -11,8 +11,8 @@ use switchboard_egress::{EgressClient, ErrorKind, read_excerpt};
 use switchboard_store::{Endpoint, Event, NewAttempt};
 
 use crate::fanout::event_document;
-use crate::jq::JqProgram;
 use crate::schedule::{FailureHints, parse_retry_after};
+use switchboard_jq::JqProgram;
 
 /// The most of a response body kept on the attempt.
 pub const BODY_EXCERPT_BYTES: usize = 4096;
@@ -48,7 +48,7 @@ pub async fn body_for(transform: Option<&JqProgram>, event: &Event) -> Result<St
         Some(program) => {
             let document = event_document(event.id.as_str(), &event.event_type, event.created_at, &event.payload);
             program
-                .transform(document, TRANSFORM_TIME_LIMIT)
+                .transform(&document, TRANSFORM_TIME_LIMIT)
                 .await
                 .map(|value| value.to_string())
                 .map_err(|e| e.to_string())

@@ -9,8 +9,8 @@ use serde_json::Value;
 use switchboard_core::{Id, IdKind, Timestamp};
 use switchboard_store::{Endpoint, NewEvent, NewMessage, Store, StoreError};
 
-use crate::jq::{JqProgram, ProgramCache};
 use crate::patterns;
+use switchboard_jq::{JqProgram, ProgramCache};
 
 /// An enabled endpoint with its filter compiled.
 #[derive(Debug)]
@@ -98,11 +98,9 @@ pub async fn messages_for(event: &NewEvent, subscribers: &[Subscriber], now: Tim
             continue;
         }
         if let Some(filter) = &subscriber.filter {
-            let document = document
-                .get_or_insert_with(|| {
-                    event_document(event.id.as_str(), &event.event_type, event.created_at, &event.payload)
-                })
-                .clone();
+            let document = document.get_or_insert_with(|| {
+                event_document(event.id.as_str(), &event.event_type, event.created_at, &event.payload)
+            });
             if !filter.is_true(document, FILTER_TIME_LIMIT).await {
                 continue;
             }

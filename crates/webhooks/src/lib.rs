@@ -14,7 +14,6 @@ pub mod delivery;
 mod dispatcher;
 pub mod fanout;
 pub mod incoming;
-pub mod jq;
 pub mod limiter;
 pub mod metrics;
 pub mod operational;
@@ -38,8 +37,8 @@ pub use config::WebhookConfig;
 pub use metrics::DeliveryMetrics;
 
 use crate::fanout::EndpointCache;
-use crate::jq::{JqProgram, ProgramCache};
 use crate::limiter::EndpointLimiter;
+use switchboard_jq::{JqProgram, ProgramCache};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use switchboard_core::signature::SigningSecret;
 use switchboard_core::{Id, IdKind};
+use switchboard_jq::JqProgram;
 use switchboard_store::{Endpoint, EndpointPatch, Scope};
-use switchboard_webhooks::jq::JqProgram;
 use switchboard_webhooks::{operational, patterns};
 use utoipa::ToSchema;
 

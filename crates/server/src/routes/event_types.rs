@@ -90,8 +90,7 @@ fn check_schema(schema: &Value) -> ApiResult<String> {
     if !schema.is_object() {
         return Err(ApiError::validation("schema", "must be a JSON Schema object"));
     }
-    crate::schemas::compile(schema)
-        .map_err(|reason| ApiError::validation("schema", format!("not a valid JSON Schema: {reason}")))?;
+    switchboard_core::schema::compile(schema).map_err(|reason| ApiError::validation("schema", reason.to_string()))?;
     Ok(schema.to_string())
 }
 
