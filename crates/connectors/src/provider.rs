@@ -156,6 +156,20 @@ impl Provider {
         fields
     }
 
+    /// Whether `secret` can verify this provider's webhooks, checked when it is set: a
+    /// Standard Webhooks secret must be base64 (after an optional `whsec_`), or every
+    /// webhook would be refused later.
+    pub fn check_webhook_secret(&self, secret: &str) -> Result<(), String> {
+        match self.manifest.webhooks.as_ref().map(|webhooks| webhooks.scheme) {
+            Some(crate::manifest::SignatureScheme::StandardWebhooks) => {
+                switchboard_core::signature::check_verification_secret(secret).map_err(|e| {
+                    format!("is not a Standard Webhooks secret: it {e} (the prefix may be left out), or whpk_ and a public key")
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Install-form settings every connection of a provider that sends webhooks has.
     pub fn webhook_config_fields(&self) -> Vec<ConfigField> {
         webhook_config_fields(&self.manifest)

@@ -29,6 +29,10 @@ async fn world(backend: Backend) -> Option<World> {
 }
 
 async fn world_with_policy(backend: Backend, policy: AddressPolicy) -> Option<World> {
+    world_with(backend, policy, Catalog::load(&[]).unwrap()).await
+}
+
+async fn world_with(backend: Backend, policy: AddressPolicy, catalog: Catalog) -> Option<World> {
     let (db, store) = TestDb::store_for(backend).await?;
     let sandbox = Sandbox::start().await.unwrap();
     let egress = EgressClient::new(EgressConfig {
@@ -54,7 +58,7 @@ async fn world_with_policy(backend: Backend, policy: AddressPolicy) -> Option<Wo
     let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: "acme".into(), created_at: chrono::Utc::now() };
     let tenant = store.create_tenant(&tenant, None).await.unwrap().id;
     let connections = Connections::new(
-        Arc::new(Catalog::load(&[]).unwrap()),
+        Arc::new(catalog),
         store.clone(),
         Arc::new(SecretBox::new(KeyRing::generate())),
         egress,
@@ -443,7 +447,71 @@ switchboard_store::conformance_tests!(
     a_tenant_configured_base_url_passes_the_ssrf_guard,
     a_providers_rate_limit_answer_blocks_the_connection,
     webhook_signing_secrets_are_credentials_of_providers_that_send_webhooks,
+    a_connection_that_only_receives_needs_only_its_signing_secret,
+    standard_webhooks_secrets_are_checked_when_set,
 );
+
+async fn a_connection_that_only_receives_needs_only_its_signing_secret(backend: Backend) {
+    let Some(w) = world(backend).await else { return };
+    // Stripe without its API key: the signing secret alone is enough to receive.
+    let stripe = w.install("stripe", None, json!({}), None).await;
+    let secret = object(json!({"webhook_secret": "whsec_only"}));
+    let configured = w.connections.configure(&w.tenant, &stripe, &secret).await.unwrap();
+    assert_eq!(configured.auth_state, "missing_credentials", "no API calls can be made yet");
+    let target = w.connections.webhook_target(&stripe).await.unwrap().unwrap();
+    assert_eq!(target.secrets.iter().map(|s| s.as_str()).collect::<Vec<_>>(), ["whsec_only"]);
+    let call = w.connections.proxy(&w.tenant, &stripe, request(reqwest::Method::GET, "/balance", "", false)).await;
+    assert!(matches!(call, Err(ConnectorError::MissingCredentials)), "{call:?}");
+    // The API key can come later, and then calls work.
+    let key = object(json!({"token": creds::STRIPE_SECRET_KEY}));
+    assert_eq!(w.connections.configure(&w.tenant, &stripe, &key).await.unwrap().auth_state, "configured");
+    assert_eq!(w.get(&stripe, "/balance").await.status, 200);
+
+    // GitHub (OAuth or a token: no mode named) and Jira (basic) install with the secret alone.
+    let github = w.install("github", None, json!({}), Some(json!({"webhook_secret": "gh"}))).await;
+    let oauth = w.install("github", Some("oauth2"), json!({}), Some(json!({"webhook_secret": "gh"}))).await;
+    let jira = w.install("jira", None, json!({"subdomain": "acme"}), Some(json!({"webhook_secret": "j"}))).await;
+    for id in [&github, &oauth, &jira] {
+        assert_eq!(w.connections.get(&w.tenant, id).await.unwrap().auth_state, "missing_credentials");
+        assert!(w.connections.webhook_target(id).await.unwrap().is_some());
+    }
+    // Half of an API credential is still refused, naming what is missing.
+    match w.connections.configure(&w.tenant, &jira, &object(json!({"username": "ana@acme.test"}))).await {
+        Err(ConnectorError::Invalid(problems)) => {
+            assert_eq!(problems.iter().map(|p| p.field.as_str()).collect::<Vec<_>>(), ["credentials.password"])
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn standard_webhooks_secrets_are_checked_when_set(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acme.yaml"),
+        "name: acme\ndisplay_name: Acme\ndescription: Sends Standard Webhooks.\ncategories: [custom]\n\
+         auth:\n  mode: none\nbase_url: https://api.acme.example\n\
+         webhooks:\n  scheme: standard_webhooks\n  event_type: /type\n  event_id: header:webhook-id\n",
+    )
+    .unwrap();
+    let policy = AddressPolicy { allow_private: false, allowed_networks: vec![] };
+    let Some(w) = world_with(backend, policy, Catalog::load(&[dir.path().to_path_buf()]).unwrap()).await else {
+        return;
+    };
+    let acme = w.install("acme", None, json!({}), None).await;
+    for wrong in ["my webhook secret", "whsec_not*base64", "whsec_", "whpk_c2hvcnQ="] {
+        match w.connections.configure(&w.tenant, &acme, &object(json!({"webhook_secret": wrong}))).await {
+            Err(ConnectorError::Invalid(problems)) => {
+                assert_eq!(problems[0].field, "credentials.webhook_secret", "{wrong}");
+                assert!(problems[0].detail.contains("Standard Webhooks secret"), "{wrong}: {}", problems[0].detail);
+            }
+            other => panic!("{wrong}: expected a refusal, got {other:?}"),
+        }
+    }
+    // What the standard's libraries accept: with or without the prefix.
+    for right in ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] {
+        w.connections.configure(&w.tenant, &acme, &object(json!({"webhook_secret": right}))).await.unwrap();
+    }
+}
 
 async fn webhook_signing_secrets_are_credentials_of_providers_that_send_webhooks(backend: Backend) {
     let Some(w) = world(backend).await else { return };

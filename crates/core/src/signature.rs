@@ -138,31 +138,62 @@ fn feed(sink: &mut dyn FnMut(&[u8]), id: &str, timestamp: i64, body: &[u8]) {
     sink(body);
 }
 
-/// Whether any signature in a `webhook-signature` header verifies under `secret` (a
-/// `whsec_…` secret or a `whpk_…` public key). Comparisons are constant-time.
-pub fn verify(header: &str, secret: &str, id: &str, timestamp: i64, body: &[u8]) -> bool {
+/// What a receiver verifies with: an HMAC key or an Ed25519 public key.
+enum VerificationKey {
+    Hmac(Zeroizing<Vec<u8>>),
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+/// Reads a receiver's secret the way the Standard Webhooks libraries do: `whpk_<base64>` is
+/// an Ed25519 public key; anything else is `whsec_<base64>` for HMAC, the prefix optional
+/// (the libraries strip it when present) and the key any non-empty length.
+fn verification_key(secret: &str) -> Result<VerificationKey, SecretFormatError> {
     if let Some(encoded) = secret.strip_prefix(PUBLIC_KEY_PREFIX) {
-        let Some(key) = STANDARD
-            .decode(encoded)
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-            .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
-        else {
-            return false;
-        };
-        let mut content = Vec::with_capacity(id.len() + body.len() + 24);
-        feed(&mut |part| content.extend_from_slice(part), id, timestamp, body);
-        return signatures(header, "v1a").any(|sig| {
-            <[u8; 64]>::try_from(sig.as_slice())
-                .is_ok_and(|sig| key.verify(&content, &ed25519_dalek::Signature::from_bytes(&sig)).is_ok())
-        });
+        let bytes = STANDARD.decode(encoded).map_err(|_| SecretFormatError::Base64 { prefix: PUBLIC_KEY_PREFIX })?;
+        let bytes = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| SecretFormatError::Length {
+            min: 32,
+            max: 32,
+            actual: bytes.len(),
+        })?;
+        return ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map(VerificationKey::Ed25519)
+            .map_err(|_| SecretFormatError::Base64 { prefix: PUBLIC_KEY_PREFIX });
     }
-    let Ok(SigningSecret::Symmetric(key)) = SigningSecret::parse(secret) else { return false };
-    signatures(header, "v1").any(|sig| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
-        feed(&mut |part| mac.update(part), id, timestamp, body);
-        mac.verify_slice(&sig).is_ok()
-    })
+    let encoded = secret.strip_prefix(SYMMETRIC_PREFIX).unwrap_or(secret);
+    let bytes =
+        Zeroizing::new(STANDARD.decode(encoded).map_err(|_| SecretFormatError::Base64 { prefix: SYMMETRIC_PREFIX })?);
+    if bytes.is_empty() {
+        return Err(SecretFormatError::Length { min: 1, max: usize::MAX, actual: 0 });
+    }
+    Ok(VerificationKey::Hmac(bytes))
+}
+
+/// Whether `secret` can verify Standard Webhooks signatures, and if not, why: checked when a
+/// receiver's secret is set, so a mistyped one is refused then rather than failing every
+/// webhook afterwards.
+pub fn check_verification_secret(secret: &str) -> Result<(), SecretFormatError> {
+    verification_key(secret).map(|_| ())
+}
+
+/// Whether any signature in a `webhook-signature` header verifies under `secret` (read as
+/// [`check_verification_secret`] describes). Comparisons are constant-time.
+pub fn verify(header: &str, secret: &str, id: &str, timestamp: i64, body: &[u8]) -> bool {
+    match verification_key(secret) {
+        Ok(VerificationKey::Ed25519(key)) => {
+            let mut content = Vec::with_capacity(id.len() + body.len() + 24);
+            feed(&mut |part| content.extend_from_slice(part), id, timestamp, body);
+            signatures(header, "v1a").any(|sig| {
+                <[u8; 64]>::try_from(sig.as_slice())
+                    .is_ok_and(|sig| key.verify(&content, &ed25519_dalek::Signature::from_bytes(&sig)).is_ok())
+            })
+        }
+        Ok(VerificationKey::Hmac(key)) => signatures(header, "v1").any(|sig| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
+            feed(&mut |part| mac.update(part), id, timestamp, body);
+            mac.verify_slice(&sig).is_ok()
+        }),
+        Err(_) => false,
+    }
 }
 
 /// The decoded signatures of one version in a space-separated header.
@@ -234,5 +265,25 @@ mod tests {
         );
         let generated = SigningSecret::generate_symmetric();
         assert!(SigningSecret::parse(&generated.to_text()).is_ok());
+    }
+
+    #[test]
+    fn receivers_read_secrets_as_the_standard_libraries_do() {
+        // The libraries strip `whsec_` when present, so the bare base64 verifies alike.
+        let bare = SECRET.strip_prefix(SYMMETRIC_PREFIX).unwrap();
+        assert!(verify(EXPECTED, bare, ID, TIMESTAMP, BODY));
+        assert_eq!(check_verification_secret(bare), Ok(()));
+        assert_eq!(check_verification_secret(SECRET), Ok(()));
+        // Any key length the libraries take (ours require 24 to 64 bytes only for our own).
+        assert_eq!(check_verification_secret("whsec_c2hvcnQ="), Ok(()));
+        assert_eq!(
+            check_verification_secret("whsec_not*base64"),
+            Err(SecretFormatError::Base64 { prefix: SYMMETRIC_PREFIX })
+        );
+        assert_eq!(check_verification_secret("my webhook secret"), Err(SecretFormatError::Base64 { prefix: "whsec_" }));
+        assert!(check_verification_secret("whsec_").is_err());
+        assert!(check_verification_secret("whpk_c2hvcnQ=").is_err());
+        let public = SigningSecret::generate_asymmetric().public_key().unwrap();
+        assert_eq!(check_verification_secret(&public), Ok(()));
     }
 }

@@ -28,7 +28,7 @@ pub use refresh::{ConnectionEvent, FAILURES_BEFORE_AUTH_FAILED};
 
 use crate::catalog::Catalog;
 use crate::provider::{FieldProblem, Provider};
-use resolve::{Credentials, Resolved, check_credentials};
+use resolve::{Credentials, Resolved, check_credentials, has_api_credentials};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
@@ -299,9 +299,14 @@ impl Connections {
         if auth.is_none() {
             problems.push(FieldProblem::new("auth_mode", format!("must be one of: {}", modes())));
         }
-        // With credentials the mode must be explicit: guessing could store a token as the wrong kind.
+        // With API credentials the mode must be explicit: guessing could store a token as the
+        // wrong kind. Webhook secrets alone belong to no mode.
         let mode_guessed = provider.manifest.auth.len() > 1 && install.auth_mode.is_none();
-        if mode_guessed && install.credentials.is_some() {
+        let webhook_fields: Vec<String> = provider.webhook_credential_fields().into_iter().map(|f| f.name).collect();
+        let api_credentials_given =
+            install.credentials.iter().flat_map(|given| given.keys()).any(|name| !webhook_fields.contains(name));
+        let mode_guessed = mode_guessed && api_credentials_given;
+        if mode_guessed {
             problems.push(FieldProblem::new("auth_mode", format!("is required with credentials; one of: {}", modes())));
         }
         let name = match install.custom_name.as_deref().map(str::trim) {
@@ -347,8 +352,7 @@ impl Connections {
         let now = self.clock.now();
         let id = Id::new(IdKind::Connection);
         let sealed = (!credentials.is_empty()).then(|| self.seal(tenant_id, &credentials, now));
-        let complete =
-            auth.credential_fields().iter().filter(|f| f.required).all(|f| credentials.contains_key(&f.name));
+        let complete = has_api_credentials(&auth, &credentials);
         let connection = Connection {
             id,
             tenant_id: tenant_id.clone(),
@@ -394,9 +398,18 @@ impl Connections {
         let mut fields = connection.credential_fields.clone();
         fields.extend(given.keys().map(|name| (name.clone(), now)));
         let sealed = self.seal(tenant_id, &merged, now);
+        // Setting webhook secrets alone leaves the API side as it was (connected, rejected…).
+        let api_fields = auth.credential_fields();
+        let state = if !given.keys().any(|name| api_fields.iter().any(|f| &f.name == name)) {
+            connection.auth_state.as_str()
+        } else if has_api_credentials(auth, &merged) {
+            "configured"
+        } else {
+            "missing_credentials"
+        };
         let updated = self
             .store
-            .set_connection_credentials(tenant_id.as_str(), id, &sealed, &fields, "configured")
+            .set_connection_credentials(tenant_id.as_str(), id, &sealed, &fields, state)
             .await?
             .ok_or(ConnectorError::NotFound)?;
         self.forget(&updated.id);

@@ -13,20 +13,24 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use crate::manifest::{Auth, KeyLocation};
-use crate::provider::{FieldProblem, Provider};
+use crate::provider::{FieldProblem, PREVIOUS_WEBHOOK_SECRET, Provider, WEBHOOK_SECRET};
 use crate::runtime::ConnectorError;
 
 /// Credentials as set through `configure`: field name → value. Zeroed when dropped.
 pub type Credentials = BTreeMap<String, Zeroizing<String>>;
 
-/// Checks credentials against the auth mode: required fields present, unknown ones refused.
-/// Secret config fields may be set here too.
+/// Checks credentials against the auth mode: unknown ones refused, webhook secrets in a form
+/// the provider's scheme can use, and the mode's required fields present once any of the
+/// mode's own fields is set (a connection that only receives webhooks needs only its
+/// signing secret). Secret config fields may be set here too.
 pub fn check_credentials(
     auth: &Auth,
     provider: &Provider,
     given: &Map<String, Value>,
 ) -> Result<Credentials, Vec<FieldProblem>> {
-    let mut fields = auth.credential_fields();
+    let api_fields = auth.credential_fields();
+    let api_given = given.keys().any(|name| api_fields.iter().any(|f| &f.name == name));
+    let mut fields = api_fields;
     fields.extend(provider.webhook_credential_fields());
     let secret_config: Vec<&str> = provider.secret_config_fields().collect();
     let mut problems = Vec::new();
@@ -48,12 +52,20 @@ pub fn check_credentials(
         }
         match value {
             Value::String(text) if !text.is_empty() => {
-                credentials.insert(name.clone(), Zeroizing::new(text.clone()));
+                let is_signing_secret = [WEBHOOK_SECRET, PREVIOUS_WEBHOOK_SECRET].contains(&name.as_str());
+                match provider.check_webhook_secret(text) {
+                    Err(reason) if is_signing_secret => {
+                        problems.push(FieldProblem::new(format!("credentials.{name}"), reason));
+                    }
+                    _ => {
+                        credentials.insert(name.clone(), Zeroizing::new(text.clone()));
+                    }
+                }
             }
             _ => problems.push(FieldProblem::new(format!("credentials.{name}"), "must be a non-empty string")),
         }
     }
-    for field in fields.iter().filter(|f| f.required) {
+    for field in fields.iter().filter(|f| f.required && api_given) {
         if !given.contains_key(&field.name) {
             problems.push(FieldProblem::new(
                 format!("credentials.{}", field.name),
@@ -62,6 +74,12 @@ pub fn check_credentials(
         }
     }
     if problems.is_empty() { Ok(credentials) } else { Err(problems) }
+}
+
+/// Whether `credentials` hold every field the auth mode requires (so calls can be made):
+/// the connection's `auth_state` is then `configured`, else `missing_credentials`.
+pub fn has_api_credentials(auth: &Auth, credentials: &Credentials) -> bool {
+    auth.credential_fields().iter().filter(|f| f.required).all(|f| credentials.contains_key(&f.name))
 }
 
 /// What a request through the connection carries for authentication.
