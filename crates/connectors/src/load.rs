@@ -182,21 +182,35 @@ impl Checker<'_> {
                 }
                 (_, None) => {}
             }
-            if webhooks.event_id.as_deref().is_some_and(|l| l.starts_with("literal:")) {
-                return Err(self.fail("webhooks.event_id", "cannot be a literal: every webhook would be a duplicate"));
-            }
-            if webhooks.event_type.strip_prefix("literal:").is_some_and(str::is_empty) {
-                return Err(self.fail("webhooks.event_type", "`literal:` must name the event type"));
-            }
-            for (field, location) in
-                [("event_type", Some(&webhooks.event_type)), ("event_id", webhooks.event_id.as_ref())]
-            {
-                if let Some(location) = location
-                    && !location.starts_with("header:")
-                    && !location.starts_with("literal:")
-                {
-                    check_pointer(location).map_err(|r| self.fail(format!("webhooks.{field}"), r))?;
+            let form = webhooks.form.clone().unwrap_or_default();
+            let located = [
+                ("event_type", Some(&webhooks.event_type)),
+                ("event_id", webhooks.event_id.as_ref()),
+                ("form.event_type", form.event_type.as_ref()),
+                ("form.event_id", form.event_id.as_ref()),
+            ];
+            for (field, locations) in located {
+                let Some(locations) = locations else { continue };
+                if matches!(locations, crate::manifest::Locations::Many(many) if many.is_empty()) {
+                    return Err(self.fail(format!("webhooks.{field}"), "must name at least one location"));
                 }
+                for location in locations.iter() {
+                    if field.ends_with("event_id") && location.starts_with("literal:") {
+                        return Err(self.fail(
+                            format!("webhooks.{field}"),
+                            "cannot be a literal: every webhook would be a duplicate",
+                        ));
+                    }
+                    if location.strip_prefix("literal:").is_some_and(str::is_empty) {
+                        return Err(self.fail(format!("webhooks.{field}"), "`literal:` must name the event type"));
+                    }
+                    if !location.starts_with("header:") && !location.starts_with("literal:") {
+                        check_pointer(location).map_err(|r| self.fail(format!("webhooks.{field}"), r))?;
+                    }
+                }
+            }
+            if let Some(batch) = &webhooks.batch {
+                check_pointer(batch).map_err(|r| self.fail("webhooks.batch", r))?;
             }
         }
         if let Some(health) = &m.health_check {

@@ -476,14 +476,90 @@ pub struct Webhooks {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<GenericSignature>,
     /// Where the event type lives: a JSON pointer into the body, `header:<Name>`, or
-    /// `literal:<type>` for a provider that sends one kind of notification (Dropbox).
-    pub event_type: String,
-    /// Where the provider's event id lives: a JSON pointer into the body, or `header:<Name>`.
+    /// `literal:<type>` for a provider that sends one kind of notification (Dropbox); or a
+    /// list of them, the first that holds a value winning.
+    pub event_type: Locations,
+    /// Where the provider's event id lives: a JSON pointer into the body, or `header:<Name>`
+    /// (or a list of them). Webhooks with the same id on a connection are one webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<String>,
+    pub event_id: Option<Locations>,
+    /// For a provider that posts several events in one request (HubSpot): a JSON pointer to
+    /// the array of events, `""` when the body is the array. Each item is stored as a webhook
+    /// of its own, typed and de-duplicated by itself (`event_type` and `event_id` point into
+    /// the item); a request is a duplicate only when every item was received before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
+    /// How bodies posted as `application/x-www-form-urlencoded` are read (Slack's slash
+    /// commands and interactivity, Twilio). A form body is always read as a JSON object of
+    /// its fields; this says which fields hold JSON and where, in such a body, the event
+    /// type and id are when they differ from a JSON body's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form: Option<FormBodies>,
     /// How the provider proves the address before sending events to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub handshakes: Vec<WebhookHandshake>,
+}
+
+impl Webhooks {
+    /// Where the event type is, in a body read as a form or not.
+    pub fn event_type_locations(&self, form: bool) -> &Locations {
+        self.form.as_ref().filter(|_| form).and_then(|f| f.event_type.as_ref()).unwrap_or(&self.event_type)
+    }
+
+    /// Where the provider's event id is, in a body read as a form or not.
+    pub fn event_id_locations(&self, form: bool) -> Option<&Locations> {
+        self.form.as_ref().filter(|_| form).and_then(|f| f.event_id.as_ref()).or(self.event_id.as_ref())
+    }
+
+    /// Form fields whose values are JSON.
+    pub fn form_json_fields(&self) -> &[String] {
+        self.form.as_ref().map_or(&[], |form| form.json_fields.as_slice())
+    }
+}
+
+/// Form-encoded webhooks, read as an object of their fields.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FormBodies {
+    /// Fields whose value is JSON (Slack's `payload`), read as JSON within the object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json_fields: Vec<String>,
+    /// Where the event type is in a form body, if not where `event_type` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<Locations>,
+    /// Where the event id is in a form body, if not where `event_id` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Locations>,
+}
+
+/// One place a value may be, or several tried in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Locations {
+    One(String),
+    /// Tried in order; the first that holds a value wins.
+    Many(Vec<String>),
+}
+
+impl Locations {
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let many: &[String] = match self {
+            Locations::One(one) => std::slice::from_ref(one),
+            Locations::Many(many) => many,
+        };
+        many.iter().map(String::as_str)
+    }
+
+    /// Whether any location reads the body (rather than a header or a literal).
+    pub fn reads_body(&self) -> bool {
+        self.iter().any(|l| !l.starts_with("header:") && !l.starts_with("literal:"))
+    }
+}
+
+impl std::fmt::Display for Locations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.iter().collect::<Vec<_>>().join(" or "))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

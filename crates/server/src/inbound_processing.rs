@@ -8,8 +8,9 @@ use switchboard_core::{Id, IdKind};
 
 use switchboard_store::{CreateEventOutcome, FinishedInbound, Inbound, InboundOutcome, NewEvent};
 
-use crate::routes::inbound::locate;
 use crate::state::AppState;
+use switchboard_webhooks::incoming::document::{self, BodyEncoding};
+use switchboard_webhooks::operational;
 
 /// Processes stored webhooks into hub events, from the durable queue, until `stop`: the
 /// manifest says where the event type lives; the event is `{provider}.{type}` with the
@@ -47,45 +48,78 @@ pub fn start_processing(state: AppState, stop: tokio_util::sync::CancellationTok
 }
 
 /// Turns a claimed batch into events published in one unit, and says how each webhook ended.
+/// A webhook that fails for good raises `inbound.processing_failed`, so nothing acknowledged
+/// to a provider disappears silently.
 async fn process_batch(state: &AppState, claimed: Vec<Inbound>) -> Vec<FinishedInbound> {
     let mut finished = Vec::with_capacity(claimed.len());
     let mut publishing = Vec::with_capacity(claimed.len());
     for inbound in claimed {
         match prepare(state, &inbound).await {
             Ok(event) => publishing.push((inbound, event)),
-            Err(outcome) => finished.push(FinishedInbound { tenant_id: inbound.tenant_id, id: inbound.id, outcome }),
+            Err(outcome) => finished.push((inbound, outcome)),
         }
     }
-    if publishing.is_empty() {
-        return finished;
-    }
-    let events: Vec<NewEvent> = publishing.iter().map(|(_, event)| event.clone()).collect();
-    let outcomes = match state.webhooks.publish_batch(events).await {
-        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-        // One bad event must not hold back the rest: each goes alone, and only those that
-        // fail on their own are retried.
-        Err(error) => {
-            tracing::warn!(%error, webhooks = publishing.len(), "publishing a batch failed; publishing one by one");
-            let mut outcomes = Vec::with_capacity(publishing.len());
-            for (_, event) in &publishing {
-                outcomes.push(state.webhooks.publish(event.clone()).await);
+    if !publishing.is_empty() {
+        let events: Vec<NewEvent> = publishing.iter().map(|(_, event)| event.clone()).collect();
+        let outcomes = match state.webhooks.publish_batch(events).await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            // One bad event must not hold back the rest: each goes alone, and only those that
+            // fail on their own are retried.
+            Err(error) => {
+                tracing::warn!(%error, webhooks = publishing.len(), "publishing a batch failed; publishing one by one");
+                let mut outcomes = Vec::with_capacity(publishing.len());
+                for (_, event) in &publishing {
+                    outcomes.push(state.webhooks.publish(event.clone()).await);
+                }
+                outcomes
             }
-            outcomes
-        }
-    };
-    for ((inbound, event), outcome) in publishing.into_iter().zip(outcomes) {
-        let outcome = match outcome {
-            Ok(CreateEventOutcome::Created(stored) | CreateEventOutcome::Replayed(stored)) => {
-                InboundOutcome::Processed { event_type: event.event_type, event_id: stored.id }
-            }
-            Ok(CreateEventOutcome::KeyReused) => {
-                InboundOutcome::Failed { error: "the webhook was already published differently".into(), retry: false }
-            }
-            Err(error) => InboundOutcome::Failed { error: error.to_string(), retry: true },
         };
-        finished.push(FinishedInbound { tenant_id: inbound.tenant_id, id: inbound.id, outcome });
+        for ((inbound, event), outcome) in publishing.into_iter().zip(outcomes) {
+            let outcome = match outcome {
+                Ok(CreateEventOutcome::Created(stored)) => {
+                    InboundOutcome::Processed { event_type: event.event_type, event_id: stored.id }
+                }
+                // Processed before: replayed, or the process died before recording it. The
+                // endpoints subscribed since get it now.
+                Ok(CreateEventOutcome::Replayed(stored)) => {
+                    match state.webhooks.deliver_to_new_subscribers(&stored).await {
+                        Ok(_) => InboundOutcome::Processed { event_type: event.event_type, event_id: stored.id },
+                        Err(error) => InboundOutcome::Failed { error: error.to_string(), retry: true },
+                    }
+                }
+                Ok(CreateEventOutcome::KeyReused) => InboundOutcome::Failed {
+                    error: "the webhook was already published differently".into(),
+                    retry: false,
+                },
+                Err(error) => InboundOutcome::Failed { error: error.to_string(), retry: true },
+            };
+            finished.push((inbound, outcome));
+        }
+    }
+    let now = state.clock.now();
+    let alarms: Vec<NewEvent> = finished
+        .iter()
+        .filter_map(|(inbound, outcome)| match outcome {
+            InboundOutcome::Failed { error, retry: false } => Some(operational::inbound_processing_failed(
+                &inbound.tenant_id,
+                &inbound.id,
+                &inbound.connection_id,
+                inbound.attempts,
+                error,
+                now,
+            )),
+            _ => None,
+        })
+        .collect();
+    if !alarms.is_empty()
+        && let Err(error) = state.webhooks.publish_batch(alarms).await
+    {
+        tracing::warn!(%error, "publishing inbound.processing_failed events failed");
     }
     finished
+        .into_iter()
+        .map(|(inbound, outcome)| FinishedInbound { tenant_id: inbound.tenant_id, id: inbound.id, outcome })
+        .collect()
 }
 
 /// The hub event a webhook becomes, or why it becomes none.
@@ -107,9 +141,12 @@ async fn prepare(state: &AppState, inbound: &Inbound) -> Result<NewEvent, Inboun
             Some((name, value))
         })
         .collect();
-    let document: Option<Value> = serde_json::from_slice(&inbound.body).ok();
-    let Some(kind) = locate(&webhooks.event_type, &headers, document.as_ref()) else {
-        return failed(format!("the event type is not at {}", webhooks.event_type));
+    // An item of a batch was stored as its own JSON body, so it reads like any other.
+    let encoding = BodyEncoding::of(&headers);
+    let body_document = document::document(&inbound.body, encoding, webhooks.form_json_fields());
+    let locations = webhooks.event_type_locations(encoding == BodyEncoding::Form);
+    let Some(kind) = document::locate_first(locations.iter(), &headers, body_document.as_ref()) else {
+        return failed(format!("the event type is not at {locations}"));
     };
     // Keep the provider's type readable within the hub's naming rules.
     let kind: String =
@@ -118,7 +155,7 @@ async fn prepare(state: &AppState, inbound: &Inbound) -> Result<NewEvent, Inboun
     if !switchboard_webhooks::patterns::is_valid_pattern(&event_type) || event_type.ends_with('*') {
         return failed(format!("{event_type:?} is not a valid event type"));
     }
-    let data = document.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&inbound.body).into_owned()));
+    let data = body_document.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&inbound.body).into_owned()));
     let payload = json!({
         "connection_id": connection.id,
         "provider": provider.name(),

@@ -155,6 +155,11 @@ impl ApiError {
         self
     }
 
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
     pub fn with_field(mut self, field: impl Into<String>, detail: impl Into<String>) -> Self {
         self.errors.push(FieldError { field: field.into(), detail: detail.into() });
         self

@@ -21,6 +21,9 @@ switchboard_store::conformance_tests!(
     unsigned_webhooks_are_taken_only_by_connections_that_opt_in,
     a_connection_sets_its_own_body_limit,
     a_receive_only_server_stores_webhooks_and_leaves_them_pending,
+    hubspot_batches_are_one_webhook_and_one_event_per_item,
+    slack_forms_are_read_as_documents,
+    replay_reaches_todays_subscribers_and_failures_are_never_silent,
 );
 
 const STRIPE_SECRET: &str = "whsec_endpoint_secret_for_tests";
@@ -240,13 +243,17 @@ async fn without_a_secret_webhooks_are_refused_and_unknown_addresses_are_404(bac
     let rest = server
         .connection_with_secret(json!({"template_name": "rest", "auth_mode": "none", "config_overrides": {"base_url": "https://api.example.com"}}))
         .await;
+    let mut problems = Vec::new();
     for address in [rest.as_str(), "conn_01jd0000000000000000000000", "not-an-id"] {
-        let response = server.deliver(address, &headers, "{}").await;
-        assert_eq!(response.status(), 404, "{address}");
-        assert_eq!(response.json::<Value>().await.unwrap(), json!({"error": "not found"}));
+        let mut problem = common::expect_problem(server.deliver(address, &headers, "{}").await, 404).await;
+        problem.as_object_mut().unwrap().retain(|name, _| !["instance", "request_id"].contains(&name.as_str()));
+        problems.push(problem);
     }
+    assert!(problems.windows(2).all(|pair| pair[0] == pair[1]), "{problems:?}");
     let oversize = "x".repeat(1_100_000);
-    assert_eq!(server.deliver(&github, &headers, &oversize).await.status(), 413);
+    common::expect_problem(server.deliver(&github, &headers, &oversize).await, 413).await;
+    let refused = common::expect_problem(server.deliver(&github, &headers, "{}").await, 401).await;
+    assert!(!refused.to_string().contains("mismatch"), "the reason is recorded, not told: {refused}");
 }
 
 async fn handshakes_declared_by_manifests_are_answered_as_each_provider_documents(backend: Backend) {
@@ -266,8 +273,8 @@ async fn handshakes_declared_by_manifests_are_answered_as_each_provider_document
     assert_eq!(answer.headers()["content-type"], "text/plain; charset=utf-8");
     assert_eq!(answer.text().await.unwrap(), "1158201444");
     let wrong = meta("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guess").await.unwrap();
-    assert_eq!(wrong.status(), 403);
-    assert!(!wrong.text().await.unwrap().contains("1158201444"));
+    let problem = common::expect_problem(wrong, 403).await;
+    assert!(!problem.to_string().contains("1158201444"));
     // Its events are signed like GitHub's, with the app secret.
     let change =
         r#"{"object":"whatsapp_business_account","entry":[{"id":"102","changes":[{"field":"messages","value":{}}]}]}"#;
@@ -288,7 +295,7 @@ async fn handshakes_declared_by_manifests_are_answered_as_each_provider_document
     wait_for_events(&server, "dropbox.list_folder", 1).await;
     // A GET without a declared handshake is not an address.
     let plain = server.client.get(server.url(&format!("/webhooks/{whatsapp}"))).send().await.unwrap();
-    assert_eq!(plain.status(), 404);
+    common::expect_problem(plain, 404).await;
 
     // Microsoft Graph: POST ?validationToken= echoed as text; the body is not read.
     let graph = server
@@ -426,11 +433,12 @@ async fn senders_are_rate_limited_per_connection_and_per_source_and_counted(back
     let mut statuses = Vec::new();
     for _ in 0..5 {
         let response = server.deliver(&id, &signed, payload).await;
+        statuses.push(response.status().as_u16());
         if response.status() == 429 {
             let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
             assert!(retry_after >= 1);
+            common::expect_problem(response, 429).await;
         }
-        statuses.push(response.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429], "three a second per connection");
 
@@ -466,4 +474,184 @@ async fn a_receive_only_server_stores_webhooks_and_leaves_them_pending(backend: 
         (Some(0), Some(1), Some(0)),
         "{stats}"
     );
+}
+
+/// HubSpot's v3 signature over `method + url + body + timestamp`, with the client secret.
+fn hubspot_signed(server: &TestServer, id: &str, body: &str) -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    let timestamp = server.clock.now().timestamp_millis().to_string();
+    let url = server.url(&format!("/webhooks/{id}"));
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"hs-client-secret").unwrap();
+    mac.update(format!("POST{url}{body}{timestamp}").as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    vec![
+        ("x-hubspot-signature-v3", signature),
+        ("x-hubspot-request-timestamp", timestamp),
+        ("content-type", "application/json".into()),
+    ]
+}
+
+fn hubspot_event(event_id: u64, kind: &str) -> Value {
+    json!({"eventId": event_id, "subscriptionId": 25, "portalId": 33, "appId": 1160452, "occurredAt": 1462216307945_u64,
+           "subscriptionType": kind, "attemptNumber": 0, "objectId": 1246965, "changeSource": "CRM", "changeFlag": "NEW"})
+}
+
+async fn hubspot_batches_are_one_webhook_and_one_event_per_item(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    // The client secret alone: this connection only receives.
+    let id = server
+        .connection_with_secret(
+            json!({"template_name": "hubspot", "credentials": {"webhook_secret": "hs-client-secret"}}),
+        )
+        .await;
+    let (server, id) = (&server, id.as_str());
+    let deliver = |events: Vec<Value>| {
+        let body = Value::Array(events).to_string();
+        let headers = hubspot_signed(server, id, &body);
+        async move { server.deliver(id, &headers, &body).await.json::<Value>().await.unwrap() }
+    };
+    let first = deliver(vec![hubspot_event(1, "contact.creation"), hubspot_event(2, "contact.deletion")]).await;
+    assert_eq!(first["ids"].as_array().map(Vec::len), Some(2), "{first}");
+    assert!(first.get("duplicate").is_none(), "{first}");
+    let created = wait_for_events(server, "hubspot.contact.creation", 1).await;
+    assert_eq!(created[0]["payload"]["provider_event_id"], "1");
+    assert_eq!(created[0]["payload"]["data"]["objectId"], 1246965);
+    let deleted = wait_for_events(server, "hubspot.contact.deletion", 1).await;
+    assert_eq!(deleted[0]["payload"]["provider_event_id"], "2");
+
+    // A batch is a duplicate only when every item was seen; new items in it are kept.
+    let again = deliver(vec![hubspot_event(1, "contact.creation")]).await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    let mixed = deliver(vec![hubspot_event(1, "contact.creation"), hubspot_event(3, "contact.propertyChange")]).await;
+    assert!(mixed.get("duplicate").is_none(), "{mixed}");
+    assert_eq!(mixed["ids"][0], first["ids"][0], "the item seen before answers with its first record");
+    wait_for_events(server, "hubspot.contact.propertyChange", 1).await;
+    let repeated =
+        deliver(vec![hubspot_event(3, "contact.propertyChange"), hubspot_event(1, "contact.creation")]).await;
+    assert_eq!(repeated["duplicate"], true, "{repeated}");
+
+    // Each item is stored with its own bytes and the batch's (masked) headers.
+    let tenant = server.store.find_connection(id).await.unwrap().unwrap().tenant_id;
+    let counts = server.store.inbound_counts(tenant.as_str()).await.unwrap();
+    assert_eq!((counts.received, counts.duplicates), (3, 4), "{counts:?}");
+    let item = server.store.get_inbound(tenant.as_str(), first["ids"][1].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&item.body).unwrap(), hubspot_event(2, "contact.deletion"));
+    assert!(item.headers.contains(r#""x-hubspot-signature-v3":"********""#), "{}", item.headers);
+    // A forged batch is refused whole, and stored once as it came.
+    let body = Value::Array(vec![hubspot_event(9, "contact.creation")]).to_string();
+    let forged = [("x-hubspot-signature-v3", "AAAA".to_string()), ("x-hubspot-request-timestamp", "1".to_string())];
+    common::expect_problem(server.deliver(id, &forged, &body).await, 401).await;
+}
+
+/// Slack's signature over `v0:{timestamp}:{body}`.
+fn slack_signed(server: &TestServer, body: &str, content_type: &str) -> Vec<(&'static str, String)> {
+    let t = server.clock.now().timestamp();
+    vec![
+        ("x-slack-request-timestamp", t.to_string()),
+        ("x-slack-signature", format!("v0={}", hex_hmac(SLACK_SECRET, format!("v0:{t}:{body}").as_bytes()))),
+        ("content-type", content_type.to_string()),
+    ]
+}
+
+async fn slack_forms_are_read_as_documents(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = server
+        .connection_with_secret(json!({"template_name": "slack", "credentials": {"webhook_secret": SLACK_SECRET}}))
+        .await;
+    let form = "application/x-www-form-urlencoded";
+    // A slash command, as Slack posts it.
+    let command = "token=gIkuvaNzQIHg97ATvDxqgjtO&team_id=T0001&team_domain=example&channel_id=C2147483705\
+        &channel_name=test&user_id=U2147483697&user_name=Steve&command=%2Fdeploy&text=api+to+prod\
+        &response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2F1234%2F5678&trigger_id=13345224609.738474920.8088930838d88f008e0";
+    let answer = server.deliver(&id, &slack_signed(&server, command, form), command).await;
+    assert_eq!(answer.status(), 200);
+    let events = wait_for_events(&server, "slack.slash_command", 1).await;
+    let data = &events[0]["payload"]["data"];
+    assert_eq!((data["command"].as_str(), data["text"].as_str()), (Some("/deploy"), Some("api to prod")), "{data}");
+    // An interaction: its JSON is in the `payload` field, and its type names the event.
+    let interaction = json!({"type": "block_actions", "trigger_id": "12466734323.1395872398",
+        "actions": [{"action_id": "approve", "value": "deploy-42"}], "user": {"id": "U2147483697"}});
+    let body = format!("payload={}", url_escape(&interaction.to_string()));
+    assert_eq!(server.deliver(&id, &slack_signed(&server, &body, form), &body).await.status(), 200);
+    let events = wait_for_events(&server, "slack.block_actions", 1).await;
+    assert_eq!(events[0]["payload"]["data"]["payload"]["actions"][0]["value"], "deploy-42");
+    // The form's signature covers its bytes like any body's.
+    let mut forged = slack_signed(&server, command, form);
+    forged[1].1 = "v0=00".into();
+    common::expect_problem(server.deliver(&id, &forged, command).await, 401).await;
+    let stats: Value = server.get(&server.admin_key, "/webhooks/stats").await.json().await.unwrap();
+    assert_eq!((stats["processed"].as_u64(), stats["failed"].as_u64()), (Some(2), Some(0)), "{stats}");
+}
+
+fn url_escape(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+async fn replay_reaches_todays_subscribers_and_failures_are_never_silent(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = server
+        .connection_with_secret(json!({"template_name": "stripe", "credentials": {"webhook_secret": STRIPE_SECRET}}))
+        .await;
+    let stripe = |body: &str| {
+        let t = server.clock.now().timestamp();
+        let signature = hex_hmac(STRIPE_SECRET, format!("{t}.{body}").as_bytes());
+        vec![("stripe-signature", format!("t={t},v1={signature}"))]
+    };
+    let key = server.admin_key.clone();
+
+    // Processed while nobody subscribed.
+    let body = r#"{"id":"evt_replay","object":"event","type":"charge.refunded","data":{"object":{}}}"#;
+    let received: Value = server.deliver(&id, &stripe(body), body).await.json().await.unwrap();
+    let event = wait_for_events(&server, "stripe.charge.refunded", 1).await.remove(0);
+    let (receiver, url) = common::webhooks::Receiver::start().await;
+    let endpoint = common::webhooks::endpoint(&server, json!({"url": url, "event_types": ["stripe.*"]})).await;
+    assert_eq!(endpoint["id"].as_str().map(|id| id.starts_with("ep_")), Some(true));
+
+    // The replay finds the same event and gives it to the endpoint subscribed since, once.
+    let inbound_path = format!("/api/integrations/{id}/inbound/{}", received["id"].as_str().unwrap());
+    for round in 1..=2 {
+        assert_eq!(server.post(&key, &format!("{inbound_path}/replay"), &json!({})).await.status(), 202);
+        wait_for_status(&server, &inbound_path, "processed", round + 1).await;
+    }
+    let delivered = receiver.wait_for(1).await;
+    assert_eq!(delivered[0].header("webhook-id"), event["id"].as_str().unwrap());
+    receiver.stays_at(1).await;
+    let messages: Value = server
+        .get(&key, &format!("/api/events/{}/messages", event["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(messages["data"].as_array().map(Vec::len), Some(1), "{messages}");
+    assert_eq!(wait_for_events(&server, "stripe.charge.refunded", 1).await.len(), 1);
+
+    // A webhook acknowledged but impossible to type is failed, counted, announced, and can
+    // be replayed (once the manifest or the data is put right).
+    let untyped = r#"{"id":"evt_untyped","object":"event","data":{}}"#;
+    let received: Value = server.deliver(&id, &stripe(untyped), untyped).await.json().await.unwrap();
+    let failed_path = format!("/api/integrations/{id}/inbound/{}", received["id"].as_str().unwrap());
+    let failed = wait_for_status(&server, &failed_path, "failed", 1).await;
+    assert!(failed["last_error"].as_str().unwrap().contains("/type"), "{failed}");
+    let stats: Value = server.get(&key, "/webhooks/stats").await.json().await.unwrap();
+    assert_eq!(stats["failed"], 1, "{stats}");
+    let alarms = wait_for_events(&server, "inbound.processing_failed", 1).await;
+    assert_eq!(alarms[0]["payload"]["inbound_id"], received["id"]);
+    assert_eq!(alarms[0]["payload"]["connection_id"], id.as_str());
+    assert!(alarms[0]["payload"]["error"].as_str().unwrap().contains("/type"));
+    assert_eq!(server.post(&key, &format!("{failed_path}/replay"), &json!({})).await.status(), 202);
+    wait_for_status(&server, &failed_path, "failed", 2).await;
+    assert_eq!(wait_for_events(&server, "inbound.processing_failed", 2).await.len(), 2, "each failed attempt says so");
+}
+
+/// The stored webhook once it has this status after `attempts` processing attempts.
+async fn wait_for_status(server: &TestServer, path: &str, status: &str, attempts: u64) -> Value {
+    let mut record = Value::Null;
+    for _ in 0..200 {
+        record = server.get(&server.admin_key, path).await.json().await.unwrap();
+        if record["status"] == status && record["attempts"] == attempts {
+            return record;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("not {status} after {attempts} attempts: {record}");
 }

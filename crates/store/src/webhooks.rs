@@ -308,6 +308,16 @@ pub trait DeliveryStore: Send + Sync {
     async fn get_message(&self, tenant_id: &str, id: &str) -> Result<Option<Message>>;
     async fn list_messages(&self, tenant_id: &str, filter: &MessageFilter) -> Result<Vec<Message>>;
     async fn list_attempts(&self, tenant_id: &str, filter: &AttemptFilter) -> Result<Vec<Attempt>>;
+    /// Adds messages of a stored event for the endpoints among `messages` that have none of it
+    /// yet (those subscribed since it was published), in one unit; returns how many were
+    /// added. Nothing is added for an event that does not exist.
+    async fn add_missing_messages(
+        &self,
+        tenant_id: &str,
+        event_id: &str,
+        messages: &[NewMessage],
+        now: Timestamp,
+    ) -> Result<u64>;
     /// Queues a message for a new attempt now, with a fresh retry schedule. None when there
     /// is no such message; a pending message is left as it is.
     async fn resend_message(&self, tenant_id: &str, id: &str, now: Timestamp) -> Result<Option<Message>>;

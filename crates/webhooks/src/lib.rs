@@ -5,7 +5,8 @@
 //!   the event is published so its messages are stored in the same unit;
 //! - `dispatcher`: claims due messages, sends them ([`delivery`]) and records outcomes in
 //!   batches; [`schedule`] says when a failure is tried again, [`limiter`] paces endpoints;
-//! - [`operational`]: `message.attempt.exhausted` and `endpoint.disabled`;
+//! - [`operational`]: the hub's own events (`message.attempt.exhausted`, `endpoint.disabled`,
+//!   `connection.auth_failed`, `inbound.processing_failed`);
 //! - `retention`: prunes old events, messages and attempts;
 //! - [`stats`]: per-endpoint success rate and latency.
 
@@ -29,7 +30,7 @@ use switchboard_core::signature::SigningSecret;
 use switchboard_core::{Clock, Id, SecretBox, Timestamp};
 use switchboard_egress::EgressClient;
 use switchboard_store::{
-    CreateEventOutcome, Endpoint, EndpointPatch, NewEvent, NewMessage, Store, StoreError, secrets,
+    CreateEventOutcome, Endpoint, EndpointPatch, Event, NewEvent, NewMessage, Store, StoreError, secrets,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -139,6 +140,29 @@ impl Webhooks {
             .sum();
         self.metrics.fanned_out.inc_by(fanned_out as u64);
         Ok(outcomes)
+    }
+
+    /// Gives an event published before to the endpoints subscribed since: those that would
+    /// receive it now and have no message of it get one (a replayed incoming webhook reaches
+    /// today's subscribers; those that had it are not sent it twice). Returns how many.
+    pub async fn deliver_to_new_subscribers(&self, stored: &Event) -> Result<u64, StoreError> {
+        let event = NewEvent {
+            id: stored.id.clone(),
+            tenant_id: stored.tenant_id.clone(),
+            event_type: stored.event_type.clone(),
+            payload: stored.payload.clone(),
+            idempotency: None,
+            created_at: stored.created_at,
+        };
+        let messages = self.fan_out(&event).await?;
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let now = self.clock.now();
+        let added =
+            self.store.add_missing_messages(stored.tenant_id.as_str(), stored.id.as_str(), &messages, now).await?;
+        self.metrics.fanned_out.inc_by(added);
+        Ok(added)
     }
 
     /// The messages `event` fans out to.

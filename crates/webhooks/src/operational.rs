@@ -8,9 +8,11 @@ use switchboard_store::{Message, NewEvent};
 pub const MESSAGE_ATTEMPT_EXHAUSTED: &str = "message.attempt.exhausted";
 pub const ENDPOINT_DISABLED: &str = "endpoint.disabled";
 pub const CONNECTION_AUTH_FAILED: &str = "connection.auth_failed";
+pub const INBOUND_PROCESSING_FAILED: &str = "inbound.processing_failed";
 
 /// Event types every tenant has without registering them.
-pub const OPERATIONAL_EVENT_TYPES: &[&str] = &[MESSAGE_ATTEMPT_EXHAUSTED, ENDPOINT_DISABLED, CONNECTION_AUTH_FAILED];
+pub const OPERATIONAL_EVENT_TYPES: &[&str] =
+    &[MESSAGE_ATTEMPT_EXHAUSTED, ENDPOINT_DISABLED, CONNECTION_AUTH_FAILED, INBOUND_PROCESSING_FAILED];
 
 pub fn is_operational(event_type: &str) -> bool {
     OPERATIONAL_EVENT_TYPES.contains(&event_type)
@@ -62,4 +64,30 @@ pub fn connection_auth_failed(
 ) -> NewEvent {
     let payload = json!({ "connection_id": connection_id, "provider": provider, "reason": reason });
     event(tenant_id, CONNECTION_AUTH_FAILED, payload, now)
+}
+
+/// An incoming webhook that was acknowledged to its provider but could not become an event
+/// (its type is not where the manifest says, the connection is gone…): it stays `failed`
+/// until it is replayed. One event per processing attempt that failed.
+pub fn inbound_processing_failed(
+    tenant_id: &Id,
+    inbound_id: &Id,
+    connection_id: &Id,
+    attempt: u32,
+    error: &str,
+    now: Timestamp,
+) -> NewEvent {
+    let payload = json!({
+        "inbound_id": inbound_id,
+        "connection_id": connection_id,
+        "attempt": attempt,
+        "error": error,
+    });
+    let mut event = event(tenant_id, INBOUND_PROCESSING_FAILED, payload, now);
+    // Published again after a crash between publishing and recording, it is found again.
+    event.idempotency = Some(switchboard_store::Idempotency {
+        key: format!("inbound-failed:{inbound_id}:{attempt}"),
+        request_hash: String::new(),
+    });
+    event
 }

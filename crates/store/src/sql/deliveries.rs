@@ -229,6 +229,43 @@ macro_rules! deliveries_impl {
                 .await
             }
 
+            async fn add_missing_messages(
+                &self,
+                tenant_id: &str,
+                event_id: &str,
+                messages: &[NewMessage],
+                now: Timestamp,
+            ) -> Result<u64> {
+                let (tenant_id, event_id, messages) = (tenant_id.to_string(), event_id.to_string(), messages.to_vec());
+                let added = self.write(move |c| Box::pin(async move {
+                    let mut added = 0;
+                    for message in &messages {
+                        added += sqlx::query(
+                            "INSERT INTO messages (id, tenant_id, event_id, endpoint_id, status, fifo, next_attempt_at, created_at, updated_at)
+                             SELECT $1, $2, $3, $4, 'pending', $5, $6, $7, $7
+                             WHERE EXISTS (SELECT 1 FROM events WHERE tenant_id = $2 AND id = $3)
+                               AND NOT EXISTS (SELECT 1 FROM messages WHERE tenant_id = $2 AND event_id = $3 AND endpoint_id = $4)",
+                        )
+                        .bind(message.id.as_str())
+                        .bind(&tenant_id)
+                        .bind(&event_id)
+                        .bind(message.endpoint_id.as_str())
+                        .bind(message.fifo)
+                        .bind(to_micros(message.next_attempt_at))
+                        .bind(to_micros(now))
+                        .execute(&mut *c)
+                        .await?
+                        .rows_affected();
+                    }
+                    Ok(added)
+                }))
+                .await?;
+                if added > 0 {
+                    self.signal.wake();
+                }
+                Ok(added)
+            }
+
             async fn resend_message(&self, tenant_id: &str, message_id: &str, now: Timestamp) -> Result<Option<Message>> {
                 let (tenant_id, message_id) = (tenant_id.to_string(), message_id.to_string());
                 let message = self.write(move |c| Box::pin(async move {

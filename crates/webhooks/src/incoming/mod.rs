@@ -1,5 +1,6 @@
-//! Incoming webhooks: verifying providers' signatures (`verify`) and answering their
-//! handshakes (`handshake`).
+//! Incoming webhooks: verifying providers' signatures (`verify`), answering their handshakes
+//! (`handshake`), and reading what their bodies say (`document`).
 
+pub mod document;
 pub mod handshake;
 pub mod verify;

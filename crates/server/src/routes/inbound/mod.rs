@@ -12,7 +12,7 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use switchboard_connectors::WebhookTarget;
 use switchboard_connectors::manifest::{
@@ -20,6 +20,7 @@ use switchboard_connectors::manifest::{
 };
 use switchboard_core::{Id, IdKind};
 use switchboard_store::{NewInbound, Stored, Verification};
+use switchboard_webhooks::incoming::document::{self, BodyEncoding};
 use switchboard_webhooks::incoming::handshake::{self, Answer, Handshake};
 use switchboard_webhooks::incoming::verify::{
     self, Algorithm, DEFAULT_TOLERANCE_SECS, Encoding, GenericHmac, Incoming, Rejection, Scheme,
@@ -27,7 +28,6 @@ use switchboard_webhooks::incoming::verify::{
 
 use super::endpoints::{MASK, is_sensitive_header};
 use crate::metrics::{InboundLabels, RejectionLabels};
-use crate::middleware::Verbatim;
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -64,11 +64,10 @@ impl InboundLimits {
     }
 }
 
-fn too_many(wait: std::time::Duration) -> Response {
-    let mut response = terse(StatusCode::TOO_MANY_REQUESTS, json!({"error": "too many requests"}));
+fn too_many(wait: std::time::Duration) -> ApiError {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.max(1).into());
-    response
+    ApiError::rate_limited(secs.max(1))
+        .with_detail("Too many webhooks from this source or to this connection; retry later")
 }
 
 /// The scheme to verify by; `Ok(None)` for a provider that signs nothing, `Err` for a
@@ -106,22 +105,6 @@ fn generic(signature: &GenericSignature) -> GenericHmac {
     }
 }
 
-/// Where a manifest says a value lives: `header:Name`, `literal:value`, or a JSON pointer
-/// into the body.
-pub(crate) fn locate(location: &str, headers: &HeaderMap, body: Option<&Value>) -> Option<String> {
-    if let Some(value) = location.strip_prefix("literal:") {
-        return Some(value.to_string());
-    }
-    match location.strip_prefix("header:") {
-        Some(name) => headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string),
-        None => body?.pointer(location).and_then(|v| match v {
-            Value::String(text) => Some(text.clone()),
-            Value::Number(number) => Some(number.to_string()),
-            _ => None,
-        }),
-    }
-}
-
 /// The headers as a JSON object, credential-like values masked and repeated ones joined
 /// with `, ` (as HTTP reads them), written straight out: this runs for every webhook.
 fn masked_headers(headers: &HeaderMap) -> String {
@@ -145,15 +128,21 @@ fn masked_headers(headers: &HeaderMap) -> String {
     serde_json::to_string(&Masked(headers)).expect("strings serialise")
 }
 
-fn terse(status: StatusCode, body: Value) -> Response {
-    verbatim((status, Json(body)))
-}
-
-/// The receiver answers providers in their own terms, never as a problem document.
-fn verbatim(response: impl IntoResponse) -> Response {
-    let mut response = response.into_response();
-    response.extensions_mut().insert(Verbatim);
-    response
+/// What the receiver answers a provider that delivered a webhook.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Receipt {
+    /// Always true: the webhook is stored durably.
+    pub received: bool,
+    /// `inb_…`: the stored webhook (for a batch, see `ids`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "inb_01jd8x2m7r0000000000000000")]
+    pub id: Option<String>,
+    /// For a provider that posts several events at once: each item's stored webhook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
+    /// Present and true when the webhook (every item of a batch) was received before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
 }
 
 /// Receives a provider's webhook for a connection.
@@ -161,14 +150,23 @@ fn verbatim(response: impl IntoResponse) -> Response {
     post,
     path = "/webhooks/{connection_id}",
     tag = "incoming webhooks",
-    params(("connection_id" = String, Path, description = "`conn_…`: the URL to give the provider")),
-    request_body(content = String, description = "The provider's payload, verified byte for byte", content_type = "application/json"),
+    operation_id = "receive_webhook",
+    description = "The address to give a provider for its webhooks. No API key: the provider's signature, verified on the raw body per the connection's manifest, is the authentication. The webhook is stored before the 2xx, de-duplicated by the provider's event id (or by signature and body), and processed into hub events afterwards. Handshakes that providers make by POST (Slack `url_verification`, Zoom `endpoint.url_validation`, Microsoft Graph `validationToken`) are answered in the provider's own terms. Batches (HubSpot) are stored one webhook per item.",
+    params(("connection_id" = String, Path, description = "`conn_…`: the URL to give the provider", example = "conn_01jd8x2m7r0000000000000000")),
+    request_body(
+        description = "The provider's payload, verified byte for byte: JSON, or a form (Slack slash commands and interactivity, Twilio).",
+        content(
+            (String = "application/json", example = json!({"id": "evt_1", "type": "invoice.paid"})),
+            (String = "application/x-www-form-urlencoded", example = "command=%2Fdeploy&text=api"),
+        )
+    ),
     responses(
-        (status = 200, description = "Stored (or recognised as a duplicate), or a handshake answered"),
-        (status = 401, description = "The signature did not verify; the reason is recorded, not returned"),
-        (status = 404, description = "No webhooks are received at this address"),
-        (status = 413, description = "The body exceeds the connection's size limit (1 MiB unless it sets `webhook_max_body_bytes`)"),
-        (status = 429, description = "The connection or the source address sends too fast; see `Retry-After`"),
+        (status = 200, description = "Stored (or recognised as a duplicate); or a handshake answered in the provider's terms", body = Receipt, example = json!({"received": true, "id": "inb_01jd8x2m7r0000000000000000"})),
+        (status = 401, description = "The signature did not verify (the reason is recorded with the stored webhook, not returned)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A handshake's verify token is not the connection's", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No webhooks are received at this address", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body exceeds the connection's size limit (1 MiB unless it sets `webhook_max_body_bytes`)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The connection or the source address sends too fast; see `Retry-After`", body = crate::problem::Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn receive(
@@ -178,15 +176,12 @@ pub async fn receive(
     request: Request,
 ) -> ApiResult<Response> {
     let source = peer.ip().to_string();
-    let target = match admit(&state, &connection_id, &source).await? {
-        Ok(target) => target,
-        Err(refusal) => return Ok(refusal),
-    };
+    let target = admit(&state, &connection_id, &source).await?;
     let (connection, secrets, webhooks) = (&target.connection, &target.secrets, target.webhooks());
     let handshakes = handshakes(webhooks);
     if let Some(answer) = handshake::answer_unsigned(&handshakes, "POST", request.uri().query(), target.verify_token())
     {
-        return Ok(handshake_response(&state, answer));
+        return handshake_response(&state, answer);
     }
     let scheme = scheme(webhooks)?;
     let settings = target.settings;
@@ -216,29 +211,90 @@ pub async fn receive(
             }
         }
     };
-    // The body is parsed only when something must be read from it: a handshake, or an event
-    // id the manifest locates in the body rather than in a header.
-    let handshake_in_body = handshake::reads_body(&handshakes);
-    let id_in_body = webhooks.event_id.as_deref().is_some_and(|l| !l.starts_with("header:"));
-    let document: Option<Value> =
-        if handshake_in_body || id_in_body { serde_json::from_slice(&body).ok() } else { None };
-
-    // Slack and Zoom prove the address with a signed request before sending events.
-    if verification == Verification::Verified
-        && let Some(document) = &document
-        && let Some(answer) = handshake::answer_signed(&handshakes, document, secrets[0])
-    {
-        return Ok(handshake_response(&state, answer));
+    let stored_headers = masked_headers(&headers);
+    let new_inbound = |body: Vec<u8>, verification: Verification, provider_event_id, dedupe_key| NewInbound {
+        id: Id::new(IdKind::Inbound),
+        tenant_id: connection.tenant_id.clone(),
+        connection_id: connection.id.clone(),
+        received_at: now,
+        source_ip: Some(source.clone()),
+        headers: stored_headers.clone(),
+        body,
+        verification,
+        provider_event_id,
+        dedupe_key,
+    };
+    if let Verification::Rejected(reason) = &verification {
+        // Refused webhooks are each kept on their own, whole.
+        let id = Id::new(IdKind::Inbound);
+        let inbound =
+            NewInbound { id: id.clone(), ..new_inbound(body.to_vec(), verification.clone(), None, id.to_string()) };
+        state.store.store_inbound(inbound).await?;
+        state.metrics.inbound.get_or_create(&InboundLabels { outcome: "rejected" }).inc();
+        state.metrics.inbound_rejections.get_or_create(&RejectionLabels { reason: reason.clone() }).inc();
+        return Err(ApiError::unauthorized("The webhook's signature could not be verified"));
     }
 
-    let id = Id::new(IdKind::Inbound);
+    let form = BodyEncoding::of(&headers) == BodyEncoding::Form;
+    if !form
+        && let Some(pointer) = &webhooks.batch
+        && let Some(items) = document::batch_items(&body, pointer)
+        && !items.is_empty()
+    {
+        // Each item is a webhook of its own: typed, de-duplicated and processed by itself.
+        let inbounds = items.into_iter().map(|item| {
+            let item_document: Option<Value> = serde_json::from_slice(item).ok();
+            let provider_event_id = webhooks
+                .event_id_locations(false)
+                .and_then(|l| document::locate_first(l.iter(), &headers, item_document.as_ref()));
+            let dedupe_key = match &provider_event_id {
+                Some(event_id) => format!("event:{event_id}"),
+                None => format!("sha256:{}", hex::encode(Sha256::digest(item))),
+            };
+            new_inbound(item.to_vec(), verification.clone(), provider_event_id, dedupe_key)
+        });
+        let stored = futures::future::try_join_all(inbounds.map(|inbound| state.store.store_inbound(inbound))).await?;
+        let (mut ids, mut duplicates) = (Vec::with_capacity(stored.len()), 0);
+        for stored in &stored {
+            let outcome = match stored {
+                Stored::New(id) => {
+                    ids.push(id.to_string());
+                    if verification == Verification::Unsigned { "unsigned" } else { "stored" }
+                }
+                Stored::Duplicate(id) => {
+                    ids.push(id.to_string());
+                    duplicates += 1;
+                    "duplicate"
+                }
+            };
+            state.metrics.inbound.get_or_create(&InboundLabels { outcome }).inc();
+        }
+        if duplicates < stored.len() {
+            state.inbound_ready.notify_one();
+        }
+        let duplicate = (duplicates == stored.len()).then_some(true);
+        return Ok(receipt(Receipt { received: true, id: None, ids: Some(ids), duplicate }));
+    }
+
+    // The body is parsed only when something must be read from it: a handshake, or an event
+    // id the manifest locates in the body rather than in a header.
+    let id_locations = webhooks.event_id_locations(form);
+    let reads_body = handshake::reads_body(&handshakes) || id_locations.is_some_and(|l| l.reads_body());
+    let body_document = reads_body
+        .then(|| document::document(&body, BodyEncoding::of(&headers), webhooks.form_json_fields()))
+        .flatten();
+    // Slack and Zoom prove the address with a signed request before sending events.
+    if verification == Verification::Verified
+        && let Some(body_document) = &body_document
+        && let Some(answer) = handshake::answer_signed(&handshakes, body_document, secrets[0])
+    {
+        return handshake_response(&state, answer);
+    }
     let provider_event_id =
-        webhooks.event_id.as_deref().and_then(|location| locate(location, &headers, document.as_ref()));
-    let dedupe_key = match (&verification, &provider_event_id) {
-        // Refused webhooks are each kept on their own.
-        (Verification::Rejected(_), _) => id.to_string(),
-        (_, Some(event_id)) => format!("event:{event_id}"),
-        (_, None) => {
+        id_locations.and_then(|l| document::locate_first(l.iter(), &headers, body_document.as_ref()));
+    let dedupe_key = match &provider_event_id {
+        Some(event_id) => format!("event:{event_id}"),
+        None => {
             let signature =
                 scheme.as_ref().and_then(|scheme| headers.get(scheme.signature_header())).map(|v| v.as_bytes());
             let mut hash = Sha256::new();
@@ -248,38 +304,29 @@ pub async fn receive(
             format!("sha256:{}", hex::encode(hash.finalize()))
         }
     };
-    let inbound = NewInbound {
-        id,
-        tenant_id: connection.tenant_id.clone(),
-        connection_id: connection.id.clone(),
-        received_at: now,
-        source_ip: Some(source),
-        headers: masked_headers(&headers),
-        body: body.to_vec(),
-        verification,
-        provider_event_id,
-        dedupe_key,
-    };
-    let verification = inbound.verification.clone();
-    let stored = state.store.store_inbound(inbound).await?;
-    if matches!(stored, Stored::New(_)) && verification.is_accepted() {
-        state.inbound_ready.notify_one();
-    }
+    let stored = state
+        .store
+        .store_inbound(new_inbound(body.to_vec(), verification.clone(), provider_event_id, dedupe_key))
+        .await?;
     let outcome = match (&stored, &verification) {
-        (_, Verification::Rejected(_)) => "rejected",
         (Stored::Duplicate(_), _) => "duplicate",
         (Stored::New(_), Verification::Unsigned) => "unsigned",
-        (Stored::New(_), Verification::Verified) => "stored",
+        (Stored::New(_), _) => "stored",
     };
     state.metrics.inbound.get_or_create(&InboundLabels { outcome }).inc();
-    if let Verification::Rejected(reason) = &verification {
-        state.metrics.inbound_rejections.get_or_create(&RejectionLabels { reason: reason.clone() }).inc();
-        return Ok(terse(StatusCode::UNAUTHORIZED, json!({"error": "the webhook could not be verified"})));
-    }
     Ok(match stored {
-        Stored::New(id) => terse(StatusCode::OK, json!({"received": true, "id": id})),
-        Stored::Duplicate(id) => terse(StatusCode::OK, json!({"received": true, "id": id, "duplicate": true})),
+        Stored::New(id) => {
+            state.inbound_ready.notify_one();
+            receipt(Receipt { received: true, id: Some(id.to_string()), ids: None, duplicate: None })
+        }
+        Stored::Duplicate(id) => {
+            receipt(Receipt { received: true, id: Some(id.to_string()), ids: None, duplicate: Some(true) })
+        }
     })
+}
+
+fn receipt(receipt: Receipt) -> Response {
+    (StatusCode::OK, Json(receipt)).into_response()
 }
 
 /// Answers the handshakes providers make by GET: Meta's `hub.challenge` (with the verify
@@ -289,10 +336,20 @@ pub async fn receive(
     path = "/webhooks/{connection_id}",
     tag = "incoming webhooks",
     params(("connection_id" = String, Path, description = "`conn_…`: the URL given to the provider")),
+    operation_id = "answer_webhook_challenge",
+    description = "Meta (`hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`) and Dropbox (`challenge=…`) prove a webhook address by GET before sending to it; the challenge is echoed as text.",
+    params(
+        ("connection_id" = String, Path, description = "`conn_…`: the URL given to the provider", example = "conn_01jd8x2m7r0000000000000000"),
+        ("hub.challenge" = Option<String>, Query, description = "Meta's challenge, echoed"),
+        ("hub.verify_token" = Option<String>, Query, description = "Must equal the connection's `webhook_verify_token`"),
+        ("hub.mode" = Option<String>, Query, description = "`subscribe`"),
+        ("challenge" = Option<String>, Query, description = "Dropbox's challenge, echoed"),
+    ),
     responses(
-        (status = 200, description = "The challenge, echoed as text", content_type = "text/plain", body = String),
-        (status = 403, description = "Meta's verify token is not the connection's `webhook_verify_token`"),
-        (status = 404, description = "No webhooks are received at this address, or its provider makes no such handshake"),
+        (status = 200, description = "The challenge, echoed as text", content_type = "text/plain", body = String, example = json!("1158201444")),
+        (status = 403, description = "Meta's verify token is not the connection's `webhook_verify_token`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No webhooks are received at this address, or its provider makes no such handshake", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The source address sends too fast; see `Retry-After`", body = crate::problem::Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn challenge(
@@ -301,41 +358,40 @@ pub async fn challenge(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> ApiResult<Response> {
-    let target = match admit(&state, &connection_id, &peer.ip().to_string()).await? {
-        Ok(target) => target,
-        Err(refusal) => return Ok(refusal),
-    };
+    let target = admit(&state, &connection_id, &peer.ip().to_string()).await?;
     let handshakes = handshakes(target.webhooks());
-    Ok(match handshake::answer_unsigned(&handshakes, "GET", request.uri().query(), target.verify_token()) {
+    match handshake::answer_unsigned(&handshakes, "GET", request.uri().query(), target.verify_token()) {
         Some(answer) => handshake_response(&state, answer),
-        None => not_found(),
-    })
+        None => Err(no_receiver()),
+    }
 }
 
 /// Rate limits (the source's before anything is read, the connection's once it is known) and
-/// the connection's webhook target; a refusal is the response to send.
-async fn admit(state: &AppState, connection_id: &str, source: &str) -> ApiResult<Result<Arc<WebhookTarget>, Response>> {
+/// the connection's webhook target.
+async fn admit(state: &AppState, connection_id: &str, source: &str) -> ApiResult<Arc<WebhookTarget>> {
     if let Some(Err(wait)) = state.inbound_limits.per_source.as_ref().map(|l| l.take(source)) {
         state.inbound_limits.limited_sources.insert(source.to_string(), ());
         state.metrics.inbound.get_or_create(&InboundLabels { outcome: "rate_limited" }).inc();
-        return Ok(Err(too_many(wait)));
+        return Err(too_many(wait));
     }
     if Id::parse(IdKind::Connection, connection_id).is_err() {
-        return Ok(Err(not_found()));
+        return Err(no_receiver());
     }
     let Some(target) = state.connections.webhook_target(connection_id).await? else {
-        return Ok(Err(not_found()));
+        return Err(no_receiver());
     };
     if let Some(Err(wait)) = state.inbound_limits.per_connection.as_ref().map(|l| l.take(target.connection.id.as_str()))
     {
         state.metrics.inbound.get_or_create(&InboundLabels { outcome: "rate_limited" }).inc();
-        return Ok(Err(too_many(wait)));
+        return Err(too_many(wait));
     }
-    Ok(Ok(target))
+    Ok(target)
 }
 
-fn not_found() -> Response {
-    terse(StatusCode::NOT_FOUND, json!({"error": "not found"}))
+/// The same answer for an unknown connection, another tenant's, or one whose provider sends
+/// no webhooks: nothing to learn by probing addresses.
+fn no_receiver() -> ApiError {
+    ApiError::not_found("webhook receiver at this address")
 }
 
 fn handshakes(webhooks: &Webhooks) -> Vec<Handshake> {
@@ -352,22 +408,24 @@ fn handshakes(webhooks: &Webhooks) -> Vec<Handshake> {
         .collect()
 }
 
-fn handshake_response(state: &AppState, answer: Answer) -> Response {
+fn handshake_response(state: &AppState, answer: Answer) -> ApiResult<Response> {
     state.metrics.inbound.get_or_create(&InboundLabels { outcome: "handshake" }).inc();
     match answer {
-        Answer::Json(body) => terse(StatusCode::OK, body),
-        Answer::Text(text) => verbatim((
+        Answer::Json(body) => Ok((StatusCode::OK, Json(body)).into_response()),
+        Answer::Text(text) => Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")],
             text,
-        )),
-        Answer::Refused => terse(StatusCode::FORBIDDEN, json!({"error": "forbidden"})),
+        )
+            .into_response()),
+        Answer::Refused => Err(ApiError::forbidden("The verify token is not this connection's")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
+    use serde_json::json;
 
     use super::*;
 
