@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// Seconds to finish in-flight requests and work after SIGTERM/SIGINT [default: 30]
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
     pub shutdown_timeout_secs: Option<u64>,
+    /// Seconds to keep serving after SIGTERM before the listener stops: /readyz answers 503
+    /// and every answer carries `Connection: close`, so a load balancer moves traffic away
+    /// without a dropped request (SIGINT skips it) [default: 5]
+    #[arg(long, env = "SWITCHBOARD_DRAIN_SECS", value_name = "SECS")]
+    pub drain_secs: Option<u64>,
     /// Webhook deliveries in flight at once in this process [default: 256]
     #[arg(long, env = "SWITCHBOARD_DELIVERY_CONCURRENCY", value_name = "N")]
     pub delivery_concurrency: Option<usize>,
@@ -93,6 +98,10 @@ pub struct ServeArgs {
     /// processes on the same database
     #[arg(long, env = "SWITCHBOARD_NO_INBOUND_PROCESSING")]
     pub no_inbound_processing: bool,
+    /// Seconds a process holds a batch of incoming webhooks it is processing; a batch held by
+    /// a process that died is taken up by another after this [default: 60]
+    #[arg(long, env = "SWITCHBOARD_INBOUND_LEASE_SECS", value_name = "SECS")]
+    pub inbound_lease_secs: Option<u64>,
     /// A folder of extra connector manifests (YAML); repeatable. A manifest replaces a
     /// bundled one of the same name
     #[arg(long = "connectors-dir", env = "SWITCHBOARD_CONNECTORS_DIRS", value_name = "DIR", value_delimiter = ',')]
@@ -126,6 +135,7 @@ struct FileConfig {
     request_timeout_secs: Option<u64>,
     rate_limit_per_key: Option<u32>,
     shutdown_timeout_secs: Option<u64>,
+    drain_secs: Option<u64>,
     delivery_concurrency: Option<usize>,
     delivery_timeout_secs: Option<u64>,
     delivery_lease_secs: Option<u64>,
@@ -138,6 +148,7 @@ struct FileConfig {
     inbound_rate_per_connection: Option<u32>,
     inbound_rate_per_source: Option<u32>,
     inbound_processing: Option<bool>,
+    inbound_lease_secs: Option<u64>,
     /// `NAME[.FIELD]` → URL, as `--provider-url` takes them.
     provider_urls: Option<HashMap<String, String>>,
     public_url: Option<String>,
@@ -155,12 +166,14 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub rate_limit_per_key: Option<NonZeroU32>,
     pub shutdown_timeout: Duration,
+    pub drain: Duration,
     pub webhooks: WebhookConfig,
     pub egress_policy: AddressPolicy,
     pub connectors_dirs: Vec<PathBuf>,
     pub inbound_rate_per_connection: Option<NonZeroU32>,
     pub inbound_rate_per_source: Option<NonZeroU32>,
     pub inbound_processing: bool,
+    pub inbound_lease: Duration,
     pub provider_urls: HashMap<String, switchboard_connectors::ProviderUrls>,
     pub public_url: Option<String>,
 }
@@ -198,6 +211,7 @@ impl Settings {
             shutdown_timeout: Duration::from_secs(
                 serve.shutdown_timeout_secs.or(file.shutdown_timeout_secs).unwrap_or(30),
             ),
+            drain: Duration::from_secs(serve.drain_secs.or(file.drain_secs).unwrap_or(5)),
             webhooks: webhook_config(serve, &file)?,
             egress_policy: egress_policy(serve, &file)?,
             connectors_dirs: match serve.connectors_dirs.is_empty() {
@@ -212,6 +226,9 @@ impl Settings {
                 serve.inbound_rate_per_source.or(file.inbound_rate_per_source).unwrap_or(500),
             ),
             inbound_processing: !serve.no_inbound_processing && file.inbound_processing.unwrap_or(true),
+            inbound_lease: Duration::from_secs(
+                serve.inbound_lease_secs.or(file.inbound_lease_secs).unwrap_or(60).max(1),
+            ),
             public_url: serve
                 .public_url
                 .clone()

@@ -170,6 +170,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         inbound_per_connection: settings.inbound_rate_per_connection,
         inbound_per_source: settings.inbound_rate_per_source,
         inbound_processing: settings.inbound_processing,
+        inbound_lease: settings.inbound_lease,
     };
     let egress = switchboard_egress::EgressClient::new(switchboard_egress::EgressConfig {
         policy: settings.egress_policy.clone(),
@@ -204,7 +205,21 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Handlers go in before the address is announced, so a signal sent right after it is
     // never missed.
     let stop = CancellationToken::new();
-    tokio::spawn(wait_for_signal(stop.clone(), signals()?));
+    let mut signals = signals()?;
+    let (draining, drain, stopping) = (state.clone(), settings.drain, stop.clone());
+    tokio::spawn(async move {
+        if wait_for_signal(&mut signals).await == Stop::Drain && !drain.is_zero() {
+            // Serving goes on while load balancers notice /readyz failing; a second signal
+            // cuts the drain short.
+            draining.begin_drain();
+            tracing::info!(drain_secs = drain.as_secs(), "draining: /readyz fails, answers close their connections");
+            tokio::select! {
+                _ = tokio::time::sleep(drain) => {}
+                _ = wait_for_signal(&mut signals) => {}
+            }
+        }
+        stopping.cancel();
+    });
     tracing::info!(%address, database = %switchboard_store::redact_url(&settings.database_url), "switchboard is serving");
     println!("Listening on http://{address}");
 
@@ -272,9 +287,7 @@ async fn sandbox(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     ] {
         println!("  {:<48} {credentials}", provider.replace("{url}", &url));
     }
-    let stop = CancellationToken::new();
-    tokio::spawn(wait_for_signal(stop.clone(), signals()?));
-    stop.cancelled().await;
+    wait_for_signal(&mut signals()?).await;
     Ok(())
 }
 
@@ -294,19 +307,26 @@ fn signals() -> anyhow::Result<Signals> {
     Ok(())
 }
 
-async fn wait_for_signal(stop: CancellationToken, signals: Signals) {
-    #[cfg(unix)]
-    {
-        let (mut term, mut interrupt) = signals;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = interrupt.recv() => {}
-        }
+/// How a signal asks the process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM, as orchestrators send it: drain first.
+    Drain,
+    /// SIGINT (Ctrl-C): at once.
+    Now,
+}
+
+#[cfg(unix)]
+async fn wait_for_signal(signals: &mut Signals) -> Stop {
+    let (term, interrupt) = signals;
+    tokio::select! {
+        _ = term.recv() => Stop::Drain,
+        _ = interrupt.recv() => Stop::Now,
     }
-    #[cfg(not(unix))]
-    {
-        let () = signals;
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    stop.cancel();
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal(_: &mut Signals) -> Stop {
+    let _ = tokio::signal::ctrl_c().await;
+    Stop::Now
 }

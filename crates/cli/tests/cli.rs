@@ -67,6 +67,92 @@ async fn sigkill_loses_no_acknowledged_event() {
     assert!(stored <= acknowledged + 64, "at most one batch of requests was in flight");
 }
 
+/// SIGTERM starts a drain: `/readyz` fails at once, every request that still arrives (on
+/// kept-alive connections too) is answered, with `Connection: close`, and only then does the
+/// listener stop. Nothing is dropped, and nothing is logged as an error.
+#[tokio::test]
+async fn sigterm_drains_before_stopping_and_drops_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("serve.log");
+    let mut cmd = command(&dir.path().join("data"));
+    cmd.env("SWITCHBOARD_DRAIN_SECS", "2").args(["serve", "--allow-private-targets"]);
+    let server = Serve::start_logging_to(cmd, std::fs::File::create(&log_path).unwrap());
+    let key = server.admin_key();
+    let http = client();
+    let created = http.post(server.url("/api/event-types")).bearer_auth(&key).json(&json!({"name": "drain.test"}));
+    assert_eq!(created.send().await.unwrap().status(), 201);
+    // Deliveries go on meanwhile, to a receiver that takes its time.
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", receiver.local_addr().unwrap());
+    let slow = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            "ok"
+        }),
+    );
+    tokio::spawn(async move { axum::serve(receiver, slow).await });
+    let endpoint = json!({"url": hook, "event_types": ["drain.test"]});
+    let created = http.post(server.url("/api/integrations/webhooks")).bearer_auth(&key).json(&endpoint);
+    assert_eq!(created.send().await.unwrap().status(), 201);
+
+    // Senders on kept-alive connections, going on until told to stop.
+    let (stop, signalled) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (answered, closing) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let senders: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, url, key) = (http.clone(), server.url("/api/events"), key.clone());
+            let (stop, signalled, answered, closing) =
+                (stop.clone(), signalled.clone(), answered.clone(), closing.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let body = json!({"event_type": "drain.test", "payload": {}});
+                    match http.post(&url).bearer_auth(&key).json(&body).send().await {
+                        Ok(response) => {
+                            assert_eq!(response.status(), 201);
+                            answered.fetch_add(1, Ordering::SeqCst);
+                            if signalled.load(Ordering::SeqCst)
+                                && response.headers().get("connection").is_some_and(|v| v == "close")
+                            {
+                                closing.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Err(error) => failures.push(error.to_string()),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    while answered.load(Ordering::SeqCst) < 200 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    signalled.store(true, Ordering::SeqCst);
+    let at_signal = answered.load(Ordering::SeqCst);
+    // Within the drain: still serving, no longer ready.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut failures = Vec::new();
+    for sender in senders {
+        failures.extend(sender.await.unwrap());
+    }
+    assert!(failures.is_empty(), "requests without an answer during the drain: {failures:?}");
+    assert!(answered.load(Ordering::SeqCst) > at_signal + 16, "requests went on being served during the drain");
+    assert!(closing.load(Ordering::SeqCst) > 0, "answers during the drain close their connections");
+    let code = tokio::task::spawn_blocking(move || server.signal_exit()).await.unwrap();
+    assert_eq!(code, Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("ERROR"), "an orderly stop logs no error:\n{log}");
+}
+
 const BURST: usize = 2000;
 
 /// Starts a burst of event posts, stops the server with `signal` part way, restarts it and

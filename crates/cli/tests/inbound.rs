@@ -20,7 +20,9 @@ const SECRET: &str = "github-webhook-secret";
 async fn kill_9_during_a_burst_of_webhooks_loses_none_that_got_a_2xx() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = command(dir.path());
+    // Batches in processing are held 2 s: those the killed process held are taken up soon.
     cmd.args(["serve", "--inbound-rate-per-connection", "0", "--inbound-rate-per-source", "0"]);
+    cmd.args(["--inbound-lease-secs", "2"]);
     let server = Serve::start_with_args(cmd);
     let key = server.admin_key();
     let http = client();
@@ -81,7 +83,9 @@ async fn kill_9_during_a_burst_of_webhooks_loses_none_that_got_a_2xx() {
         acknowledged.len()
     );
 
-    let restarted = Serve::start(command(dir.path()));
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--inbound-lease-secs", "2"]);
+    let restarted = Serve::start_with_args(cmd);
     let mut stored = HashSet::new();
     let mut path = format!("/api/integrations/{id}/inbound?limit=100");
     loop {
@@ -97,5 +101,17 @@ async fn kill_9_during_a_burst_of_webhooks_loses_none_that_got_a_2xx() {
     let missing: Vec<_> = acknowledged.difference(&stored).collect();
     assert!(missing.is_empty(), "{} acknowledged webhooks are missing, e.g. {:?}", missing.len(), missing.first());
     assert!(stored.len() <= acknowledged.len() + 64, "at most the requests in flight were stored unacknowledged");
+    // Every stored webhook is processed, those leased by the killed process included, long
+    // before a fixed 60 s lease would have let them go.
+    let mut stats = Value::Null;
+    for _ in 0..150 {
+        stats =
+            http.get(restarted.url("/webhooks/stats")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        if stats["processed"].as_u64() == Some(stored.len() as u64) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stats["processed"].as_u64(), Some(stored.len() as u64), "{stats}");
     assert_eq!(restarted.terminate(), 0);
 }

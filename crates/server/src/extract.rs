@@ -41,8 +41,12 @@ where
     }
 }
 
-/// The whole request body, within the body limit (413 beyond it).
+/// The whole request body, within the body limit (413 beyond it: at once when the declared
+/// length says so, without waiting for a body that will be refused).
 pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    if declared_length(req.headers()).is_some_and(|length| length > state.config.max_body_bytes as u64) {
+        return Err(ApiError::payload_too_large(state.config.max_body_bytes));
+    }
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large(state.config.max_body_bytes)
@@ -50,6 +54,11 @@ pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError
             ApiError::bad_request("The request body could not be read")
         }
     })
+}
+
+/// The body's length as its `Content-Length` declares it.
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// Parses JSON, telling syntax errors (400) from well-formed JSON of the wrong shape (422).
@@ -74,7 +83,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 serde_json::error::Category::Data => Err(ApiError::validation(field, clean_serde_message(&inner))),
                 _ => Err(ApiError::malformed(
                     "body",
-                    format!("invalid JSON at line {} column {}", inner.line(), inner.column()),
+                    format!(
+                        "invalid JSON: {} (line {}, column {})",
+                        syntax_reason(&inner),
+                        inner.line(),
+                        inner.column()
+                    ),
                 )),
             }
         }
@@ -109,6 +123,16 @@ fn missing_field(error: &serde_json::Error) -> Option<String> {
     let text = error.to_string();
     let rest = text.strip_prefix("missing field `")?;
     Some(rest[..rest.find('`')?].to_string())
+}
+
+/// What is wrong with malformed JSON, in words a caller can act on.
+fn syntax_reason(error: &serde_json::Error) -> String {
+    let reason = clean_serde_message(error);
+    match reason.as_str() {
+        "recursion limit exceeded" => "it is nested deeper than 128 levels".to_string(),
+        "number out of range" => "a number is too large to represent (beyond ±1.8e308)".to_string(),
+        _ => reason,
+    }
 }
 
 /// serde's messages end with " at line 1 column 17"; the field name already says where.

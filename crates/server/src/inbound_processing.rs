@@ -20,7 +20,9 @@ pub fn start_processing(state: AppState, stop: tokio_util::sync::CancellationTok
     tokio::spawn(async move {
         loop {
             let now = state.clock.now();
-            let claimed = match state.store.claim_inbound(100, now + chrono::TimeDelta::seconds(60), now).await {
+            let lease =
+                chrono::TimeDelta::from_std(state.config.inbound_lease).unwrap_or(chrono::TimeDelta::seconds(60));
+            let claimed = match state.store.claim_inbound(100, now + lease, now).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::warn!(%error, "claiming incoming webhooks failed");

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod extract;
 mod inbound_processing;
+pub mod listener;
 pub mod lookups;
 pub mod metrics;
 mod middleware;
@@ -128,11 +129,19 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::track_metrics))
         .layer(axum::middleware::from_fn(middleware::normalize_problems))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                })
+                // A 5xx answer is not an error of this process by itself (a 503 while
+                // draining, a provider's 502 passed on); real faults log their cause at ERROR
+                // where they happen.
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::close_when_needed))
         .with_state(state)
 }
 
@@ -154,8 +163,8 @@ pub async fn serve(
         }
     });
     // The peer address: the webhook receiver records it and rate-limits by it.
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let app = router(state).into_make_service_with_connect_info::<listener::PeerAddr>();
+    axum::serve(listener::ProblemListener(listener), app).with_graceful_shutdown(shutdown).await
 }
 
 /// The connections' background work: the token refresher, the processing of stored incoming

@@ -13,6 +13,61 @@ use crate::problem::ApiError;
 use crate::problem::{PROBLEM_CONTENT_TYPE, Problem, problem_for, problem_response};
 use crate::state::AppState;
 
+/// Tells an HTTP/1 client to close its connection after this answer (`Connection: close`)
+/// when the connection cannot or should not carry another request:
+/// - the answer was decided before the request's body was read to its end (a 404, 413 or 429
+///   given early): the unread bytes would otherwise be taken for the next request, or the
+///   server would close the connection under a sender already writing its next request;
+/// - the process is draining before a stop: clients reconnect, behind a load balancer to
+///   another instance, instead of finding their kept-alive connection closed mid-request.
+pub async fn close_when_needed(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.version() > axum::http::Version::HTTP_11 {
+        return next.run(request).await;
+    }
+    let read_to_end = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let has_body = !http_body::Body::is_end_stream(request.body());
+    let request = match has_body {
+        true => request.map(|body| Body::new(Watched { inner: body, read_to_end: read_to_end.clone() })),
+        false => request,
+    };
+    let mut response = next.run(request).await;
+    let unread = has_body && !read_to_end.load(std::sync::atomic::Ordering::Relaxed);
+    if unread || state.is_draining() {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A request body that notes when it has been read to its end.
+struct Watched {
+    inner: Body,
+    read_to_end: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read_to_end.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Problem bodies are small; anything larger is not one of ours and is replaced.
 const MAX_PROBLEM_BYTES: usize = 64 * 1024;
 

@@ -29,6 +29,9 @@ pub struct ServerConfig {
     /// Whether this process turns stored incoming webhooks into events; off, it only receives
     /// (and other processes on the same database process).
     pub inbound_processing: bool,
+    /// How long a process holds a claimed batch of incoming webhooks; one held by a process
+    /// that died is claimed again after this.
+    pub inbound_lease: Duration,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +43,7 @@ impl Default for ServerConfig {
             inbound_per_connection: NonZeroU32::new(500),
             inbound_per_source: NonZeroU32::new(500),
             inbound_processing: true,
+            inbound_lease: Duration::from_secs(60),
         }
     }
 }
@@ -62,6 +66,9 @@ pub struct Inner {
     pub connections: Connections,
     /// Woken when a webhook is stored, so processing starts at once.
     pub inbound_ready: tokio::sync::Notify,
+    /// Set when the process is about to stop: `/readyz` fails and every answer closes its
+    /// connection, while requests are still served.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -79,12 +86,23 @@ impl AppState {
             webhooks,
             connections,
             inbound_ready: tokio::sync::Notify::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             schemas: SchemaCache::default(),
             lookups: Lookups::default(),
             limiter,
             inbound_limits,
             config,
         }))
+    }
+
+    /// Starts the drain before a stop: load balancers see `/readyz` fail and clients are told
+    /// to close their connections, while every request that still arrives is answered.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -23,6 +23,7 @@ switchboard_store::conformance_tests!(
     fifty_parallel_idempotent_requests_create_one_event,
     event_lists_page_and_filter,
     the_openapi_document_describes_every_route,
+    errors_of_the_http_layer_and_of_json_syntax_are_problems_that_say_why,
 );
 
 async fn health_readiness_and_metrics_answer(backend: Backend) {
@@ -549,4 +550,54 @@ async fn the_openapi_document_describes_every_route(backend: Backend) {
     }
     let docs = server.client.get(server.url("/api/docs")).send().await.unwrap().text().await.unwrap();
     assert!(docs.contains("/api/events/{event_id}") && docs.contains("<html"));
+}
+
+/// Writes `request` on a fresh connection and reads the answer to its end (the server closes
+/// the connection after these answers): (head, body).
+async fn raw(server: &TestServer, request: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.to_ascii_lowercase(), body.to_string())
+}
+
+async fn errors_of_the_http_layer_and_of_json_syntax_are_problems_that_say_why(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let many_headers: String = (0..150).map(|n| format!("x-h{n}: v\r\n")).collect();
+    let long_target = format!("/api/events?q={}", "a".repeat(70_000));
+    for (request, status) in [
+        (b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-bad: a\x01b\r\n\r\n".to_vec(), 400),
+        (format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n").into_bytes(), 431),
+        (format!("GET {long_target} HTTP/1.1\r\nhost: x\r\n\r\n").into_bytes(), 414),
+    ] {
+        let (head, body) = raw(&server, &request).await;
+        assert!(head.starts_with(&format!("http/1.1 {status} ")), "{head}");
+        assert!(head.contains("content-type: application/problem+json"), "{head}");
+        let problem: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+        assert_eq!(problem["status"], status, "{problem}");
+        assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()), "{problem}");
+    }
+
+    // JSON that is too deep or holds an impossible number says so, not just where.
+    let key = server.admin_key.clone();
+    server.event_type(&key, "deep.json", None).await;
+    let deep = format!(r#"{{"event_type":"deep.json","payload":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+    let huge = r#"{"event_type":"deep.json","payload":{"n":1e400}}"#;
+    for (body, reason) in [(deep.as_str(), "nested deeper than 128"), (huge, "too large")] {
+        let response = server
+            .client
+            .post(server.url("/api/events"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let problem = expect_problem(response, 400).await;
+        assert!(problem["detail"].as_str().unwrap().contains(reason), "{problem}");
+    }
 }

@@ -24,6 +24,7 @@ switchboard_store::conformance_tests!(
     hubspot_batches_are_one_webhook_and_one_event_per_item,
     slack_forms_are_read_as_documents,
     replay_reaches_todays_subscribers_and_failures_are_never_silent,
+    early_answers_close_a_kept_alive_connection_cleanly,
 );
 
 const STRIPE_SECRET: &str = "whsec_endpoint_secret_for_tests";
@@ -654,4 +655,54 @@ async fn wait_for_status(server: &TestServer, path: &str, status: &str, attempts
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("not {status} after {attempts} attempts: {record}");
+}
+
+/// Sends raw HTTP/1.1 on one connection and returns the head of the first answer.
+async fn raw_exchange(server: &TestServer, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed without an answer");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&answer).to_string();
+    head[..head.find("\r\n\r\n").unwrap()].to_ascii_lowercase()
+}
+
+async fn early_answers_close_a_kept_alive_connection_cleanly(backend: Backend) {
+    let config =
+        switchboard_server::ServerConfig { inbound_per_connection: std::num::NonZeroU32::new(2), ..Default::default() };
+    let Some(server) = TestServer::start_with(backend, config).await else { return };
+    let id = server.connection_with_secret(github_with_secret()).await;
+    let body = "x".repeat(2000);
+    // Answered before the body is read: the sender is told the connection will close.
+    let unknown = format!(
+        "POST /webhooks/conn_01jd0000000000000000000000 HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let head = raw_exchange(&server, &unknown).await;
+    assert!(head.starts_with("http/1.1 404") && head.contains("connection: close"), "{head}");
+    let oversize =
+        "POST /api/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5000000\r\n\r\n{";
+    let head = raw_exchange(
+        &server,
+        &oversize.replace("host: x", &format!("host: x\r\nauthorization: Bearer {}", server.admin_key)),
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 413") && head.contains("connection: close"), "{head}");
+    // A request read to its end keeps the connection.
+    let health = raw_exchange(&server, "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(health.starts_with("http/1.1 200") && !health.contains("connection: close"), "{health}");
+
+    // A burst on kept-alive connections: every request gets its answer, 200 or 429.
+    let payload = r#"{"zen":"Avoid administrative distraction."}"#;
+    let signed = github_signed(payload, "ping");
+    let sends = (0..120).map(|_| server.deliver(&id, &signed, payload));
+    let statuses: Vec<u16> = futures::future::join_all(sends).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| [200, 429].contains(s)), "{statuses:?}");
+    assert!(statuses.contains(&429));
 }

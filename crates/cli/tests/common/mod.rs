@@ -18,7 +18,8 @@ pub fn command(data_dir: &Path) -> Command {
             cmd.env_remove(name);
         }
     }
-    cmd.arg("--data-dir").arg(data_dir).env("RUST_LOG", "warn");
+    // No drain after SIGTERM unless a test asks for one: stops are instant.
+    cmd.arg("--data-dir").arg(data_dir).env("RUST_LOG", "warn").env("SWITCHBOARD_DRAIN_SECS", "0");
     cmd
 }
 
@@ -36,9 +37,13 @@ impl Serve {
     }
 
     /// Starts `cmd`, which already names `serve` and any of its flags.
-    pub fn start_with_args(mut cmd: Command) -> Self {
-        let mut child =
-            cmd.args(["--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    pub fn start_with_args(cmd: Command) -> Self {
+        Self::start_logging_to(cmd, Stdio::inherit())
+    }
+
+    /// Like [`Self::start_with_args`], with the process's log (stderr) going to `log`.
+    pub fn start_logging_to(mut cmd: Command, log: impl Into<Stdio>) -> Self {
+        let mut child = cmd.args(["--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         // Owned from here on, so the child is reaped even if the wait below fails.
         let mut serve = Self { child, base: String::new(), admin_line: None };
@@ -74,15 +79,21 @@ impl Serve {
     }
 
     /// Sends `signal` and returns the exit code (`None` when the signal killed it).
-    pub fn signal(mut self, signal: nix::sys::signal::Signal) -> Option<i32> {
+    pub fn signal(self, signal: nix::sys::signal::Signal) -> Option<i32> {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        self.signal_exit()
+    }
+
+    /// Waits up to 15 s for the process to exit after a signal sent already, and returns its
+    /// exit code (`None` when the signal killed it).
+    pub fn signal_exit(mut self) -> Option<i32> {
         for _ in 0..300 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("serve did not stop within 15 s of {signal}");
+        panic!("serve did not stop within 15 s of its signal");
     }
 }
 

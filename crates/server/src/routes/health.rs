@@ -25,9 +25,12 @@ pub async fn healthz() -> Json<Health> {
     get,
     path = "/readyz",
     tag = "operations",
-    responses((status = 200, body = Health), (status = 503, description = "The database does not answer", body = crate::problem::Problem, content_type = "application/problem+json"))
+    responses((status = 200, body = Health), (status = 503, description = "The database does not answer, or the process is draining before it stops", body = crate::problem::Problem, content_type = "application/problem+json"))
 )]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
+    if state.is_draining() {
+        return Err(ApiError::unavailable("This process is stopping: send new requests elsewhere"));
+    }
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
         Ok(Err(error)) => {

@@ -5,7 +5,6 @@
 pub mod log;
 
 use std::error::Error as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -27,6 +26,7 @@ use switchboard_webhooks::incoming::verify::{
 };
 
 use super::endpoints::{MASK, is_sensitive_header};
+use crate::listener::PeerAddr;
 use crate::metrics::{InboundLabels, RejectionLabels};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -172,7 +172,7 @@ pub struct Receipt {
 pub async fn receive(
     State(state): State<AppState>,
     Path(connection_id): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     request: Request,
 ) -> ApiResult<Response> {
     let source = peer.ip().to_string();
@@ -187,6 +187,9 @@ pub async fn receive(
     let settings = target.settings;
     let url = format!("{}{}", state.connections.config.public_url.trim_end_matches('/'), request.uri());
     let (parts, body) = request.into_parts();
+    if crate::extract::declared_length(&parts.headers).is_some_and(|length| length > settings.max_body_bytes as u64) {
+        return Err(ApiError::payload_too_large(settings.max_body_bytes));
+    }
     let body = match axum::body::to_bytes(body, settings.max_body_bytes).await {
         Ok(body) => body,
         Err(error) if error.source().is_some_and(|e| e.is::<http_body_util::LengthLimitError>()) => {
@@ -355,7 +358,7 @@ fn receipt(receipt: Receipt) -> Response {
 pub async fn challenge(
     State(state): State<AppState>,
     Path(connection_id): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     request: Request,
 ) -> ApiResult<Response> {
     let target = admit(&state, &connection_id, &peer.ip().to_string()).await?;
