@@ -1,8 +1,12 @@
-//! Circuit breakers, one per provider host: after a burst of failures the host is left alone
-//! for a while, then one probe decides whether it is back.
+//! Circuit breakers, one per tenant and provider API: after a burst of failures the API is
+//! left alone for a while, then one probe decides whether it is back.
 //!
-//! A failure is what says the host is unwell: a connection error, a timeout or a 5xx. A 4xx
-//! is the caller's problem and counts as a success here.
+//! A failure is what says the API is unwell: a connection error, a timeout or a 5xx. A 4xx
+//! (401, 403, 404, 422…) is the caller's problem: it never counts as a failure, and it shows
+//! the API answering. Each tenant has breakers of its own ([`BreakerKey`]), so one tenant's
+//! failing calls (to a base URL it configured, or calls a provider fails on) never refuse
+//! another tenant's; and an API is its base URL, not its host, so providers sharing a host
+//! (the sandbox's simulators) do not share a breaker.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,9 +47,27 @@ impl CircuitState {
     }
 }
 
+/// Whose circuit a call counts against: one tenant's view of one provider API.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BreakerKey {
+    /// The tenant making the calls.
+    pub scope: String,
+    /// The API: its base URL (`https://api.github.com`, `http://127.0.0.1:9000/slack`).
+    pub target: String,
+}
+
+impl BreakerKey {
+    /// The key of `scope`'s calls to the API at `url`: its origin and path, without query.
+    pub fn new(scope: impl Into<String>, url: &url::Url) -> Self {
+        let path = url.path().trim_end_matches('/');
+        Self { scope: scope.into(), target: format!("{}{path}", url.origin().ascii_serialization()) }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerSnapshot {
-    pub host: String,
+    /// The API (never the tenant: snapshots are shown to the tenant itself).
+    pub target: String,
     pub state: CircuitState,
     pub consecutive_failures: u32,
     /// While open: when a probe will be let through.
@@ -72,12 +94,12 @@ pub struct Open {
 pub struct CircuitBreakers {
     clock: Arc<dyn Clock>,
     config: BreakerConfig,
-    breakers: moka::sync::Cache<String, Arc<Mutex<Breaker>>>,
+    breakers: moka::sync::Cache<BreakerKey, Arc<Mutex<Breaker>>>,
 }
 
 impl CircuitBreakers {
     pub fn new(clock: Arc<dyn Clock>, config: BreakerConfig) -> Self {
-        // Bounded: hosts not called for an hour are forgotten, and never more than 10,000.
+        // Bounded: APIs not called for an hour are forgotten, and never more than 10,000.
         let breakers =
             moka::sync::Cache::builder().max_capacity(10_000).time_to_idle(Duration::from_secs(3600)).build();
         Self { clock, config, breakers }
@@ -87,9 +109,9 @@ impl CircuitBreakers {
         TimeDelta::from_std(self.config.open_for).unwrap_or(TimeDelta::MAX)
     }
 
-    /// Whether a call to `host` may go out now.
-    pub fn permit(&self, host: &str) -> Result<(), Open> {
-        let Some(breaker) = self.breakers.get(host) else { return Ok(()) };
+    /// Whether a call counted against `key` may go out now.
+    pub fn permit(&self, key: &BreakerKey) -> Result<(), Open> {
+        let Some(breaker) = self.breakers.get(key) else { return Ok(()) };
         let mut b = breaker.lock().unwrap_or_else(|p| p.into_inner());
         let Some(opened_at) = b.opened_at else { return Ok(()) };
         let now = self.clock.now();
@@ -108,14 +130,14 @@ impl CircuitBreakers {
         }
     }
 
-    pub fn record(&self, host: &str, success: bool) {
+    pub fn record(&self, key: &BreakerKey, success: bool) {
         if success {
-            if let Some(breaker) = self.breakers.get(host) {
+            if let Some(breaker) = self.breakers.get(key) {
                 *breaker.lock().unwrap_or_else(|p| p.into_inner()) = Breaker::default();
             }
             return;
         }
-        let breaker = self.breakers.get_with_by_ref(host, Default::default);
+        let breaker = self.breakers.get_with_by_ref(key, Default::default);
         let mut b = breaker.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.clock.now();
         if b.opened_at.is_some() {
@@ -132,29 +154,31 @@ impl CircuitBreakers {
         b.failures += 1;
         if b.failures >= self.config.failure_threshold {
             b.opened_at = Some(now);
-            tracing::warn!(host, failures = b.failures, "circuit opened");
+            tracing::warn!(target = %key.target, tenant = %key.scope, failures = b.failures, "circuit opened");
         }
     }
 
-    pub fn snapshot(&self, host: &str) -> BreakerSnapshot {
-        match self.breakers.get(host) {
-            Some(breaker) => self.describe(host, &breaker.lock().unwrap_or_else(|p| p.into_inner())),
-            None => self.describe(host, &Breaker::default()),
+    pub fn snapshot(&self, key: &BreakerKey) -> BreakerSnapshot {
+        match self.breakers.get(key) {
+            Some(breaker) => self.describe(&key.target, &breaker.lock().unwrap_or_else(|p| p.into_inner())),
+            None => self.describe(&key.target, &Breaker::default()),
         }
     }
 
-    /// Every host the breakers know: those called within the last hour.
-    pub fn snapshots(&self) -> Vec<BreakerSnapshot> {
-        let mut all: Vec<BreakerSnapshot> = self
-            .breakers
-            .iter()
-            .map(|(host, breaker)| self.describe(&host, &breaker.lock().unwrap_or_else(|p| p.into_inner())))
-            .collect();
-        all.sort_by(|a, b| a.host.cmp(&b.host));
-        all
+    /// How many breakers are in each state (those called within the last hour), for metrics
+    /// that name no tenant and no API.
+    pub fn count_by_state(&self) -> [(CircuitState, u64); 3] {
+        let mut counts = [(CircuitState::Closed, 0), (CircuitState::Open, 0), (CircuitState::HalfOpen, 0)];
+        for (_, breaker) in self.breakers.iter() {
+            let state = self.describe("", &breaker.lock().unwrap_or_else(|p| p.into_inner())).state;
+            if let Some((_, n)) = counts.iter_mut().find(|(s, _)| *s == state) {
+                *n += 1;
+            }
+        }
+        counts
     }
 
-    fn describe(&self, host: &str, b: &Breaker) -> BreakerSnapshot {
+    fn describe(&self, target: &str, b: &Breaker) -> BreakerSnapshot {
         let now = self.clock.now();
         let (state, retry_at) = match b.opened_at {
             None => (CircuitState::Closed, None),
@@ -162,7 +186,7 @@ impl CircuitBreakers {
             Some(_) => (CircuitState::HalfOpen, None),
         };
         BreakerSnapshot {
-            host: host.to_string(),
+            target: target.to_string(),
             state,
             consecutive_failures: b.failures,
             retry_at,
@@ -177,6 +201,10 @@ mod tests {
 
     use super::*;
 
+    fn key(target: &str) -> BreakerKey {
+        BreakerKey { scope: "ten_a".into(), target: target.into() }
+    }
+
     fn breakers() -> (CircuitBreakers, ManualClock) {
         let clock = ManualClock::new(switchboard_core::from_micros(1_700_000_000_000_000));
         let config =
@@ -188,45 +216,47 @@ mod tests {
     fn a_burst_of_failures_opens_then_one_probe_closes_or_reopens() {
         let (b, clock) = breakers();
         for _ in 0..2 {
-            b.record("api.example.com", false);
+            b.record(&key("api.example.com"), false);
         }
-        assert!(b.permit("api.example.com").is_ok(), "two failures are below the threshold");
-        b.record("api.example.com", false);
-        let open = b.permit("api.example.com").unwrap_err();
+        assert!(b.permit(&key("api.example.com")).is_ok(), "two failures are below the threshold");
+        b.record(&key("api.example.com"), false);
+        let open = b.permit(&key("api.example.com")).unwrap_err();
         assert_eq!(open.retry_at, clock.now() + TimeDelta::seconds(30));
-        assert_eq!(b.snapshot("api.example.com").state, CircuitState::Open);
-        assert!(b.permit("other.example.com").is_ok(), "breakers are per host");
+        assert_eq!(b.snapshot(&key("api.example.com")).state, CircuitState::Open);
+        assert!(b.permit(&key("other.example.com")).is_ok(), "breakers are per API");
+        let other_tenant = BreakerKey { scope: "ten_b".into(), target: "api.example.com".into() };
+        assert!(b.permit(&other_tenant).is_ok(), "and per tenant");
 
         clock.advance(TimeDelta::seconds(30));
-        assert_eq!(b.snapshot("api.example.com").state, CircuitState::HalfOpen);
-        assert!(b.permit("api.example.com").is_ok(), "the probe goes through");
-        assert!(b.permit("api.example.com").is_err(), "only one probe at a time");
-        b.record("api.example.com", false);
-        assert_eq!(b.snapshot("api.example.com").state, CircuitState::Open, "a failed probe reopens");
+        assert_eq!(b.snapshot(&key("api.example.com")).state, CircuitState::HalfOpen);
+        assert!(b.permit(&key("api.example.com")).is_ok(), "the probe goes through");
+        assert!(b.permit(&key("api.example.com")).is_err(), "only one probe at a time");
+        b.record(&key("api.example.com"), false);
+        assert_eq!(b.snapshot(&key("api.example.com")).state, CircuitState::Open, "a failed probe reopens");
 
         clock.advance(TimeDelta::seconds(30));
-        assert!(b.permit("api.example.com").is_ok());
-        b.record("api.example.com", true);
-        assert_eq!(b.snapshot("api.example.com").state, CircuitState::Closed);
-        assert!(b.permit("api.example.com").is_ok());
+        assert!(b.permit(&key("api.example.com")).is_ok());
+        b.record(&key("api.example.com"), true);
+        assert_eq!(b.snapshot(&key("api.example.com")).state, CircuitState::Closed);
+        assert!(b.permit(&key("api.example.com")).is_ok());
     }
 
     #[test]
     fn failures_spread_beyond_the_window_or_broken_by_a_success_do_not_open() {
         let (b, clock) = breakers();
         for _ in 0..10 {
-            b.record("slow.example.com", false);
+            b.record(&key("slow.example.com"), false);
             clock.advance(TimeDelta::seconds(6));
         }
-        assert!(b.permit("slow.example.com").is_ok(), "never three failures within 10 s");
+        assert!(b.permit(&key("slow.example.com")).is_ok(), "never three failures within 10 s");
 
-        b.record("flaky.example.com", false);
-        b.record("flaky.example.com", false);
-        b.record("flaky.example.com", true);
-        b.record("flaky.example.com", false);
-        b.record("flaky.example.com", false);
-        assert!(b.permit("flaky.example.com").is_ok(), "a success resets the count");
-        b.record("flaky.example.com", false);
-        assert!(b.permit("flaky.example.com").is_err());
+        b.record(&key("flaky.example.com"), false);
+        b.record(&key("flaky.example.com"), false);
+        b.record(&key("flaky.example.com"), true);
+        b.record(&key("flaky.example.com"), false);
+        b.record(&key("flaky.example.com"), false);
+        assert!(b.permit(&key("flaky.example.com")).is_ok(), "a success resets the count");
+        b.record(&key("flaky.example.com"), false);
+        assert!(b.permit(&key("flaky.example.com")).is_err());
     }
 }

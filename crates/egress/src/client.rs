@@ -9,7 +9,7 @@ use url::{Host, Url};
 
 use switchboard_core::{Clock, SystemClock};
 
-use crate::breaker::{BreakerConfig, CircuitBreakers};
+use crate::breaker::{BreakerConfig, BreakerKey, CircuitBreakers};
 use crate::policy::AddressPolicy;
 use crate::ratelimit::{Quota, RateHeaders, RateLimits};
 use crate::resolver::{DnsError, GuardedResolver, RefusedAddress, StaticHosts};
@@ -236,8 +236,8 @@ impl EgressClient {
 /// How [`EgressClient::call`] treats one provider call.
 #[derive(Debug, Clone)]
 pub struct CallPolicy {
-    /// The circuit breaker's key: the provider's host.
-    pub breaker_key: String,
+    /// The circuit breaker the call counts against: the tenant's, for the provider's API.
+    pub breaker: BreakerKey,
     /// The rate limit's key (a connection or a provider); `None` for no limit.
     pub limit_key: Option<String>,
     pub quota: Option<Quota>,
@@ -249,8 +249,8 @@ pub struct CallPolicy {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("the circuit for {host} is open after repeated failures; retry in {retry_after:?}")]
-    CircuitOpen { host: String, retry_after: Duration },
+    #[error("the circuit for {target} is open after repeated failures; retry in {retry_after:?}")]
+    CircuitOpen { target: String, retry_after: Duration },
     #[error("the rate limit allows the next call in {retry_after:?}")]
     RateLimited { retry_after: Duration },
     #[error(transparent)]
@@ -277,9 +277,9 @@ impl EgressClient {
         let mut attempt = 1;
         let mut next = Some(request);
         while let Some(current) = next.take() {
-            if let Err(open) = self.breakers.permit(&policy.breaker_key) {
+            if let Err(open) = self.breakers.permit(&policy.breaker) {
                 let retry_after = (open.retry_at - self.clock.now()).to_std().unwrap_or_default();
-                return Err(CallError::CircuitOpen { host: policy.breaker_key.clone(), retry_after });
+                return Err(CallError::CircuitOpen { target: policy.breaker.target.clone(), retry_after });
             }
             if let Some(key) = &policy.limit_key {
                 match self.limits.acquire(key, policy.quota, self.retry.max_wait) {
@@ -294,7 +294,7 @@ impl EgressClient {
             match self.execute(current).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    self.breakers.record(&policy.breaker_key, !matches!(status, 500..=599));
+                    self.breakers.record(&policy.breaker, !matches!(status, 500..=599));
                     let blocked = policy
                         .limit_key
                         .as_deref()
@@ -321,7 +321,7 @@ impl EgressClient {
                         ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Dns | ErrorKind::Request
                     );
                     if host_trouble {
-                        self.breakers.record(&policy.breaker_key, false);
+                        self.breakers.record(&policy.breaker, false);
                     }
                     let retryable = error.kind == ErrorKind::Connection
                         || (policy.idempotent && matches!(error.kind, ErrorKind::Timeout | ErrorKind::Request));

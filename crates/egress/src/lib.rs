@@ -15,7 +15,7 @@ pub mod ratelimit;
 mod resolver;
 pub mod target;
 
-pub use breaker::{BreakerConfig, BreakerSnapshot, CircuitState};
+pub use breaker::{BreakerConfig, BreakerKey, BreakerSnapshot, CircuitState};
 pub use client::{
     CallError, CallPolicy, CallResponse, EgressClient, EgressConfig, EgressError, ErrorKind, RetryPolicy, read_excerpt,
 };

@@ -28,7 +28,8 @@ pub enum Refusal {
     Documentation,
     /// Benchmarking, IETF protocol assignments, the old class E space.
     Reserved,
-    /// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`, NAT64, IPv4-compatible).
+    /// An IPv6 address that carries a refused IPv4 address (`::ffff:127.0.0.1`, NAT64, 6to4,
+    /// Teredo…).
     Ipv4Embedded,
     /// Instance metadata services of the cloud providers.
     CloudMetadata,
@@ -64,7 +65,7 @@ impl Refusal {
             Refusal::Broadcast => "the broadcast address",
             Refusal::Documentation => "a documentation address",
             Refusal::Reserved => "a reserved address",
-            Refusal::Ipv4Embedded => "an IPv4 address embedded in IPv6",
+            Refusal::Ipv4Embedded => "an IPv6 address carrying a refused IPv4 address",
             Refusal::CloudMetadata => "a cloud metadata service address",
         }
     }
@@ -160,23 +161,50 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Refusal> {
     if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
         return Some(Refusal::CloudMetadata);
     }
+    // An address that carries an IPv4 address reaches that address: it is judged by it (a
+    // DNS64 resolver answers 64:ff9b::8.8.8.8 for a public IPv4-only host, which must pass).
+    let embedded = embedded_v4(ip);
+    if !embedded.is_empty() {
+        return embedded.into_iter().any(|v4| classify_v4(v4).is_some()).then_some(Refusal::Ipv4Embedded);
+    }
     let refusal = match segments {
-        // ::ffff:a.b.c.d (mapped), ::a.b.c.d (compatible), 64:ff9b::/96 (NAT64): an IPv4
-        // address in disguise. Refused outright: no genuine target is written this way.
-        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => {
-            Refusal::Ipv4Embedded
-        }
         [first, ..] if first & 0xfe00 == 0xfc00 => Refusal::UniqueLocal,
         [first, ..] if first & 0xffc0 == 0xfe80 => Refusal::LinkLocal,
         // The deprecated site-local range behaves like a private one.
         [first, ..] if first & 0xffc0 == 0xfec0 => Refusal::Private,
         [first, ..] if first & 0xff00 == 0xff00 => Refusal::Multicast,
         [0x2001, 0x0db8, ..] => Refusal::Documentation,
-        // 6to4 and Teredo tunnel to arbitrary IPv4 addresses.
-        [0x2002, ..] | [0x2001, 0, ..] => Refusal::Ipv4Embedded,
         _ => return None,
     };
     Some(refusal)
+}
+
+/// The IPv4 addresses an IPv6 address may reach, for every range that embeds one. Where the
+/// position depends on the operator's prefix length (local-use NAT64), every position RFC 6052
+/// allows is returned, and any refused one refuses the address.
+fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let o = ip.octets();
+    let v4 = |a: u8, b: u8, c: u8, d: u8| Ipv4Addr::new(a, b, c, d);
+    let last = v4(o[12], o[13], o[14], o[15]);
+    let s = ip.segments();
+    match s {
+        // ::ffff:a.b.c.d (mapped), ::ffff:0:a.b.c.d (SIIT, RFC 6145), ::a.b.c.d (compatible).
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] | [0, 0, 0, 0, 0, 0, _, _] => vec![last],
+        // 64:ff9b::/96, the well-known NAT64 prefix (RFC 6052).
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => vec![last],
+        // 64:ff9b:1::/48, local-use NAT64 (RFC 8215): the IPv4 address sits where the
+        // operator's prefix length puts it (/48, /56, /64 or /96; bits 64–71 are skipped).
+        [0x64, 0xff9b, 0x0001, ..] => {
+            vec![v4(o[6], o[7], o[9], o[10]), v4(o[7], o[9], o[10], o[11]), v4(o[9], o[10], o[11], o[12]), last]
+        }
+        // 6to4 (2002::/16): the IPv4 address follows the prefix.
+        [0x2002, ..] => vec![v4(o[2], o[3], o[4], o[5])],
+        // Teredo (2001::/32): the server's address, and the client's (bit-inverted) at the end.
+        [0x2001, 0, ..] => vec![v4(o[4], o[5], o[6], o[7]), v4(!o[12], !o[13], !o[14], !o[15])],
+        // ISATAP interface identifiers (…:0:5efe:a.b.c.d, …:200:5efe:a.b.c.d).
+        [.., 0 | 0x0200, 0x5efe, _, _] => vec![last],
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +218,14 @@ mod tests {
     #[test]
     fn public_unicast_addresses_pass() {
         for ip in ["8.8.8.8", "1.1.1.1", "93.184.216.34", "172.32.0.1", "100.128.0.1", "2606:4700::1111"] {
+            assert_eq!(refusal(ip), None, "{ip}");
+        }
+    }
+
+    #[test]
+    fn ipv6_forms_of_a_public_ipv4_address_pass_as_it_does() {
+        // What a DNS64 resolver answers for an IPv4-only host, and the other carriers.
+        for ip in ["64:ff9b::808:808", "::ffff:8.8.8.8", "::ffff:0:808:808", "2002:808:808::1"] {
             assert_eq!(refusal(ip), None, "{ip}");
         }
     }
@@ -222,10 +258,18 @@ mod tests {
             ("198.18.0.1", Refusal::Reserved),
             ("240.0.0.1", Refusal::Reserved),
             ("::ffff:127.0.0.1", Refusal::Ipv4Embedded),
-            ("::ffff:8.8.8.8", Refusal::Ipv4Embedded),
             ("::127.0.0.1", Refusal::Ipv4Embedded),
             ("64:ff9b::a00:1", Refusal::Ipv4Embedded),
             ("2002:7f00:1::", Refusal::Ipv4Embedded),
+            // Local-use NAT64 at every prefix length, and SIIT's IPv4-translated form.
+            ("64:ff9b:1:7f00:0:100::", Refusal::Ipv4Embedded),
+            ("64:ff9b:1::a9:fea9:fe00:0", Refusal::Ipv4Embedded),
+            ("64:ff9b:1::7f00:1", Refusal::Ipv4Embedded),
+            ("::ffff:0:7f00:1", Refusal::Ipv4Embedded),
+            ("::ffff:0:a9fe:a9fe", Refusal::Ipv4Embedded),
+            ("2001:0:7f00:1::", Refusal::Ipv4Embedded),
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", Refusal::Ipv4Embedded),
+            ("2606:4700::5efe:a00:1", Refusal::Ipv4Embedded),
             ("169.254.169.254", Refusal::CloudMetadata),
             ("169.254.170.2", Refusal::CloudMetadata),
             ("100.100.100.200", Refusal::CloudMetadata),

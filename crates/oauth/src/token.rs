@@ -25,6 +25,8 @@ pub enum ClientAuth {
 
 /// A provider's token endpoint and the client that calls it.
 pub struct Endpoint<'a> {
+    /// The tenant whose calls these are (its circuit breaker counts them).
+    pub tenant: &'a str,
     pub url: &'a Url,
     pub client_id: &'a str,
     pub client_secret: &'a str,
@@ -71,8 +73,8 @@ pub enum TokenError {
     Malformed { status: u16, reason: String, excerpt: String },
     #[error("the token endpoint could not be reached ({code}): {message}")]
     Unreachable { code: &'static str, message: String },
-    #[error("the circuit for {host} is open after repeated failures")]
-    CircuitOpen { host: String, retry_after: Duration },
+    #[error("the circuit for {target} is open after repeated failures")]
+    CircuitOpen { target: String, retry_after: Duration },
     #[error("the token endpoint's rate limit is spent")]
     RateLimited { retry_after: Duration },
 }
@@ -178,7 +180,7 @@ impl TokenClient {
             excerpt: String::new(),
         })?;
         let policy = CallPolicy {
-            breaker_key: endpoint.url.host_str().unwrap_or("").to_string(),
+            breaker: switchboard_egress::BreakerKey::new(endpoint.tenant, endpoint.url),
             limit_key: None,
             quota: None,
             rate_headers: RateHeaders::default(),
@@ -187,7 +189,7 @@ impl TokenClient {
             timeout: self.timeout,
         };
         let response = self.egress.call(request, &policy).await.map_err(|error| match error {
-            CallError::CircuitOpen { host, retry_after } => TokenError::CircuitOpen { host, retry_after },
+            CallError::CircuitOpen { target, retry_after } => TokenError::CircuitOpen { target, retry_after },
             CallError::RateLimited { retry_after } => TokenError::RateLimited { retry_after },
             CallError::Egress(e) => TokenError::Unreachable { code: e.kind.code(), message: e.message },
         })?;

@@ -7,7 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use switchboard_egress::{BreakerSnapshot, CircuitState};
+use switchboard_egress::CircuitState;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -30,14 +30,8 @@ pub struct EventLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CircuitLabels {
-    pub host: String,
-    /// `closed`, `open` or `half_open`; the series of the current state is 1, the others 0.
+    /// `closed`, `open` or `half_open`.
     pub state: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HostLabels {
-    pub host: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,7 +55,6 @@ pub struct Metrics {
     pub inbound: Family<InboundLabels, Counter>,
     pub inbound_rejections: Family<RejectionLabels, Counter>,
     circuits: Family<CircuitLabels, Gauge>,
-    circuit_failures: Family<HostLabels, Gauge>,
 }
 
 impl Metrics {
@@ -83,29 +76,18 @@ impl Metrics {
             "Incoming webhooks refused, by reason",
             inbound_rejections.clone(),
         );
+        // Counted by state only: `/metrics` answers without a key, so no series names a
+        // tenant, a connection or the base URL a tenant configured.
         let circuits = Family::<CircuitLabels, Gauge>::default();
-        registry.register("circuit_state", "Circuit breaker state per provider host", circuits.clone());
-        let circuit_failures = Family::<HostLabels, Gauge>::default();
-        registry.register(
-            "circuit_consecutive_failures",
-            "Failures in a row per provider host",
-            circuit_failures.clone(),
-        );
-        Self { registry, requests, request_seconds, events, inbound, inbound_rejections, circuits, circuit_failures }
+        registry.register("circuits", "Circuit breakers (per tenant and provider API) by state", circuits.clone());
+        Self { registry, requests, request_seconds, events, inbound, inbound_rejections, circuits }
     }
 
-    /// Replaces the circuit series with the breakers' current state (hosts the breakers have
-    /// forgotten disappear).
-    pub fn observe_circuits(&self, snapshots: &[BreakerSnapshot]) {
-        self.circuits.clear();
-        self.circuit_failures.clear();
-        for snapshot in snapshots {
-            for state in [CircuitState::Closed, CircuitState::Open, CircuitState::HalfOpen] {
-                let labels = CircuitLabels { host: snapshot.host.clone(), state: state.as_str() };
-                self.circuits.get_or_create(&labels).set(i64::from(snapshot.state == state));
-            }
-            let labels = HostLabels { host: snapshot.host.clone() };
-            self.circuit_failures.get_or_create(&labels).set(i64::from(snapshot.consecutive_failures));
+    /// Sets the circuit series to the breakers' current counts.
+    pub fn observe_circuits(&self, counts: &[(CircuitState, u64)]) {
+        for (state, count) in counts {
+            let count = i64::try_from(*count).unwrap_or(i64::MAX);
+            self.circuits.get_or_create(&CircuitLabels { state: state.as_str() }).set(count);
         }
     }
 

@@ -16,6 +16,7 @@ switchboard_store::conformance_tests!(
     connections_are_invisible_to_other_tenants,
     actions_validate_input_and_report_provider_failures,
     a_failing_provider_opens_its_circuit_visible_in_health_and_metrics,
+    client_errors_and_a_tenants_own_base_url_trip_no_one_elses_circuit,
     the_proxy_injects_auth_caches_gets_and_respects_scopes,
 );
 
@@ -326,7 +327,7 @@ async fn a_failing_provider_opens_its_circuit_visible_in_health_and_metrics(back
     let key = server.admin_key.clone();
     let body =
         json!({"template_name": "slack", "auth_mode": "bearer", "credentials": {"token": creds::SLACK_BOT_TOKEN}});
-    let slack = server.install(&key, body).await["id"].as_str().unwrap().to_string();
+    let slack = server.install(&key, body.clone()).await["id"].as_str().unwrap().to_string();
     let post = format!("/api/integrations/{slack}/actions/post_message");
     let message = json!({"input": {"channel": "C0001", "text": "hi"}});
     assert_eq!(server.post(&key, &post, &message).await.status(), 200);
@@ -353,14 +354,57 @@ async fn a_failing_provider_opens_its_circuit_visible_in_health_and_metrics(back
     assert_eq!(health["circuit"]["state"], "open", "{health}");
     assert_eq!(health["errors"], 6);
     assert!(health["last_error"].as_str().unwrap().contains("circuit"), "{health}");
-    let host = health["circuit"]["host"].as_str().unwrap().to_string();
+    assert_eq!(health["circuit"]["target"], format!("{}/slack/api", server.sandbox.url()), "{health}");
     let summary: Value = server.get(&key, "/api/integrations/health").await.json().await.unwrap();
     assert_eq!(summary["data"][0]["id"], slack.as_str());
     assert_eq!(summary["data"][0]["circuit"]["state"], "open");
 
+    // The circuit is this tenant's, for Slack's API alone: GitHub on the same sandbox host,
+    // and another tenant's Slack, go on working.
+    let github =
+        json!({"template_name": "github", "auth_mode": "bearer", "credentials": {"token": creds::GITHUB_TOKEN}});
+    let github = server.install(&key, github).await["id"].as_str().unwrap().to_string();
+    assert_eq!(server.post(&key, &format!("/api/integrations/{github}/test"), &json!({})).await.status(), 200);
+    let (_, other) = server.new_tenant("other").await;
+    let theirs = server.install(&other, body).await["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        server.post(&other, &format!("/api/integrations/{theirs}/actions/post_message"), &message).await.status(),
+        200
+    );
+
+    // `/metrics` counts circuits by state, naming no tenant and no API.
     let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(&format!(r#"switchboard_circuit_state{{host="{host}",state="open"}} 1"#)), "{metrics}");
-    assert!(metrics.contains(&format!(r#"switchboard_circuit_state{{host="{host}",state="closed"}} 0"#)));
+    assert!(metrics.contains(r#"switchboard_circuits{state="open"} 1"#), "{metrics}");
+    assert!(!metrics.contains("ten_") && !metrics.contains("/slack"), "{metrics}");
+}
+
+async fn client_errors_and_a_tenants_own_base_url_trip_no_one_elses_circuit(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let key = server.admin_key.clone();
+    let rest = server.rest_connection(&key).await;
+    let proxy = |path: &str| format!("/api/integrations/{rest}/proxy{path}");
+    // Client errors say nothing about the API's health: any number of them opens nothing.
+    for status in [401, 403, 404, 422, 401, 403, 404, 422] {
+        let response = server.get(&key, &proxy(&format!("/status/{status}"))).await;
+        assert_eq!(response.status().as_u16(), status);
+    }
+    let health: Value = server.get(&key, &format!("/api/integrations/{rest}/health")).await.json().await.unwrap();
+    assert_eq!(health["circuit"]["state"], "closed", "{health}");
+    // Server errors at the tenant's own base URL open its circuit, and only its own.
+    for _ in 0..8 {
+        server.get(&key, &proxy("/status/500")).await;
+    }
+    expect_problem(server.get(&key, &proxy("/status/200")).await, 503).await;
+    let slack =
+        json!({"template_name": "slack", "auth_mode": "bearer", "credentials": {"token": creds::SLACK_BOT_TOKEN}});
+    let slack = server.install(&key, slack).await["id"].as_str().unwrap().to_string();
+    let message = json!({"input": {"channel": "C0001", "text": "hi"}});
+    let sent = server.post(&key, &format!("/api/integrations/{slack}/actions/post_message"), &message).await;
+    assert_eq!(sent.status(), 200, "another API on the same host is not affected");
+    let (_, other) = server.new_tenant("other").await;
+    let theirs = server.rest_connection(&other).await;
+    let response = server.get(&other, &format!("/api/integrations/{theirs}/proxy/status/200")).await;
+    assert_eq!(response.status(), 200, "another tenant's connection to the same URL is not affected");
 }
 
 async fn the_proxy_injects_auth_caches_gets_and_respects_scopes(backend: Backend) {

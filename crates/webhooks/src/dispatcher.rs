@@ -116,7 +116,7 @@ async fn handle(service: &Webhooks, context: &Context, claimed: ClaimedMessage) 
         }
         Err(error) => (transform_failure(error, now), Verdict::Failed(Default::default())),
     };
-    service.metrics.observe(endpoint, &attempt, &verdict);
+    service.metrics.observe(&attempt, &verdict);
     record.error = attempt.error.clone().or_else(|| attempt.error_kind.clone());
     let status = attempt.response_status;
     record.attempt = Some(attempt);

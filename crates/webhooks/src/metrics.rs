@@ -1,5 +1,9 @@
-//! Delivery figures for `/metrics`, labelled by endpoint: attempts by outcome (the success
-//! rate), their durations (p50/p99 with `histogram_quantile`), and the latest failure.
+//! Delivery figures for `/metrics`: attempts by outcome (the success rate), their durations
+//! (p50/p99 with `histogram_quantile`), and the latest failure.
+//!
+//! `/metrics` answers without a key, so nothing here is labelled by endpoint (that would show
+//! every tenant's ids, and grow with every endpoint ever created); per-endpoint figures are
+//! in the API (`GET /api/integrations/webhooks/{id}/stats`), behind the tenant's key.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -7,30 +11,22 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use switchboard_store::{Endpoint, NewAttempt};
+use switchboard_store::NewAttempt;
 
 use crate::delivery::Verdict;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
-    pub endpoint_id: String,
     /// `succeeded` or `failed`.
     pub outcome: &'static str,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EndpointLabels {
-    pub endpoint_id: String,
-}
-
-type DurationFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
-
 #[derive(Debug, Clone)]
 pub struct DeliveryMetrics {
     pub attempts: Family<AttemptLabels, Counter>,
-    pub duration: DurationFamily,
-    /// Unix time of each endpoint's latest failed attempt.
-    pub last_failure: Family<EndpointLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub duration: Histogram,
+    /// Unix time of the latest failed attempt.
+    pub last_failure: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub exhausted: Counter,
     pub fanned_out: Counter,
 }
@@ -39,8 +35,8 @@ impl Default for DeliveryMetrics {
     fn default() -> Self {
         Self {
             attempts: Family::default(),
-            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_5, 2.0, 16))),
-            last_failure: Family::default(),
+            duration: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
+            last_failure: Gauge::default(),
             exhausted: Counter::default(),
             fanned_out: Counter::default(),
         }
@@ -49,29 +45,27 @@ impl Default for DeliveryMetrics {
 
 impl DeliveryMetrics {
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("webhook_attempts", "Delivery attempts by endpoint and outcome", self.attempts.clone());
+        registry.register("webhook_attempts", "Delivery attempts by outcome", self.attempts.clone());
         registry.register(
             "webhook_attempt_duration_seconds",
-            "Time from sending a delivery to its answer, by endpoint",
+            "Time from sending a delivery to its answer",
             self.duration.clone(),
         );
         registry.register(
             "webhook_last_failure_timestamp_seconds",
-            "When an endpoint's latest attempt failed, by endpoint",
+            "When the latest failed attempt was made",
             self.last_failure.clone(),
         );
         registry.register("webhook_messages_exhausted", "Messages that failed every attempt", self.exhausted.clone());
         registry.register("webhook_messages", "Messages created by fan-out", self.fanned_out.clone());
     }
 
-    pub(crate) fn observe(&self, endpoint: &Endpoint, attempt: &NewAttempt, verdict: &Verdict) {
-        let endpoint_id = endpoint.id.to_string();
+    pub(crate) fn observe(&self, attempt: &NewAttempt, verdict: &Verdict) {
         let outcome = if *verdict == Verdict::Delivered { "succeeded" } else { "failed" };
-        self.attempts.get_or_create(&AttemptLabels { endpoint_id: endpoint_id.clone(), outcome }).inc();
-        let labels = EndpointLabels { endpoint_id };
-        self.duration.get_or_create(&labels).observe(attempt.duration_us as f64 / 1e6);
+        self.attempts.get_or_create(&AttemptLabels { outcome }).inc();
+        self.duration.observe(attempt.duration_us as f64 / 1e6);
         if *verdict != Verdict::Delivered {
-            self.last_failure.get_or_create(&labels).set(attempt.created_at.timestamp_micros() as f64 / 1e6);
+            self.last_failure.set(attempt.created_at.timestamp_micros() as f64 / 1e6);
         }
     }
 }

@@ -273,7 +273,7 @@ impl Connections {
             _ => format!("connection:{}", resolved.connection.id),
         };
         CallPolicy {
-            breaker_key: resolved.host(),
+            breaker: resolved.breaker(),
             limit_key: Some(limit_key),
             quota: limit.map(|l| Quota { requests: l.requests, per: Duration::from_secs(l.per_seconds.into()) }),
             rate_headers: limit.map_or_else(RateHeaders::default, |l| RateHeaders {
@@ -330,6 +330,7 @@ impl Connections {
             return Err(ConnectorError::Misconfigured("not a client-credentials connection".into()));
         };
         let endpoint = switchboard_oauth::Endpoint {
+            tenant: resolved.connection.tenant_id.as_str(),
             url: token_url,
             client_id,
             client_secret,
@@ -349,7 +350,7 @@ impl Connections {
 
 pub(crate) fn from_call_error(error: CallError) -> ConnectorError {
     match error {
-        CallError::CircuitOpen { host, retry_after } => ConnectorError::CircuitOpen { host, retry_after },
+        CallError::CircuitOpen { target, retry_after } => ConnectorError::CircuitOpen { target, retry_after },
         CallError::RateLimited { retry_after } => ConnectorError::RateLimited { retry_after },
         CallError::Egress(e) => ConnectorError::Unreachable { code: e.kind.code(), message: e.message },
     }

@@ -141,7 +141,7 @@ impl HealthBook {
 
 /// Everything known about a connection's health: the stored row (last test, last success and
 /// error as every process recorded them), this process's live figures, and the circuit of
-/// the provider host it calls.
+/// the provider API it calls.
 #[derive(Debug, Clone)]
 pub struct HealthReport {
     pub connection: switchboard_store::Connection,
@@ -158,7 +158,7 @@ impl super::Connections {
 
     pub async fn health_of(&self, connection: switchboard_store::Connection) -> HealthReport {
         let circuit = match self.resolved(&connection.tenant_id, connection.id.as_str()).await {
-            Ok(resolved) => Some(self.egress.breakers().snapshot(&resolved.host())),
+            Ok(resolved) => Some(self.egress.breakers().snapshot(&resolved.breaker())),
             Err(_) => None,
         };
         let live = self.health.get(&connection.id);

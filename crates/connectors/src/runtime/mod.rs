@@ -46,8 +46,8 @@ pub enum ConnectorError {
     Misconfigured(String),
     #[error("the provider has no health check")]
     NoHealthCheck,
-    #[error("the circuit for {host} is open after repeated failures")]
-    CircuitOpen { host: String, retry_after: Duration },
+    #[error("the circuit for {target} is open after repeated failures")]
+    CircuitOpen { target: String, retry_after: Duration },
     #[error("the rate limit for this connection is spent")]
     RateLimited { retry_after: Duration },
     /// The provider answered, but with an error (or something that is not what it documents).

@@ -257,7 +257,7 @@ impl Connections {
         };
         let mut credentials = self.credentials(connection).await.map_err(|e| e.to_string())?;
         let granted = {
-            let endpoint = token_endpoint(&urls.token, &credentials, &spec)?;
+            let endpoint = token_endpoint(connection, &urls.token, &credentials, &spec)?;
             self.token_client
                 .exchange_code(&endpoint, code, &pending.redirect_uri, verifier.as_deref().map(String::as_str))
                 .await
@@ -323,7 +323,7 @@ impl Connections {
             (None, Some(access)) => (access, "access_token"),
             (None, None) => return Ok(()),
         };
-        let endpoint = token_endpoint(&revocation, &credentials, &spec)?;
+        let endpoint = token_endpoint(connection, &revocation, &credentials, &spec)?;
         self.token_client.revoke(&endpoint, token, hint).await.map_err(|e| describe(&e))
     }
 
@@ -366,12 +366,14 @@ fn check_scopes(field: &str, scopes: &[String], separator: &str, problems: &mut 
 }
 
 pub(crate) fn token_endpoint<'a>(
+    connection: &'a Connection,
     url: &'a Url,
     credentials: &'a Credentials,
     spec: &'a OAuth2,
 ) -> Result<Endpoint<'a>, String> {
     let get = |name: &str| credentials.get(name).map(|v| v.as_str()).ok_or(format!("the connection has no {name}"));
     Ok(Endpoint {
+        tenant: connection.tenant_id.as_str(),
         url,
         client_id: get("client_id")?,
         client_secret: get("client_secret")?,
@@ -392,7 +394,7 @@ impl TokenAuthMethod {
 impl From<TokenError> for ConnectorError {
     fn from(error: TokenError) -> Self {
         match error {
-            TokenError::CircuitOpen { host, retry_after } => ConnectorError::CircuitOpen { host, retry_after },
+            TokenError::CircuitOpen { target, retry_after } => ConnectorError::CircuitOpen { target, retry_after },
             TokenError::RateLimited { retry_after } => ConnectorError::RateLimited { retry_after },
             TokenError::Unreachable { code, message } => ConnectorError::Unreachable { code, message },
             TokenError::Refused { status, .. } => {

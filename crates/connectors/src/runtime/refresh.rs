@@ -158,8 +158,8 @@ impl Connections {
         let outcome = match credentials.get("refresh_token") {
             None => Err(("the connection has no refresh token; connect it again".to_string(), true)),
             Some(refresh_token) => {
-                let endpoint =
-                    token_endpoint(&urls.token, &credentials, &spec).map_err(ConnectorError::Misconfigured)?;
+                let endpoint = token_endpoint(&current, &urls.token, &credentials, &spec)
+                    .map_err(ConnectorError::Misconfigured)?;
                 self.token_client
                     .refresh(&endpoint, refresh_token)
                     .await

@@ -125,12 +125,9 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    /// The host whose circuit breaker guards this connection's calls.
-    pub fn host(&self) -> String {
-        match self.base_url.port() {
-            Some(port) => format!("{}:{port}", self.base_url.host_str().unwrap_or("")),
-            None => self.base_url.host_str().unwrap_or("").to_string(),
-        }
+    /// The circuit breaker guarding this connection's calls: its tenant's, for its base URL.
+    pub fn breaker(&self) -> switchboard_egress::BreakerKey {
+        switchboard_egress::BreakerKey::new(self.connection.tenant_id.as_str(), &self.base_url)
     }
 
     /// The URL of `path_and_query` under the base URL. The path is appended to the base

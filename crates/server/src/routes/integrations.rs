@@ -214,13 +214,16 @@ pub struct HealthOut {
     pub error_rate: f64,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
-    /// The circuit breaker of the provider's host; absent until the connection can be called.
+    /// This tenant's circuit breaker for the provider's API; absent until the connection can
+    /// be called.
     pub circuit: Option<CircuitOut>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CircuitOut {
-    pub host: String,
+    /// The provider API the breaker guards: the connection's base URL. Each tenant has
+    /// breakers of its own, so only this tenant's calls move it.
+    pub target: String,
     /// `closed`, `open` or `half_open`.
     pub state: String,
     pub consecutive_failures: u32,
@@ -256,7 +259,7 @@ fn health_out(report: HealthReport) -> HealthOut {
         p50_ms: live.as_ref().and_then(|l| l.p50_ms),
         p99_ms: live.as_ref().and_then(|l| l.p99_ms),
         circuit: report.circuit.map(|c| CircuitOut {
-            host: c.host,
+            target: c.target,
             state: c.state.as_str().to_string(),
             consecutive_failures: c.consecutive_failures,
             opened_at: c.opened_at,
