@@ -37,6 +37,8 @@ async fn world_with(backend: Backend, policy: AddressPolicy, catalog: Catalog) -
     let sandbox = Sandbox::start().await.unwrap();
     let egress = EgressClient::new(EgressConfig {
         policy,
+        // A name for the sandbox, so a guarded world can reach loopback only through DNS.
+        static_hosts: [("sandbox.example".to_string(), vec!["127.0.0.1".parse().unwrap()])].into_iter().collect(),
         breaker: BreakerConfig {
             failure_threshold: 4,
             window: Duration::from_secs(30),
@@ -69,7 +71,14 @@ async fn world_with(backend: Backend, policy: AddressPolicy, catalog: Catalog) -
 }
 
 fn request(method: reqwest::Method, path: &str, body: &'static str, bypass_cache: bool) -> ProxyRequest {
-    ProxyRequest { method, path_and_query: path.into(), headers: Default::default(), body: body.into(), bypass_cache }
+    ProxyRequest {
+        method,
+        path_and_query: path.into(),
+        headers: Default::default(),
+        body: body.into(),
+        bypass_cache,
+        links_through: None,
+    }
 }
 
 fn object(value: Value) -> Map<String, Value> {
@@ -399,12 +408,38 @@ async fn failures_are_retried_then_the_circuit_opens(backend: Backend) {
 async fn a_tenant_configured_base_url_passes_the_ssrf_guard(backend: Backend) {
     // The guard's default policy: loopback (where the sandbox listens) is refused.
     let Some(w) = world_with_policy(backend, AddressPolicy::default()).await else { return };
-    let rest = format!("{}/rest", w.sandbox.url());
+    // Written as an address, or a token URL likewise: refused at install, naming the field.
+    let loopback = format!("{}/rest", w.sandbox.url());
+    for (mode, config, field) in [
+        ("bearer", json!({"base_url": loopback}), "config_overrides.base_url"),
+        ("bearer", json!({"base_url": "http://[::ffff:7f00:1]/rest"}), "config_overrides.base_url"),
+        (
+            "oauth2_client_credentials",
+            json!({"base_url": "https://api.example.com", "token_url": "http://169.254.169.254/token"}),
+            "config_overrides.token_url",
+        ),
+    ] {
+        let install = Install {
+            template_name: "rest".into(),
+            config_overrides: object(config),
+            auth_mode: Some(mode.into()),
+            ..Install::default()
+        };
+        match w.connections.install(&w.tenant, install).await {
+            Err(ConnectorError::Invalid(problems)) => {
+                assert_eq!(problems[0].field, field, "{problems:?}");
+                assert!(problems[0].detail.contains("SSRF"), "{problems:?}");
+            }
+            other => panic!("expected a refusal naming {field}, got {other:?}"),
+        }
+    }
+    // A name that resolves to loopback is checked where it resolves: at the call.
+    let port = url::Url::parse(&w.sandbox.url()).unwrap().port().unwrap();
     let id = w
         .install(
             "rest",
             Some("bearer"),
-            json!({"base_url": rest, "health_path": "/health"}),
+            json!({"base_url": format!("http://sandbox.example:{port}/rest"), "health_path": "/health"}),
             Some(json!({"token": creds::REST_TOKEN})),
         )
         .await;

@@ -446,11 +446,38 @@ async fn the_proxy_injects_auth_caches_gets_and_respects_scopes(backend: Backend
     let teapot: Value = response.json().await.unwrap();
     assert_eq!(teapot["status"], 418, "the provider's own body, not a problem of ours: {teapot}");
     assert!(teapot.get("type").is_none(), "{teapot}");
-    // Escaping the base URL is refused before anything is sent.
+    // Escaping the base URL is refused before anything is sent, however it is spelled.
     let before = server.sandbox.requests("rest");
+    // (The client's URL parser already resolves `%2e%2e`, so that one never reaches the proxy.)
     let response = server.client.get(proxy("/%2e%2e/total-battle/players")).bearer_auth(&key).send().await.unwrap();
     assert!(response.status().is_client_error(), "{}", response.status());
+    for path in [
+        "/echo/..%2f..%2ftotal-battle/players",
+        "/echo/..%2F..%2Ftotal-battle/players",
+        "/echo/..%5c..%5ctotal-battle",
+        "/echo/..%252f..%252ftotal-battle",
+        "/echo/%252e%252e/total-battle",
+    ] {
+        let response = server.client.get(proxy(path)).bearer_auth(&key).send().await.unwrap();
+        let problem = expect_problem(response, 422).await;
+        assert_eq!(common::blamed_fields(&problem), ["path"], "{path}: {problem}");
+    }
     assert_eq!(server.sandbox.requests("rest"), before);
+
+    // A provider's Link header points back through the proxy, so `next` can be followed.
+    let github =
+        json!({"template_name": "github", "auth_mode": "bearer", "credentials": {"token": creds::GITHUB_TOKEN}});
+    let github = server.install(&key, github).await["id"].as_str().unwrap().to_string();
+    let through = server.url(&format!("/api/integrations/{github}/proxy"));
+    let first = server.client.get(format!("{through}/user/repos?per_page=1")).bearer_auth(&key).send().await.unwrap();
+    let link = first.headers()["link"].to_str().unwrap().to_string();
+    assert!(link.contains(&format!("<{through}/user/repos?per_page=1&page=2>; rel=\"next\"")), "{link}");
+    assert!(!link.contains(&server.sandbox.url()), "{link}");
+    let next = link.split(',').find(|l| l.contains("rel=\"next\"")).unwrap();
+    let next = next.trim().trim_start_matches('<').split('>').next().unwrap();
+    let second = server.client.get(next).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(second.status(), 200);
+    assert!(second.headers()["link"].to_str().unwrap().contains("rel=\"prev\""));
 
     // Total Battle's reads are cached for the manifest's TTL, unless the caller says no-cache.
     let body = json!({

@@ -53,6 +53,9 @@ pub struct ProxyRequest {
     pub body: Bytes,
     /// Skip the GET cache (the caller sent `Cache-Control: no-cache`).
     pub bypass_cache: bool,
+    /// The proxy's own URL for this connection: `Link` targets under the base URL are
+    /// rewritten to point through it. `None` leaves links as the provider wrote them.
+    pub links_through: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +116,8 @@ impl Connections {
         connection_id: &str,
         request: ProxyRequest,
     ) -> Result<ProxyResponse, ConnectorError> {
+        let path = request.path_and_query.split('?').next().unwrap_or_default();
+        super::proxy_paths::check_proxy_path(path).map_err(|reason| ConnectorError::invalid("path", reason))?;
         let resolved = self.resolved(tenant_id, connection_id).await?;
         let url = resolved.url(&request.path_and_query)?;
         let mut headers = HeaderMap::new();
@@ -125,6 +130,23 @@ impl Connections {
             self.send(&resolved, request.method, url, headers, request.body, request.bypass_cache).await?;
         for name in NOT_RETURNED {
             response.headers.remove(name);
+        }
+        if let Some(proxy) = &request.links_through {
+            let links: Vec<HeaderValue> = response
+                .headers
+                .get_all(reqwest::header::LINK)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .filter_map(|value| {
+                    HeaderValue::from_str(&super::proxy_paths::rewrite_links(value, &resolved.base_url, proxy)).ok()
+                })
+                .collect();
+            if !links.is_empty() {
+                response.headers.remove(reqwest::header::LINK);
+                for link in links {
+                    response.headers.append(reqwest::header::LINK, link);
+                }
+            }
         }
         Ok(response)
     }

@@ -7,6 +7,7 @@ mod action;
 mod call;
 mod health;
 mod oauth;
+mod proxy_paths;
 mod refresh;
 pub mod resolve;
 
@@ -338,6 +339,16 @@ impl Connections {
                 Err(more) => problems.extend(more),
             }
         }
+        if problems.is_empty() {
+            let mut with_secrets = credentials.clone();
+            for (name, value) in &secret_config {
+                with_secrets.insert(
+                    name.clone(),
+                    Zeroizing::new(value.as_str().map_or_else(|| value.to_string(), str::to_string)),
+                );
+            }
+            problems.extend(self.check_targets(&provider, auth.as_ref(), config.clone(), &with_secrets));
+        }
         if !problems.is_empty() {
             return Err(ConnectorError::Invalid(problems));
         }
@@ -394,6 +405,11 @@ impl Connections {
             stored.iter().map(|(name, value)| (name.clone(), Value::String(value.to_string()))).collect();
         complete.extend(given.clone());
         let merged = check_credentials(auth, &provider, &complete).map_err(ConnectorError::Invalid)?;
+        let config = serde_json::from_str(&connection.config).unwrap_or_default();
+        let problems = self.check_targets(&provider, Some(auth), config, &merged);
+        if !problems.is_empty() {
+            return Err(ConnectorError::Invalid(problems));
+        }
         let now = self.clock.now();
         let mut fields = connection.credential_fields.clone();
         fields.extend(given.keys().map(|name| (name.clone(), now)));
@@ -414,6 +430,41 @@ impl Connections {
             .ok_or(ConnectorError::NotFound)?;
         self.forget(&updated.id);
         Ok(updated)
+    }
+
+    /// Checks the URLs a connection will call, as its config renders them, against the SSRF
+    /// guard (as endpoint URLs are when created): a base URL or token URL the tenant gives
+    /// that the guard refuses is refused now, naming the field, not at the first call.
+    fn check_targets(
+        &self,
+        provider: &Provider,
+        auth: Option<&crate::manifest::Auth>,
+        config: Map<String, Value>,
+        credentials: &Credentials,
+    ) -> Vec<FieldProblem> {
+        let context = resolve::context(provider, config, credentials);
+        let override_url = self.config.url_overrides.get(provider.name()).and_then(|urls| urls.base_url.as_deref());
+        let mut targets =
+            vec![(resolve::base_url(provider, &context, override_url), provider.manifest.base_url.as_str())];
+        if let Some(crate::manifest::Auth::Oauth2ClientCredentials(spec)) = auth {
+            targets.push((resolve::client_credentials_token_url(provider, &context), spec.token_url.as_str()));
+        }
+        let mut problems = Vec::new();
+        for (url, template) in targets {
+            // A URL that does not render yet (a field left empty) fails at its first call.
+            let Ok(url) = url else { continue };
+            if let Err(refused) = self.egress.check_url(url.as_str()) {
+                // Blame the config field the template reads, when it reads one.
+                let field = provider
+                    .manifest
+                    .connection_config
+                    .iter()
+                    .find(|f| template.contains(&format!("config.{}", f.name)))
+                    .map_or_else(|| "base_url".to_string(), |f| format!("config_overrides.{}", f.name));
+                problems.push(FieldProblem::new(field, format!("{url} {refused} (refused by the SSRF guard)")));
+            }
+        }
+        problems
     }
 
     pub async fn get(&self, tenant_id: &Id, id: &str) -> Result<Connection, ConnectorError> {

@@ -180,32 +180,10 @@ pub fn resolve(
             provider.name()
         ))
     })?;
-    let mut config: Map<String, Value> = serde_json::from_str(&connection.config).unwrap_or_default();
-    for name in provider.secret_config_fields() {
-        if let Some(value) = credentials.get(name) {
-            config.insert(name.to_string(), Value::String(value.to_string()));
-        }
-    }
-    let api_version = provider.manifest.api_version.as_ref().map(|v| {
-        config.get("api_version").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| v.default.clone())
-    });
-    let context = json!({"config": config, "api_version": api_version});
+    let config: Map<String, Value> = serde_json::from_str(&connection.config).unwrap_or_default();
+    let context = context(&provider, config, &credentials);
     let misconfigured = |what: &str, e: &dyn std::fmt::Display| ConnectorError::Misconfigured(format!("{what}: {e}"));
-
-    let base = match base_url_override {
-        Some(template) => {
-            let mut templates = crate::template::Templates::new();
-            templates
-                .add("override".into(), template.to_string())
-                .map_err(|e| misconfigured("the base URL override", &e))?;
-            templates.render("override", &context).map_err(|e| misconfigured("the base URL override", &e))?
-        }
-        None => provider.templates.render("base_url", &context).map_err(|e| misconfigured("base_url", &e))?,
-    };
-    let base_url = Url::parse(&base).map_err(|e| misconfigured("the base URL", &e))?;
-    if !matches!(base_url.scheme(), "http" | "https") {
-        return Err(ConnectorError::Misconfigured("the base URL must be http(s)".into()));
-    }
+    let base_url = base_url(&provider, &context, base_url_override)?;
 
     let mut headers = HeaderMap::new();
     for name in provider.manifest.headers.keys() {
@@ -217,6 +195,7 @@ pub fn resolve(
         );
     }
     let mut version_query = None;
+    let api_version = context["api_version"].as_str().map(str::to_string);
     if let (Some(spec), Some(version)) = (&provider.manifest.api_version, &api_version) {
         if let Some(header) = &spec.header {
             headers.insert(
@@ -231,6 +210,53 @@ pub fn resolve(
 
     let injection = injection(&auth, &provider, &credentials, &context)?;
     Ok(Resolved { connection, provider, auth, context, base_url, headers, version_query, injection })
+}
+
+/// The templates' context for a connection: its config (secret values included) and API
+/// version.
+pub(crate) fn context(provider: &Provider, mut config: Map<String, Value>, credentials: &Credentials) -> Value {
+    for name in provider.secret_config_fields() {
+        if let Some(value) = credentials.get(name) {
+            config.insert(name.to_string(), Value::String(value.to_string()));
+        }
+    }
+    let api_version = provider.manifest.api_version.as_ref().map(|v| {
+        config.get("api_version").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| v.default.clone())
+    });
+    json!({"config": config, "api_version": api_version})
+}
+
+/// The connection's base URL: the manifest's (or the operator's override), rendered.
+pub(crate) fn base_url(
+    provider: &Provider,
+    context: &Value,
+    base_url_override: Option<&str>,
+) -> Result<Url, ConnectorError> {
+    let misconfigured = |what: &str, e: &dyn std::fmt::Display| ConnectorError::Misconfigured(format!("{what}: {e}"));
+    let base = match base_url_override {
+        Some(template) => {
+            let mut templates = crate::template::Templates::new();
+            templates
+                .add("override".into(), template.to_string())
+                .map_err(|e| misconfigured("the base URL override", &e))?;
+            templates.render("override", context).map_err(|e| misconfigured("the base URL override", &e))?
+        }
+        None => provider.templates.render("base_url", context).map_err(|e| misconfigured("base_url", &e))?,
+    };
+    let base_url = Url::parse(&base).map_err(|e| misconfigured("the base URL", &e))?;
+    if !matches!(base_url.scheme(), "http" | "https") {
+        return Err(ConnectorError::Misconfigured("the base URL must be http(s)".into()));
+    }
+    Ok(base_url)
+}
+
+/// The client-credentials token URL, for a mode that fetches its own tokens.
+pub(crate) fn client_credentials_token_url(provider: &Provider, context: &Value) -> Result<Url, ConnectorError> {
+    let url = provider
+        .templates
+        .render("auth:oauth2_client_credentials:token_url", context)
+        .map_err(|e| ConnectorError::Misconfigured(format!("token_url: {e}")))?;
+    Url::parse(&url).map_err(|e| ConnectorError::Misconfigured(format!("token_url: {e}")))
 }
 
 fn injection(
@@ -279,16 +305,10 @@ fn injection(
                 KeyLocation::Query => Injection::Query(name, Zeroizing::new(value)),
             }
         }
-        Auth::Oauth2ClientCredentials(_) => {
-            let url = provider
-                .templates
-                .render("auth:oauth2_client_credentials:token_url", context)
-                .map_err(|e| ConnectorError::Misconfigured(format!("token_url: {e}")))?;
-            Injection::ClientCredentials {
-                token_url: Url::parse(&url).map_err(|e| ConnectorError::Misconfigured(format!("token_url: {e}")))?,
-                client_id: get("client_id")?,
-                client_secret: get("client_secret")?,
-            }
-        }
+        Auth::Oauth2ClientCredentials(_) => Injection::ClientCredentials {
+            token_url: client_credentials_token_url(provider, context)?,
+            client_id: get("client_id")?,
+            client_secret: get("client_secret")?,
+        },
     })
 }

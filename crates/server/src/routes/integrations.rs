@@ -181,7 +181,9 @@ pub async fn proxy(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|d| matches!(d.trim().to_ascii_lowercase().as_str(), "no-cache" | "no-store")));
     let body = read_body(request, &state).await?;
-    let request = ProxyRequest { method, path_and_query, headers, body, bypass_cache };
+    let public = state.connections.config.public_url.trim_end_matches('/');
+    let links_through = Some(format!("{public}{prefix}"));
+    let request = ProxyRequest { method, path_and_query, headers, body, bypass_cache, links_through };
     let answer = state.connections.proxy(&caller.key.tenant_id, id.as_str(), request).await?;
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = answer.status;
