@@ -196,6 +196,16 @@ pub struct OAuth2 {
     /// Extra parameters on token requests.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub token_params: BTreeMap<String, String>,
+    /// The authorization server's issuer identifier (RFC 8414), e.g.
+    /// `https://accounts.google.com`. A redirect that carries an `iss` parameter (RFC 9207)
+    /// must carry exactly this, or it is refused before its code is used: the defence against
+    /// a mix-up of authorization servers (RFC 9700 §4.4.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The server puts `iss` in every redirect (its metadata's
+    /// `authorization_response_iss_parameter_supported`): a redirect without it is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

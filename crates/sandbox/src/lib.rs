@@ -174,6 +174,9 @@ impl Sandbox {
             if let Some(revoke) = revoke {
                 overrides.push((format!("{provider}.revocation_url"), revoke));
             }
+            if let Some(issuer) = oauth::issuer(&url, provider) {
+                overrides.push((format!("{provider}.issuer"), issuer));
+            }
         }
         overrides
     }
@@ -181,6 +184,11 @@ impl Sandbox {
     /// Changes how a provider's token endpoint answers.
     pub fn set_oauth_quirks(&self, provider: &str, quirks: Quirks) {
         self.state.oauth.lock().expect("sandbox lock").set_quirks(provider, quirks);
+    }
+
+    /// Authorization codes the provider issued that no token request has redeemed.
+    pub fn unredeemed_codes(&self, provider: &str) -> usize {
+        self.state.oauth.lock().expect("sandbox lock").unredeemed_codes(provider)
     }
 
     /// The next authorization request to the provider is denied (`error=access_denied`).

@@ -5,7 +5,8 @@
 //!   form-encoded unless asked for JSON, reports errors with HTTP 200 (`error=bad_verification_code`),
 //!   comma-separated scopes, expiring user tokens (8 h) whose refresh tokens rotate;
 //! - Google (`/o/oauth2/v2/auth`, `/token`, `/revoke`): a refresh token only with
-//!   `access_type=offline`, never again on refresh; `invalid_grant` after revocation;
+//!   `access_type=offline`, never again on refresh; `invalid_grant` after revocation; its
+//!   issuer identifier as `iss` in every redirect (RFC 9207);
 //! - Slack (`/oauth/v2/authorize`, `/api/oauth.v2.access`, `/api/auth.revoke`): HTTP 200 with
 //!   `ok: false` for errors, a bot token plus an `authed_user`, no expiry (rotation off);
 //! - HubSpot (`/oauth/authorize`, `/oauth/v1/token`): 30-minute tokens, the same refresh
@@ -113,6 +114,11 @@ impl OAuthServers {
         self.quirks.get(provider).cloned().unwrap_or_else(|| Quirks::default_for(provider))
     }
 
+    /// Codes issued for `provider` and not yet redeemed.
+    pub(crate) fn unredeemed_codes(&self, provider: &str) -> usize {
+        self.codes.values().filter(|grant| grant.provider == provider).count()
+    }
+
     fn next(&mut self, prefix: &str) -> String {
         self.counter += 1;
         format!("{prefix}{}{:06}", self.counter, rand::random::<u32>() % 1_000_000)
@@ -192,6 +198,12 @@ pub(crate) fn urls(base: &str, provider: &str) -> Option<(String, String, Option
     })
 }
 
+/// The issuer identifier a provider's authorization server puts in its redirects (RFC 9207),
+/// for those that do: Google.
+pub(crate) fn issuer(base: &str, provider: &str) -> Option<String> {
+    (provider == "google-calendar").then(|| format!("{}/oauth/{provider}", base.trim_end_matches('/')))
+}
+
 type Params = Query<BTreeMap<String, String>>;
 
 /// RFC 6749 §4.1.1–4.1.2: a bad client or redirect URI is shown to the user, never
@@ -204,11 +216,16 @@ async fn authorize(AxumState(state): AxumState<Arc<State>>, Query(params): Param
     let Some(redirect_uri) = get("redirect_uri").and_then(|uri| url::Url::parse(uri).ok()) else {
         return (StatusCode::BAD_REQUEST, "<html><body>Missing or invalid redirect_uri</body></html>").into_response();
     };
+    let issuer = issuer(&state.base(""), provider);
     let back = |pairs: &[(&str, &str)]| {
         let mut target = redirect_uri.clone();
         target.query_pairs_mut().extend_pairs(pairs);
         if let Some(state) = get("state") {
             target.query_pairs_mut().append_pair("state", state);
+        }
+        // Google names itself in every redirect (RFC 9207).
+        if let Some(issuer) = &issuer {
+            target.query_pairs_mut().append_pair("iss", issuer);
         }
         Redirect::to(target.as_str()).into_response()
     };

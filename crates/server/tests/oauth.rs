@@ -21,7 +21,43 @@ switchboard_store::conformance_tests!(
     twenty_concurrent_calls_with_an_expired_token_cause_one_refresh,
     a_revoked_grant_backs_off_then_fails_auth_and_reconnecting_restores_it,
     a_provider_without_expiry_or_pkce_connects_too,
+    a_redirect_from_another_authorization_server_is_refused_before_its_code_is_used,
 );
+
+async fn a_redirect_from_another_authorization_server_is_refused_before_its_code_is_used(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    // The callback URL Google's server sends the browser to, with its `iss` changed (or gone).
+    let callback_with = |id: String, iss: Option<&'static str>| {
+        let (server, no_redirects) = (&server, &no_redirects);
+        async move {
+            let started = server.start_connect(&id, json!({})).await;
+            let redirect = no_redirects.get(started["authorization_url"].as_str().unwrap()).send().await.unwrap();
+            let mut callback = url::Url::parse(redirect.headers()["location"].to_str().unwrap()).unwrap();
+            let sent = param(&query(callback.as_str()), "iss");
+            assert_eq!(sent, Some(format!("{}/oauth/google-calendar", server.sandbox.url())), "Google names itself");
+            let pairs: Vec<(String, String)> = query(callback.as_str()).into_iter().filter(|(k, _)| k != "iss").collect();
+            callback.query_pairs_mut().clear().extend_pairs(&pairs);
+            if let Some(iss) = iss {
+                callback.query_pairs_mut().append_pair("iss", iss);
+            }
+            callback.to_string()
+        }
+    };
+    for (iss, reason) in [(Some("https://attacker.example"), "mix-up"), (None, "no `iss`")] {
+        let id = server.google().await;
+        let callback = callback_with(id.clone(), iss).await;
+        let issued = server.sandbox.unredeemed_codes("google-calendar");
+        let page = browser().get(&callback).send().await.unwrap();
+        assert_eq!(page.status(), 400);
+        assert!(page.text().await.unwrap().contains(reason), "{callback}");
+        let unredeemed = server.sandbox.unredeemed_codes("google-calendar");
+        assert_eq!(unredeemed, issued, "the code was never sent to a token endpoint");
+        let row = server.connection(&id).await;
+        assert_eq!(row["oauth"]["connected"], false, "{row}");
+        assert!(row["last_error"].as_str().unwrap().contains(reason), "{row}");
+    }
+}
 
 /// A browser: follows redirects, keeps nothing between requests.
 fn browser() -> reqwest::Client {

@@ -120,11 +120,13 @@ pub struct ProviderUrls {
     pub authorization_url: Option<String>,
     pub token_url: Option<String>,
     pub revocation_url: Option<String>,
+    /// The authorization server's issuer identifier, when it is elsewhere too.
+    pub issuer: Option<String>,
 }
 
 impl ProviderUrls {
     /// Reads `NAME=URL` (the API base URL) and `NAME.FIELD=URL` pairs (`authorization_url`,
-    /// `token_url`, `revocation_url`), as `--provider-url` and the sandbox give them.
+    /// `token_url`, `revocation_url`, `issuer`), as `--provider-url` and the sandbox give them.
     pub fn from_pairs(
         pairs: impl IntoIterator<Item = (String, String)>,
     ) -> Result<HashMap<String, ProviderUrls>, String> {
@@ -137,9 +139,10 @@ impl ProviderUrls {
                 "authorization_url" => &mut urls.authorization_url,
                 "token_url" => &mut urls.token_url,
                 "revocation_url" => &mut urls.revocation_url,
+                "issuer" => &mut urls.issuer,
                 other => {
                     return Err(format!(
-                        "{key}: {other:?} is not base_url, authorization_url, token_url or revocation_url"
+                        "{key}: {other:?} is not base_url, authorization_url, token_url, revocation_url or issuer"
                     ));
                 }
             };

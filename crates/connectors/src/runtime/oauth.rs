@@ -45,6 +45,8 @@ pub struct ConnectStarted {
 #[derive(Debug, Clone, Default)]
 pub struct CallbackParams {
     pub state: Option<String>,
+    /// The authorization server's issuer identifier (RFC 9207), when it sends one.
+    pub iss: Option<String>,
     pub code: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
@@ -84,6 +86,8 @@ pub(crate) struct OAuthUrls {
     pub authorization: Url,
     pub token: Url,
     pub revocation: Option<Url>,
+    /// The issuer identifier its redirects must carry, if known.
+    pub issuer: Option<String>,
 }
 
 impl Connections {
@@ -113,6 +117,7 @@ impl Connections {
                 Some(url) => Some(parse("revocation", url)?),
                 None => None,
             },
+            issuer: overrides.and_then(|o| o.issuer.clone()).or(spec.issuer.clone()),
         })
     }
 
@@ -212,13 +217,16 @@ impl Connections {
             return_url: pending.return_url.clone(),
             error: None,
         };
-        let result = match (&params.error, &params.code) {
-            (Some(error), _) => Err(match &params.error_description {
+        let result = match (self.check_issuer(&connection, params.iss.as_deref()), &params.error, &params.code) {
+            // The mix-up defence comes first: a redirect from another authorization server
+            // has its code (and its error) ignored.
+            (Err(error), _, _) => Err(error),
+            (Ok(()), Some(error), _) => Err(match &params.error_description {
                 Some(description) => format!("the provider answered {error}: {description}"),
                 None => format!("the provider answered {error}"),
             }),
-            (None, None) => Err("the provider's redirect has neither a code nor an error".to_string()),
-            (None, Some(code)) => self.exchange(&connection, &pending, verifier, code).await,
+            (Ok(()), None, None) => Err("the provider's redirect has neither a code nor an error".to_string()),
+            (Ok(()), None, Some(code)) => self.exchange(&connection, &pending, verifier, code).await,
         };
         if let Err(error) = result {
             let update = ConnectionHealthUpdate {
@@ -233,6 +241,26 @@ impl Connections {
             outcome.error = Some(error);
         }
         Ok(outcome)
+    }
+
+    /// RFC 9207: the redirect's `iss` must be the issuer of the server the flow started at,
+    /// and a server that always sends it must have sent it. Without a known issuer an `iss`
+    /// cannot be checked, and is let be.
+    fn check_issuer(&self, connection: &Connection, iss: Option<&str>) -> Result<(), String> {
+        let provider = self.provider(&connection.provider).map_err(|e| e.to_string())?;
+        let spec = Self::oauth_spec(provider, connection).map_err(|e| e.to_string())?;
+        let expected = self.oauth_urls(provider, &spec).map_err(|e| e.to_string())?.issuer;
+        match (expected, iss) {
+            (Some(expected), Some(iss)) if iss != expected => Err(format!(
+                "the redirect came from the authorization server {iss:?}, not {expected:?} (an authorization server \
+                 mix-up); its code was not used"
+            )),
+            (_, None) if spec.authorization_response_iss_parameter_supported => Err(
+                "the redirect has no `iss` although the authorization server always sends one; its code was not used"
+                    .to_string(),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// Exchanges the code and stores the tokens; the error is a sentence for the user.

@@ -384,6 +384,9 @@ pub async fn oauth_start(
 pub struct CallbackQuery {
     /// The state issued by `oauth/start`.
     pub state: Option<String>,
+    /// The authorization server's issuer identifier (RFC 9207), checked against the
+    /// provider's when the server sends it.
+    pub iss: Option<String>,
     /// The authorization code, on success.
     pub code: Option<String>,
     /// The provider's error (`access_denied`, …), on failure.
@@ -410,6 +413,7 @@ pub struct CallbackQuery {
 pub async fn oauth_callback(State(state): State<AppState>, Query(query): Query<CallbackQuery>) -> Response {
     let params = CallbackParams {
         state: query.state,
+        iss: query.iss,
         code: query.code,
         error: query.error,
         error_description: query.error_description,
