@@ -83,9 +83,11 @@ struct Grant {
     issued: Instant,
 }
 
+/// Tokens belong to the grant a code began; a refresh continues its grant.
 #[derive(Debug)]
 struct AccessToken {
     provider: &'static str,
+    grant: u64,
     expires: Option<Instant>,
     revoked: bool,
 }
@@ -93,6 +95,7 @@ struct AccessToken {
 #[derive(Debug)]
 struct RefreshToken {
     provider: &'static str,
+    grant: u64,
     scopes: String,
     valid: bool,
 }
@@ -335,7 +338,7 @@ async fn token(
         return fail(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed");
     }
     let mut user_scopes = None;
-    let (scopes, issue_refresh) = match form.get("grant_type").map(String::as_str) {
+    let (scopes, issue_refresh, grant) = match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
             let Some(grant) = form.get("code").and_then(|code| servers.codes.remove(code)) else {
                 let error = if provider == "github" { "bad_verification_code" } else { "invalid_grant" };
@@ -368,7 +371,8 @@ async fn token(
                 }
             }
             user_scopes = grant.user_scopes;
-            (grant.scopes, quirks.refresh_tokens && grant.offline)
+            servers.counter += 1;
+            (grant.scopes, quirks.refresh_tokens && grant.offline, servers.counter)
         }
         Some("refresh_token") => {
             let given = form.get("refresh_token").cloned().unwrap_or_default();
@@ -379,12 +383,12 @@ async fn token(
                     "The refresh token is invalid, expired or revoked",
                 );
             };
-            let scopes = stored.scopes.clone();
+            let (scopes, grant) = (stored.scopes.clone(), stored.grant);
             if quirks.rotate_refresh_tokens {
                 stored.valid = false;
             }
             *servers.refreshes.entry(provider.to_string()).or_default() += 1;
-            (scopes, quirks.rotate_refresh_tokens)
+            (scopes, quirks.rotate_refresh_tokens, grant)
         }
         _ => return fail(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type is not supported"),
     };
@@ -396,15 +400,15 @@ async fn token(
         _ => "at-",
     });
     let expires = quirks.expires_in.map(|secs| Instant::now() + Duration::from_secs(secs));
-    servers.access.insert(access_token.clone(), AccessToken { provider, expires, revoked: false });
+    servers.access.insert(access_token.clone(), AccessToken { provider, grant, expires, revoked: false });
     let user_token = user_scopes.as_ref().map(|_| {
         let token = servers.next("xoxp-");
-        servers.access.insert(token.clone(), AccessToken { provider, expires, revoked: false });
+        servers.access.insert(token.clone(), AccessToken { provider, grant, expires, revoked: false });
         token
     });
     let refresh_token = issue_refresh.then(|| {
         let token = servers.next("rt-");
-        servers.refresh.insert(token.clone(), RefreshToken { provider, scopes: scopes.clone(), valid: true });
+        servers.refresh.insert(token.clone(), RefreshToken { provider, grant, scopes: scopes.clone(), valid: true });
         token
     });
     // HubSpot hands the same refresh token back on every refresh.
@@ -472,10 +476,11 @@ async fn revoke(
         found = true;
     }
     if let Some(refresh) = servers.refresh.get_mut(&token).filter(|t| t.provider == provider) {
-        // Revoking a refresh token ends the whole grant.
+        // Revoking a refresh token ends its grant (RFC 7009 §2.1), and no other.
         refresh.valid = false;
         found = true;
-        for access in servers.access.values_mut().filter(|t| t.provider == provider) {
+        let grant = refresh.grant;
+        for access in servers.access.values_mut().filter(|t| t.provider == provider && t.grant == grant) {
             access.revoked = true;
         }
     }

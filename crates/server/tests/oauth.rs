@@ -19,7 +19,10 @@ switchboard_store::conformance_tests!(
     uninstalling_revokes_the_grant_at_the_provider,
     tokens_are_refreshed_before_they_expire_after_a_401_and_ahead_of_time,
     twenty_concurrent_calls_with_an_expired_token_cause_one_refresh,
-    a_revoked_grant_backs_off_then_fails_auth_and_reconnecting_restores_it,
+    a_revoked_grant_fails_auth_at_once_and_reconnecting_restores_it,
+    refreshes_that_may_succeed_later_back_off,
+    short_lived_tokens_are_refreshed_once_per_lifetime,
+    reconnecting_revokes_the_grant_it_replaces,
     a_provider_without_expiry_or_pkce_connects_too,
     a_redirect_from_another_authorization_server_is_refused_before_its_code_is_used,
 );
@@ -36,7 +39,8 @@ async fn a_redirect_from_another_authorization_server_is_refused_before_its_code
             let mut callback = url::Url::parse(redirect.headers()["location"].to_str().unwrap()).unwrap();
             let sent = param(&query(callback.as_str()), "iss");
             assert_eq!(sent, Some(format!("{}/oauth/google-calendar", server.sandbox.url())), "Google names itself");
-            let pairs: Vec<(String, String)> = query(callback.as_str()).into_iter().filter(|(k, _)| k != "iss").collect();
+            let pairs: Vec<(String, String)> =
+                query(callback.as_str()).into_iter().filter(|(k, _)| k != "iss").collect();
             callback.query_pairs_mut().clear().extend_pairs(&pairs);
             if let Some(iss) = iss {
                 callback.query_pairs_mut().append_pair("iss", iss);
@@ -404,35 +408,24 @@ async fn twenty_concurrent_calls_with_an_expired_token_cause_one_refresh(backend
     assert_eq!(server.sandbox.refreshes("github"), 2);
 }
 
-async fn a_revoked_grant_backs_off_then_fails_auth_and_reconnecting_restores_it(backend: Backend) {
+async fn a_revoked_grant_fails_auth_at_once_and_reconnecting_restores_it(backend: Backend) {
     let Some(server) = TestServer::start(backend).await else { return };
     let id = install_oauth(&server, "hubspot").await;
     connect(&server, &id).await;
     assert_eq!(action(&server, &id, "list_contacts").await.status(), 200);
     server.sandbox.revoke_all("hubspot");
 
-    // Each refusal backs off longer: 30 s, then 60 s.
-    for wait in [30, 60] {
-        let response = action(&server, &id, "list_contacts").await;
-        let retry_after: i64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-        assert_eq!(retry_after, wait);
-        let problem = expect_problem(response, 503).await;
-        assert!(problem["detail"].as_str().unwrap().contains("invalid_grant"), "{problem}");
-        // Within the backoff the token endpoint is left alone.
-        expect_problem(action(&server, &id, "list_contacts").await, 503).await;
-        server.clock.advance(chrono::Duration::seconds(wait));
-    }
-    let row = server.connection(&id).await;
-    assert_eq!((row["oauth"]["refresh_failures"].as_u64(), row["auth_state"].as_str()), (Some(2), Some("ok")));
-
-    // The third refusal: auth_failed, an operational event, and calls that fail fast.
+    // `invalid_grant` is final: auth_failed at the first refusal, an operational event, and
+    // calls that fail fast.
     let problem = expect_problem(action(&server, &id, "list_contacts").await, 409).await;
     assert_eq!(problem["type"], "urn:switchboard:problem:auth-failed");
+    assert!(problem["detail"].as_str().unwrap().contains("invalid_grant"), "{problem}");
     let requests = server.sandbox.requests("hubspot");
     expect_problem(action(&server, &id, "list_contacts").await, 409).await;
     assert_eq!(server.sandbox.requests("hubspot"), requests, "nothing is sent for a failed connection");
     let row = server.connection(&id).await;
-    assert_eq!((row["oauth"]["refresh_failures"].as_u64(), row["auth_state"].as_str()), (Some(3), Some("auth_failed")));
+    assert_eq!((row["oauth"]["refresh_failures"].as_u64(), row["auth_state"].as_str()), (Some(1), Some("auth_failed")));
+    assert_eq!(row["oauth"]["connected"], false, "a refused grant connects nothing: {row}");
     let mut events = Value::Null;
     for _ in 0..100 {
         events =
@@ -452,6 +445,79 @@ async fn a_revoked_grant_backs_off_then_fails_auth_and_reconnecting_restores_it(
     assert_eq!(action(&server, &id, "list_contacts").await.status(), 200);
     let row = server.connection(&id).await;
     assert_eq!((row["oauth"]["refresh_failures"].as_u64(), row["auth_state"].as_str()), (Some(0), Some("ok")));
+    assert_eq!(row["oauth"]["connected"], true);
+}
+
+async fn refreshes_that_may_succeed_later_back_off(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = install_oauth(&server, "hubspot").await;
+    connect(&server, &id).await;
+    // A token endpoint behind a broken proxy: not an answer about the grant.
+    let broken = Quirks { answer_html: true, ..Quirks::default_for("hubspot") };
+    server.sandbox.set_oauth_quirks("hubspot", broken);
+    server.clock.advance(chrono::Duration::minutes(30));
+    for wait in [30, 60] {
+        let response = action(&server, &id, "list_contacts").await;
+        let retry_after: i64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert_eq!(retry_after, wait);
+        expect_problem(response, 503).await;
+        // Within the backoff the token endpoint is left alone.
+        expect_problem(action(&server, &id, "list_contacts").await, 503).await;
+        server.clock.advance(chrono::Duration::seconds(wait));
+    }
+    let row = server.connection(&id).await;
+    assert_eq!((row["oauth"]["refresh_failures"].as_u64(), row["auth_state"].as_str()), (Some(2), Some("ok")));
+    server.sandbox.set_oauth_quirks("hubspot", Quirks::default_for("hubspot"));
+    assert_eq!(action(&server, &id, "list_contacts").await.status(), 200);
+    assert_eq!(server.connection(&id).await["oauth"]["refresh_failures"], 0);
+}
+
+async fn short_lived_tokens_are_refreshed_once_per_lifetime(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let fifteen_seconds = Quirks { expires_in: Some(15), ..Quirks::default_for("github") };
+    server.sandbox.set_oauth_quirks("github", fifteen_seconds);
+    let id = install_oauth(&server, "github").await;
+    connect(&server, &id).await;
+
+    // A token that lives 15 s is not stale at birth: thirty calls at once refresh nothing.
+    let calls: Vec<_> = (0..30).map(|_| uncached(&server, &id, "/user")).collect();
+    assert!(futures::future::join_all(calls).await.iter().all(|status| *status == 200));
+    assert_eq!(server.sandbox.refreshes("github"), 0);
+    // A call a second for thirty seconds: one refresh per lifetime (at 14 s and 28 s).
+    for _ in 0..30 {
+        server.clock.advance(chrono::Duration::seconds(1));
+        assert_eq!(uncached(&server, &id, "/user").await, 200);
+    }
+    assert_eq!(server.sandbox.refreshes("github"), 2);
+    // Thirty calls at once after it expired: one refresh.
+    server.clock.advance(chrono::Duration::seconds(20));
+    let calls: Vec<_> = (0..30).map(|_| uncached(&server, &id, "/user")).collect();
+    assert!(futures::future::join_all(calls).await.iter().all(|status| *status == 200));
+    assert_eq!(server.sandbox.refreshes("github"), 3);
+
+    // The refresher renews a five-minute token about once per lifetime, not at every pass.
+    let five_minutes = Quirks { expires_in: Some(300), ..Quirks::default_for("github") };
+    server.sandbox.set_oauth_quirks("github", five_minutes);
+    connect(&server, &id).await;
+    let before = server.sandbox.refreshes("github");
+    for _ in 0..10 {
+        server.clock.advance(chrono::Duration::seconds(60));
+        server.connections.refresh_expiring(std::time::Duration::from_secs(15 * 60)).await.unwrap();
+    }
+    assert_eq!(server.sandbox.refreshes("github") - before, 2, "at 4 and 8 minutes, a quarter of a lifetime left");
+}
+
+async fn reconnecting_revokes_the_grant_it_replaces(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let id = server.google().await;
+    connect(&server, &id).await;
+    assert_eq!(server.sandbox.revoked_tokens("google-calendar"), 0);
+    connect(&server, &id).await;
+    // The first grant's refresh token was revoked, and with it its access token; the new
+    // grant works.
+    assert_eq!(server.sandbox.revoked_tokens("google-calendar"), 1);
+    assert_eq!(uncached(&server, &id, "/users/me/calendarList").await, 200);
+    assert_eq!(server.connection(&id).await["oauth"]["connected"], true);
 }
 
 async fn a_provider_without_expiry_or_pkce_connects_too(backend: Backend) {

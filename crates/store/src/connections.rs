@@ -39,6 +39,8 @@ pub struct Connection {
 pub struct TokenState {
     /// When the access token expires; `None` when the provider did not say.
     pub expires_at: Option<Timestamp>,
+    /// When the access token was obtained (its lifetime is `expires_at - issued_at`).
+    pub issued_at: Option<Timestamp>,
     /// The scopes the provider granted.
     pub scopes: Vec<String>,
     pub last_refresh_at: Option<Timestamp>,

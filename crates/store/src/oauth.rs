@@ -89,7 +89,14 @@ pub trait OAuthStore: Send + Sync {
     ) -> Result<bool>;
     /// Gives the lease back (only if `owner` holds it).
     async fn release_refresh(&self, tenant_id: &str, id: &str, owner: &str) -> Result<()>;
-    /// OAuth2 connections whose access token expires before `before` and may be refreshed
-    /// now (not failed for good, not backing off, not leased), soonest first.
-    async fn connections_expiring(&self, before: Timestamp, now: Timestamp, limit: u32) -> Result<Vec<(Id, Id)>>;
+    /// OAuth2 connections due for a refresh ahead of time: less than `margin`, and less than
+    /// a quarter of the token's lifetime, left before it expires (so a token that lives five
+    /// minutes is refreshed about once per lifetime, not at every pass), and refreshable now
+    /// (not failed for good, not backing off, not leased); soonest first.
+    async fn connections_due_for_refresh(
+        &self,
+        now: Timestamp,
+        margin: chrono::TimeDelta,
+        limit: u32,
+    ) -> Result<Vec<(Id, Id)>>;
 }

@@ -116,16 +116,24 @@ async fn only_the_lease_holder_writes_refreshed_tokens(backend: Backend) {
 
     // A connect flow needs no lease.
     let set = store.set_connection_tokens(t, c, &tokens(&tenant, None, soon)).await.unwrap().unwrap();
-    assert_eq!(set.token.expires_at, Some(soon));
+    assert_eq!((set.token.expires_at, set.token.issued_at), (Some(soon), Some(t0())));
     assert_eq!(set.token.scopes, ["repo", "read:user"]);
     assert_eq!((set.auth_state.as_str(), set.token.last_refresh_at), ("ok", None));
-    let listed = store.connections_expiring(t0() + Duration::minutes(15), t0(), 10).await.unwrap();
-    assert_eq!(listed, vec![(tenant.clone(), conn.clone())]);
-    assert!(store.connections_expiring(t0() + Duration::minutes(1), t0(), 10).await.unwrap().is_empty());
+    // Due once less than a quarter of its five minutes, and less than the margin, is left.
+    let due = |now: Timestamp, margin: Duration| {
+        let store = store.clone();
+        async move { store.connections_due_for_refresh(now, margin, 10).await.unwrap() }
+    };
+    let minute_left = t0() + Duration::minutes(4);
+    assert!(due(t0(), Duration::minutes(15)).await.is_empty(), "five minutes left of five");
+    assert!(due(t0() + Duration::minutes(3), Duration::minutes(15)).await.is_empty(), "two left: not a quarter");
+    assert_eq!(due(minute_left, Duration::minutes(15)).await, vec![(tenant.clone(), conn.clone())]);
+    assert!(due(minute_left, Duration::seconds(30)).await.is_empty(), "the margin caps the quarter");
 
-    assert!(store.lease_refresh(t, c, "a", t0() + Duration::seconds(30), t0()).await.unwrap());
-    assert!(!store.lease_refresh(t, c, "b", t0() + Duration::seconds(30), t0()).await.unwrap());
-    assert!(store.connections_expiring(t0() + Duration::minutes(15), t0(), 10).await.unwrap().is_empty(), "leased");
+    let lease_end = minute_left + Duration::seconds(30);
+    assert!(store.lease_refresh(t, c, "a", lease_end, minute_left).await.unwrap());
+    assert!(!store.lease_refresh(t, c, "b", lease_end, minute_left).await.unwrap());
+    assert!(due(minute_left, Duration::minutes(15)).await.is_empty(), "leased");
     assert!(store.set_connection_tokens(t, c, &tokens(&tenant, Some("b"), soon)).await.unwrap().is_none());
     let later = t0() + Duration::hours(1);
     let refreshed = store.set_connection_tokens(t, c, &tokens(&tenant, Some("a"), later)).await.unwrap().unwrap();
@@ -135,26 +143,27 @@ async fn only_the_lease_holder_writes_refreshed_tokens(backend: Backend) {
     // The lease went with the write: another process may lease at once.
     assert!(store.lease_refresh(t, c, "b", t0() + Duration::seconds(30), t0()).await.unwrap());
 
-    // A failure backs off, then counts toward auth_failed.
+    // A failure backs off: the refresher leaves the connection alone until then.
     let failure = RefreshFailure {
-        error: "invalid_grant".into(),
+        error: "temporarily_unavailable".into(),
         at: t0(),
-        retry_at: Some(t0() + Duration::minutes(2)),
+        retry_at: Some(t0() + Duration::minutes(52)),
         auth_state: None,
         lease_owner: "b".into(),
     };
     store.record_refresh_failure(t, c, &failure).await.unwrap();
     let row = store.get_connection(t, c).await.unwrap().unwrap();
-    assert_eq!((row.token.refresh_failures, row.last_error.as_deref()), (1, Some("invalid_grant")));
-    let horizon = t0() + Duration::hours(2);
-    assert!(store.connections_expiring(horizon, t0() + Duration::minutes(1), 10).await.unwrap().is_empty());
-    assert_eq!(store.connections_expiring(horizon, t0() + Duration::minutes(2), 10).await.unwrap().len(), 1);
-    assert!(store.lease_refresh(t, c, "a", t0() + Duration::minutes(3), t0() + Duration::minutes(2)).await.unwrap());
+    assert_eq!((row.token.refresh_failures, row.last_error.as_deref()), (1, Some("temporarily_unavailable")));
+    let margin = Duration::minutes(15);
+    assert!(due(t0() + Duration::minutes(51), margin).await.is_empty(), "backing off");
+    assert_eq!(due(t0() + Duration::minutes(52), margin).await.len(), 1);
+    let at = t0() + Duration::minutes(52);
+    assert!(store.lease_refresh(t, c, "a", at + Duration::minutes(1), at).await.unwrap());
     let failed = RefreshFailure { auth_state: Some("auth_failed".into()), lease_owner: "a".into(), ..failure };
     store.record_refresh_failure(t, c, &failed).await.unwrap();
     let row = store.get_connection(t, c).await.unwrap().unwrap();
     assert_eq!((row.token.refresh_failures, row.auth_state.as_str()), (2, "auth_failed"));
-    assert!(store.connections_expiring(horizon, t0() + Duration::hours(1), 10).await.unwrap().is_empty());
+    assert!(due(t0() + Duration::minutes(58), margin).await.is_empty(), "failed for good");
 }
 
 async fn one_of_many_concurrent_lease_attempts_wins(backend: Backend) {

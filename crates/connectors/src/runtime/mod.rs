@@ -25,7 +25,7 @@ pub use action::{ActionOutcome, TestOutcome};
 pub use call::{ProxyRequest, ProxyResponse};
 pub use health::{ConnectionHealth, HealthBook, HealthReport};
 pub use oauth::{CallbackOutcome, CallbackParams, CallbackRefused, ConnectOptions, ConnectStarted};
-pub use refresh::{ConnectionEvent, FAILURES_BEFORE_AUTH_FAILED};
+pub use refresh::ConnectionEvent;
 
 use crate::catalog::Catalog;
 use crate::provider::{FieldProblem, Provider};
@@ -89,7 +89,8 @@ pub struct ConnectorsConfig {
     pub public_url: String,
     /// How often the refresher looks for tokens to refresh before they expire.
     pub refresh_every: Duration,
-    /// Tokens expiring within this are refreshed ahead of time.
+    /// Tokens with less than this left (and less than a quarter of their lifetime) are
+    /// refreshed ahead of time.
     pub refresh_margin: Duration,
 }
 

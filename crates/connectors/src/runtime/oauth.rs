@@ -291,9 +291,28 @@ impl Connections {
                 .await
                 .map_err(|e| describe(&e))?
         };
-        self.store_tokens(connection, &mut credentials, granted, &pending.scopes, None)
+        // A reconnect replaces a grant: once the new tokens are stored, the old one is revoked,
+        // so no forgotten grant stays alive at the provider.
+        let replaced = credentials.clone();
+        let stored = self
+            .store_tokens(connection, &mut credentials, granted, &pending.scopes, None)
             .await
             .map_err(|e| e.to_string())?;
+        let replaced_token = |name: &str| replaced.get(name).filter(|old| credentials.get(name) != Some(*old));
+        if let Some(updated) = stored
+            && (replaced_token("refresh_token").is_some() || replaced_token("access_token").is_some())
+        {
+            let mut old = credentials.clone();
+            for name in ["refresh_token", "access_token"] {
+                match replaced_token(name) {
+                    Some(token) => old.insert(name.to_string(), token.clone()),
+                    None => old.remove(name),
+                };
+            }
+            if let Err(error) = self.revoke_tokens(&updated, &old).await {
+                tracing::warn!(connection = %updated.id, %error, "revoking the grant a reconnect replaced failed");
+            }
+        }
         Ok(())
     }
 
@@ -341,17 +360,22 @@ impl Connections {
     /// Revokes the connection's grant (RFC 7009): the refresh token if there is one, which
     /// ends the grant, else the access token. Nothing to do without tokens or an endpoint.
     pub(crate) async fn revoke_grant(&self, connection: &Connection) -> Result<(), String> {
+        let credentials = self.credentials(connection).await.map_err(|e| e.to_string())?;
+        self.revoke_tokens(connection, &credentials).await
+    }
+
+    /// Revokes the grant `credentials` hold (their refresh token, else their access token).
+    async fn revoke_tokens(&self, connection: &Connection, credentials: &Credentials) -> Result<(), String> {
         let Some(provider) = self.catalog.get(&connection.provider) else { return Ok(()) };
         let Ok(spec) = Self::oauth_spec(provider, connection) else { return Ok(()) };
         let urls = self.oauth_urls(provider, &spec).map_err(|e| e.to_string())?;
         let Some(revocation) = urls.revocation else { return Ok(()) };
-        let credentials = self.credentials(connection).await.map_err(|e| e.to_string())?;
         let (token, hint) = match (credentials.get("refresh_token"), credentials.get("access_token")) {
             (Some(refresh), _) => (refresh, "refresh_token"),
             (None, Some(access)) => (access, "access_token"),
             (None, None) => return Ok(()),
         };
-        let endpoint = token_endpoint(connection, &revocation, &credentials, &spec)?;
+        let endpoint = token_endpoint(connection, &revocation, credentials, &spec)?;
         self.token_client.revoke(&endpoint, token, hint).await.map_err(|e| describe(&e))
     }
 

@@ -8,24 +8,30 @@
 //! 4. the holder refreshes, keeps the old refresh token when the answer omits one, and writes
 //!    the new tokens only while it still holds the lease.
 //!
-//! Failures back off (30 s doubling to an hour); after [`FAILURES_BEFORE_AUTH_FAILED`]
-//! refusals in a row (`invalid_grant`: revoked, expired) the connection is `auth_failed`:
-//! calls fail fast and a `connection.auth_failed` event goes out, until a new connect flow.
+//! How close to its expiry a token is refreshed scales with its lifetime: before a call, at a
+//! tenth of it (at most a minute), so a token that lives 15 s is not stale at birth; ahead of
+//! time, by the refresher, at a quarter (at most its margin), so a token that lives five
+//! minutes is renewed about once per lifetime. The same test runs again after the lock and
+//! the lease, on the row as it is then: a token another task or process refreshed a moment
+//! ago is fresh, and used.
+//!
+//! Failures that may pass (the endpoint unreachable, a 5xx) back off, 30 s doubling to an
+//! hour. A refusal for good (`invalid_grant`: revoked or expired; a client the server no
+//! longer knows) makes the connection `auth_failed` at once: calls fail fast and a
+//! `connection.auth_failed` event goes out, until a new connect flow.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
 use switchboard_core::{Id, Timestamp};
-use switchboard_store::{Connection, RefreshFailure};
+use switchboard_store::{Connection, RefreshFailure, TokenState};
 
 use super::oauth::{describe, token_endpoint};
 use super::resolve::{Injection, Resolved};
 use super::{Connections, ConnectorError};
 
-/// Refusals in a row that mark a connection `auth_failed`.
-pub const FAILURES_BEFORE_AUTH_FAILED: u32 = 3;
-/// A token this close to its expiry is refreshed before a call.
+/// Before a call, a token is refreshed once it has a tenth of its lifetime left, at most this.
 const STALE_WITHIN: TimeDelta = TimeDelta::seconds(60);
 /// How long a refresh lease lasts (a crashed holder's lease lapses after this).
 const LEASE: TimeDelta = TimeDelta::seconds(30);
@@ -41,10 +47,40 @@ pub enum ConnectionEvent {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Why {
-    /// The token expires soon (or already did).
+    /// The token expires soon (or already did): before a call.
     Expiring,
+    /// The refresher's pass, with its margin.
+    Ahead(TimeDelta),
     /// The provider refused the token.
     Rejected,
+}
+
+impl Why {
+    /// Whether `token` still needs what this refresh is for, at `now`.
+    fn still_needed(self, token: &TokenState, now: Timestamp) -> bool {
+        let left_below = |margin: TimeDelta| token.expires_at.is_some_and(|at| at - now <= margin);
+        match self {
+            Why::Expiring => left_below(stale_margin(token)),
+            Why::Ahead(margin) => left_below(ahead_margin(token, margin)),
+            Why::Rejected => true,
+        }
+    }
+}
+
+/// A token's lifetime, when both ends are known.
+fn lifetime(token: &TokenState) -> Option<TimeDelta> {
+    Some(token.expires_at? - token.issued_at?).filter(|life| *life > TimeDelta::zero())
+}
+
+/// How little may be left before a call refreshes: a tenth of the lifetime, at most a minute.
+fn stale_margin(token: &TokenState) -> TimeDelta {
+    lifetime(token).map_or(STALE_WITHIN, |life| (life / 10).min(STALE_WITHIN))
+}
+
+/// How little may be left before the refresher renews: a quarter of the lifetime, at most
+/// `margin` (the store's query applies the same rule).
+fn ahead_margin(token: &TokenState, margin: TimeDelta) -> TimeDelta {
+    lifetime(token).map_or(margin, |life| (life / 4).min(margin))
 }
 
 impl Connections {
@@ -58,8 +94,7 @@ impl Connections {
         if connection.auth_state == "auth_failed" {
             return Err(auth_failed(connection));
         }
-        let stale = connection.token.expires_at.is_some_and(|at| at <= self.clock.now() + STALE_WITHIN);
-        if !stale {
+        if !Why::Expiring.still_needed(&connection.token, self.clock.now()) {
             return Ok(None);
         }
         self.refresh(resolved, Why::Expiring).await.map(Some)
@@ -79,12 +114,13 @@ impl Connections {
         self.refresh(resolved, Why::Rejected).await.map(Some)
     }
 
-    /// One pass of the proactive refresher: every OAuth2 connection whose token expires
-    /// within `margin` is refreshed now. Returns how many were refreshed.
+    /// One pass of the proactive refresher: every OAuth2 connection whose token has less than
+    /// `margin`, and less than a quarter of its lifetime, left is refreshed now. Returns how
+    /// many were refreshed.
     pub async fn refresh_expiring(&self, margin: Duration) -> Result<usize, ConnectorError> {
         let now = self.clock.now();
-        let horizon = now + TimeDelta::from_std(margin).unwrap_or(TimeDelta::minutes(15));
-        let due = self.store.connections_expiring(horizon, now, 100).await?;
+        let margin = TimeDelta::from_std(margin).unwrap_or(TimeDelta::minutes(15));
+        let due = self.store.connections_due_for_refresh(now, margin, 100).await?;
         let mut refreshed = 0;
         for (tenant_id, connection_id) in due {
             let resolved = match self.resolved(&tenant_id, connection_id.as_str()).await {
@@ -94,11 +130,10 @@ impl Connections {
                     continue;
                 }
             };
-            let still_due = resolved.connection.token.expires_at.is_some_and(|at| at <= horizon);
-            if !still_due {
+            if !Why::Ahead(margin).still_needed(&resolved.connection.token, now) {
                 continue;
             }
-            match self.refresh_with(&resolved, Why::Expiring, Some(horizon)).await {
+            match self.refresh(&resolved, Why::Ahead(margin)).await {
                 Ok(_) => refreshed += 1,
                 Err(error) => tracing::info!(connection = %connection_id, %error, "proactive token refresh failed"),
             }
@@ -106,17 +141,7 @@ impl Connections {
         Ok(refreshed)
     }
 
-    async fn refresh(&self, resolved: &Resolved, why: Why) -> Result<Arc<Resolved>, ConnectorError> {
-        self.refresh_with(resolved, why, None).await
-    }
-
-    /// `horizon`: for the proactive pass, a token expiring after it needs no refresh.
-    async fn refresh_with(
-        &self,
-        seen: &Resolved,
-        why: Why,
-        horizon: Option<Timestamp>,
-    ) -> Result<Arc<Resolved>, ConnectorError> {
+    async fn refresh(&self, seen: &Resolved, why: Why) -> Result<Arc<Resolved>, ConnectorError> {
         let tenant_id = seen.connection.tenant_id.clone();
         let id = seen.connection.id.clone();
         let lock = self.refresh_locks.get_with_by_ref(&id, || Arc::new(tokio::sync::Mutex::new(())));
@@ -131,8 +156,7 @@ impl Connections {
             return Err(auth_failed(&current));
         }
         let now = self.clock.now();
-        let stale_at = horizon.unwrap_or(now + STALE_WITHIN);
-        if why == Why::Expiring && current.token.expires_at.is_none_or(|at| at > stale_at) {
+        if !why.still_needed(&current.token, now) {
             return self.reresolved(&current).await;
         }
         if let Some(backing_off) = backing_off(&current, now) {
@@ -140,15 +164,17 @@ impl Connections {
         }
 
         if !self.store.lease_refresh(tenant_id.as_str(), id.as_str(), &self.process_id, now + LEASE, now).await? {
-            return self.wait_for_other_process(&current).await;
+            return self.wait_for_other_process(&current, why).await;
         }
-        self.refresh_holding_lease(current).await
+        self.refresh_holding_lease(current, why).await
     }
 
-    async fn refresh_holding_lease(&self, seen: Connection) -> Result<Arc<Resolved>, ConnectorError> {
+    async fn refresh_holding_lease(&self, seen: Connection, why: Why) -> Result<Arc<Resolved>, ConnectorError> {
         // Another process may have finished a refresh between our read and our lease.
         let (current, mut credentials) = self.connection_with_credentials(&seen.tenant_id, seen.id.as_str()).await?;
-        if current.credentials_secret_id != seen.credentials_secret_id {
+        let refreshed_meanwhile = current.credentials_secret_id != seen.credentials_secret_id
+            || !why.still_needed(&current.token, self.clock.now());
+        if refreshed_meanwhile {
             self.store.release_refresh(current.tenant_id.as_str(), current.id.as_str(), &self.process_id).await?;
             return self.reresolved(&current).await;
         }
@@ -187,7 +213,7 @@ impl Connections {
     ) -> Result<ConnectorError, ConnectorError> {
         let now = self.clock.now();
         let failures = current.token.refresh_failures + 1;
-        let gives_up = permanent && failures >= FAILURES_BEFORE_AUTH_FAILED;
+        let gives_up = permanent;
         let backoff = TimeDelta::seconds(30 * (1_i64 << (failures.min(8) - 1))).min(TimeDelta::hours(1));
         let failure = RefreshFailure {
             error: format!("token refresh: {error}"),
@@ -215,7 +241,7 @@ impl Connections {
 
     /// Another process holds the lease: wait until its tokens are written (or its lease
     /// lapses, and then take over).
-    async fn wait_for_other_process(&self, seen: &Connection) -> Result<Arc<Resolved>, ConnectorError> {
+    async fn wait_for_other_process(&self, seen: &Connection, why: Why) -> Result<Arc<Resolved>, ConnectorError> {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHERS;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -235,7 +261,7 @@ impl Connections {
                 .lease_refresh(seen.tenant_id.as_str(), seen.id.as_str(), &self.process_id, now + LEASE, now)
                 .await?
             {
-                return self.refresh_holding_lease(current).await;
+                return self.refresh_holding_lease(current, why).await;
             }
         }
         Err(ConnectorError::Unreachable {

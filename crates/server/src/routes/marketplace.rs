@@ -414,7 +414,8 @@ pub(crate) fn connection_out(state: &AppState, connection: Connection) -> Connec
         })
         .unwrap_or_default();
     let oauth = (connection.auth_mode == "oauth2").then(|| OAuthOut {
-        connected: connection.credential_fields.contains_key("access_token"),
+        // A grant the provider refused for good connects nothing, tokens or not.
+        connected: connection.credential_fields.contains_key("access_token") && connection.auth_state != "auth_failed",
         expires_at: connection.token.expires_at,
         scopes: connection.token.scopes.clone(),
         has_refresh_token: connection.credential_fields.contains_key("refresh_token"),

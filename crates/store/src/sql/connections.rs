@@ -7,8 +7,8 @@ macro_rules! connections_impl {
             version, created_at, updated_at";
         const CONNECTION_COLUMNS: &str = "id, tenant_id, provider, name, auth_mode, config, credentials_secret_id,
             credential_fields, auth_state, last_success_at, last_error, last_error_at, last_test_at, last_test_ok,
-            version, created_at, updated_at, token_expires_at, token_scopes, last_refresh_at, refresh_failures,
-            refresh_retry_at";
+            version, created_at, updated_at, token_expires_at, token_issued_at, token_scopes, last_refresh_at,
+            refresh_failures, refresh_retry_at";
 
         fn connection_from(row: &Row) -> Result<crate::Connection> {
             let fields: std::collections::BTreeMap<String, i64> = json_column(row, "credential_fields")?;
@@ -32,6 +32,7 @@ macro_rules! connections_impl {
                 updated_at: time(row, "updated_at")?,
                 token: crate::TokenState {
                     expires_at: opt_time(row, "token_expires_at")?,
+                    issued_at: opt_time(row, "token_issued_at")?,
                     scopes: json_column(row, "token_scopes")?,
                     last_refresh_at: opt_time(row, "last_refresh_at")?,
                     refresh_failures: row.try_get::<i32, _>("refresh_failures")?.max(0) as u32,

@@ -137,7 +137,8 @@ macro_rules! oauth_impl {
                     put_secret_in_unit(c, &tokens.credentials).await?;
                     let row = sqlx::query(&format!(
                         "UPDATE connections SET credentials_secret_id = $3, credential_fields = $4, auth_state = $5,
-                             token_expires_at = $6, token_scopes = $7, last_refresh_at = COALESCE($8, last_refresh_at),
+                             token_expires_at = $6, token_issued_at = $9, token_scopes = $7,
+                             last_refresh_at = COALESCE($8, last_refresh_at),
                              refresh_failures = 0, refresh_retry_at = NULL, refresh_lease_until = NULL,
                              refresh_lease_owner = NULL, version = version + 1, updated_at = $9,
                              config = COALESCE($10, config)
@@ -239,18 +240,29 @@ macro_rules! oauth_impl {
                 .await
             }
 
-            async fn connections_expiring(&self, before: Timestamp, now: Timestamp, limit: u32) -> Result<Vec<(Id, Id)>> {
+            async fn connections_due_for_refresh(
+                &self,
+                now: Timestamp,
+                margin: chrono::TimeDelta,
+                limit: u32,
+            ) -> Result<Vec<(Id, Id)>> {
+                let margin = margin.num_microseconds().unwrap_or(i64::MAX);
                 self.worker_read(move |c| Box::pin(async move {
+                    // Left before expiry < min(margin, a quarter of the lifetime); the first
+                    // test uses the expiry index.
                     let rows = sqlx::query(
                         "SELECT tenant_id, id FROM connections
-                         WHERE token_expires_at IS NOT NULL AND token_expires_at < $1 AND auth_mode = 'oauth2'
+                         WHERE token_expires_at IS NOT NULL AND token_expires_at < $1 + $2 AND auth_mode = 'oauth2'
+                           AND token_expires_at - $1 < CASE
+                               WHEN token_issued_at IS NOT NULL AND (token_expires_at - token_issued_at) / 4 < $2
+                               THEN (token_expires_at - token_issued_at) / 4 ELSE $2 END
                            AND auth_state <> 'auth_failed'
-                           AND (refresh_retry_at IS NULL OR refresh_retry_at <= $2)
-                           AND (refresh_lease_until IS NULL OR refresh_lease_until <= $2)
+                           AND (refresh_retry_at IS NULL OR refresh_retry_at <= $1)
+                           AND (refresh_lease_until IS NULL OR refresh_lease_until <= $1)
                          ORDER BY token_expires_at LIMIT $3",
                     )
-                    .bind(to_micros(before))
                     .bind(to_micros(now))
+                    .bind(margin)
                     .bind(i64::from(limit))
                     .fetch_all(&mut *c)
                     .await?;
