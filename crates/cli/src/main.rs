@@ -89,6 +89,32 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Commands that call a running server and print its answers.
+    fn is_api_client(&self) -> bool {
+        matches!(
+            self,
+            Command::Endpoints { .. }
+                | Command::Events { .. }
+                | Command::Deliveries { .. }
+                | Command::Catalog { .. }
+                | Command::Connections { .. }
+        )
+    }
+}
+
+/// An API client piped into `head` ends when `head` does, quietly, as Unix tools do, instead
+/// of panicking on a write to a closed pipe (Rust ignores SIGPIPE; a server must, a client
+/// should not).
+fn end_quietly_when_the_reader_goes() {
+    #[cfg(unix)]
+    {
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        // SAFETY: the default disposition runs no handler code; no thread has started yet.
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Add a new master key in front of the key file and re-encrypt every stored secret with it
@@ -97,6 +123,9 @@ enum KeysCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if cli.command.is_api_client() {
+        end_quietly_when_the_reader_goes();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,

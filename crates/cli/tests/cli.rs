@@ -246,6 +246,29 @@ fn help_documents_every_flag_and_its_environment_variable() {
     }
 }
 
+/// `switchboard … | head`: the reader goes away, and the client ends quietly, without a panic.
+#[tokio::test]
+async fn a_client_whose_reader_goes_away_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(command(dir.path()));
+    let key = server.admin_key();
+    for args in [["catalog", "list", ""], ["catalog", "list", "--json"]] {
+        let mut child = Command::new(BIN)
+            .args(args.iter().filter(|a| !a.is_empty()))
+            .args(["--url", &server.base, "--api-key", &key])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before anything is read: every write the client makes meets a broken pipe.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+    assert_eq!(server.terminate(), 0);
+}
+
 #[test]
 fn migrate_creates_the_schema_and_bad_urls_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();

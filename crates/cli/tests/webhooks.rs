@@ -126,6 +126,18 @@ async fn the_cli_adds_endpoints_sends_events_and_resends_failed_deliveries() {
     let endpoint_id = added.split_whitespace().find(|w| w.starts_with("ep_")).unwrap().to_string();
     let listed = stdout_of(&cli(&server, &key, &["endpoints", "list"]));
     assert!(listed.contains(&endpoint_id) && listed.contains(&url) && listed.contains("order.*"), "{listed}");
+    // `--json` prints the API's JSON as it was sent.
+    let as_json = stdout_of(&cli(&server, &key, &["endpoints", "list", "--json"]));
+    let page = client()
+        .get(server.url("/api/integrations/webhooks?limit=100"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(as_json.trim_end(), page);
 
     // Two failures (the attempt and its one retry) leave the message failed.
     receiver.answers.lock().unwrap().extend([500, 500]);
@@ -164,7 +176,7 @@ async fn wait_for_message(server: &Serve, key: &str, event_id: &str, status: &st
         let listed: Value =
             serde_json::from_str(&stdout_of(&cli(server, key, &["deliveries", "list", "--event", event_id, "--json"])))
                 .unwrap();
-        if let Some(message) = listed.as_array().and_then(|m| m.first())
+        if let Some(message) = listed["data"].as_array().and_then(|m| m.first())
             && message["status"] == status
         {
             return message.clone();

@@ -41,6 +41,27 @@ where
     }
 }
 
+/// A JSON body whose every field is optional: an empty body (no `Content-Type` needed) means
+/// "no options", as for `POST …/rotate-secret` or an action without input.
+pub struct OptionalJson<T>(pub T);
+
+impl<T> FromRequest<AppState> for OptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let declared_empty = declared_length(req.headers()) == Some(0)
+            || (!req.headers().contains_key(header::CONTENT_LENGTH)
+                && !req.headers().contains_key(header::TRANSFER_ENCODING));
+        if declared_empty && !req.headers().contains_key(header::CONTENT_TYPE) {
+            return Ok(OptionalJson(T::default()));
+        }
+        ApiJson::from_request(req, state).await.map(|ApiJson(value)| OptionalJson(value))
+    }
+}
+
 /// The whole request body, within the body limit (413 beyond it: at once when the declared
 /// length says so, without waiting for a body that will be refused).
 pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {

@@ -283,6 +283,19 @@ async fn actions_validate_input_and_report_provider_failures(backend: Backend) {
     assert_eq!(blamed_fields(&problem), ["max_pages"]);
     let problem = expect_problem(server.post(&key, &action("delete_everything"), &json!({})).await, 404).await;
     assert!(problem["detail"].as_str().unwrap().contains("create_issue"), "{problem}");
+    // Without a body an action runs with no input.
+    let bare = server.client.post(server.url(&action("get_user"))).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(bare.status(), 200);
+
+    // On a connection without credentials yet, the caller's own mistakes come first.
+    let bare_install = json!({"template_name": "github", "auth_mode": "bearer"});
+    let unset = server.install(&key, bare_install).await["id"].as_str().unwrap().to_string();
+    let unset_action = |name: &str| format!("/api/integrations/{unset}/actions/{name}");
+    expect_problem(server.post(&key, &unset_action("delete_everything"), &json!({})).await, 404).await;
+    let problem =
+        expect_problem(server.post(&key, &unset_action("create_issue"), &json!({"input": {}})).await, 422).await;
+    assert!(blamed_fields(&problem).iter().any(|f| f.starts_with("input")), "{problem}");
+    expect_problem(server.post(&key, &unset_action("get_user"), &json!({})).await, 409).await;
 
     // A read key may run GET actions only.
     let reader = server.key_with_scope("read").await;

@@ -185,12 +185,16 @@ async fn rotation_signs_with_both_secrets_during_the_grace_period(backend: Backe
     server.event_type(&server.admin_key, "a.b", None).await;
     let created = endpoint(&server, json!({"url": url})).await;
     let (id, old) = (created["id"].as_str().unwrap(), created["secret"].as_str().unwrap().to_string());
-    let rotated: Value = server
-        .post(&server.admin_key, &format!("/api/integrations/webhooks/{id}/rotate-secret"), &json!({}))
-        .await
-        .json()
+    // No body at all means no options.
+    let rotated = server
+        .client
+        .post(server.url(&format!("/api/integrations/webhooks/{id}/rotate-secret")))
+        .bearer_auth(&server.admin_key)
+        .send()
         .await
         .unwrap();
+    assert_eq!(rotated.status(), 200);
+    let rotated: Value = rotated.json().await.unwrap();
     let new = rotated["secret"].as_str().unwrap().to_string();
     assert_ne!(old, new);
     let fetched: Value =

@@ -99,10 +99,11 @@ pub async fn catalog(args: &ApiArgs, command: CatalogCommand) -> anyhow::Result<
             }
             let providers = api.list(&format!("/api/marketplace/integrations?{}", query.finish()), usize::MAX).await?;
             if args.json {
-                print_json(&Value::Array(providers));
+                print_json(&providers);
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = providers
+                .items
                 .iter()
                 .map(|p| {
                     vec![
@@ -310,10 +311,11 @@ pub async fn connections(args: &ApiArgs, command: ConnectionsCommand) -> anyhow:
         ConnectionsCommand::List => {
             let connections = api.list("/api/marketplace/installed", usize::MAX).await?;
             if args.json {
-                print_json(&Value::Array(connections));
+                print_json(&connections);
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = connections
+                .items
                 .iter()
                 .map(|c| {
                     vec![

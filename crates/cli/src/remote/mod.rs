@@ -9,6 +9,7 @@ pub use connections::{CatalogCommand, ConnectionsCommand, catalog, connections};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use reqwest::{Method, StatusCode};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 /// Where the API is and who is calling it.
@@ -128,7 +129,7 @@ impl Api {
         path: &str,
         body: Option<&Value>,
         headers: &[(&str, &str)],
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Reply> {
         let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -143,34 +144,91 @@ impl Api {
             bail!("{}", describe_problem(status, &text));
         }
         if status == StatusCode::NO_CONTENT || text.is_empty() {
-            return Ok(Value::Null);
+            return Ok(Reply { raw: "null".into(), value: Value::Null });
         }
-        serde_json::from_str(&text).context("the answer is not JSON")
+        let value = serde_json::from_str(&text).context("the answer is not JSON")?;
+        Ok(Reply { raw: text, value })
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    async fn get(&self, path: &str) -> anyhow::Result<Reply> {
         self.call(Method::GET, path, None, &[]).await
     }
 
     /// Every item of a listing, following cursors, up to `limit`.
-    async fn list(&self, path: &str, limit: usize) -> anyhow::Result<Vec<Value>> {
+    async fn list(&self, path: &str, limit: usize) -> anyhow::Result<Listing> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            data: Vec<Box<RawValue>>,
+            next_cursor: Option<String>,
+        }
         let separator = if path.contains('?') { '&' } else { '?' };
-        let mut items = Vec::new();
-        let mut cursor: Option<String> = None;
-        while items.len() < limit {
-            let page_size = (limit - items.len()).min(100);
+        let mut listing = Listing::default();
+        while listing.raw.len() < limit {
+            let page_size = (limit - listing.raw.len()).min(100);
             let mut page_path = format!("{path}{separator}limit={page_size}");
-            if let Some(cursor) = &cursor {
+            if let Some(cursor) = &listing.next_cursor {
                 page_path.push_str(&format!("&cursor={cursor}"));
             }
-            let page = self.get(&page_path).await?;
-            items.extend(page["data"].as_array().cloned().unwrap_or_default());
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_string()),
-                None => break,
+            let page: Page =
+                serde_json::from_str(&self.get(&page_path).await?.raw).context("the answer is not a page")?;
+            for item in &page.data {
+                listing.items.push(serde_json::from_str(item.get())?);
+            }
+            listing.raw.extend(page.data);
+            listing.next_cursor = page.next_cursor;
+            if listing.next_cursor.is_none() {
+                break;
             }
         }
-        Ok(items)
+        Ok(listing)
+    }
+}
+
+/// An answer of the API: its JSON as sent (what `--json` prints) and as a value.
+struct Reply {
+    raw: String,
+    value: Value,
+}
+
+impl std::ops::Deref for Reply {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
+/// The items of a listing across its pages, each as the API sent it, and the cursor of what
+/// was left unread (`None` when everything was read).
+#[derive(Default)]
+struct Listing {
+    items: Vec<Value>,
+    raw: Vec<Box<RawValue>>,
+    next_cursor: Option<String>,
+}
+
+/// JSON as the API wrote it.
+trait AsSent {
+    fn as_sent(&self) -> String;
+}
+
+impl AsSent for Reply {
+    fn as_sent(&self) -> String {
+        self.raw.clone()
+    }
+}
+
+impl AsSent for Listing {
+    /// The API's list shape over every page read: `{"data": [...]}`, with `next_cursor`
+    /// when more was left unread.
+    fn as_sent(&self) -> String {
+        let items: Vec<&str> = self.raw.iter().map(|item| item.get()).collect();
+        match &self.next_cursor {
+            Some(cursor) => {
+                let cursor = serde_json::to_string(cursor).expect("a cursor serialises");
+                format!("{{\"data\":[{}],\"next_cursor\":{cursor}}}", items.join(","))
+            }
+            None => format!("{{\"data\":[{}]}}", items.join(",")),
+        }
     }
 }
 
@@ -200,8 +258,9 @@ fn path_segment(id: &str) -> anyhow::Result<&str> {
     Ok(id)
 }
 
-fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+/// `--json`: the API's JSON as it was sent, one document per line.
+fn print_json(answer: &impl AsSent) {
+    println!("{}", answer.as_sent());
 }
 
 /// Prints rows under a header, each column as wide as its widest cell.
@@ -271,10 +330,11 @@ pub async fn endpoints(args: &ApiArgs, command: EndpointsCommand) -> anyhow::Res
         EndpointsCommand::List => {
             let endpoints = api.list("/api/integrations/webhooks", usize::MAX).await?;
             if args.json {
-                print_json(&Value::Array(endpoints));
+                print_json(&endpoints);
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = endpoints
+                .items
                 .iter()
                 .map(|e| {
                     let types: Vec<String> = e["event_types"].as_array().into_iter().flatten().map(text).collect();
@@ -336,10 +396,11 @@ pub async fn deliveries(args: &ApiArgs, command: DeliveriesCommand) -> anyhow::R
             }
             let messages = api.list(&path, limit).await?;
             if args.json {
-                print_json(&Value::Array(messages));
+                print_json(&messages);
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = messages
+                .items
                 .iter()
                 .map(|m| {
                     vec![

@@ -16,6 +16,7 @@ use super::call::excerpt;
 use super::resolve::{Resolved, within_base};
 use super::{Connections, ConnectorError};
 use crate::manifest::{Action, Pagination};
+use crate::provider::Provider;
 
 /// Pages fetched by a paginated action unless the caller asks for fewer or more.
 pub const DEFAULT_MAX_PAGES: u32 = 10;
@@ -43,8 +44,18 @@ pub struct TestOutcome {
 impl Connections {
     /// The declaration of one of the connection's actions.
     pub async fn action(&self, tenant_id: &Id, connection_id: &str, name: &str) -> Result<Action, ConnectorError> {
-        let resolved = self.resolved(tenant_id, connection_id).await?;
-        resolved.provider.action(name).cloned().ok_or_else(|| unknown_action(&resolved, name))
+        let provider = self.provider_of(tenant_id, connection_id).await?;
+        provider.action(name).cloned().ok_or_else(|| unknown_action(&provider, name))
+    }
+
+    /// The connection's provider: from its resolved form when it can be resolved (cached),
+    /// else from its row (a connection without credentials still has a provider).
+    async fn provider_of(&self, tenant_id: &Id, connection_id: &str) -> Result<Arc<Provider>, ConnectorError> {
+        match self.resolved(tenant_id, connection_id).await {
+            Ok(resolved) => Ok(resolved.provider.clone()),
+            Err(error @ (ConnectorError::NotFound | ConnectorError::Store(_))) => Err(error),
+            Err(_) => Ok(self.provider(&self.get(tenant_id, connection_id).await?.provider)?.clone()),
+        }
     }
 
     pub async fn run_action(
@@ -55,8 +66,23 @@ impl Connections {
         input: Value,
         max_pages: Option<u32>,
     ) -> Result<ActionOutcome, ConnectorError> {
-        let resolved = self.resolved(tenant_id, connection_id).await?;
-        let Some(action) = resolved.provider.action(name) else { return Err(unknown_action(&resolved, name)) };
+        let resolved = match self.resolved(tenant_id, connection_id).await {
+            Ok(resolved) => resolved,
+            // What the caller got wrong (an action the provider lacks, its input) is said
+            // before what the connection lacks (credentials not set yet, say).
+            Err(error @ (ConnectorError::NotFound | ConnectorError::Store(_))) => return Err(error),
+            Err(error) => {
+                let provider = self.provider_of(tenant_id, connection_id).await?;
+                if provider.action(name).is_none() {
+                    return Err(unknown_action(&provider, name));
+                }
+                provider.check_input(name, &input).map_err(ConnectorError::Invalid)?;
+                return Err(error);
+            }
+        };
+        let Some(action) = resolved.provider.action(name) else {
+            return Err(unknown_action(&resolved.provider, name));
+        };
         resolved.provider.check_input(name, &input).map_err(ConnectorError::Invalid)?;
         let max_pages = match max_pages {
             Some(n) if !(1..=MAX_PAGES).contains(&n) => {
@@ -273,8 +299,8 @@ impl Connections {
     }
 }
 
-fn unknown_action(resolved: &Resolved, name: &str) -> ConnectorError {
-    let known = resolved.provider.manifest.actions.iter().map(|a| a.name.clone()).collect();
+fn unknown_action(provider: &Provider, name: &str) -> ConnectorError {
+    let known = provider.manifest.actions.iter().map(|a| a.name.clone()).collect();
     ConnectorError::UnknownAction { name: name.to_string(), known }
 }
 

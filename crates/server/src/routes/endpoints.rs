@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::{ListResponse, PageParams, check_text, path_id, present};
 use crate::auth::Caller;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, OptionalJson};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -549,7 +549,7 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
     Path(endpoint_id): Path<String>,
-    ApiJson(request): ApiJson<RotateSecret>,
+    OptionalJson(request): OptionalJson<RotateSecret>,
 ) -> ApiResult<Json<EndpointOut>> {
     caller.require(Scope::Admin)?;
     let endpoint = find_endpoint(&state, &caller, &endpoint_id).await?;

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ListResponse, PageParams, path_id};
 use crate::auth::Caller;
-use crate::extract::{ApiJson, ApiQuery, read_body};
+use crate::extract::{ApiQuery, OptionalJson, read_body};
 use crate::middleware::Verbatim;
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -123,7 +123,7 @@ pub async fn run_action(
     State(state): State<AppState>,
     caller: Caller,
     Path(ActionPath { connection_id: raw_id, action }): Path<ActionPath>,
-    ApiJson(request): ApiJson<RunAction>,
+    OptionalJson(request): OptionalJson<RunAction>,
 ) -> ApiResult<Json<ActionResult>> {
     caller.require(Scope::Read)?;
     let id = connection_id(&raw_id)?;
@@ -362,7 +362,7 @@ pub async fn oauth_start(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw_id): Path<String>,
-    ApiJson(request): ApiJson<StartConnect>,
+    OptionalJson(request): OptionalJson<StartConnect>,
 ) -> ApiResult<Json<ConnectStartedOut>> {
     caller.require(Scope::Write)?;
     let id = connection_id(&raw_id)?;
