@@ -35,13 +35,13 @@ pub use state::{AppState, DEFAULT_MAX_BODY_BYTES, ServerConfig};
 
 use routes::{api_keys, endpoints, event_types, events, health, inbound, integrations, marketplace, messages, tenants};
 
-/// The OpenAPI document describing every route of [`router`].
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document describing every route of [`router`], as served.
+pub fn openapi_document() -> serde_json::Value {
     api_routes().1
 }
 
 /// The routes and the document describing them, collected together.
-fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+fn api_routes() -> (Router<AppState>, serde_json::Value) {
     let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -98,13 +98,24 @@ struct Documentation {
     html: String,
 }
 
-/// The OpenAPI 3.1 document of this server.
+/// The OpenAPI 3.1 document of this server
+///
+/// The machine-readable description of every route, generated from the handlers' annotations and
+/// rendered once when the router is built; no API key is needed to fetch it. Operations that need a
+/// key name the `api_key` bearer scheme (`Authorization: Bearer sk_…`) under `security`. Each
+/// operation also lists the error responses it shares with others: 500 and 503 everywhere, 401, 403
+/// and 429 where a key is needed, 400, 413, 415 and 422 where a JSON body is read, and 400 where
+/// only query parameters are.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "operations", responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
 async fn openapi_json(Extension(docs): Extension<Arc<Documentation>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], docs.json.clone())
 }
 
-/// Human-readable API documentation.
+/// Human-readable API documentation
+///
+/// An HTML page rendered from the same document as `/api/openapi.json`: every operation grouped by
+/// tag with its description, parameters, body and responses, then the schemas. It is self-contained
+/// (no external scripts), so it works on a machine without internet access. No API key is needed.
 #[utoipa::path(get, path = "/api/docs", tag = "operations", responses((status = 200, description = "An HTML page", content_type = "text/html", body = String)))]
 async fn docs_page(Extension(docs): Extension<Arc<Documentation>>) -> Html<String> {
     Html(docs.html.clone())

@@ -127,7 +127,13 @@ pub(crate) async fn issue_key(
     Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: stored.into(), token })))
 }
 
-/// Creates an API key in the caller's tenant (admin scope).
+/// Creates an API key in the caller's tenant (admin scope)
+///
+/// `name` is a label for people, 1 to 200 characters. `scopes` lists any of `read`, `write` and
+/// `admin`; as `admin` includes `write` and `write` includes `read`, the key gets the highest scope
+/// listed. `expires_at`, when given, must be in the future; without it the key never expires. The
+/// response carries the `sk_…` token, shown this once: only its digest and a masked form are
+/// stored, so it cannot be retrieved again.
 #[utoipa::path(
     post,
     path = "/api/api-keys",
@@ -145,7 +151,13 @@ pub async fn create_api_key(
     issue_key(&state, &caller.key.tenant_id, request).await
 }
 
-/// Lists the caller's tenant's API keys, masked (admin scope).
+/// Lists the caller's tenant's API keys, masked (admin scope)
+///
+/// Tokens are never shown: each key has `masked` (the first and last characters of its token), its
+/// name, its scopes (its own and every scope below it), and its expiry and revocation times.
+/// Revoked and expired keys are listed too. Newest first; `limit` is 1 to 100 (default 50); pass
+/// the previous page's `next_cursor` as `cursor` to get the next page (it is absent on the last
+/// page).
 #[utoipa::path(
     get,
     path = "/api/api-keys",
@@ -165,7 +177,10 @@ pub async fn list_api_keys(
     Ok(Json(ListResponse::from_rows(rows, &page, |k| k.id.to_string(), ApiKeyOut::from)))
 }
 
-/// One API key of the caller's tenant, masked (admin scope).
+/// Gets one API key of the caller's tenant, masked (admin scope)
+///
+/// Returns the key as listed: `masked` instead of the token, its name, scopes, expiry and
+/// revocation time. A `key_…` id that is malformed or names no key of the caller's tenant is a 404.
 #[utoipa::path(
     get,
     path = "/api/api-keys/{key_id}",
@@ -189,7 +204,12 @@ pub async fn get_api_key(
     Ok(Json(key.into()))
 }
 
-/// Revokes an API key of the caller's tenant at once (admin scope).
+/// Revokes an API key of the caller's tenant at once (admin scope)
+///
+/// The key stops working at once on the process that answers; other processes sharing the database
+/// may still accept it for up to 5 seconds, from their cache of keys. Answers 204 with no body. A
+/// key that is not in the caller's tenant, or is already revoked, is a 404, so a retried revocation
+/// answers 404 once the first one succeeded.
 #[utoipa::path(
     delete,
     path = "/api/api-keys/{key_id}",

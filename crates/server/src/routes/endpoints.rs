@@ -308,8 +308,16 @@ fn parse_secret(text: &str) -> ApiResult<SigningSecret> {
     SigningSecret::parse(text).map_err(|e| ApiError::validation("secret", e.to_string()))
 }
 
-/// Creates an endpoint (write scope). The response carries the signing secret; it is not
-/// shown again except through `GET …/{endpoint_id}/secret`.
+/// Creates an outgoing webhook endpoint (write scope)
+///
+/// `url` is where messages are POSTed: an http(s) URL the SSRF guard allows. `event_types` takes
+/// event type names, `prefix.*` wildcards or `*`; empty or absent means every type, and an exact
+/// name must be registered (or be one Switchboard publishes itself). `filter` and `transform` are
+/// jq expressions over `{id, type, timestamp, data}`: the filter must yield `true` for the endpoint
+/// to receive an event, and the transform's result is sent as the body. A signing secret is
+/// generated unless `secret` is given: HMAC (`whsec_…`) by default, Ed25519 (`whsk_…`) with
+/// `signing: "asymmetric"`. The 201 response carries the secret; it is not shown again except
+/// through `GET …/{endpoint_id}/secret`.
 #[utoipa::path(
     post,
     path = "/api/integrations/webhooks",
@@ -366,7 +374,13 @@ pub async fn create_endpoint(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
-/// Lists endpoints, newest first (read scope).
+/// Lists endpoints, newest first (read scope)
+///
+/// Each endpoint shows its configuration, its signing kind (with the `whpk_` public key for
+/// asymmetric signing) and its health: `enabled`, `disabled_reason` and `failing_since`. Values of
+/// credential-like static headers read as `********`, and the secret is never included. `limit` is
+/// 1 to 100 (default 50); pass the previous page's `next_cursor` as `cursor` to get the next page
+/// (it is absent on the last page).
 #[utoipa::path(
     get,
     path = "/api/integrations/webhooks",
@@ -396,7 +410,12 @@ pub(crate) async fn find_endpoint(state: &AppState, caller: &Caller, raw_id: &st
     state.store.get_endpoint(caller.tenant_id(), id.as_str()).await?.ok_or_else(|| ApiError::not_found("endpoint"))
 }
 
-/// One endpoint (read scope).
+/// Gets one endpoint (read scope)
+///
+/// Returns the endpoint as listed: its configuration, signing kind, health and, after a secret
+/// rotation, until when the previous secret still signs. Values of credential-like static headers
+/// read as `********`, and the secret is not included (see `GET …/{endpoint_id}/secret`). An
+/// unknown `ep_…` id is a 404.
 #[utoipa::path(
     get,
     path = "/api/integrations/webhooks/{endpoint_id}",
@@ -415,7 +434,14 @@ pub async fn get_endpoint(
     Ok(Json(to_out(&state, endpoint).await?))
 }
 
-/// Changes an endpoint (write scope); absent fields stay as they are.
+/// Changes an endpoint (write scope); absent fields stay as they are
+///
+/// Given fields are checked as on creation. `filter`, `transform` and `rate_limit_per_second` can
+/// be set to `null` to remove them. `headers` replaces every static header; a value of `********`
+/// keeps that header's current value. Enabling clears the failure record; disabling stops
+/// deliveries, and pending messages fail as `endpoint_disabled` (they can be recovered later with
+/// `POST …/{endpoint_id}/recover`). The signing secret changes only through
+/// `POST …/{endpoint_id}/rotate-secret`.
 #[utoipa::path(
     patch,
     path = "/api/integrations/webhooks/{endpoint_id}",
@@ -472,7 +498,11 @@ pub async fn update_endpoint(
     Ok(Json(to_out(&state, updated).await?))
 }
 
-/// Deletes an endpoint (write scope). Its pending messages are not delivered.
+/// Deletes an endpoint (write scope)
+///
+/// The endpoint stops receiving events and its signing secrets are deleted. Its pending messages
+/// are not delivered: they fail when they next come up for delivery. Answers 204 with no body; an
+/// unknown or already deleted endpoint is a 404.
 #[utoipa::path(
     delete,
     path = "/api/integrations/webhooks/{endpoint_id}",
@@ -503,7 +533,11 @@ pub struct SecretOut {
     pub public_key: Option<String>,
 }
 
-/// The endpoint's current signing secret (admin scope: it is a credential).
+/// Gets an endpoint's current signing secret (admin scope: it is a credential)
+///
+/// Returns the secret messages are signed with now: a `whsec_…` HMAC secret, or a `whsk_…` Ed25519
+/// key with the `whpk_…` public key receivers verify with. During a rotation's grace period the
+/// previous secret also signs, but only the current one is returned. An unknown endpoint is a 404.
 #[utoipa::path(
     get,
     path = "/api/integrations/webhooks/{endpoint_id}/secret",
@@ -534,8 +568,13 @@ pub struct RotateSecret {
     pub grace_period_seconds: Option<u64>,
 }
 
-/// Rotates the signing secret (admin scope). Both secrets sign during the grace period; the
-/// response carries the new secret.
+/// Rotates an endpoint's signing secret (admin scope)
+///
+/// The body is optional. `secret` is the new secret, generated (of the endpoint's current kind)
+/// when absent; `grace_period_seconds` is how long the old secret keeps signing beside the new one,
+/// 86400 by default and at most 604800 (7 days). Both secrets sign during the grace period, so
+/// receivers have time to switch. The response is the endpoint with the new secret in `secret` and,
+/// when there is a grace period, `previous_secret_expires_at`.
 #[utoipa::path(
     post,
     path = "/api/integrations/webhooks/{endpoint_id}/rotate-secret",

@@ -94,7 +94,14 @@ fn check_schema(schema: &Value) -> ApiResult<String> {
     Ok(schema.to_string())
 }
 
-/// Registers an event type (write scope).
+/// Registers an event type (write scope)
+///
+/// Events may only carry a registered type. `name` is dot-separated segments of letters, digits,
+/// `_` and `-`, at most 128 characters (e.g. `video.generated`), and is unique in the tenant: a
+/// taken name is a 409. `description` is free text of at most 2000 characters. `schema`, when
+/// given, is a JSON Schema object (draft 2020-12 unless it says otherwise) that every payload of
+/// this type must satisfy; it must be self-contained, as remote `$ref`s are not fetched, and one
+/// that does not compile is a 422.
 #[utoipa::path(
     post,
     path = "/api/event-types",
@@ -128,7 +135,11 @@ pub async fn create_event_type(
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
-/// Lists event types (read scope).
+/// Lists event types, newest first (read scope)
+///
+/// Returns the tenant's registered event types with their descriptions, schemas and versions.
+/// `limit` is 1 to 100 (default 50); pass the previous page's `next_cursor` as `cursor` to get the
+/// next page (it is absent on the last page).
 #[utoipa::path(
     get,
     path = "/api/event-types",
@@ -148,7 +159,11 @@ pub async fn list_event_types(
     Ok(Json(ListResponse::from_rows(rows, &page, |t| t.id.to_string(), EventTypeOut::from)))
 }
 
-/// One event type by name (read scope).
+/// Gets one event type by name (read scope)
+///
+/// `name` is the registered name, e.g. `video.generated`. Returns the description, the schema (null
+/// when it has none), `version` and timestamps. A name that is not registered in the caller's
+/// tenant, or could never be, is a 404.
 #[utoipa::path(
     get,
     path = "/api/event-types/{name}",
@@ -169,7 +184,13 @@ pub async fn get_event_type(
     Ok(Json(found.into()))
 }
 
-/// Changes an event type's description or schema (write scope).
+/// Changes an event type's description or schema (write scope)
+///
+/// Fields left out of the body stay as they are, and `schema: null` removes the schema; the name
+/// cannot be changed. A new schema must be a JSON Schema object that compiles (422 otherwise) and
+/// applies to events published from then on. Every change increases `version`. Other processes
+/// sharing the database may validate against the previous schema for up to 5 seconds. An unknown
+/// name is a 404.
 #[utoipa::path(
     patch,
     path = "/api/event-types/{name}",

@@ -94,9 +94,16 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     Ok(Some(key.to_string()))
 }
 
-/// Publishes an event (write scope). With an `Idempotency-Key` header, a repeat of the same
-/// request returns the first response (with `Idempotent-Replayed: true`); the same key with a
-/// different request is a 409.
+/// Publishes an event (write scope)
+///
+/// `event_type` must be registered in the tenant (the names of events Switchboard publishes itself
+/// are reserved), and `payload`, any JSON value, must satisfy the type's schema when it has one;
+/// otherwise a 422 names each failing field. The event and one message per endpoint that should
+/// receive it are stored together before the 201, so an accepted event is durable. With an
+/// `Idempotency-Key` header (1 to 255 visible ASCII characters), a repeat of the same request (same
+/// `event_type` and `payload`, key order aside) returns the first response with
+/// `Idempotent-Replayed: true`, even if the event type or its schema has changed since; the same
+/// key with a different request is a 409.
 #[utoipa::path(
     post,
     path = "/api/events",
@@ -199,7 +206,12 @@ fn respond(state: &AppState, outcome: CreateEventOutcome) -> ApiResult<Response>
     Ok(response)
 }
 
-/// Lists events, newest first (read scope).
+/// Lists events, newest first (read scope)
+///
+/// Optional filters: `event_type` (an exact name; empty means no filter) and `created_after` /
+/// `created_before` (RFC 3339, both exclusive). A malformed parameter is a 400 naming it. `limit`
+/// is 1 to 100 (default 50); pass the previous page's `next_cursor` as `cursor` to get the next
+/// page (it is absent on the last page).
 #[utoipa::path(
     get,
     path = "/api/events",
@@ -235,7 +247,12 @@ pub async fn list_events(
     }))
 }
 
-/// One event (read scope).
+/// Gets one event (read scope)
+///
+/// Returns the event's type, payload, creation time and, when it was published with one, its
+/// idempotency key. Its deliveries are listed under `/api/events/{event_id}/messages` and
+/// `/api/events/{event_id}/attempts`. An `evt_…` id that is malformed or names no event of the
+/// caller's tenant is a 404.
 #[utoipa::path(
     get,
     path = "/api/events/{event_id}",

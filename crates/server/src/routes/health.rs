@@ -14,13 +14,22 @@ pub struct Health {
     pub status: &'static str,
 }
 
-/// The process is up.
+/// Liveness: the process is up
+///
+/// Answers 200 with `{"status": "ok"}` whenever the process can answer at all. It checks nothing
+/// else, not even the database: use `/readyz` to know whether the process can serve. No API key is
+/// needed.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The process can serve: its database answers.
+/// Readiness: the process can serve, its database answers
+///
+/// Answers 200 with `{"status": "ready"}` when the database answers a ping within 2 seconds. It
+/// answers 503 when the database fails or is slower than that, and also while the process is
+/// draining before it stops, so that a load balancer sends new requests elsewhere. No API key is
+/// needed.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -41,7 +50,13 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     }
 }
 
-/// Prometheus metrics (OpenMetrics text).
+/// Prometheus metrics (OpenMetrics text)
+///
+/// This process's metrics in the OpenMetrics text format, named `switchboard_…`: HTTP requests and
+/// their durations by route template, outgoing webhook deliveries, events submitted through the
+/// API, incoming webhooks by outcome and rejection reason, and circuit breakers by state (counted
+/// at each scrape). No API key is needed, so no series names a tenant, a connection or a URL a
+/// tenant configured. Each process keeps its own registry: scrape every instance.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.observe_circuits(&state.connections.egress.breakers().count_by_state());

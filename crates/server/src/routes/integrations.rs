@@ -56,9 +56,14 @@ impl From<TestOutcome> for TestResult {
     }
 }
 
-/// Runs the provider's health check (a cheap request that proves the credentials work) and
-/// records the outcome on the connection (write scope). A provider that refuses answers 200
-/// with `ok: false`; a provider that cannot be reached too.
+/// Runs the provider's health check on a connection (write scope)
+///
+/// Sends the provider's health check (a cheap request that proves the credentials work) and records
+/// the outcome on the connection: on success `auth_state` becomes `ok`, and when the provider
+/// refuses the credentials (a 401 or 403) it becomes `rejected`. A provider that refuses answers
+/// 200 with `ok: false`, its status and its error; a provider that cannot be reached too, without a
+/// status. A 409 means the connection has no credentials yet or the provider has no health check;
+/// an unknown connection is a 404.
 #[utoipa::path(
     post,
     path = "/api/integrations/{connection_id}/test",
@@ -91,8 +96,9 @@ pub struct RunAction {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActionResult {
-    /// The result the manifest selects; for a paginated action, every page's items.
-    #[schema(value_type = Object)]
+    /// The result the manifest selects: any JSON value (an object, or for a paginated action
+    /// an array of every page's items).
+    #[schema(value_type = Value)]
     pub data: Value,
     /// Pages fetched.
     pub pages: u32,
@@ -100,9 +106,14 @@ pub struct ActionResult {
     pub has_more: bool,
 }
 
-/// Runs one of the provider's actions (write scope; read scope for GET actions). The input
-/// is validated against the action's schema (422 naming the JSON path), the provider's
-/// failure is a 502 carrying its status and a body excerpt.
+/// Runs one of the provider's actions (write scope; read scope for GET actions)
+///
+/// `action` is an action name from the provider's detail. The body is optional: `input` must
+/// satisfy the action's input schema (a 422 names the JSON path), and for a paginated action
+/// `max_pages` (1 to 100, default 10) caps the pages fetched. `data` is the result the action
+/// selects or, for a paginated action, every page's items, with `has_more` saying whether the
+/// provider had more pages. The provider's failure is a 502 carrying its status, message and a body
+/// excerpt in `upstream`; an open circuit is a 503 and a timeout a 504.
 #[utoipa::path(
     post,
     path = "/api/integrations/{connection_id}/actions/{action}",
@@ -137,13 +148,16 @@ pub async fn run_action(
     Ok(Json(ActionResult { data: outcome.data, pages: outcome.pages, has_more: outcome.has_more }))
 }
 
-/// Forwards a request to the provider's API under the connection's base URL, with the
-/// connection's auth injected (read scope for GET and HEAD, write scope otherwise). The
-/// provider's status, headers and body come back as it sent them, marked with
-/// `x-switchboard-cache` (`hit`, `miss`, `bypass` or `none`) and `x-switchboard-attempts`.
-/// GET answers are cached for the provider's TTL unless the request says
-/// `Cache-Control: no-cache`. The request body and headers are forwarded as given, except
-/// Switchboard's own `Authorization` header and hop-by-hop headers.
+/// Proxies a request to the provider's API (read scope for GET and HEAD, write otherwise)
+///
+/// The request goes to `path`, with its query string, under the connection's base URL, with the
+/// connection's auth injected; GET and HEAD need the read scope, other methods the write scope. The
+/// request body and headers are forwarded as given, except Switchboard's own `Authorization`
+/// header, `Cookie`, `x-switchboard-*` and hop-by-hop headers; a path with `.` or `..` segments is
+/// refused. The provider's status, headers and body come back as it sent them, marked with
+/// `x-switchboard-cache` (`hit`, `miss`, `bypass` or `none`) and `x-switchboard-attempts`, and
+/// `Link` targets under the base URL are rewritten to go through the proxy. GET answers are cached
+/// for the provider's TTL unless the request says `Cache-Control: no-cache` (or `no-store`).
 #[utoipa::path(
     method(get, post, put, patch, delete),
     path = "/api/integrations/{connection_id}/proxy/{*path}",
@@ -270,7 +284,12 @@ fn health_out(report: HealthReport) -> HealthOut {
     }
 }
 
-/// One connection's health (read scope).
+/// Gets one connection's health (read scope)
+///
+/// Combines what every process recorded on the connection (`auth_state`, last success, last error,
+/// last test) with the live figures of the process that answers, counted since it started (calls,
+/// errors, error rate, p50 and p99 latency), and this tenant's circuit breaker for the provider
+/// API, absent until the connection can be called. An unknown connection is a 404.
 #[utoipa::path(
     get,
     path = "/api/integrations/{connection_id}/health",
@@ -289,7 +308,12 @@ pub async fn connection_health(
     Ok(Json(health_out(state.connections.health_report(&caller.key.tenant_id, id.as_str()).await?)))
 }
 
-/// Every connection's health, newest connection first (read scope).
+/// Lists every connection's health, newest connection first (read scope)
+///
+/// One entry per connection of the tenant, as `GET /api/integrations/{connection_id}/health`
+/// returns it: the recorded state, the answering process's live call figures, and the circuit
+/// breaker. `limit` is 1 to 100 (default 50); pass the previous page's `next_cursor` as `cursor` to
+/// get the next page (it is absent on the last page).
 #[utoipa::path(
     get,
     path = "/api/integrations/health",
@@ -342,9 +366,14 @@ pub struct ConnectStartedOut {
     pub redirect_uri: String,
 }
 
-/// Starts connecting an OAuth2 connection (write scope): returns the provider's
-/// authorization URL. The connection needs its OAuth app's `client_id` and `client_secret`
-/// first (`POST /api/marketplace/configure`).
+/// Starts connecting an OAuth2 connection: returns the authorization URL (write scope)
+///
+/// The connection needs its OAuth app's `client_id` and `client_secret` first
+/// (`POST /api/marketplace/configure`); without them, or for a connection that is not OAuth2, the
+/// answer is a 409. The body is optional: `scopes` and `user_scopes` add to the provider's scopes,
+/// and `return_url` (http or https) is where the browser goes after the callback. Send the user's
+/// browser to `authorization_url`; the flow must come back to `/oauth/callback` before `expires_at`
+/// (10 minutes later), and `redirect_uri` is the URI to register with the provider's OAuth app.
 #[utoipa::path(
     post,
     path = "/api/integrations/{connection_id}/oauth/start",
@@ -394,11 +423,14 @@ pub struct CallbackQuery {
     pub error_description: Option<String>,
 }
 
-/// The redirect URI providers send the user back to (no API key: the single-use state is
-/// the proof). A state that is missing, unknown, expired or already used is a 400 and
-/// changes nothing. Otherwise the code is exchanged and the tokens stored encrypted; the
-/// outcome (or the provider's error, also recorded on the connection) is shown as a small
-/// page, or the browser is sent to the flow's `return_url`.
+/// The OAuth2 redirect URI providers send the user back to (no API key)
+///
+/// No API key: the single-use `state` issued by `oauth/start` is the proof. A state that is
+/// missing, unknown, expired or already used is a 400 and changes nothing. Otherwise the code is
+/// exchanged and the tokens stored encrypted; the outcome (or the provider's error, also recorded
+/// on the connection) is shown as a small page, or the browser is sent (303) to the flow's
+/// `return_url` with `connection_id` and `status` (`connected` or `error`, then `error`) in its
+/// query.
 #[utoipa::path(
     get,
     path = "/oauth/callback",

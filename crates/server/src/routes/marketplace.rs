@@ -115,7 +115,9 @@ pub struct ConfigFieldOut {
     pub required: bool,
     /// Stored encrypted with the credentials and never shown back.
     pub secret: bool,
-    #[schema(value_type = Option<Object>)]
+    /// The value used when the install leaves the field out: a string, number or boolean
+    /// like the field's type.
+    #[schema(value_type = Option<Value>)]
     pub default: Option<Value>,
     pub pattern: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -257,7 +259,14 @@ fn parse_sort(text: Option<&str>) -> ApiResult<Sort> {
     }
 }
 
-/// Browses the catalog (read scope).
+/// Browses the catalog of providers (read scope)
+///
+/// Lists the providers that can be installed, each with its auth modes, action names and number of
+/// installs across all tenants. `category` narrows the list to one category, and `search` to
+/// providers whose name, display name, description or categories contain all its words (at most 200
+/// characters). `sort` is `popularity` (most installed first; the default), `name` or `category`.
+/// `limit` is 1 to 100 (default 50); pass the previous page's `next_cursor` as `cursor` to get the
+/// next page (it is absent on the last page). An unknown category or sort is a 400.
 #[utoipa::path(
     get,
     path = "/api/marketplace/integrations",
@@ -300,9 +309,12 @@ pub async fn list_integrations(
     Ok(Json(ListResponse { data, next_cursor }))
 }
 
-/// One provider: its auth modes and the credentials each needs, the install form, and its
-/// actions with their input schemas (read scope). An unknown name is a 404 that suggests
-/// close names.
+/// Gets one provider with what is needed to install and use it (read scope)
+///
+/// `name` is the provider's template name, e.g. `slack`. Returns its auth modes and the credentials
+/// each needs, the install form (`connection_config`, which `config_overrides` takes), its actions
+/// with their input schemas, and its rate limit, pagination, caching and webhook details. An
+/// unknown name is a 404 that suggests close names.
 #[utoipa::path(
     get,
     path = "/api/marketplace/integrations/{name}",
@@ -443,9 +455,15 @@ pub(crate) fn connection_out(state: &AppState, connection: Connection) -> Connec
     }
 }
 
-/// Installs a provider as a connection of the caller's tenant (write scope). The config is
-/// checked against the provider's form and any credentials against the auth mode; every
-/// problem is reported at once, per field, and nothing is stored unless all is well.
+/// Installs a provider as a connection of the caller's tenant (write scope)
+///
+/// `template_name` names the provider, `config_overrides` fills its install form, and `custom_name`
+/// names the connection (the provider's display name when absent). `auth_mode` picks one of the
+/// provider's auth modes, the first when absent; it is required with `credentials` when the
+/// provider offers several. Credentials can be given now, as `configure` would take them, or later.
+/// The config is checked against the provider's form and any credentials against the auth mode;
+/// every problem is reported at once, per field, in a 422, and nothing is stored unless all is
+/// well. An unknown provider is a 404 that suggests close names.
 #[utoipa::path(
     post,
     path = "/api/marketplace/install",
@@ -471,8 +489,14 @@ pub async fn install(
     Ok((StatusCode::CREATED, Json(connection_out(&state, connection))))
 }
 
-/// Sets or rotates a connection's credentials (write scope). They are stored encrypted and
-/// never shown again.
+/// Sets or rotates a connection's credentials (write scope)
+///
+/// `integration_id` is the connection (`conn_…`) and `credentials` holds fields of its auth mode,
+/// as the provider's detail lists them. Fields not given keep their stored values, so one
+/// credential can be rotated alone. The merged credentials are checked (a 422 names each problem),
+/// stored encrypted and never shown again: the connection only says which fields are set, and when.
+/// Setting the auth mode's credentials sets `auth_state` to `configured` (or `missing_credentials`
+/// while a required one is unset). An unknown connection is a 404.
 #[utoipa::path(
     post,
     path = "/api/marketplace/configure",
@@ -493,7 +517,12 @@ pub async fn configure(
     Ok(Json(connection_out(&state, connection)))
 }
 
-/// The tenant's connections, newest first (read scope).
+/// Lists the tenant's connections, newest first (read scope)
+///
+/// Each connection shows its provider, auth mode and non-secret config, which credentials are set
+/// (and when) and which required ones are missing, its `auth_state`, and its last success, error
+/// and test. Credentials are never shown. `limit` is 1 to 100 (default 50); pass the previous
+/// page's `next_cursor` as `cursor` to get the next page (it is absent on the last page).
 #[utoipa::path(
     get,
     path = "/api/marketplace/installed",
@@ -513,7 +542,11 @@ pub async fn list_installed(
     Ok(Json(ListResponse::from_rows(rows, &page, |c| c.id.to_string(), |c| connection_out(&state, c))))
 }
 
-/// One connection (read scope).
+/// Gets one connection (read scope)
+///
+/// Returns the connection as listed: provider, auth mode, non-secret config, which credentials are
+/// set and which are missing, `auth_state`, recent outcomes and, for an OAuth2 connection, what is
+/// known of its tokens (never the tokens). An unknown `conn_…` id is a 404.
 #[utoipa::path(
     get,
     path = "/api/marketplace/installed/{connection_id}",
@@ -533,7 +566,11 @@ pub async fn get_installed(
     Ok(Json(connection_out(&state, connection)))
 }
 
-/// Uninstalls a connection and deletes its stored credentials (write scope).
+/// Uninstalls a connection and deletes its stored credentials (write scope)
+///
+/// For an OAuth2 connection whose provider has a revocation endpoint, the grant is first revoked at
+/// the provider; this is best effort, and a provider that fails to answer does not keep the
+/// connection alive. Answers 204 with no body; an unknown connection is a 404.
 #[utoipa::path(
     delete,
     path = "/api/marketplace/installed/{connection_id}",

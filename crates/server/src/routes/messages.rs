@@ -169,7 +169,13 @@ async fn attempts(
     Ok(Json(ListResponse::from_rows(rows, &filter.page, |a| a.id.to_string(), AttemptOut::from)))
 }
 
-/// The messages of an endpoint, newest first (read scope).
+/// Lists an endpoint's messages, newest first (read scope)
+///
+/// A message is one event for this endpoint, with its delivery `status` (`pending`, `succeeded` or
+/// `failed`), the attempts made, the next attempt's time while pending, and the last response
+/// status or error. Filter with `status` (`pending`, `succeeded` or `failed`) and `created_after` /
+/// `created_before` (RFC 3339, both exclusive). `limit` is 1 to 100 (default 50); pass the previous
+/// page's `next_cursor` as `cursor` to get the next page. An unknown endpoint is a 404.
 #[utoipa::path(
     get,
     path = "/api/integrations/webhooks/{endpoint_id}/messages",
@@ -190,7 +196,14 @@ pub async fn endpoint_messages(
     messages(&state, &caller, filter).await
 }
 
-/// The attempts made to an endpoint, newest first (read scope).
+/// Lists the attempts made to an endpoint, newest first (read scope)
+///
+/// Each attempt records whether it succeeded, the response status, a subset of the response
+/// headers, at most 4 KiB of the response body, the duration, and on failure an `error_kind` such
+/// as `timeout` or `connection_error`. Filter with `status` (`succeeded` or `failed`) and
+/// `created_after` / `created_before` (RFC 3339, both exclusive). `limit` is 1 to 100 (default 50);
+/// pass the previous page's `next_cursor` as `cursor` to get the next page. An unknown endpoint is
+/// a 404.
 #[utoipa::path(
     get,
     path = "/api/integrations/webhooks/{endpoint_id}/attempts",
@@ -219,7 +232,13 @@ async fn find_event_id(state: &AppState, caller: &Caller, raw: &str) -> ApiResul
     }
 }
 
-/// The messages an event fanned out to (read scope).
+/// Lists the messages an event fanned out to, newest first (read scope)
+///
+/// One message per endpoint the event was to be delivered to, with its delivery `status`
+/// (`pending`, `succeeded` or `failed`), the attempts made and the last result. Filter with
+/// `status` (`pending`, `succeeded` or `failed`) and `created_after` / `created_before` (RFC 3339,
+/// both exclusive). `limit` is 1 to 100 (default 50); pass the previous page's `next_cursor` as
+/// `cursor` to get the next page. An unknown event is a 404.
 #[utoipa::path(
     get,
     path = "/api/events/{event_id}/messages",
@@ -240,7 +259,14 @@ pub async fn event_messages(
     messages(&state, &caller, filter).await
 }
 
-/// The attempts made for an event, to every endpoint (read scope).
+/// Lists the attempts made for an event, to every endpoint (read scope)
+///
+/// Newest first, across every message of the event; each attempt names its message and endpoint and
+/// records the response status, a subset of the response headers, at most 4 KiB of the response
+/// body, the duration, or the error. Filter with `status` (`succeeded` or `failed`) and
+/// `created_after` / `created_before` (RFC 3339, both exclusive). `limit` is 1 to 100 (default 50);
+/// pass the previous page's `next_cursor` as `cursor` to get the next page. An unknown event is a
+/// 404.
 #[utoipa::path(
     get,
     path = "/api/events/{event_id}/attempts",
@@ -266,7 +292,12 @@ async fn find_message(state: &AppState, caller: &Caller, raw: &str) -> ApiResult
     state.store.get_message(caller.tenant_id(), id.as_str()).await?.ok_or_else(|| ApiError::not_found("message"))
 }
 
-/// One message (read scope).
+/// Gets one message (read scope)
+///
+/// A message is one event for one endpoint. Returns its `status` (`pending`, `succeeded`, or
+/// `failed` when every attempt failed or the endpoint went away), the attempts made, the next
+/// attempt's time while pending, and the last response status and error. An unknown `msg_…` id is a
+/// 404.
 #[utoipa::path(
     get,
     path = "/api/messages/{message_id}",
@@ -284,7 +315,13 @@ pub async fn get_message(
     Ok(Json(find_message(&state, &caller, &message_id).await?.into()))
 }
 
-/// The attempts of one message, newest first (read scope).
+/// Lists the attempts of one message, newest first (read scope)
+///
+/// Each attempt has its number (1 for the first), whether it succeeded, the response status, a
+/// subset of the response headers, at most 4 KiB of the response body and the duration, or the
+/// error. Filter with `status` (`succeeded` or `failed`) and `created_after` / `created_before`
+/// (RFC 3339, both exclusive). `limit` is 1 to 100 (default 50); pass the previous page's
+/// `next_cursor` as `cursor` to get the next page. An unknown message is a 404.
 #[utoipa::path(
     get,
     path = "/api/messages/{message_id}/attempts",
@@ -305,8 +342,12 @@ pub async fn message_attempts(
     attempts(&state, &caller, filter).await
 }
 
-/// Sends a message again now, with a fresh retry schedule (write scope). A pending message
-/// is left as it is.
+/// Sends a message again now, with a fresh retry schedule (write scope)
+///
+/// A `succeeded` or `failed` message goes back to `pending`, due now, with its retry schedule
+/// restarted; the 202 answer is the message as it now is. A message that is still pending is left
+/// as it is and returned unchanged, so repeating the call before it is delivered changes nothing.
+/// An unknown message is a 404.
 #[utoipa::path(
     post,
     path = "/api/messages/{message_id}/resend",
@@ -343,7 +384,12 @@ pub struct RecoverOut {
     pub recovered: u64,
 }
 
-/// Resends every failed message of an endpoint since a time (write scope).
+/// Resends every failed message of an endpoint since a time (write scope)
+///
+/// Every `failed` message of the endpoint created at or after `since` (RFC 3339, not in the future)
+/// goes back to `pending`, due now, with a fresh retry schedule; pending and succeeded messages are
+/// not touched. Use it once a receiver that was down, or an endpoint that was disabled, is back.
+/// The 202 answer says how many messages were queued again. An unknown endpoint is a 404.
 #[utoipa::path(
     post,
     path = "/api/integrations/webhooks/{endpoint_id}/recover",
@@ -392,7 +438,12 @@ pub struct StatsOut {
     pub messages: BTreeMap<String, u64>,
 }
 
-/// Delivery statistics of an endpoint over its latest attempts (read scope).
+/// Delivery statistics of an endpoint over its latest attempts (read scope)
+///
+/// The figures cover the endpoint's latest attempts, at most 1000 (`attempts` says how many): the
+/// success rate (0 to 1), the median and 99th-percentile durations in milliseconds, and the latest
+/// failure's error and time. They are null when there are no attempts (the error also when none
+/// failed). `messages` counts all the endpoint's messages by status. An unknown endpoint is a 404.
 #[utoipa::path(
     get,
     path = "/api/integrations/webhooks/{endpoint_id}/stats",

@@ -49,7 +49,13 @@ impl From<Tenant> for TenantOut {
     }
 }
 
-/// Creates a tenant with a first admin key (operator admin only).
+/// Creates a tenant with a first admin key (operator admin only)
+///
+/// Only an admin-scope key of the operator tenant (the one created at first start) may call this;
+/// any other key is a 403. `name` is trimmed and must be 1 to 200 characters without control
+/// characters. The tenant and its first key (named `admin`, with the admin scope and no expiry) are
+/// stored together, both or neither. The response carries that key's `sk_…` token, which is shown
+/// this once and cannot be retrieved again.
 #[utoipa::path(
     post,
     path = "/api/tenants",
@@ -73,7 +79,12 @@ pub async fn create_tenant(
     Ok((StatusCode::CREATED, Json(TenantCreated { tenant: created.into(), api_key })))
 }
 
-/// Lists tenants (operator admin only).
+/// Lists tenants, newest first (operator admin only)
+///
+/// Only an admin-scope key of the operator tenant (the one created at first start) may call this;
+/// any other key is a 403. Each tenant shows its id, name, creation time and whether it is the
+/// operator tenant. `limit` is 1 to 100 (default 50); pass the previous page's `next_cursor` as
+/// `cursor` to get the next page (it is absent on the last page).
 #[utoipa::path(
     get,
     path = "/api/tenants",
@@ -93,7 +104,11 @@ pub async fn list_tenants(
     Ok(Json(ListResponse::from_rows(rows, &page, |t| t.id.to_string(), TenantOut::from)))
 }
 
-/// One tenant (operator admin only).
+/// Gets one tenant (operator admin only)
+///
+/// Only an admin-scope key of the operator tenant (the one created at first start) may call this;
+/// any other key is a 403. `tenant_id` is a `ten_…` id; one that is malformed or names no tenant is
+/// a 404.
 #[utoipa::path(
     get,
     path = "/api/tenants/{tenant_id}",
@@ -113,7 +128,13 @@ pub async fn get_tenant(
     Ok(Json(tenant.into()))
 }
 
-/// Creates an API key in another tenant (operator admin only).
+/// Creates an API key in another tenant (operator admin only)
+///
+/// Only an admin-scope key of the operator tenant (the one created at first start) may call this;
+/// any other key is a 403. It lets the operator issue a key for a tenant without holding one of
+/// that tenant's keys; the body is the same as for `POST /api/api-keys`: the key gets the highest
+/// scope listed, and `expires_at`, when given, must be in the future. The response carries the
+/// `sk_…` token, shown this once. A tenant that does not exist is a 404.
 #[utoipa::path(
     post,
     path = "/api/tenants/{tenant_id}/api-keys",

@@ -32,7 +32,13 @@ pub struct InboundStats {
     pub rate_limited_sources: u64,
 }
 
-/// Statistics of incoming webhooks (read scope).
+/// Statistics of incoming webhooks (read scope)
+///
+/// Counts for the caller's tenant, read from the database: webhooks received, verified, accepted
+/// unsigned, refused (by reason code such as `signature_mismatch`), recognised as duplicates, and
+/// by processing state (`pending`, `processed`, `failed`). Two figures describe only the process
+/// that answers: `processing_workers` (its processing loops) and `rate_limited_sources` (distinct
+/// source addresses it refused for their rate in the last hour).
 #[utoipa::path(
     get,
     path = "/webhooks/stats",
@@ -122,7 +128,14 @@ pub struct InboundParams {
     pub cursor: Option<String>,
 }
 
-/// A connection's incoming webhooks, newest first (read scope).
+/// Lists a connection's incoming webhooks, newest first (read scope)
+///
+/// Each stored webhook shows when and from which address it arrived, its headers (credential-like
+/// values masked), its verification (`verified`, `unsigned` or `rejected`, with the reason), later
+/// duplicate deliveries, and its processing `status` and resulting event; the body is only in the
+/// single record. Filter with `status` (`pending`, `processed`, `failed` or `rejected`). `limit` is
+/// 1 to 100 (default 50); pass the previous page's `next_cursor` as `cursor` to get the next page.
+/// An unknown connection is a 404.
 #[utoipa::path(
     get,
     path = "/api/integrations/{connection_id}/inbound",
@@ -151,7 +164,11 @@ pub async fn list(
     Ok(Json(crate::routes::ListResponse::from_rows(rows, &page, |i| i.id.to_string(), |i| inbound_out(i, false))))
 }
 
-/// One incoming webhook, with its body (read scope).
+/// Gets one incoming webhook, with its body (read scope)
+///
+/// Returns the stored webhook as listed, plus its raw body as text (bytes that are not UTF-8 are
+/// replaced). An `inb_…` id that names no webhook of the caller's tenant, or one received for
+/// another connection than the one in the path, is a 404.
 #[utoipa::path(
     get,
     path = "/api/integrations/{connection_id}/inbound/{inbound_id}",
@@ -185,9 +202,13 @@ async fn find(
         .ok_or_else(|| ApiError::not_found("incoming webhook"))
 }
 
-/// Processes a stored, accepted webhook again (write scope): after a manifest or
-/// subscription change, say. Processing is idempotent per webhook: one that became an event
-/// finds that event again.
+/// Processes a stored, accepted webhook again (write scope)
+///
+/// Puts the webhook back in the processing queue as `pending`: after a manifest or subscription
+/// change, say. Processing is idempotent per webhook: one that became an event finds that event
+/// again, and endpoints subscribed since receive it while those that had it are not sent it twice.
+/// The 202 answer is the webhook as queued. A webhook that failed verification cannot be replayed
+/// (409); an unknown one is a 404.
 #[utoipa::path(
     post,
     path = "/api/integrations/{connection_id}/inbound/{inbound_id}/replay",

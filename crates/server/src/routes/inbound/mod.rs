@@ -156,7 +156,7 @@ pub struct Receipt {
     request_body(
         description = "The provider's payload, verified byte for byte: JSON, or a form (Slack slash commands and interactivity, Twilio).",
         content(
-            (String = "application/json", example = json!({"id": "evt_1", "type": "invoice.paid"})),
+            (serde_json::Value = "application/json", example = json!({"id": "evt_1", "type": "invoice.paid"})),
             (String = "application/x-www-form-urlencoded", example = "command=%2Fdeploy&text=api"),
         )
     ),

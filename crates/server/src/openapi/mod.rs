@@ -1,7 +1,10 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations, and a docs page
-//! rendered from that same document.
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and finished here (the
+//! security scheme, the errors every operation can answer, unique operation ids, examples),
+//! and a docs page rendered from that same document.
 
-use std::collections::BTreeMap;
+mod examples;
+
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use utoipa::OpenApi;
@@ -52,8 +55,9 @@ const WITH_BODY: &[(&str, &str, &str)] = &[
 ];
 const WITH_QUERY: &[(&str, &str, &str)] = &[("400", "BadRequest", "A query parameter is invalid; `errors` names it")];
 
-/// Adds the security scheme and the shared error responses to the generated document.
-pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+/// Adds the security scheme and the shared error responses to the generated document, makes
+/// operation ids unique and gives every operation examples; the document as served.
+pub fn finish(mut doc: utoipa::openapi::OpenApi) -> Value {
     // axum's catch-all `{*path}` is an ordinary `{path}` parameter in OpenAPI.
     let wildcard: Vec<String> = doc.paths.paths.keys().filter(|p| p.contains("{*")).cloned().collect();
     for path in wildcard {
@@ -81,7 +85,31 @@ pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
             add_errors(operation);
         }
     }
+    let mut doc = serde_json::to_value(&doc).expect("the OpenAPI document serialises");
+    unique_operation_ids(&mut doc);
+    examples::add(&mut doc);
     doc
+}
+
+/// Client generators name methods by operation id, so each must be unique; an operation
+/// that serves several methods (the proxy) gets the method appended to its id.
+fn unique_operation_ids(doc: &mut Value) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for item in doc["paths"].as_object().into_iter().flatten().map(|(_, item)| item) {
+        for operation in item.as_object().into_iter().flatten().map(|(_, op)| op) {
+            if let Some(id) = operation["operationId"].as_str() {
+                *seen.entry(id.to_string()).or_default() += 1;
+            }
+        }
+    }
+    for item in doc["paths"].as_object_mut().into_iter().flatten().map(|(_, item)| item) {
+        for (method, operation) in item.as_object_mut().into_iter().flatten() {
+            let Some(id) = operation["operationId"].as_str().map(str::to_string) else { continue };
+            if seen.get(&id).is_some_and(|n| *n > 1) {
+                operation["operationId"] = Value::String(format!("{id}_{method}"));
+            }
+        }
+    }
 }
 
 fn add_errors(operation: &mut Operation) {
@@ -111,8 +139,7 @@ fn add_errors(operation: &mut Operation) {
 
 /// A self-contained HTML page describing every operation (no external scripts, so it works
 /// on a machine without internet access).
-pub fn docs_html(doc: &utoipa::openapi::OpenApi) -> String {
-    let spec: Value = serde_json::to_value(doc).unwrap_or(Value::Null);
+pub fn docs_html(spec: &Value) -> String {
     let mut by_tag: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if let Some(paths) = spec["paths"].as_object() {
         for (path, item) in paths {
