@@ -35,7 +35,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the API, the workers and the web UI (creates the data dir, database, master key and
+    /// Run the API and the background workers (creates the data dir, database, master key and
     /// first admin key on the first start)
     Serve(Box<ServeArgs>),
     /// Bring the database schema up to date, then exit
@@ -292,30 +292,37 @@ async fn sandbox(listen: std::net::SocketAddr) -> anyhow::Result<()> {
         creds::OAUTH_CLIENT_ID,
         creds::OAUTH_CLIENT_SECRET
     );
-    println!("Credentials the simulators accept:");
-    for (provider, credentials) in [
-        ("slack (auth_mode bearer)", format!("token={}", creds::SLACK_BOT_TOKEN)),
-        ("github (auth_mode bearer)", format!("token={}", creds::GITHUB_TOKEN)),
-        ("stripe", format!("token={}", creds::STRIPE_SECRET_KEY)),
-        ("hubspot (auth_mode bearer)", format!("token={}", creds::HUBSPOT_TOKEN)),
-        ("jira", format!("username={} password={}", creds::JIRA_EMAIL, creds::JIRA_API_TOKEN)),
-        ("google-calendar", format!("access_token={}", creds::GOOGLE_ACCESS_TOKEN)),
+    println!("Connections to the simulated providers, with credentials they accept (run against that server):");
+    let rest = format!("{url}/rest");
+    let game = format!("{url}/total-battle");
+    for (provider, settings, credentials) in [
+        ("slack", "--auth-mode bearer", vec![("token", creds::SLACK_BOT_TOKEN)]),
+        ("github", "--auth-mode bearer", vec![("token", creds::GITHUB_TOKEN)]),
+        ("stripe", "", vec![("token", creds::STRIPE_SECRET_KEY)]),
+        ("hubspot", "--auth-mode bearer", vec![("token", creds::HUBSPOT_TOKEN)]),
+        ("jira", "--set subdomain=acme", vec![("username", creds::JIRA_EMAIL), ("password", creds::JIRA_API_TOKEN)]),
         (
-            "rest (base_url {url}/rest)",
-            format!(
-                "token={} | api_key={} | username={} password={} | client_id={} client_secret={}",
-                creds::REST_TOKEN,
-                creds::REST_API_KEY,
-                creds::REST_USERNAME,
-                creds::REST_PASSWORD,
-                creds::REST_CLIENT_ID,
-                creds::REST_CLIENT_SECRET
-            ),
+            "google-calendar",
+            "",
+            vec![
+                ("client_id", creds::OAUTH_CLIENT_ID),
+                ("client_secret", creds::OAUTH_CLIENT_SECRET),
+                ("access_token", creds::GOOGLE_ACCESS_TOKEN),
+            ],
         ),
-        ("total-battle (base_url {url}/total-battle)", format!("api_key={}", creds::TOTAL_BATTLE_API_KEY)),
+        (
+            "rest",
+            &format!("--auth-mode bearer --set base_url={rest} --set health_path=/health"),
+            vec![("token", creds::REST_TOKEN)],
+        ),
+        ("total-battle", &format!("--set base_url={game}"), vec![("api_key", creds::TOTAL_BATTLE_API_KEY)]),
     ] {
-        println!("  {:<48} {credentials}", provider.replace("{url}", &url));
+        let credentials: Vec<String> =
+            credentials.iter().map(|(name, value)| format!("--credential {name}={value}")).collect();
+        let settings = if settings.is_empty() { String::new() } else { format!(" {settings}") };
+        println!("  switchboard connections install {provider}{settings} {}", credentials.join(" "));
     }
+    println!("Ctrl-C stops the sandbox.");
     wait_for_signal(&mut signals()?).await;
     Ok(())
 }

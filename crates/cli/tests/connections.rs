@@ -15,6 +15,8 @@ struct SandboxProcess {
     child: Child,
     url: String,
     url_flags: Vec<String>,
+    /// The install commands it prints, as CLI arguments.
+    installs: Vec<Vec<String>>,
 }
 
 impl SandboxProcess {
@@ -27,19 +29,23 @@ impl SandboxProcess {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
         let mut url = String::new();
         let mut url_flags = Vec::new();
+        let mut installs = Vec::new();
         for line in lines.by_ref() {
             if let Some(address) = line.strip_prefix("Sandbox listening on ") {
                 url = address.to_string();
             } else if let Some(flag) = line.trim().strip_prefix("--provider-url '") {
                 url_flags.push(flag.trim_end_matches(" \\").trim_end_matches('\'').to_string());
-            } else if line.starts_with("Credentials") {
+            } else if let Some(install) = line.trim().strip_prefix("switchboard connections install ") {
+                let args = ["connections", "install"].into_iter().chain(install.split_whitespace());
+                installs.push(args.map(str::to_string).collect());
+            } else if line.starts_with("Ctrl-C") {
                 break;
             }
         }
         assert!(url.starts_with("http://127.0.0.1:"), "the sandbox printed its address");
         // Keep reading, so the sandbox never writes into a closed pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Self { child, url, url_flags }
+        Self { child, url, url_flags, installs }
     }
 }
 
@@ -71,6 +77,29 @@ fn stdout_of(output: Output) -> String {
 
 fn connection_id(text: &str) -> String {
     text.split_whitespace().find(|w| w.starts_with("conn_")).expect("a connection id").to_string()
+}
+
+/// Every install command the sandbox prints works as printed, and its connection passes its
+/// test against the simulator.
+#[tokio::test]
+async fn the_sandbox_prints_install_commands_that_work() {
+    let sandbox = SandboxProcess::start();
+    assert_eq!(sandbox.installs.len(), 8, "{:?}", sandbox.installs);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--allow-target-networks", "127.0.0.1/32"]);
+    for flag in &sandbox.url_flags {
+        cmd.args(["--provider-url", flag]);
+    }
+    let server = Serve::start_with_args(cmd);
+    let key = server.admin_key();
+    for install in &sandbox.installs {
+        let args: Vec<&str> = install.iter().map(String::as_str).collect();
+        let installed = stdout_of(cli(&server, &key, &args, ""));
+        let tested = stdout_of(cli(&server, &key, &["connections", "test", &connection_id(&installed)], ""));
+        assert!(tested.starts_with("ok: the provider answered 200"), "{args:?}: {tested}");
+    }
+    assert_eq!(server.terminate(), 0);
 }
 
 #[tokio::test]

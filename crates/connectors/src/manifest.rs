@@ -84,6 +84,25 @@ pub enum Category {
 }
 
 impl Category {
+    /// Every category, in the order the catalog documents them.
+    pub const ALL: [Category; 15] = [
+        Category::Communication,
+        Category::Productivity,
+        Category::Development,
+        Category::Crm,
+        Category::Commerce,
+        Category::Payments,
+        Category::Cms,
+        Category::Analytics,
+        Category::Storage,
+        Category::Marketing,
+        Category::Gaming,
+        Category::Visualization,
+        Category::Calendar,
+        Category::Support,
+        Category::Custom,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Category::Communication => "communication",

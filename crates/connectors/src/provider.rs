@@ -96,6 +96,24 @@ impl Provider {
                 .extend(fields.into_iter().map(|f| FieldProblem::new(format!("config_overrides.{f}"), detail.clone())));
         }
         let Value::Object(mut values) = document else { unreachable!("built as an object") };
+        // JSON Schema counts 76.0 as an integer; store it as one, so it reads back as one.
+        let integer_fields: Vec<String> = self
+            .manifest
+            .connection_config
+            .iter()
+            .cloned()
+            .chain(self.webhook_config_fields())
+            .filter(|f| f.kind == ConfigType::Integer)
+            .map(|f| f.name)
+            .collect();
+        for name in integer_fields {
+            if let Some(Value::Number(n)) = values.get(&name)
+                && n.as_i64().is_none()
+                && let Some(whole) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            {
+                values.insert(name, Value::from(whole as i64));
+            }
+        }
         for field in &self.manifest.connection_config {
             if field.kind == ConfigType::Url
                 && let Some(Value::String(url)) = values.get(&field.name)

@@ -77,6 +77,35 @@ pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError
     })
 }
 
+/// Whole numbers in JSON bodies, read as JSON Schema reads `"type": "integer"` (and so the
+/// client generators that read our document): `76` and `76.0` alike, never `76.5`. For
+/// fields declared `#[serde(default, deserialize_with = "integral::optional")]`, or
+/// `integral::present` for a PATCH field where `null` means "remove".
+pub mod integral {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    fn whole<T: TryFrom<u64>, E: serde::de::Error>(value: Value) -> Result<T, E> {
+        let number = match &value {
+            Value::Number(n) => n.as_u64().or_else(|| {
+                n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64).map(|f| f as u64)
+            }),
+            _ => None,
+        };
+        number
+            .and_then(|n| T::try_from(n).ok())
+            .ok_or_else(|| E::custom(format!("must be a whole number within the field's range, not {value}")))
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
+        Option::<Value>::deserialize(d)?.filter(|v| !v.is_null()).map(whole).transpose()
+    }
+
+    pub fn present<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        Ok(Some(optional(d)?))
+    }
+}
+
 /// The body's length as its `Content-Length` declares it.
 pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()

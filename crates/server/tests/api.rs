@@ -24,7 +24,47 @@ switchboard_store::conformance_tests!(
     event_lists_page_and_filter,
     the_openapi_document_describes_every_route,
     errors_of_the_http_layer_and_of_json_syntax_are_problems_that_say_why,
+    whole_numbers_written_with_a_fraction_of_zero_are_whole_numbers,
 );
+
+/// JSON Schema counts `5.0` as an integer, and so do the generators that read the document:
+/// the server takes it where the document says integer, and refuses `5.5`.
+async fn whole_numbers_written_with_a_fraction_of_zero_are_whole_numbers(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
+    let key = server.admin_key.clone();
+    let endpoint = json!({"url": "https://example.com/hook", "rate_limit_per_second": 5.0});
+    let response = server.post(&key, "/api/integrations/webhooks", &endpoint).await;
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["rate_limit_per_second"], 5);
+    let id = created["id"].as_str().unwrap();
+    let rotate = json!({"grace_period_seconds": 60.0});
+    assert_eq!(
+        server.post(&key, &format!("/api/integrations/webhooks/{id}/rotate-secret"), &rotate).await.status(),
+        200
+    );
+    let patch = server
+        .client
+        .patch(server.url(&format!("/api/integrations/webhooks/{id}")))
+        .bearer_auth(&key)
+        .json(&json!({"rate_limit_per_second": 7.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.json::<Value>().await.unwrap()["rate_limit_per_second"], 7);
+    let fraction = json!({"url": "https://example.com/hook", "rate_limit_per_second": 5.5});
+    let problem = expect_problem(server.post(&key, "/api/integrations/webhooks", &fraction).await, 422).await;
+    assert_eq!(blamed_fields(&problem), ["rate_limit_per_second"]);
+
+    // Install-form integers are stored as integers, so they read back as the number given.
+    let install = json!({
+        "template_name": "github",
+        "auth_mode": "bearer",
+        "config_overrides": {"webhook_max_body_bytes": 4096.0},
+    });
+    let installed: Value = server.post(&key, "/api/marketplace/install", &install).await.json().await.unwrap();
+    assert_eq!(installed["config"]["webhook_max_body_bytes"], json!(4096), "{installed}");
+}
 
 async fn health_readiness_and_metrics_answer(backend: Backend) {
     let Some(server) = TestServer::start(backend).await else { return };

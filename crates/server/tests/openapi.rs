@@ -87,3 +87,76 @@ fn values_of_any_type_are_documented_as_such() {
         assert!(declared.get("type").is_none() && declared.get("$ref").is_none(), "{schema}.{property}: {declared}");
     }
 }
+
+#[test]
+fn documented_id_patterns_take_the_ids_the_server_makes_and_refuse_others() {
+    use switchboard_core::{Id, IdKind};
+    let doc = switchboard_server::openapi_document();
+    let kinds = [
+        IdKind::Tenant,
+        IdKind::ApiKey,
+        IdKind::Event,
+        IdKind::EventType,
+        IdKind::Endpoint,
+        IdKind::Message,
+        IdKind::Attempt,
+        IdKind::Connection,
+        IdKind::Inbound,
+    ];
+    let mut checked = 0;
+    for (method, path, operation) in operations(&doc) {
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            let Some(pattern) = parameter["schema"]["pattern"].as_str() else { continue };
+            let Some(kind) = kinds.iter().find(|k| pattern.contains(&format!("{}_", k.prefix()))) else { continue };
+            let accepts = |text: &str| jsonschema::is_valid(&json!({"pattern": pattern}), &json!(text));
+            let real = Id::new(*kind).to_string();
+            assert!(accepts(&real), "{method} {path} {}: {pattern} refuses {real}", parameter["name"]);
+            let other = kinds.iter().find(|k| k != &kind).unwrap();
+            assert!(!accepts(Id::new(*other).as_str()), "{method} {path}: {pattern} takes another kind's id");
+            assert!(!accepts(&format!("{}_nope", kind.prefix())), "{method} {path}: {pattern}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "only {checked} id parameters have a pattern");
+}
+
+#[test]
+fn filters_are_enumerations_and_pages_are_bounded() {
+    let doc = switchboard_server::openapi_document();
+    let parameter = |path: &str, name: &str| -> Value {
+        let parameters = doc["paths"][path]["get"]["parameters"].as_array().unwrap().clone();
+        parameters.into_iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{path} {name}"))
+    };
+    let values = |schema: &Value| -> Vec<String> {
+        let schema = match schema["$ref"].as_str() {
+            Some(reference) => doc["components"]["schemas"][reference.rsplit('/').next().unwrap()].clone(),
+            None => schema.clone(),
+        };
+        let list = schema["enum"].as_array().or_else(|| schema["oneOf"][0]["enum"].as_array());
+        let mut values: Vec<String> =
+            list.unwrap_or_else(|| panic!("{schema}")).iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        values.retain(|v| !v.is_empty());
+        values
+    };
+    for (path, name, expected) in [
+        ("/api/events/{event_id}/messages", "status", vec!["pending", "succeeded", "failed"]),
+        ("/api/messages/{message_id}/attempts", "status", vec!["succeeded", "failed"]),
+        ("/api/integrations/{connection_id}/inbound", "status", vec!["pending", "processed", "failed", "rejected"]),
+        ("/api/marketplace/integrations", "sort", vec!["popularity", "name", "category"]),
+    ] {
+        let schema = &parameter(path, name)["schema"];
+        let found = values(schema);
+        assert_eq!(found, expected, "{path} {name}: {schema}");
+    }
+    let categories = values(&parameter("/api/marketplace/integrations", "category")["schema"]);
+    assert!(categories.contains(&"crm".to_string()) && categories.len() == 15, "{categories:?}");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for parameter in item["get"]["parameters"].as_array().into_iter().flatten().filter(|p| p["name"] == "limit") {
+            assert_eq!(
+                (parameter["schema"]["minimum"].as_u64(), parameter["schema"]["maximum"].as_u64()),
+                (Some(1), Some(100)),
+                "{path}"
+            );
+        }
+    }
+}

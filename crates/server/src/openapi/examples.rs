@@ -1,5 +1,5 @@
 //! Examples for every operation of the document: its JSON request body, its success answers
-//! and its path parameters. An example an annotation gives is kept; the others are made from
+//! and its path parameters (an id parameter also gets the pattern of its kind). An example an annotation gives is kept; the others are made from
 //! the schema itself (its fields' examples, defaults, enums, formats and bounds, and the id
 //! prefixes their descriptions name), so they always fit the schema they illustrate — a
 //! test validates every one against it.
@@ -18,9 +18,18 @@ pub fn add(doc: &mut Value) {
         let Some(item) = item.as_object_mut() else { continue };
         for operation in item.values_mut().filter_map(Value::as_object_mut) {
             for parameter in operation.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
-                if parameter.get("example").is_none() && parameter["in"] == "path" {
-                    let name = parameter["name"].as_str().unwrap_or_default().to_string();
-                    let description = parameter["description"].as_str().unwrap_or_default().to_string();
+                if parameter["in"] != "path" {
+                    continue;
+                }
+                let name = parameter["name"].as_str().unwrap_or_default().to_string();
+                let description = parameter["description"].as_str().unwrap_or_default().to_string();
+                // An id parameter says what the server parses: its kind's prefix and a ULID.
+                if let Some(prefix) = id_prefix(&description)
+                    && parameter["schema"].get("pattern").is_none()
+                {
+                    parameter["schema"]["pattern"] = json!(format!("^{prefix}[0-7][0-9a-hjkmnp-tv-z]{{25}}$"));
+                }
+                if parameter.get("example").is_none() {
                     parameter["example"] = parameter_example(&name, &description, &parameter["schema"], &schemas);
                 }
             }
@@ -176,6 +185,8 @@ fn string(schema: &Value, name: &str) -> String {
         return format!("{prefix}01jd8x2m7r0000000000000000");
     }
     let text = match schema["format"].as_str() {
+        // A time a request sets is in the future (an expiry); one an answer reports, past.
+        Some("date-time") if name.ends_with("expires_at") => "2031-01-01T00:00:00Z".to_string(),
         Some("date-time") => "2026-11-30T09:30:00Z".to_string(),
         Some("date") => "2026-11-30".to_string(),
         Some("uri") | Some("url") => "https://example.com/hook".to_string(),
@@ -183,6 +194,10 @@ fn string(schema: &Value, name: &str) -> String {
         _ => match name {
             "url" | "return_url" | "authorization_url" | "redirect_uri" => "https://example.com/hook".to_string(),
             "event_type" | "name" => "order.paid".to_string(),
+            "event_types" => "order.*".to_string(),
+            "filter" => ".data.amount > 100".to_string(),
+            "transform" => "{id, type, amount: .data.amount}".to_string(),
+            "template_name" | "provider" => "stripe".to_string(),
             "description" => "Orders paid in the web shop".to_string(),
             "secret" => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string(),
             _ => name.to_string(),

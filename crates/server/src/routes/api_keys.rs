@@ -9,7 +9,7 @@ use switchboard_core::{Id, IdKind, api_key};
 use switchboard_store::{ApiKey, NewApiKey, Scope};
 use utoipa::ToSchema;
 
-use super::{ListResponse, PageParams, check_label, path_id};
+use super::{ApiKeyPage, ListResponse, check_label, path_id};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::{ApiError, ApiResult};
@@ -162,17 +162,17 @@ pub async fn create_api_key(
     get,
     path = "/api/api-keys",
     tag = "api keys",
-    params(PageParams),
+    params(ApiKeyPage),
     responses((status = 200, body = ListResponse<ApiKeyOut>)),
     security(("api_key" = []))
 )]
 pub async fn list_api_keys(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<PageParams>,
+    ApiQuery(params): ApiQuery<ApiKeyPage>,
 ) -> ApiResult<Json<ListResponse<ApiKeyOut>>> {
     caller.require(Scope::Admin)?;
-    let page = params.to_page(IdKind::ApiKey)?;
+    let page = params.to_page()?;
     let rows = state.store.list_api_keys(caller.tenant_id(), &page).await?;
     Ok(Json(ListResponse::from_rows(rows, &page, |k| k.id.to_string(), ApiKeyOut::from)))
 }

@@ -15,7 +15,7 @@ use switchboard_store::{Endpoint, EndpointPatch, Scope};
 use switchboard_webhooks::{operational, patterns};
 use utoipa::ToSchema;
 
-use super::{ListResponse, PageParams, check_text, path_id, present};
+use super::{EndpointPage, ListResponse, check_text, path_id, present};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, OptionalJson};
 use crate::problem::{ApiError, ApiResult};
@@ -56,6 +56,7 @@ pub struct CreateEndpoint {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// At most this many deliveries per second to this endpoint.
+    #[serde(default, deserialize_with = "crate::extract::integral::optional")]
     #[schema(minimum = 1, maximum = 100000)]
     pub rate_limit_per_second: Option<u32>,
     /// Defaults to true.
@@ -92,7 +93,7 @@ pub struct UpdateEndpoint {
     /// Replaces every static header; a value of `********` keeps that header's current value.
     pub headers: Option<BTreeMap<String, String>>,
     /// A new limit, or `null` for none.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::integral::present")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     pub rate_limit_per_second: Option<Option<u32>>,
     /// Enabling clears the failure record; disabling stops deliveries (pending messages fail
@@ -385,17 +386,17 @@ pub async fn create_endpoint(
     get,
     path = "/api/integrations/webhooks",
     tag = "webhooks",
-    params(PageParams),
+    params(EndpointPage),
     responses((status = 200, body = ListResponse<EndpointOut>)),
     security(("api_key" = []))
 )]
 pub async fn list_endpoints(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<PageParams>,
+    ApiQuery(params): ApiQuery<EndpointPage>,
 ) -> ApiResult<Json<ListResponse<EndpointOut>>> {
     caller.require(Scope::Read)?;
-    let page = params.to_page(IdKind::Endpoint)?;
+    let page = params.to_page()?;
     let rows = state.store.list_endpoints(caller.tenant_id(), &page).await?;
     let list = ListResponse::from_rows(rows, &page, |e| e.id.to_string(), |e| e);
     let mut data = Vec::with_capacity(list.data.len());
@@ -564,6 +565,7 @@ pub struct RotateSecret {
     pub secret: Option<String>,
     /// How long the old secret keeps signing beside the new one (default 86400, at most 7
     /// days).
+    #[serde(default, deserialize_with = "crate::extract::integral::optional")]
     #[schema(minimum = 0, maximum = 604800)]
     pub grace_period_seconds: Option<u64>,
 }

@@ -10,7 +10,7 @@ use switchboard_core::{Id, IdKind};
 use switchboard_store::{EventType, EventTypePatch, NewEventType, Scope, StoreError};
 use utoipa::ToSchema;
 
-use super::{ListResponse, PageParams, check_text, present};
+use super::{EventTypePage, ListResponse, check_text, present};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::{ApiError, ApiResult};
@@ -144,17 +144,17 @@ pub async fn create_event_type(
     get,
     path = "/api/event-types",
     tag = "events",
-    params(PageParams),
+    params(EventTypePage),
     responses((status = 200, body = ListResponse<EventTypeOut>)),
     security(("api_key" = []))
 )]
 pub async fn list_event_types(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<PageParams>,
+    ApiQuery(params): ApiQuery<EventTypePage>,
 ) -> ApiResult<Json<ListResponse<EventTypeOut>>> {
     caller.require(Scope::Read)?;
-    let page = params.to_page(IdKind::EventType)?;
+    let page = params.to_page()?;
     let rows = state.store.list_event_types(caller.tenant_id(), &page).await?;
     Ok(Json(ListResponse::from_rows(rows, &page, |t| t.id.to_string(), EventTypeOut::from)))
 }

@@ -68,10 +68,11 @@ pub struct EventQuery {
     /// Items per page, 1 to 100 (default 50).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    #[param(pattern = r"^([a-z]+_[0-9a-z]{26})?$")]
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[param(pattern = r"^(evt_[0-7][0-9a-hjkmnp-tv-z]{25})?$")]
     pub cursor: Option<String>,
-    /// Only events of this type.
+    /// Only events of this type (empty: every type).
+    #[param(max_length = 128, pattern = r"^([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)?$")]
     pub event_type: Option<String>,
     /// Only events created strictly after this time (RFC 3339).
     pub created_after: Option<DateTime<Utc>>,

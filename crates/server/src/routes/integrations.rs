@@ -15,7 +15,7 @@ use switchboard_core::{Id, IdKind};
 use switchboard_store::Scope;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ListResponse, PageParams, path_id};
+use super::{ConnectionPage, ListResponse, path_id};
 use crate::auth::Caller;
 use crate::extract::{ApiQuery, OptionalJson, read_body};
 use crate::middleware::Verbatim;
@@ -90,6 +90,7 @@ pub struct RunAction {
     #[schema(value_type = Object)]
     pub input: Option<Value>,
     /// For paginated actions: at most this many pages are fetched (1 to 100, default 10).
+    #[serde(default, deserialize_with = "crate::extract::integral::optional")]
     #[schema(minimum = 1, maximum = 100)]
     pub max_pages: Option<u32>,
 }
@@ -318,17 +319,17 @@ pub async fn connection_health(
     get,
     path = "/api/integrations/health",
     tag = "integrations",
-    params(PageParams),
+    params(ConnectionPage),
     responses((status = 200, body = ListResponse<HealthOut>)),
     security(("api_key" = []))
 )]
 pub async fn all_health(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<PageParams>,
+    ApiQuery(params): ApiQuery<ConnectionPage>,
 ) -> ApiResult<Json<ListResponse<HealthOut>>> {
     caller.require(Scope::Read)?;
-    let page = params.to_page(IdKind::Connection)?;
+    let page = params.to_page()?;
     let rows = state.connections.list(&caller.key.tenant_id, &page).await?;
     let list = ListResponse::from_rows(rows, &page, |c| c.id.to_string(), |c| c);
     let mut data = Vec::with_capacity(list.data.len());
@@ -411,7 +412,8 @@ pub async fn oauth_start(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
-    /// The state issued by `oauth/start`.
+    /// The state issued by `oauth/start` (a callback without one is refused).
+    #[param(required = true, min_length = 1)]
     pub state: Option<String>,
     /// The authorization server's issuer identifier (RFC 9207), checked against the
     /// provider's when the server sends it.

@@ -15,7 +15,7 @@ use switchboard_core::{Id, IdKind};
 use switchboard_store::{Connection, Scope};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{DEFAULT_PAGE, ListResponse, MAX_PAGE, PageParams, path_id};
+use super::{ConnectionPage, DEFAULT_PAGE, ListResponse, MAX_PAGE, path_id};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::{ApiError, ApiResult};
@@ -26,16 +26,40 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct CatalogParams {
     /// Only providers in this category (`communication`, `development`, `crm`, …).
+    #[param(schema_with = category_schema)]
     pub category: Option<String>,
     /// Words that must all appear in the name, display name, description or categories.
+    #[param(max_length = 200)]
     pub search: Option<String>,
     /// `popularity` (most installed first; the default), `name` or `category`.
-    pub sort: Option<String>,
+    #[param(inline)]
+    pub sort: Option<CatalogSort>,
     /// Items per page, 1 to 100 (default 50).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[param(pattern = r"^[0-9]{0,9}$")]
     pub cursor: Option<String>,
+}
+
+/// How the catalog is ordered.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogSort {
+    /// Most installed first, then by name.
+    Popularity,
+    Name,
+    /// By first category, then by name.
+    Category,
+}
+
+/// The categories the catalog knows, as the parameter's enumeration.
+fn category_schema() -> utoipa::openapi::Object {
+    let names: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(names))
+        .build()
 }
 
 /// A provider as the catalog lists it.
@@ -241,22 +265,10 @@ fn variant_name<T: Serialize>(value: &T) -> String {
 }
 
 fn parse_category(text: &str) -> ApiResult<Category> {
-    serde_json::from_value(Value::String(text.to_string())).map_err(|_| {
-        ApiError::malformed(
-            "category",
-            "must be one of communication, productivity, development, crm, commerce, payments, cms, analytics, \
-             storage, marketing, gaming, visualization, calendar, support, custom",
-        )
+    Category::ALL.into_iter().find(|category| category.as_str() == text).ok_or_else(|| {
+        let names: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
+        ApiError::malformed("category", format!("must be one of {}", names.join(", ")))
     })
-}
-
-fn parse_sort(text: Option<&str>) -> ApiResult<Sort> {
-    match text {
-        None | Some("popularity") => Ok(Sort::Popularity),
-        Some("name") => Ok(Sort::Name),
-        Some("category") => Ok(Sort::Category),
-        Some(_) => Err(ApiError::malformed("sort", "must be popularity, name or category")),
-    }
 }
 
 /// Browses the catalog of providers (read scope)
@@ -298,7 +310,11 @@ pub async fn list_integrations(
     let query = Query {
         category: params.category.as_deref().map(parse_category).transpose()?,
         search: params.search.clone(),
-        sort: parse_sort(params.sort.as_deref())?,
+        sort: match params.sort {
+            None | Some(CatalogSort::Popularity) => Sort::Popularity,
+            Some(CatalogSort::Name) => Sort::Name,
+            Some(CatalogSort::Category) => Sort::Category,
+        },
         offset,
         limit: limit as usize,
     };
@@ -358,6 +374,7 @@ pub struct InstallRequest {
 #[serde(deny_unknown_fields)]
 pub struct ConfigureRequest {
     /// The connection, `conn_…`.
+    #[schema(pattern = r"^conn_[0-7][0-9a-hjkmnp-tv-z]{25}$")]
     pub integration_id: String,
     /// Credential fields for the connection's auth mode; fields not given keep their values,
     /// so one credential can be rotated alone.
@@ -527,17 +544,17 @@ pub async fn configure(
     get,
     path = "/api/marketplace/installed",
     tag = "marketplace",
-    params(PageParams),
+    params(ConnectionPage),
     responses((status = 200, body = ListResponse<ConnectionOut>)),
     security(("api_key" = []))
 )]
 pub async fn list_installed(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<PageParams>,
+    ApiQuery(params): ApiQuery<ConnectionPage>,
 ) -> ApiResult<Json<ListResponse<ConnectionOut>>> {
     caller.require(Scope::Read)?;
-    let page = params.to_page(IdKind::Connection)?;
+    let page = params.to_page()?;
     let rows = state.connections.list(&caller.key.tenant_id, &page).await?;
     Ok(Json(ListResponse::from_rows(rows, &page, |c| c.id.to_string(), |c| connection_out(&state, c))))
 }

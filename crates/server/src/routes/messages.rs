@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use switchboard_core::{Id, IdKind};
-use switchboard_store::{Attempt, AttemptFilter, Message, MessageFilter, MessageStatus, Page, Scope};
+use switchboard_store::{Attempt, AttemptFilter, Message, MessageFilter, MessageStatus, Scope};
 use utoipa::{IntoParams, ToSchema};
 
 use super::endpoints::find_endpoint;
@@ -94,56 +94,82 @@ impl From<Attempt> for AttemptOut {
     }
 }
 
+/// A message's state, to filter by.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// An attempt's outcome, to filter by.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct DeliveryQuery {
+pub struct MessageQuery {
     /// Items per page, 1 to 100 (default 50).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    #[param(pattern = r"^([a-z]+_[0-9a-z]{26})?$")]
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[param(pattern = r"^(msg_[0-7][0-9a-hjkmnp-tv-z]{25})?$")]
     pub cursor: Option<String>,
-    /// Messages: `pending`, `succeeded` or `failed`. Attempts: `succeeded` or `failed`.
-    pub status: Option<String>,
-    /// Only rows created strictly after this time (RFC 3339).
+    /// Only messages in this state.
+    #[param(inline)]
+    pub status: Option<MessageState>,
+    /// Only messages created strictly after this time (RFC 3339).
     pub created_after: Option<DateTime<Utc>>,
-    /// Only rows created strictly before this time (RFC 3339).
+    /// Only messages created strictly before this time (RFC 3339).
     pub created_before: Option<DateTime<Utc>>,
 }
 
-impl DeliveryQuery {
-    fn page(&self, kind: IdKind) -> ApiResult<Page> {
-        PageParams { limit: self.limit, cursor: self.cursor.clone() }.to_page(kind)
-    }
-
-    fn message_filter(&self) -> ApiResult<MessageFilter> {
-        let status = match self.status.as_deref().filter(|s| !s.is_empty()) {
-            Some(text) => Some(
-                text.parse::<MessageStatus>()
-                    .map_err(|_| ApiError::malformed("status", "must be pending, succeeded or failed"))?,
-            ),
-            None => None,
-        };
+impl MessageQuery {
+    fn filter(&self) -> ApiResult<MessageFilter> {
         Ok(MessageFilter {
-            page: self.page(IdKind::Message)?,
-            status,
+            page: PageParams { limit: self.limit, cursor: self.cursor.clone() }.to_page(IdKind::Message)?,
+            status: self.status.map(|status| match status {
+                MessageState::Pending => MessageStatus::Pending,
+                MessageState::Succeeded => MessageStatus::Succeeded,
+                MessageState::Failed => MessageStatus::Failed,
+            }),
             created_after: self.created_after,
             created_before: self.created_before,
             ..MessageFilter::default()
         })
     }
+}
 
-    fn attempt_filter(&self) -> ApiResult<AttemptFilter> {
-        let succeeded = match self.status.as_deref().filter(|s| !s.is_empty()) {
-            Some("succeeded") => Some(true),
-            Some("failed") => Some(false),
-            Some(_) => return Err(ApiError::malformed("status", "must be succeeded or failed")),
-            None => None,
-        };
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AttemptQuery {
+    /// Items per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[param(pattern = r"^(atmpt_[0-7][0-9a-hjkmnp-tv-z]{25})?$")]
+    pub cursor: Option<String>,
+    /// Only attempts with this outcome.
+    #[param(inline)]
+    pub status: Option<AttemptOutcome>,
+    /// Only attempts made strictly after this time (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only attempts made strictly before this time (RFC 3339).
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+impl AttemptQuery {
+    fn filter(&self) -> ApiResult<AttemptFilter> {
         Ok(AttemptFilter {
-            page: self.page(IdKind::Attempt)?,
-            succeeded,
+            page: PageParams { limit: self.limit, cursor: self.cursor.clone() }.to_page(IdKind::Attempt)?,
+            succeeded: self.status.map(|status| matches!(status, AttemptOutcome::Succeeded)),
             created_after: self.created_after,
             created_before: self.created_before,
             ..AttemptFilter::default()
@@ -180,7 +206,7 @@ async fn attempts(
     get,
     path = "/api/integrations/webhooks/{endpoint_id}/messages",
     tag = "deliveries",
-    params(("endpoint_id" = String, Path, description = "`ep_…`"), DeliveryQuery),
+    params(("endpoint_id" = String, Path, description = "`ep_…`"), MessageQuery),
     responses((status = 200, body = ListResponse<MessageOut>), (status = 404, description = "No such endpoint in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
@@ -188,11 +214,11 @@ pub async fn endpoint_messages(
     State(state): State<AppState>,
     caller: Caller,
     Path(endpoint_id): Path<String>,
-    ApiQuery(query): ApiQuery<DeliveryQuery>,
+    ApiQuery(query): ApiQuery<MessageQuery>,
 ) -> ApiResult<Json<ListResponse<MessageOut>>> {
     caller.require(Scope::Read)?;
     let endpoint = find_endpoint(&state, &caller, &endpoint_id).await?;
-    let filter = MessageFilter { endpoint_id: Some(endpoint.id.to_string()), ..query.message_filter()? };
+    let filter = MessageFilter { endpoint_id: Some(endpoint.id.to_string()), ..query.filter()? };
     messages(&state, &caller, filter).await
 }
 
@@ -208,7 +234,7 @@ pub async fn endpoint_messages(
     get,
     path = "/api/integrations/webhooks/{endpoint_id}/attempts",
     tag = "deliveries",
-    params(("endpoint_id" = String, Path, description = "`ep_…`"), DeliveryQuery),
+    params(("endpoint_id" = String, Path, description = "`ep_…`"), AttemptQuery),
     responses((status = 200, body = ListResponse<AttemptOut>), (status = 404, description = "No such endpoint in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
@@ -216,11 +242,11 @@ pub async fn endpoint_attempts(
     State(state): State<AppState>,
     caller: Caller,
     Path(endpoint_id): Path<String>,
-    ApiQuery(query): ApiQuery<DeliveryQuery>,
+    ApiQuery(query): ApiQuery<AttemptQuery>,
 ) -> ApiResult<Json<ListResponse<AttemptOut>>> {
     caller.require(Scope::Read)?;
     let endpoint = find_endpoint(&state, &caller, &endpoint_id).await?;
-    let filter = AttemptFilter { endpoint_id: Some(endpoint.id.to_string()), ..query.attempt_filter()? };
+    let filter = AttemptFilter { endpoint_id: Some(endpoint.id.to_string()), ..query.filter()? };
     attempts(&state, &caller, filter).await
 }
 
@@ -243,7 +269,7 @@ async fn find_event_id(state: &AppState, caller: &Caller, raw: &str) -> ApiResul
     get,
     path = "/api/events/{event_id}/messages",
     tag = "deliveries",
-    params(("event_id" = String, Path, description = "`evt_…`"), DeliveryQuery),
+    params(("event_id" = String, Path, description = "`evt_…`"), MessageQuery),
     responses((status = 200, body = ListResponse<MessageOut>), (status = 404, description = "No such event in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
@@ -251,11 +277,11 @@ pub async fn event_messages(
     State(state): State<AppState>,
     caller: Caller,
     Path(event_id): Path<String>,
-    ApiQuery(query): ApiQuery<DeliveryQuery>,
+    ApiQuery(query): ApiQuery<MessageQuery>,
 ) -> ApiResult<Json<ListResponse<MessageOut>>> {
     caller.require(Scope::Read)?;
     let id = find_event_id(&state, &caller, &event_id).await?;
-    let filter = MessageFilter { event_id: Some(id.to_string()), ..query.message_filter()? };
+    let filter = MessageFilter { event_id: Some(id.to_string()), ..query.filter()? };
     messages(&state, &caller, filter).await
 }
 
@@ -271,7 +297,7 @@ pub async fn event_messages(
     get,
     path = "/api/events/{event_id}/attempts",
     tag = "deliveries",
-    params(("event_id" = String, Path, description = "`evt_…`"), DeliveryQuery),
+    params(("event_id" = String, Path, description = "`evt_…`"), AttemptQuery),
     responses((status = 200, body = ListResponse<AttemptOut>), (status = 404, description = "No such event in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
@@ -279,11 +305,11 @@ pub async fn event_attempts(
     State(state): State<AppState>,
     caller: Caller,
     Path(event_id): Path<String>,
-    ApiQuery(query): ApiQuery<DeliveryQuery>,
+    ApiQuery(query): ApiQuery<AttemptQuery>,
 ) -> ApiResult<Json<ListResponse<AttemptOut>>> {
     caller.require(Scope::Read)?;
     let id = find_event_id(&state, &caller, &event_id).await?;
-    let filter = AttemptFilter { event_id: Some(id.to_string()), ..query.attempt_filter()? };
+    let filter = AttemptFilter { event_id: Some(id.to_string()), ..query.filter()? };
     attempts(&state, &caller, filter).await
 }
 
@@ -326,7 +352,7 @@ pub async fn get_message(
     get,
     path = "/api/messages/{message_id}/attempts",
     tag = "deliveries",
-    params(("message_id" = String, Path, description = "`msg_…`"), DeliveryQuery),
+    params(("message_id" = String, Path, description = "`msg_…`"), AttemptQuery),
     responses((status = 200, body = ListResponse<AttemptOut>), (status = 404, description = "No such message in this tenant", body = crate::problem::Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
@@ -334,11 +360,11 @@ pub async fn message_attempts(
     State(state): State<AppState>,
     caller: Caller,
     Path(message_id): Path<String>,
-    ApiQuery(query): ApiQuery<DeliveryQuery>,
+    ApiQuery(query): ApiQuery<AttemptQuery>,
 ) -> ApiResult<Json<ListResponse<AttemptOut>>> {
     caller.require(Scope::Read)?;
     let message = find_message(&state, &caller, &message_id).await?;
-    let filter = AttemptFilter { message_id: Some(message.id.to_string()), ..query.attempt_filter()? };
+    let filter = AttemptFilter { message_id: Some(message.id.to_string()), ..query.filter()? };
     attempts(&state, &caller, filter).await
 }
 

@@ -22,18 +22,60 @@ use crate::problem::{ApiError, ApiResult};
 pub const MAX_PAGE: u32 = 100;
 pub const DEFAULT_PAGE: u32 = 50;
 
-/// Cursor pagination parameters shared by every list.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
+/// Cursor pagination parameters: a page size and the cursor of the page before (an id of the
+/// list's kind).
+#[derive(Debug, Deserialize)]
 pub struct PageParams {
-    /// Items per page, 1 to 100 (default 50).
-    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    #[param(pattern = r"^([a-z]+_[0-9a-z]{26})?$")]
     pub cursor: Option<String>,
 }
+
+/// Declares the query parameters of a list of ids of one kind: `limit`, and a `cursor` that
+/// is such an id, documented with the pattern the server parses (so a client generator's
+/// cursor is one the server takes).
+macro_rules! page_query {
+    ($(#[$doc:meta])* $name:ident, $kind:expr, $pattern:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize, IntoParams)]
+        #[serde(deny_unknown_fields)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            /// Items per page, 1 to 100 (default 50).
+            #[param(minimum = 1, maximum = 100)]
+            pub limit: Option<u32>,
+            /// `next_cursor` of the previous page (empty: the first page).
+            #[param(pattern = $pattern)]
+            pub cursor: Option<String>,
+        }
+
+        impl $name {
+            pub fn to_page(&self) -> ApiResult<Page> {
+                PageParams { limit: self.limit, cursor: self.cursor.clone() }.to_page($kind)
+            }
+        }
+    };
+}
+
+page_query!(
+    /// A page of tenants.
+    TenantPage, IdKind::Tenant, r"^(ten_[0-7][0-9a-hjkmnp-tv-z]{25})?$"
+);
+page_query!(
+    /// A page of API keys.
+    ApiKeyPage, IdKind::ApiKey, r"^(key_[0-7][0-9a-hjkmnp-tv-z]{25})?$"
+);
+page_query!(
+    /// A page of event types.
+    EventTypePage, IdKind::EventType, r"^(et_[0-7][0-9a-hjkmnp-tv-z]{25})?$"
+);
+page_query!(
+    /// A page of endpoints.
+    EndpointPage, IdKind::Endpoint, r"^(ep_[0-7][0-9a-hjkmnp-tv-z]{25})?$"
+);
+page_query!(
+    /// A page of connections.
+    ConnectionPage, IdKind::Connection, r"^(conn_[0-7][0-9a-hjkmnp-tv-z]{25})?$"
+);
 
 impl PageParams {
     /// Checks the parameters; the store is asked for one extra row to know whether another

@@ -10,7 +10,7 @@ use switchboard_store::{NewTenant, Tenant};
 use utoipa::ToSchema;
 
 use super::api_keys::{ApiKeyCreated, CreateApiKey, ScopeName, issue_key, new_key};
-use super::{ListResponse, PageParams, check_label, path_id};
+use super::{ListResponse, TenantPage, check_label, path_id};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::{ApiError, ApiResult};
@@ -89,17 +89,17 @@ pub async fn create_tenant(
     get,
     path = "/api/tenants",
     tag = "tenants",
-    params(PageParams),
+    params(TenantPage),
     responses((status = 200, body = ListResponse<TenantOut>)),
     security(("api_key" = []))
 )]
 pub async fn list_tenants(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<PageParams>,
+    ApiQuery(params): ApiQuery<TenantPage>,
 ) -> ApiResult<Json<ListResponse<TenantOut>>> {
     caller.require_operator()?;
-    let page = params.to_page(IdKind::Tenant)?;
+    let page = params.to_page()?;
     let rows = state.store.list_tenants(&page).await?;
     Ok(Json(ListResponse::from_rows(rows, &page, |t| t.id.to_string(), TenantOut::from)))
 }

@@ -116,15 +116,39 @@ fn inbound_out(inbound: switchboard_store::Inbound, with_body: bool) -> InboundO
     }
 }
 
+/// Where a stored webhook stands, to filter by.
+#[derive(Debug, Clone, Copy, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InboundState {
+    Pending,
+    Processed,
+    Failed,
+    Rejected,
+}
+
+impl InboundState {
+    fn as_str(self) -> &'static str {
+        match self {
+            InboundState::Pending => "pending",
+            InboundState::Processed => "processed",
+            InboundState::Failed => "failed",
+            InboundState::Rejected => "rejected",
+        }
+    }
+}
+
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct InboundParams {
-    /// `pending`, `processed`, `failed` or `rejected`.
-    pub status: Option<String>,
+    /// Only webhooks in this state.
+    #[param(inline)]
+    pub status: Option<InboundState>,
     /// Items per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[param(pattern = r"^(inb_[0-7][0-9a-hjkmnp-tv-z]{25})?$")]
     pub cursor: Option<String>,
 }
 
@@ -153,13 +177,9 @@ pub async fn list(
     caller.require(switchboard_store::Scope::Read)?;
     let id = crate::routes::path_id(IdKind::Connection, &connection_id, "connection")?;
     state.connections.get(&caller.key.tenant_id, id.as_str()).await?;
-    if let Some(status) = &params.status
-        && !matches!(status.as_str(), "pending" | "processed" | "failed" | "rejected")
-    {
-        return Err(ApiError::malformed("status", "must be pending, processed, failed or rejected"));
-    }
     let page = crate::routes::PageParams { limit: params.limit, cursor: params.cursor }.to_page(IdKind::Inbound)?;
-    let filter = switchboard_store::InboundFilter { connection_id: Some(id.to_string()), status: params.status };
+    let status = params.status.map(|status| status.as_str().to_string());
+    let filter = switchboard_store::InboundFilter { connection_id: Some(id.to_string()), status };
     let rows = state.store.list_inbound(caller.tenant_id(), &filter, &page).await?;
     Ok(Json(crate::routes::ListResponse::from_rows(rows, &page, |i| i.id.to_string(), |i| inbound_out(i, false))))
 }
