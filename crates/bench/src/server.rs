@@ -54,6 +54,8 @@ impl Server {
             .arg(data.path())
             .env("SWITCHBOARD_ADMIN_KEY", ADMIN_KEY)
             .env("RUST_LOG", "warn")
+            // Stopping between runs needs no drain.
+            .env("SWITCHBOARD_DRAIN_SECS", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(url) = database_url {

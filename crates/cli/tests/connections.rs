@@ -47,6 +47,16 @@ impl SandboxProcess {
         std::thread::spawn(move || lines.for_each(drop));
         Self { child, url, url_flags, installs }
     }
+
+    /// `serve` pointed at the simulators with the flags the sandbox printed.
+    fn serve(&self, data_dir: &std::path::Path) -> Serve {
+        let mut cmd = command(data_dir);
+        cmd.args(["serve", "--allow-target-networks", "127.0.0.1/32"]);
+        for flag in &self.url_flags {
+            cmd.args(["--provider-url", flag]);
+        }
+        Serve::start_with_args(cmd)
+    }
 }
 
 impl Drop for SandboxProcess {
@@ -86,12 +96,7 @@ async fn the_sandbox_prints_install_commands_that_work() {
     let sandbox = SandboxProcess::start();
     assert_eq!(sandbox.installs.len(), 8, "{:?}", sandbox.installs);
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = command(dir.path());
-    cmd.args(["serve", "--allow-target-networks", "127.0.0.1/32"]);
-    for flag in &sandbox.url_flags {
-        cmd.args(["--provider-url", flag]);
-    }
-    let server = Serve::start_with_args(cmd);
+    let server = sandbox.serve(dir.path());
     let key = server.admin_key();
     for install in &sandbox.installs {
         let args: Vec<&str> = install.iter().map(String::as_str).collect();
@@ -107,12 +112,7 @@ async fn the_cli_installs_configures_and_tests_connections_against_the_sandbox()
     let sandbox = SandboxProcess::start();
     assert!(sandbox.url_flags.len() > 6, "{:?}", sandbox.url_flags);
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = command(dir.path());
-    cmd.args(["serve", "--allow-target-networks", "127.0.0.1/32"]);
-    for flag in &sandbox.url_flags {
-        cmd.args(["--provider-url", flag]);
-    }
-    let server = Serve::start_with_args(cmd);
+    let server = sandbox.serve(dir.path());
     let key = server.admin_key();
 
     let catalog = stdout_of(cli(&server, &key, &["catalog", "list", "--sort", "name"], ""));
