@@ -211,6 +211,13 @@ impl Checker<'_> {
             }
             if let Some(batch) = &webhooks.batch {
                 check_pointer(batch).map_err(|r| self.fail("webhooks.batch", r))?;
+                // A header is the request's, not an item's: every item would share one id.
+                if webhooks.event_id.as_ref().is_some_and(|l| l.iter().any(|l| l.starts_with("header:"))) {
+                    return Err(self.fail(
+                        "webhooks.event_id",
+                        "cannot be a header when `batch` is set: every item of a batch would have the same id",
+                    ));
+                }
             }
         }
         if let Some(health) = &m.health_check {

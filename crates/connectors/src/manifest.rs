@@ -225,6 +225,10 @@ pub struct OAuth2 {
     /// `authorization_response_iss_parameter_supported`): a redirect without it is refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub authorization_response_iss_parameter_supported: bool,
+    /// A reconnect revokes the grant it replaced. Off for providers whose revocation ends
+    /// every grant the user gave the app (Google's does), which would end the new one too.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub revoke_replaced_grant: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -708,6 +712,10 @@ fn space() -> String {
 
 fn yes() -> bool {
     true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 fn one() -> u32 {

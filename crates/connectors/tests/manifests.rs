@@ -165,6 +165,12 @@ fn broken_manifests_are_refused_with_the_path_and_the_reason() {
             "every webhook would be a duplicate",
         ),
         (
+            MINIMAL.to_string()
+                + "webhooks: {scheme: stripe, event_type: /type, batch: '', event_id: [/id, 'header:x-id']}\n",
+            "webhooks.event_id",
+            "every item of a batch would have the same id",
+        ),
+        (
             MINIMAL.to_string() + "webhooks: {scheme: stripe, event_type: /type, handshakes: [smoke_signal]}\n",
             "webhooks.handshakes[0]",
             "unknown variant `smoke_signal`",

@@ -5,7 +5,7 @@
 //! - `resolver`: name resolution that checks every address and pins the connection to it;
 //! - [`client`]: the guarded HTTP client, with error kinds fit for recording, and `call`,
 //!   which adds the protections provider calls need:
-//! - [`breaker`]: a circuit breaker per provider host;
+//! - [`breaker`]: a circuit breaker per tenant and provider base URL;
 //! - [`ratelimit`]: per-key quotas that also learn from the provider's rate-limit headers.
 
 pub mod breaker;

@@ -161,22 +161,23 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Refusal> {
     if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
         return Some(Refusal::CloudMetadata);
     }
+    // IPv6's own special ranges first: an ISATAP identifier under fe80::/10 or fd00::/8 is
+    // still a link-local or unique-local address, whatever IPv4 address it names.
+    let refusal = match segments {
+        [first, ..] if first & 0xfe00 == 0xfc00 => Some(Refusal::UniqueLocal),
+        [first, ..] if first & 0xffc0 == 0xfe80 => Some(Refusal::LinkLocal),
+        // The deprecated site-local range behaves like a private one.
+        [first, ..] if first & 0xffc0 == 0xfec0 => Some(Refusal::Private),
+        [first, ..] if first & 0xff00 == 0xff00 => Some(Refusal::Multicast),
+        [0x2001, 0x0db8, ..] => Some(Refusal::Documentation),
+        _ => None,
+    };
+    if refusal.is_some() {
+        return refusal;
+    }
     // An address that carries an IPv4 address reaches that address: it is judged by it (a
     // DNS64 resolver answers 64:ff9b::8.8.8.8 for a public IPv4-only host, which must pass).
-    let embedded = embedded_v4(ip);
-    if !embedded.is_empty() {
-        return embedded.into_iter().any(|v4| classify_v4(v4).is_some()).then_some(Refusal::Ipv4Embedded);
-    }
-    let refusal = match segments {
-        [first, ..] if first & 0xfe00 == 0xfc00 => Refusal::UniqueLocal,
-        [first, ..] if first & 0xffc0 == 0xfe80 => Refusal::LinkLocal,
-        // The deprecated site-local range behaves like a private one.
-        [first, ..] if first & 0xffc0 == 0xfec0 => Refusal::Private,
-        [first, ..] if first & 0xff00 == 0xff00 => Refusal::Multicast,
-        [0x2001, 0x0db8, ..] => Refusal::Documentation,
-        _ => return None,
-    };
-    Some(refusal)
+    embedded_v4(ip).into_iter().any(|v4| classify_v4(v4).is_some()).then_some(Refusal::Ipv4Embedded)
 }
 
 /// The IPv4 addresses an IPv6 address may reach, for every range that embeds one. Where the
@@ -274,6 +275,13 @@ mod tests {
             ("169.254.170.2", Refusal::CloudMetadata),
             ("100.100.100.200", Refusal::CloudMetadata),
             ("fd00:ec2::254", Refusal::CloudMetadata),
+            // ISATAP identifiers naming a public IPv4 address inside IPv6's own local ranges.
+            ("fe80::5efe:808:808", Refusal::LinkLocal),
+            ("fe80::200:5efe:808:808", Refusal::LinkLocal),
+            ("fd00::5efe:808:808", Refusal::UniqueLocal),
+            ("fec0::5efe:808:808", Refusal::Private),
+            ("ff02::5efe:808:808", Refusal::Multicast),
+            ("2001:db8::5efe:808:808", Refusal::Documentation),
         ];
         for (ip, expected) in cases {
             assert_eq!(refusal(ip), Some(expected), "{ip}");

@@ -18,6 +18,24 @@ fn offset(code: &str, at: &str) -> usize {
     (at.as_ptr() as usize).saturating_sub(code.as_ptr() as usize).min(code.len())
 }
 
+/// The stack jaq gets to parse, compile and run a program: its parser and evaluator recurse
+/// once per level of nesting (a pipe, an operator, a binding), and a program of
+/// [`MAX_PROGRAM_BYTES`] can nest a few thousand levels. Only the pages touched are used.
+pub(crate) const STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// Checks that `code` compiles, on a thread with jaq's stack, whatever the caller's stack.
+pub(crate) fn check(code: &str) -> Result<(), JqError> {
+    std::thread::scope(|scope| {
+        let compiling = std::thread::Builder::new()
+            .name("jq-compile".into())
+            .stack_size(STACK_BYTES)
+            .spawn_scoped(scope, || compile(code).map(drop))
+            .map_err(|e| JqError::Unavailable(format!("no thread to compile on: {e}")))?;
+        compiling.join().unwrap_or_else(|_| Err(JqError::Unavailable("compiling stopped abnormally".into())))
+    })
+}
+
+/// Compiles on the calling thread, which needs [`STACK_BYTES`] of stack.
 pub(crate) fn compile(code: &str) -> Result<Filter, JqError> {
     if code.len() > MAX_PROGRAM_BYTES {
         return Err(JqError::Compile {
@@ -79,11 +97,22 @@ const FORBIDDEN: &[&str] = &[
     "include",
 ];
 
+/// How deeply brackets may nest: jaq's parser recurses once per level, and a program of
+/// [`MAX_PROGRAM_BYTES`] opening brackets would overflow the stack of the thread compiling it.
+const MAX_NESTING: usize = 64;
+
+fn too_deep(nesting: usize, position: usize) -> Result<(), JqError> {
+    if nesting > MAX_NESTING {
+        return Err(JqError::Compile { message: format!("brackets nest deeper than {MAX_NESTING} levels"), position });
+    }
+    Ok(())
+}
+
 /// Scans the program's identifiers (outside string literals, inside interpolations).
 fn check_identifiers(code: &str) -> Result<(), JqError> {
     let bytes = code.as_bytes();
     let (mut i, mut in_string, mut interpolation_depth) = (0, false, Vec::<usize>::new());
-    let mut parens = 0usize;
+    let (mut parens, mut nesting) = (0usize, 0usize);
     while i < bytes.len() {
         let b = bytes[i];
         if in_string {
@@ -91,6 +120,8 @@ fn check_identifiers(code: &str) -> Result<(), JqError> {
                 b'\\' if bytes.get(i + 1) == Some(&b'(') => {
                     interpolation_depth.push(parens);
                     parens += 1;
+                    nesting += 1;
+                    too_deep(nesting, i)?;
                     in_string = false;
                     i += 2;
                 }
@@ -115,10 +146,22 @@ fn check_identifiers(code: &str) -> Result<(), JqError> {
             }
             b'(' => {
                 parens += 1;
+                nesting += 1;
+                too_deep(nesting, i)?;
+                i += 1;
+            }
+            b'[' | b'{' => {
+                nesting += 1;
+                too_deep(nesting, i)?;
+                i += 1;
+            }
+            b']' | b'}' => {
+                nesting = nesting.saturating_sub(1);
                 i += 1;
             }
             b')' => {
                 parens = parens.saturating_sub(1);
+                nesting = nesting.saturating_sub(1);
                 if interpolation_depth.last() == Some(&parens) {
                     interpolation_depth.pop();
                     in_string = true;
@@ -180,5 +223,41 @@ mod tests {
         }
         // The same words as field names or inside strings are fine, and `..` is allowed.
         assert!(compile(r#".env, .def, "until", [..] | length"#).is_ok());
+    }
+
+    #[test]
+    fn programs_as_long_as_allowed_compile_or_fail_without_exhausting_the_stack() {
+        let fill = |unit: &str, tail: &str| {
+            let mut code = unit.repeat((MAX_PROGRAM_BYTES - tail.len()) / unit.len());
+            code.push_str(tail);
+            code
+        };
+        let shapes = [
+            fill("(", ""),
+            fill("[", ""),
+            fill("{a:", ""),
+            fill("\"\\(", ""),
+            fill(". | ", "."),
+            fill("- ", "1"),
+            fill("1 + ", "1"),
+            fill("if . then ", "."),
+            fill(". as $x | ", "."),
+            fill("try ", "."),
+            fill("reduce . as $x (0; ", ""),
+            fill(".a", ""),
+            fill(".[0]", ""),
+        ];
+        // Called from a thread with as little stack as tokio's workers (2 MiB).
+        let compiled = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || shapes.iter().map(|code| check(code).is_ok()).collect::<Vec<_>>())
+            .unwrap()
+            .join()
+            .expect("compiling overflowed the stack");
+        assert_eq!(compiled, [false, false, false, false, true, true, true, false, true, true, false, true, true]);
+        let Err(JqError::Compile { message, position }) = check(&"[".repeat(65)) else { panic!() };
+        assert!(message.contains("deeper than 64"), "{message}");
+        assert_eq!(position, 64);
+        assert!(check(&format!("{}1{}", "[".repeat(64), "]".repeat(64))).is_ok());
     }
 }

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
+use switchboard_core::Timestamp;
 
 pub use sandbox::{SandboxStats, stats, warm_up};
 
@@ -66,11 +67,12 @@ pub enum JqError {
 /// A compiled jq program. Cheap to share.
 ///
 /// A program that had to be killed (it outlived twice its time, or exceeded the memory
-/// limit) is never run again: it answers the error that condemned it at once, so one
-/// runaway text costs one worker once, not once per event.
+/// limit) is not run again: it answers the error that condemned it at once, so one runaway
+/// text costs one worker once, not once per event. [`ProgramCache`] forgets the verdict after
+/// a while.
 #[derive(Clone)]
 pub struct JqProgram {
-    text: Option<Arc<str>>,
+    text: Result<Arc<str>, JqError>,
     condemned: Arc<OnceLock<JqError>>,
 }
 
@@ -84,13 +86,15 @@ impl JqProgram {
     /// Checks and compiles a program; the compiled form is only proof that it compiles (the
     /// workers compile it again, once per text).
     pub fn compile(code: &str) -> Result<Self, JqError> {
-        compile::compile(code)?;
-        Ok(Self { text: Some(code.into()), condemned: Arc::default() })
+        compile::check(code)?;
+        Ok(Self { text: Ok(code.into()), condemned: Arc::default() })
     }
 
-    /// A program that never yields anything: stands in for one that no longer compiles.
-    pub fn never() -> Self {
-        Self { text: None, condemned: Arc::default() }
+    /// Stands in for a stored program that no longer compiles (a newer jq dialect): every run
+    /// fails with that error, so a filter matches nothing and a transform sends nothing.
+    pub fn broken(error: JqError) -> Self {
+        let message = format!("the stored program no longer compiles: {error}");
+        Self { text: Err(JqError::Compile { message, position: 0 }), condemned: Arc::default() }
     }
 
     /// The error that condemned this program, if it was killed once.
@@ -101,7 +105,7 @@ impl JqProgram {
     /// Runs the program on `input` in a worker, giving up after `limit` (waiting for a free
     /// worker included).
     pub async fn run(&self, input: &Value, limit: Duration) -> Result<Vec<Value>, JqError> {
-        let Some(text) = &self.text else { return Ok(Vec::new()) };
+        let text = self.text.as_ref().map_err(Clone::clone)?;
         if let Some(error) = self.condemned.get() {
             return Err(error.clone());
         }
@@ -129,28 +133,46 @@ impl JqProgram {
     }
 }
 
-/// Compiled programs by their text, shared by every user of the same text (and so is a
-/// condemned program's verdict).
+/// Compiled programs by owner and text. One owner's uses of the same text share one program,
+/// and so its verdict; another owner's runaway program cannot condemn it.
 #[derive(Debug, Default)]
 pub struct ProgramCache {
-    programs: Mutex<HashMap<String, Result<JqProgram, JqError>>>,
+    /// By owner, then by text: looked up without allocating, on every delivery.
+    programs: Mutex<HashMap<String, HashMap<String, Cached>>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    program: Result<JqProgram, JqError>,
+    compiled_at: Timestamp,
 }
 
 /// Programs kept at most; beyond that the cache starts afresh (condemned programs included,
 /// which then get one more chance each).
 const CACHED_PROGRAMS: usize = 10_000;
 
+/// How long a condemned program answers its verdict before it is given another chance: long
+/// enough that a runaway program costs a worker a few times an hour at most, short enough
+/// that a program killed on a bad day (a loaded machine) recovers on its own.
+pub const CONDEMNED_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
 impl ProgramCache {
-    pub fn get(&self, code: &str) -> Result<JqProgram, JqError> {
+    /// The program for `code` as `owner` (a tenant) uses it; `now` from the caller's clock.
+    pub fn get(&self, owner: &str, code: &str, now: Timestamp) -> Result<JqProgram, JqError> {
         let mut programs = self.programs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(program) = programs.get(code) {
-            return program.clone();
+        if let Some(cached) = programs.get(owner).and_then(|texts| texts.get(code)) {
+            let condemned = matches!(&cached.program, Ok(program) if program.condemned().is_some());
+            if !condemned || now - cached.compiled_at < CONDEMNED_FOR {
+                return cached.program.clone();
+            }
         }
         let program = JqProgram::compile(code);
-        if programs.len() >= CACHED_PROGRAMS {
+        let texts = programs.values().map(HashMap::len).sum::<usize>();
+        if texts >= CACHED_PROGRAMS {
             programs.clear();
         }
-        programs.insert(code.to_string(), program.clone());
+        let cached = Cached { program: program.clone(), compiled_at: now };
+        programs.entry(owner.to_string()).or_default().insert(code.to_string(), cached);
         program
     }
 }

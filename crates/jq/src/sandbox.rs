@@ -80,7 +80,8 @@ struct Sandbox {
 }
 
 static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| {
-    debug_assert!(crate::worker::linked());
+    // Keeps the worker module, and its constructor, in every binary that runs programs.
+    std::hint::black_box(crate::worker::linked());
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
     let (jobs, queue) = channel::<Job>();
     let queue = Arc::new(Mutex::new(queue));
@@ -144,8 +145,10 @@ fn drive(queue: &Mutex<Receiver<Job>>, counters: &Counters) {
             },
         };
         let (result, kept) = process.evaluate(&job, counters);
-        if let Err(error @ (JqError::TimedOut(_) | JqError::OutOfMemory(_))) = &result {
-            let _ = job.condemned.set(error.clone());
+        if let Err(error @ (JqError::TimedOut(_) | JqError::OutOfMemory(_))) = &result
+            && job.condemned.set(error.clone()).is_ok()
+        {
+            tracing::warn!(%error, "a jq program was stopped; it answers this error at once for a while");
         }
         let _ = job.reply.send(result);
         worker = kept;
@@ -168,6 +171,8 @@ impl Worker {
         };
         let mut child = Command::new(executable)
             .arg0("switchboard-jq-worker")
+            // A worker needs nothing from the server's environment, which may hold secrets.
+            .env_clear()
             .env(WORKER_ENV, MEMORY_LIMIT_BYTES.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -253,11 +258,28 @@ impl Worker {
         }
     }
 
-    /// Reaps a worker that stopped answering on its own, and says why it stopped.
+    /// Reaps a worker that stopped answering, and says why it stopped.
     fn died(mut self, counters: &Counters) -> JqError {
-        let _ = self.child.kill();
-        let status = self.child.wait();
-        match status.ok().and_then(|status| status.signal()) {
+        // Its pipe closed because it is exiting; give it a moment to finish before judging.
+        let mut status = None;
+        for _ in 0..100 {
+            match self.child.try_wait() {
+                Ok(Some(exited)) => {
+                    status = Some(exited);
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => break,
+            }
+        }
+        let Some(status) = status else {
+            // Still alive but no longer making sense (an answer too long): not the memory limit.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            counters.crashed.fetch_add(1, Ordering::Relaxed);
+            return JqError::Unavailable("the worker stopped answering sensibly".into());
+        };
+        match status.signal() {
             // Rust aborts when an allocation fails at the address-space limit; the kernel's
             // out-of-memory killer sends SIGKILL.
             Some(signal) if signal == nix::libc::SIGABRT || signal == nix::libc::SIGKILL => {
@@ -266,7 +288,7 @@ impl Worker {
             }
             other => {
                 counters.crashed.fetch_add(1, Ordering::Relaxed);
-                let how = other.map_or_else(|| "exited".to_string(), |signal| format!("signal {signal}"));
+                let how = other.map_or_else(|| format!("exited with {status}"), |signal| format!("signal {signal}"));
                 JqError::Unavailable(format!("the worker stopped ({how})"))
             }
         }

@@ -11,7 +11,7 @@
 //! aborts the process: the sandbox reads that as "out of memory".
 //!
 //! Protocol, one JSON document per line each way:
-//! `{"program": "…", "input": …}` → `{"outputs": [… ]}` or `{"error": "…", "kind": "runtime" | "output"}`,
+//! `{"program": "…", "input": …}` → `{"outputs": [… ]}` or `{"error": "…", "kind": "compile" | "runtime" | "output"}`,
 //! each with `"retire": true` when the worker is about to exit because it once held more
 //! memory than it should keep between programs.
 
@@ -76,7 +76,11 @@ pub(crate) fn linked() -> bool {
 fn become_a_worker_when_asked() {
     if let Some(limit) = std::env::var_os(WORKER_ENV) {
         let limit = limit.to_str().and_then(|text| text.parse().ok()).unwrap_or(crate::MEMORY_LIMIT_BYTES);
-        serve(limit);
+        // jaq's stack, reserved before the address-space limit is set from what is mapped.
+        let serving = std::thread::Builder::new().stack_size(crate::compile::STACK_BYTES).spawn(move || serve(limit));
+        if let Ok(serving) = serving {
+            let _ = serving.join();
+        }
         // SAFETY: `_exit` ends the process without running anything else of the host binary.
         unsafe { nix::libc::_exit(0) }
     }

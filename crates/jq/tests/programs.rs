@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard_jq::{JqError, JqProgram, ProgramCache};
+use switchboard_core::clock::{Clock, ManualClock};
+use switchboard_jq::{CONDEMNED_FOR, JqError, JqProgram, ProgramCache};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -69,10 +70,12 @@ async fn a_runaway_program_is_killed_after_twice_its_time_and_never_run_again() 
 }
 
 #[tokio::test]
-async fn one_text_is_one_program_so_its_verdict_is_shared() {
+async fn one_owners_text_is_one_program_and_its_verdict_is_shared_for_a_while() {
     let cache = ProgramCache::default();
+    let clock = ManualClock::new(chrono::Utc::now());
     let short = Duration::from_millis(50);
-    let first = cache.get("last(range(1e15)) | . + 1").unwrap();
+    let runaway = "last(range(1e15)) | . + 1";
+    let first = cache.get("tenant-a", runaway, clock.now()).unwrap();
     assert_eq!(first.run(&json!(null), short).await, Err(JqError::TimedOut(short)));
     for _ in 0..100 {
         if first.condemned().is_some() {
@@ -80,9 +83,39 @@ async fn one_text_is_one_program_so_its_verdict_is_shared() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let again = cache.get("last(range(1e15)) | . + 1").unwrap();
+    let again = cache.get("tenant-a", runaway, clock.now()).unwrap();
     assert!(again.condemned().is_some(), "the same text comes back condemned");
-    assert!(matches!(cache.get(".a | ("), Err(JqError::Compile { .. })));
+    assert!(cache.get("tenant-b", runaway, clock.now()).unwrap().condemned().is_none(), "another owner's is not");
+    clock.advance(CONDEMNED_FOR - chrono::TimeDelta::seconds(1));
+    assert!(cache.get("tenant-a", runaway, clock.now()).unwrap().condemned().is_some());
+    clock.advance(chrono::TimeDelta::seconds(2));
+    assert!(cache.get("tenant-a", runaway, clock.now()).unwrap().condemned().is_none(), "another chance later");
+    assert!(matches!(cache.get("tenant-a", ".a | (", clock.now()), Err(JqError::Compile { .. })));
+}
+
+#[tokio::test]
+async fn a_stored_program_that_no_longer_compiles_fails_every_run_saying_so() {
+    let error = JqProgram::compile(".a | (").unwrap_err();
+    let broken = JqProgram::broken(error);
+    let answer = broken.transform(&json!({"a": 1}), LIMIT).await;
+    assert!(
+        matches!(&answer, Err(JqError::Compile { message, .. }) if message.contains("no longer compiles")),
+        "{answer:?}"
+    );
+    assert!(!broken.is_true(&json!({"a": 1}), LIMIT).await);
+}
+
+#[tokio::test]
+async fn a_program_nested_as_deep_as_its_length_allows_runs() {
+    let deep = format!("{}.a", ". | ".repeat((switchboard_jq::MAX_PROGRAM_BYTES - 2) / 4));
+    let program = JqProgram::compile(&deep).unwrap();
+    assert_eq!(program.transform(&json!({"a": 5}), LIMIT).await, Ok(json!(5)));
+    let sum = format!("{}1", "1 + ".repeat((switchboard_jq::MAX_PROGRAM_BYTES - 1) / 4));
+    let program = JqProgram::compile(&sum).unwrap();
+    assert_eq!(
+        program.transform(&json!(null), LIMIT).await,
+        Ok(json!((switchboard_jq::MAX_PROGRAM_BYTES - 1) / 4 + 1))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

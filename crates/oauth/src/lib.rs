@@ -12,4 +12,4 @@ pub mod authorize;
 pub mod token;
 
 pub use authorize::{AuthorizationRequest, Pkce, hash_state, new_state};
-pub use token::{ClientAuth, Endpoint, TokenClient, TokenError, TokenSet};
+pub use token::{ClientAuth, Endpoint, MAX_EXPIRES_IN_SECS, TokenClient, TokenError, TokenSet};

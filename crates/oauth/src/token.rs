@@ -35,11 +35,16 @@ pub struct Endpoint<'a> {
     pub extra: Vec<(String, String)>,
 }
 
+/// The longest lifetime taken from a token answer (ten years): a larger one is read as this,
+/// so that adding it to a time stays within every clock's range.
+pub const MAX_EXPIRES_IN_SECS: u64 = 10 * 365 * 24 * 3600;
+
 /// What a token endpoint granted.
 pub struct TokenSet {
     pub access_token: Zeroizing<String>,
     pub token_type: Option<String>,
-    /// Seconds the access token lives; `None` when the provider does not say.
+    /// Seconds the access token lives, at most [`MAX_EXPIRES_IN_SECS`]; `None` when the
+    /// provider does not say.
     pub expires_in: Option<u64>,
     /// `None` when the answer has none (keep the one you had).
     pub refresh_token: Option<Zeroizing<String>>,
@@ -238,7 +243,11 @@ pub fn parse(status: u16, content_type: &str, body: &[u8]) -> Result<TokenSet, T
     let Some(access_token) = members.remove("access_token").and_then(text).filter(|t| !t.is_empty()) else {
         return Err(malformed("it has no access_token"));
     };
-    let expires_in = members.remove("expires_in").and_then(text).and_then(|t| t.trim().parse::<u64>().ok());
+    let expires_in = members
+        .remove("expires_in")
+        .and_then(text)
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .map(|secs| secs.min(MAX_EXPIRES_IN_SECS));
     let refresh_token = members.remove("refresh_token").and_then(text).filter(|t| !t.is_empty()).map(Zeroizing::new);
     let scopes = members
         .remove("scope")
@@ -378,5 +387,7 @@ mod tests {
         assert!(matches!(status_only, TokenError::Malformed { status: 500, .. }));
         let string_expiry = ok("application/json", r#"{"access_token":"a","expires_in":"3600"}"#);
         assert_eq!(string_expiry.expires_in, Some(3600));
+        let forever = ok("application/json", r#"{"access_token":"a","expires_in":18446744073709551615}"#);
+        assert_eq!(forever.expires_in, Some(MAX_EXPIRES_IN_SECS));
     }
 }

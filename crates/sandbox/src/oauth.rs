@@ -5,8 +5,9 @@
 //!   form-encoded unless asked for JSON, reports errors with HTTP 200 (`error=bad_verification_code`),
 //!   comma-separated scopes, expiring user tokens (8 h) whose refresh tokens rotate;
 //! - Google (`/o/oauth2/v2/auth`, `/token`, `/revoke`): a refresh token only with
-//!   `access_type=offline`, never again on refresh; `invalid_grant` after revocation; its
-//!   issuer identifier as `iss` in every redirect (RFC 9207);
+//!   `access_type=offline`, never again on refresh; `invalid_grant` after revocation, which
+//!   ends every grant the user gave the app, not only the token's; its issuer identifier as
+//!   `iss` in every redirect (RFC 9207);
 //! - Slack (`/oauth/v2/authorize`, `/api/oauth.v2.access`, `/api/auth.revoke`): HTTP 200 with
 //!   `ok: false` for errors, a bot token plus an `authed_user`, no expiry (rotation off);
 //! - HubSpot (`/oauth/authorize`, `/oauth/v1/token`): 30-minute tokens, the same refresh
@@ -483,6 +484,10 @@ async fn revoke(
         for access in servers.access.values_mut().filter(|t| t.provider == provider && t.grant == grant) {
             access.revoked = true;
         }
+    }
+    if provider == "google-calendar" && found {
+        // Google's revocation removes the app's access altogether.
+        servers.revoke_all(provider);
     }
     match (provider, found) {
         ("slack", true) => axum::Json(json!({"ok": true, "revoked": true})).into_response(),

@@ -21,28 +21,34 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::unsupported_media_type(
-                "The request body must be JSON (Content-Type: application/json)",
-            )
-            .with_field("Content-Type", "expected application/json"));
+        let declared_json = declares_json(req.headers());
+        if !declared_json {
+            return Err(not_json());
         }
         parse_json(&read_body(req, state).await?).map(ApiJson)
     }
 }
 
-/// A JSON body whose every field is optional: an empty body (no `Content-Type` needed) means
-/// "no options", as for `POST …/rotate-secret` or an action without input.
+fn declares_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+fn not_json() -> ApiError {
+    ApiError::unsupported_media_type("The request body must be JSON (Content-Type: application/json)")
+        .with_field("Content-Type", "expected application/json")
+}
+
+/// A JSON body whose every field is optional: an empty body (or only whitespace, whatever
+/// its `Content-Type`) means "no options", as for `POST …/rotate-secret` or an action
+/// without input.
 pub struct OptionalJson<T>(pub T);
 
 impl<T> FromRequest<AppState> for OptionalJson<T>
@@ -52,13 +58,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let declared_empty = declared_length(req.headers()) == Some(0)
-            || (!req.headers().contains_key(header::CONTENT_LENGTH)
-                && !req.headers().contains_key(header::TRANSFER_ENCODING));
-        if declared_empty && !req.headers().contains_key(header::CONTENT_TYPE) {
+        let declared_json = declares_json(req.headers());
+        let body = read_body(req, state).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        ApiJson::from_request(req, state).await.map(|ApiJson(value)| OptionalJson(value))
+        if !declared_json {
+            return Err(not_json());
+        }
+        parse_json(&body).map(OptionalJson)
     }
 }
 

@@ -76,7 +76,13 @@ async fn process_batch(state: &AppState, claimed: Vec<Inbound>) -> Vec<FinishedI
                 outcomes
             }
         };
-        for ((inbound, event), outcome) in publishing.into_iter().zip(outcomes) {
+        for ((inbound, event), mut outcome) in publishing.into_iter().zip(outcomes) {
+            if let Ok(CreateEventOutcome::KeyReused) = outcome {
+                // Published before as another event: the manifest reads it differently since
+                // (a replay after a fix). It becomes the event it reads as now, under a key of
+                // that reading, so a crash and a retry still find it.
+                outcome = state.webhooks.publish(reread(event.clone())).await;
+            }
             let outcome = match outcome {
                 Ok(CreateEventOutcome::Created(stored)) => {
                     InboundOutcome::Processed { event_type: event.event_type, event_id: stored.id }
@@ -90,7 +96,7 @@ async fn process_batch(state: &AppState, claimed: Vec<Inbound>) -> Vec<FinishedI
                     }
                 }
                 Ok(CreateEventOutcome::KeyReused) => InboundOutcome::Failed {
-                    error: "the webhook was already published differently".into(),
+                    error: "the webhook was already published differently, twice".into(),
                     retry: false,
                 },
                 Err(error) => InboundOutcome::Failed { error: error.to_string(), retry: true },
@@ -116,12 +122,27 @@ async fn process_batch(state: &AppState, claimed: Vec<Inbound>) -> Vec<FinishedI
     if !alarms.is_empty()
         && let Err(error) = state.webhooks.publish_batch(alarms).await
     {
-        tracing::warn!(%error, "publishing inbound.processing_failed events failed");
+        // Unannounced, a failure would be silent: those webhooks are retried instead, and
+        // raise their alarm when they fail for good again.
+        tracing::warn!(%error, "publishing inbound.processing_failed events failed; retrying those webhooks");
+        for (_, outcome) in &mut finished {
+            if let InboundOutcome::Failed { retry, .. } = outcome {
+                *retry = true;
+            }
+        }
     }
     finished
         .into_iter()
         .map(|(inbound, outcome)| FinishedInbound { tenant_id: inbound.tenant_id, id: inbound.id, outcome })
         .collect()
+}
+
+/// The event again, under an idempotency key of its own content.
+fn reread(mut event: NewEvent) -> NewEvent {
+    if let Some(idempotency) = &mut event.idempotency {
+        idempotency.key = format!("{}:{}", idempotency.key, &idempotency.request_hash[..16]);
+    }
+    event
 }
 
 /// The hub event a webhook becomes, or why it becomes none.

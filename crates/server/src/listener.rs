@@ -119,13 +119,20 @@ impl AsyncWrite for ProblemStream {
 /// 400, 414 or 431 with no content type and `content-length: 0`), the problem document to
 /// send instead, closing the connection as hyper does.
 fn problem_in_place_of(head: &[u8]) -> Option<Vec<u8>> {
+    // Every write passes here: most are let go after a glance at their ends.
+    if head.len() > 512 || !head.starts_with(b"HTTP/1.") || !head.ends_with(b"\r\n\r\n") {
+        return None;
+    }
     let text = std::str::from_utf8(head).ok()?;
     let rest = text.strip_suffix("\r\n\r\n")?.strip_prefix("HTTP/1.")?;
     let (status_line, headers) = rest.split_once("\r\n").unwrap_or((rest, ""));
     let code: u16 = status_line.get(2..5)?.parse().ok()?;
     let lower = headers.to_ascii_lowercase();
     let lines: Vec<&str> = lower.split("\r\n").collect();
-    if lines.iter().any(|line| line.starts_with("content-type:")) || !lines.contains(&"content-length: 0") {
+    // Hyper's own head has nothing but these; any answer of ours (a proxied provider's empty
+    // 400 included) carries a request id at least.
+    let hypers = |line: &&str| ["content-length:", "date:", "connection:"].iter().any(|name| line.starts_with(name));
+    if !lines.iter().all(hypers) || !lines.contains(&"content-length: 0") {
         return None;
     }
     let (status, slug, detail) = match code {
@@ -181,6 +188,8 @@ mod tests {
         // Our own answers, and anything that is not a bare head, pass untouched.
         let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\ncontent-length: 0\r\n\r\n";
         assert!(problem_in_place_of(ours).is_none());
+        let proxied = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nx-request-id: req_1\r\n\r\n";
+        assert!(problem_in_place_of(proxied).is_none(), "an empty 400 a provider answered through the proxy");
         assert!(problem_in_place_of(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").is_none());
         assert!(problem_in_place_of(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\n").is_none());
         assert!(problem_in_place_of(b"{\"json\": true}").is_none());

@@ -115,6 +115,14 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", format!("The request body exceeds {limit} bytes"))
     }
 
+    pub fn batch_too_large(items: usize, limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!("The batch holds {items} items; at most {limit} are taken in one request"),
+        )
+    }
+
     pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", detail)
     }

@@ -9,8 +9,9 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use switchboard_core::Clock;
+use switchboard_core::{Id, IdKind};
 use switchboard_sandbox::credentials as creds;
-use switchboard_store::{Backend, InboundFilter, Page, Verification};
+use switchboard_store::{Backend, Idempotency, InboundFilter, NewEvent, NewInbound, Page, Verification};
 
 switchboard_store::conformance_tests!(
     stripe_webhooks_are_verified_stored_and_deduplicated,
@@ -542,6 +543,18 @@ async fn hubspot_batches_are_one_webhook_and_one_event_per_item(backend: Backend
     let body = Value::Array(vec![hubspot_event(9, "contact.creation")]).to_string();
     let forged = [("x-hubspot-signature-v3", "AAAA".to_string()), ("x-hubspot-request-timestamp", "1".to_string())];
     common::expect_problem(server.deliver(id, &forged, &body).await, 401).await;
+
+    // A batch of more items than are taken at once is refused whole, before any is stored.
+    let body = Value::Array((100..1101).map(|n| hubspot_event(n, "contact.creation")).collect()).to_string();
+    let problem =
+        common::expect_problem(server.deliver(id, &hubspot_signed(server, id, &body), &body).await, 413).await;
+    assert!(problem["detail"].as_str().unwrap().contains("1001 items"), "{problem}");
+    let after = server.store.inbound_counts(tenant.as_str()).await.unwrap();
+    assert_eq!(
+        (after.received, after.duplicates),
+        (counts.received + 1, counts.duplicates),
+        "only the forgery was added"
+    );
 }
 
 /// Slack's signature over `v0:{timestamp}:{body}`.
@@ -642,6 +655,41 @@ async fn replay_reaches_todays_subscribers_and_failures_are_never_silent(backend
     assert_eq!(server.post(&key, &format!("{failed_path}/replay"), &json!({})).await.status(), 202);
     wait_for_status(&server, &failed_path, "failed", 2).await;
     assert_eq!(wait_for_events(&server, "inbound.processing_failed", 2).await.len(), 2, "each failed attempt says so");
+
+    // A webhook published before as another event (the manifest read it differently then)
+    // becomes the event it reads as now.
+    let connection = server.store.find_connection(&id).await.unwrap().unwrap();
+    let tenant_id = connection.tenant_id;
+    let inbound_id = Id::new(IdKind::Inbound);
+    let earlier = NewEvent {
+        id: Id::new(IdKind::Event),
+        tenant_id: tenant_id.clone(),
+        event_type: "stripe.unknown".into(),
+        payload: "{}".into(),
+        idempotency: Some(Idempotency { key: format!("inbound:{inbound_id}"), request_hash: "earlier reading".into() }),
+        created_at: server.clock.now(),
+    };
+    server.store.create_event(&earlier, &[], &[]).await.unwrap();
+    let reread = r#"{"id":"evt_reread","object":"event","type":"charge.captured","data":{"object":{}}}"#;
+    server
+        .store
+        .store_inbound(NewInbound {
+            id: inbound_id.clone(),
+            tenant_id,
+            connection_id: connection.id,
+            received_at: server.clock.now(),
+            source_ip: None,
+            headers: "{}".into(),
+            body: reread.as_bytes().to_vec(),
+            verification: Verification::Verified,
+            provider_event_id: Some("evt_reread".into()),
+            dedupe_key: "event:evt_reread".into(),
+        })
+        .await
+        .unwrap();
+    wait_for_status(&server, &format!("/api/integrations/{id}/inbound/{inbound_id}"), "processed", 1).await;
+    let captured = wait_for_events(&server, "stripe.charge.captured", 1).await;
+    assert_eq!(captured[0]["payload"]["inbound_id"], inbound_id.as_str());
 }
 
 /// The stored webhook once it has this status after `attempts` processing attempts.

@@ -509,15 +509,19 @@ async fn short_lived_tokens_are_refreshed_once_per_lifetime(backend: Backend) {
 
 async fn reconnecting_revokes_the_grant_it_replaces(backend: Backend) {
     let Some(server) = TestServer::start(backend).await else { return };
-    let id = server.google().await;
-    connect(&server, &id).await;
+    // Slack revokes one token at a time: the replaced bot token is revoked, the new one works.
+    let slack = install_oauth(&server, "slack").await;
+    connect(&server, &slack).await;
+    connect(&server, &slack).await;
+    assert_eq!(server.sandbox.revoked_tokens("slack"), 1);
+    assert_eq!(server.connection(&slack).await["oauth"]["connected"], true);
+    // Google's revocation would end the new grant too: the manifest leaves the old one alone.
+    let google = server.google().await;
+    connect(&server, &google).await;
+    connect(&server, &google).await;
     assert_eq!(server.sandbox.revoked_tokens("google-calendar"), 0);
-    connect(&server, &id).await;
-    // The first grant's refresh token was revoked, and with it its access token; the new
-    // grant works.
-    assert_eq!(server.sandbox.revoked_tokens("google-calendar"), 1);
-    assert_eq!(uncached(&server, &id, "/users/me/calendarList").await, 200);
-    assert_eq!(server.connection(&id).await["oauth"]["connected"], true);
+    assert_eq!(uncached(&server, &google, "/users/me/calendarList").await, 200);
+    assert_eq!(server.connection(&google).await["oauth"]["connected"], true);
 }
 
 async fn a_provider_without_expiry_or_pkce_connects_too(backend: Backend) {

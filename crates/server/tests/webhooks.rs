@@ -218,6 +218,20 @@ async fn rotation_signs_with_both_secrets_during_the_grace_period(backend: Backe
     let ts: i64 = second.header("webhook-timestamp").parse().unwrap();
     assert!(signature::verify(signatures, &new, second.header("webhook-id"), ts, &second.body));
     assert!(!signature::verify(signatures, &old, second.header("webhook-id"), ts, &second.body));
+
+    // A body of whitespace is no options too, whatever its type; text that is not JSON is 415.
+    let rotate = |content_type: &'static str, body: &'static str| {
+        server
+            .client
+            .post(server.url(&format!("/api/integrations/webhooks/{id}/rotate-secret")))
+            .bearer_auth(&server.admin_key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    assert_eq!(rotate("application/json", " \n").await.unwrap().status(), 200);
+    assert_eq!(rotate("text/plain", "").await.unwrap().status(), 200);
+    expect_problem(rotate("text/plain", "key=whsec_x").await.unwrap(), 415).await;
 }
 
 async fn filters_and_transforms_shape_what_is_delivered(backend: Backend) {

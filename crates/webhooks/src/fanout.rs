@@ -38,6 +38,7 @@ impl EndpointCache {
         store: &dyn Store,
         programs: &ProgramCache,
         tenant_id: &Id,
+        now: Timestamp,
     ) -> Result<Arc<Vec<Subscriber>>, StoreError> {
         if let Some((fetched, subscribers)) = self.lock().get(tenant_id)
             && fetched.elapsed() < self.ttl
@@ -52,9 +53,9 @@ impl EndpointCache {
                     // Filters were compiled when stored; one that no longer compiles (a newer
                     // jq dialect) matches nothing rather than everything.
                     let filter = endpoint.filter.as_deref().map(|text| {
-                        programs.get(text).unwrap_or_else(|error| {
+                        programs.get(tenant_id.as_str(), text, now).unwrap_or_else(|error| {
                             tracing::warn!(endpoint = %endpoint.id, %error, "endpoint filter does not compile");
-                            JqProgram::never()
+                            JqProgram::broken(error)
                         })
                     });
                     Subscriber { endpoint, filter }

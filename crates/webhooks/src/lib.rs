@@ -167,7 +167,8 @@ impl Webhooks {
 
     /// The messages `event` fans out to.
     pub(crate) async fn fan_out(&self, event: &NewEvent) -> Result<Vec<NewMessage>, StoreError> {
-        let subscribers = self.endpoints.subscribers(&*self.store, &self.programs, &event.tenant_id).await?;
+        let subscribers =
+            self.endpoints.subscribers(&*self.store, &self.programs, &event.tenant_id, self.clock.now()).await?;
         Ok(fanout::messages_for(event, &subscribers, self.clock.now()).await)
     }
 
@@ -262,9 +263,9 @@ impl Webhooks {
     /// fails every delivery rather than sending the untransformed body.
     pub(crate) fn transform_of(&self, endpoint: &Endpoint) -> Option<JqProgram> {
         let text = endpoint.transform.as_deref()?;
-        Some(self.programs.get(text).unwrap_or_else(|error| {
+        Some(self.programs.get(endpoint.tenant_id.as_str(), text, self.clock.now()).unwrap_or_else(|error| {
             tracing::warn!(endpoint = %endpoint.id, %error, "endpoint transform does not compile");
-            JqProgram::never()
+            JqProgram::broken(error)
         }))
     }
 }

@@ -68,7 +68,8 @@ pub fn connection_auth_failed(
 
 /// An incoming webhook that was acknowledged to its provider but could not become an event
 /// (its type is not where the manifest says, the connection is gone…): it stays `failed`
-/// until it is replayed. One event per processing attempt that failed.
+/// until it is replayed. One event each time it fails for good (a replay that fails again
+/// raises another); attempts that will be retried raise none.
 pub fn inbound_processing_failed(
     tenant_id: &Id,
     inbound_id: &Id,

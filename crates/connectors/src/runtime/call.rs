@@ -132,13 +132,20 @@ impl Connections {
             response.headers.remove(name);
         }
         if let Some(proxy) = &request.links_through {
+            // A value that cannot be read or rewritten as text is passed on as it came.
             let links: Vec<HeaderValue> = response
                 .headers
                 .get_all(reqwest::header::LINK)
                 .iter()
-                .filter_map(|value| value.to_str().ok())
-                .filter_map(|value| {
-                    HeaderValue::from_str(&super::proxy_paths::rewrite_links(value, &resolved.base_url, proxy)).ok()
+                .map(|value| {
+                    value
+                        .to_str()
+                        .ok()
+                        .and_then(|text| {
+                            let rewritten = super::proxy_paths::rewrite_links(text, &resolved.base_url, proxy);
+                            HeaderValue::from_str(&rewritten).ok()
+                        })
+                        .unwrap_or_else(|| value.clone())
                 })
                 .collect();
             if !links.is_empty() {

@@ -263,8 +263,9 @@ impl Connections {
         self.events.subscribe()
     }
 
-    /// Refreshes tokens before they expire (every `refresh_every`, those expiring within
-    /// `refresh_margin`) and prunes expired connect-flow states, until `stop`.
+    /// Refreshes tokens before they expire (every `refresh_every`, those with a quarter of
+    /// their lifetime left, at most `refresh_margin`) and prunes expired connect-flow states,
+    /// until `stop`.
     pub fn start_refresher(&self, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
         let connections = self.clone();
         let margin = self.config.refresh_margin;

@@ -222,8 +222,8 @@ impl Connections {
             // has its code (and its error) ignored.
             (Err(error), _, _) => Err(error),
             (Ok(()), Some(error), _) => Err(match &params.error_description {
-                Some(description) => format!("the provider answered {error}: {description}"),
-                None => format!("the provider answered {error}"),
+                Some(description) => format!("the provider answered {}: {}", echoed(error), echoed(description)),
+                None => format!("the provider answered {}", echoed(error)),
             }),
             (Ok(()), None, None) => Err("the provider's redirect has neither a code nor an error".to_string()),
             (Ok(()), None, Some(code)) => self.exchange(&connection, &pending, verifier, code).await,
@@ -252,8 +252,9 @@ impl Connections {
         let expected = self.oauth_urls(provider, &spec).map_err(|e| e.to_string())?.issuer;
         match (expected, iss) {
             (Some(expected), Some(iss)) if iss != expected => Err(format!(
-                "the redirect came from the authorization server {iss:?}, not {expected:?} (an authorization server \
-                 mix-up); its code was not used"
+                "the redirect came from the authorization server {:?}, not {expected:?} (an authorization server \
+                 mix-up); its code was not used",
+                echoed(iss)
             )),
             (_, None) if spec.authorization_response_iss_parameter_supported => Err(
                 "the redirect has no `iss` although the authorization server always sends one; its code was not used"
@@ -291,8 +292,8 @@ impl Connections {
                 .await
                 .map_err(|e| describe(&e))?
         };
-        // A reconnect replaces a grant: once the new tokens are stored, the old one is revoked,
-        // so no forgotten grant stays alive at the provider.
+        // A reconnect replaces a grant: once the new tokens are stored, the old one is revoked
+        // (where the provider revokes grants one by one), so no forgotten grant stays alive.
         let replaced = credentials.clone();
         let stored = self
             .store_tokens(connection, &mut credentials, granted, &pending.scopes, None)
@@ -300,6 +301,7 @@ impl Connections {
             .map_err(|e| e.to_string())?;
         let replaced_token = |name: &str| replaced.get(name).filter(|old| credentials.get(name) != Some(*old));
         if let Some(updated) = stored
+            && spec.revoke_replaced_grant
             && (replaced_token("refresh_token").is_some() || replaced_token("access_token").is_some())
         {
             let mut old = credentials.clone();
@@ -344,7 +346,8 @@ impl Connections {
         let tokens = NewTokens {
             credentials: self.seal(&connection.tenant_id, credentials, now),
             fields,
-            expires_at: granted.expires_in.map(|secs| now + TimeDelta::seconds(secs.min(i64::MAX as u64) as i64)),
+            // `expires_in` is at most ten years (the token parser's bound).
+            expires_at: granted.expires_in.map(|secs| now + TimeDelta::seconds(secs as i64)),
             scopes: granted.scopes.unwrap_or_else(|| requested_scopes.to_vec()),
             refreshed_at: lease_owner.map(|_| now),
             lease_owner: lease_owner.map(str::to_string),
@@ -464,5 +467,27 @@ pub(crate) fn describe(error: &TokenError) -> String {
     match error {
         TokenError::Malformed { excerpt, .. } if !excerpt.is_empty() => format!("{error}; it begins: {excerpt}"),
         other => other.to_string(),
+    }
+}
+
+/// What a redirect said, as far as it is worth repeating in an error: whoever sent the
+/// browser here chose it, and it goes into the connection's record and a return URL.
+fn echoed(text: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn what_a_redirect_said_is_repeated_only_in_part() {
+        assert_eq!(super::echoed("access_denied"), "access_denied");
+        let long = "é".repeat(1000);
+        let echoed = super::echoed(&long);
+        assert_eq!(echoed.chars().count(), 201, "200 characters and an ellipsis");
+        assert!(echoed.ends_with('…'));
     }
 }

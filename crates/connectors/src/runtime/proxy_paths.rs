@@ -40,7 +40,8 @@ pub fn check_proxy_path(path: &str) -> Result<(), &'static str> {
 }
 
 /// `Link` header values with every target under `base` pointing through `proxy` (the proxy's
-/// own URL for the connection) instead; other targets and every parameter are kept.
+/// own URL for the connection) instead; other targets and every parameter are kept. (A `<`
+/// inside a quoted parameter, which no provider we know sends, would be read as a target.)
 pub fn rewrite_links(value: &str, base: &Url, proxy: &str) -> String {
     let mut out = String::with_capacity(value.len() + 64);
     let mut rest = value;

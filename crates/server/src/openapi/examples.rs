@@ -1,8 +1,9 @@
 //! Examples for every operation of the document: its JSON request body, its success answers
-//! and its path parameters (an id parameter also gets the pattern of its kind). An example an annotation gives is kept; the others are made from
-//! the schema itself (its fields' examples, defaults, enums, formats and bounds, and the id
-//! prefixes their descriptions name), so they always fit the schema they illustrate — a
-//! test validates every one against it.
+//! and its path parameters (an id parameter also gets the pattern of its kind). An example an
+//! annotation gives is kept; the others are made from the schema itself (its fields'
+//! examples, defaults, enums, formats and bounds, and the id prefixes their descriptions
+//! name), so they always fit the schema they illustrate — a test validates every one against
+//! it.
 
 use serde_json::{Map, Value, json};
 

@@ -238,6 +238,19 @@ macro_rules! deliveries_impl {
             ) -> Result<u64> {
                 let (tenant_id, event_id, messages) = (tenant_id.to_string(), event_id.to_string(), messages.to_vec());
                 let added = self.write(move |c| Box::pin(async move {
+                    // Two replays of one event at once must not both add its new endpoints'
+                    // messages: on PostgreSQL the event's row is locked for the unit (SQLite's
+                    // single writer already runs one unit at a time).
+                    if matches!($backend, Backend::Postgres) {
+                        let exists = sqlx::query("SELECT 1 FROM events WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+                            .bind(&tenant_id)
+                            .bind(&event_id)
+                            .fetch_optional(&mut *c)
+                            .await?;
+                        if exists.is_none() {
+                            return Ok(0);
+                        }
+                    }
                     let mut added = 0;
                     for message in &messages {
                         added += sqlx::query(

@@ -2,6 +2,8 @@
 //! provider's event id): the body as a JSON document (a form-encoded body decoded into an
 //! object of its fields), and the items of a batch, each with its own bytes.
 
+use std::collections::HashSet;
+
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -36,7 +38,7 @@ pub fn document(body: &[u8], encoding: BodyEncoding, json_fields: &[String]) -> 
 
 fn form_document(body: &[u8], json_fields: &[String]) -> Value {
     let mut fields: Map<String, Value> = Map::new();
-    let mut repeated: Vec<String> = Vec::new();
+    let mut repeated: HashSet<String> = HashSet::new();
     for (name, value) in url::form_urlencoded::parse(body) {
         let value = match json_fields.iter().any(|field| *field == name) {
             true => serde_json::from_str(&value).unwrap_or_else(|_| Value::String(value.into_owned())),
@@ -46,15 +48,19 @@ fn form_document(body: &[u8], json_fields: &[String]) -> Value {
             None => {
                 fields.insert(name.into_owned(), value);
             }
-            Some(Value::Array(values)) if repeated.iter().any(|r| *r == name) => values.push(value),
+            Some(Value::Array(values)) if repeated.contains(name.as_ref()) => values.push(value),
             Some(first) => {
                 *first = Value::Array(vec![first.take(), value]);
-                repeated.push(name.into_owned());
+                repeated.insert(name.into_owned());
             }
         }
     }
     Value::Object(fields)
 }
+
+/// The most items one batch webhook may carry (HubSpot sends up to 100): each becomes a
+/// stored webhook of its own, so a body of tiny items would otherwise cost thousands of writes.
+pub const MAX_BATCH_ITEMS: usize = 1000;
 
 /// The elements of the array at `pointer` ("" for a body that is the array), each as the
 /// exact bytes it has in the body; `None` when there is no array there.
@@ -62,7 +68,8 @@ pub fn batch_items<'a>(body: &'a [u8], pointer: &str) -> Option<Vec<&'a [u8]>> {
     let mut raw: &RawValue = serde_json::from_slice(body).ok()?;
     for segment in pointer.split('/').skip(1) {
         let segment = segment.replace("~1", "/").replace("~0", "~");
-        raw = match serde_json::from_str::<std::collections::HashMap<&str, &RawValue>>(raw.get()) {
+        // Owned keys: a member name written with escapes cannot be borrowed from the body.
+        raw = match serde_json::from_str::<std::collections::HashMap<String, &RawValue>>(raw.get()) {
             Ok(mut members) => members.remove(segment.as_str())?,
             Err(_) => {
                 let index: usize = segment.parse().ok()?;
@@ -141,6 +148,8 @@ mod tests {
         assert_eq!(batch_items(nested, "/events").unwrap(), [&br#"{"id": "a"}"#[..], br#"{"id": "b"}"#]);
         assert_eq!(batch_items(br#"{"a": [[1, 2]]}"#, "/a/0").unwrap(), [&b"1"[..], b"2"]);
         assert!(batch_items(br#"{"events": {}}"#, "/events").is_none());
+        // Member names written with escapes are found as what they say.
+        assert_eq!(batch_items(br#"{"ev\u0065nts": [1]}"#, "/events").unwrap(), [&b"1"[..]]);
         assert!(batch_items(b"not json", "").is_none());
     }
 

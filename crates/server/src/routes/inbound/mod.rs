@@ -165,7 +165,7 @@ pub struct Receipt {
         (status = 401, description = "The signature did not verify (the reason is recorded with the stored webhook, not returned)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "A handshake's verify token is not the connection's", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No webhooks are received at this address", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body exceeds the connection's size limit (1 MiB unless it sets `webhook_max_body_bytes`)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body exceeds the connection's size limit (1 MiB unless it sets `webhook_max_body_bytes`), or is a batch of more than 1,000 items", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 429, description = "The connection or the source address sends too fast; see `Retry-After`", body = crate::problem::Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
@@ -244,6 +244,9 @@ pub async fn receive(
         && let Some(items) = document::batch_items(&body, pointer)
         && !items.is_empty()
     {
+        if items.len() > document::MAX_BATCH_ITEMS {
+            return Err(ApiError::batch_too_large(items.len(), document::MAX_BATCH_ITEMS));
+        }
         // Each item is a webhook of its own: typed, de-duplicated and processed by itself.
         let inbounds = items.into_iter().map(|item| {
             let item_document: Option<Value> = serde_json::from_slice(item).ok();
@@ -338,7 +341,6 @@ fn receipt(receipt: Receipt) -> Response {
     get,
     path = "/webhooks/{connection_id}",
     tag = "incoming webhooks",
-    params(("connection_id" = String, Path, description = "`conn_…`: the URL given to the provider")),
     operation_id = "answer_webhook_challenge",
     description = "Meta (`hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`) and Dropbox (`challenge=…`) prove a webhook address by GET before sending to it; the challenge is echoed as text.",
     params(
