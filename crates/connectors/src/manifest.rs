@@ -43,7 +43,7 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<ErrorShape>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhooks: Option<Webhooks>,
+    pub webhooks: Option<InboundWebhooks>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -503,7 +503,7 @@ pub struct ErrorShape {
 /// What the incoming-webhooks receiver needs to know about the provider's webhooks.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Webhooks {
+pub struct InboundWebhooks {
     pub scheme: SignatureScheme,
     /// For `generic_hmac`: how the provider signs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -533,7 +533,7 @@ pub struct Webhooks {
     pub handshakes: Vec<WebhookHandshake>,
 }
 
-impl Webhooks {
+impl InboundWebhooks {
     /// Where the event type is, in a body read as a form or not.
     pub fn event_type_locations(&self, form: bool) -> &Locations {
         self.form.as_ref().filter(|_| form).and_then(|f| f.event_type.as_ref()).unwrap_or(&self.event_type)

@@ -1,5 +1,6 @@
 //! The bottom layer: identifiers, the clock, API-key tokens, the secret box, webhook
-//! signature schemes and bounded JSON Schema compilation.
+//! signature schemes, bounded JSON Schema compilation, keyed rate limits and the masking of
+//! credential-like header values.
 //!
 //! Nothing here performs I/O except reading and writing the master key file, so every other
 //! crate can depend on it.
@@ -7,6 +8,8 @@
 pub mod api_key;
 pub mod clock;
 pub mod id;
+pub mod rate;
+pub mod redact;
 pub mod schema;
 pub mod secret_box;
 pub mod signature;

@@ -1,12 +1,8 @@
 //! API-key authentication (`Authorization: Bearer sk_…`), scope checks and per-key rate limits.
 
-use std::num::NonZeroU32;
-
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
 use switchboard_core::api_key;
 use switchboard_store::{ApiKey, Scope};
 
@@ -71,37 +67,8 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|(key, _)| key.is_usable_at(state.clock.now()))
             .ok_or_else(|| ApiError::unauthorized("The API key is invalid, revoked or expired"))?;
         if let Some(limiter) = &state.limiter {
-            limiter.check(key.id.as_str())?;
+            limiter.take(key.id.as_str()).map_err(|wait| ApiError::rate_limited(wait.as_secs().max(1)))?;
         }
         Ok(Caller { key, is_operator })
-    }
-}
-
-/// A token bucket per API key. Idle keys are forgotten periodically, so memory stays bounded
-/// by the keys active in the last interval.
-pub struct KeyRateLimiter {
-    limiter: DefaultKeyedRateLimiter<String>,
-}
-
-impl KeyRateLimiter {
-    pub fn new(per_second: NonZeroU32) -> Self {
-        Self { limiter: governor::RateLimiter::keyed(Quota::per_second(per_second)) }
-    }
-
-    fn check(&self, key_id: &str) -> ApiResult<()> {
-        self.take(key_id).map_err(|wait| ApiError::rate_limited(wait.as_secs().max(1)))
-    }
-
-    /// Takes a slot for `key`, or says how long until one frees up.
-    pub fn take(&self, key: &str) -> Result<(), std::time::Duration> {
-        self.limiter
-            .check_key(&key.to_string())
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-    }
-
-    /// Drops the state of keys whose buckets are full again.
-    pub fn forget_idle(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
     }
 }

@@ -3,7 +3,6 @@
 
 pub mod auth;
 pub mod extract;
-mod inbound_processing;
 pub mod listener;
 pub mod lookups;
 pub mod metrics;
@@ -170,7 +169,7 @@ pub async fn serve(
             if let Some(limiter) = &limiter_state.limiter {
                 limiter.forget_idle();
             }
-            limiter_state.inbound_limits.forget_idle();
+            limiter_state.inbound.forget_idle();
         }
     });
     // The peer address: the webhook receiver records it and rate-limits by it.
@@ -187,8 +186,7 @@ pub fn start_connection_work(
 ) -> tokio::task::JoinHandle<()> {
     let refresher = state.connections.start_refresher(stop.clone());
     // A receive-only process leaves the stored webhooks to processes that share its database.
-    let inbound =
-        state.config.inbound_processing.then(|| inbound_processing::start_processing(state.clone(), stop.clone()));
+    let inbound = state.inbound.start(stop.clone());
     let mut events = state.connections.subscribe();
     let webhooks = state.webhooks.clone();
     tokio::spawn(async move {

@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use switchboard_connectors::Connections;
 use switchboard_core::{Clock, SecretBox};
+use switchboard_inbound::{Inbound, InboundConfig};
 use switchboard_store::Store;
 use switchboard_webhooks::Webhooks;
 
-use crate::auth::KeyRateLimiter;
 use crate::lookups::Lookups;
 use crate::metrics::Metrics;
 use crate::schemas::SchemaCache;
+use switchboard_core::rate::KeyedRateLimiter;
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -60,12 +61,10 @@ pub struct Inner {
     pub metrics: Metrics,
     pub schemas: SchemaCache,
     pub lookups: Lookups,
-    pub limiter: Option<KeyRateLimiter>,
-    pub inbound_limits: crate::routes::inbound::InboundLimits,
+    pub limiter: Option<KeyedRateLimiter>,
     pub webhooks: Webhooks,
     pub connections: Connections,
-    /// Woken when a webhook is stored, so processing starts at once.
-    pub inbound_ready: tokio::sync::Notify,
+    pub inbound: Inbound,
     /// Set when the process is about to stop: `/readyz` fails and every answer closes its
     /// connection, while requests are still served.
     draining: std::sync::atomic::AtomicBool,
@@ -75,9 +74,19 @@ impl AppState {
     /// The state around the webhooks and connections services; the webhooks service brings
     /// the store, the clock and the secret box.
     pub fn new(webhooks: Webhooks, connections: Connections, config: ServerConfig) -> Self {
-        let limiter = config.rate_limit_per_key.map(KeyRateLimiter::new);
-        let inbound_limits =
-            crate::routes::inbound::InboundLimits::new(config.inbound_per_connection, config.inbound_per_source);
+        let limiter = config.rate_limit_per_key.map(KeyedRateLimiter::new);
+        let inbound = Inbound::new(
+            webhooks.store.clone(),
+            webhooks.clock.clone(),
+            connections.clone(),
+            webhooks.clone(),
+            InboundConfig {
+                per_connection: config.inbound_per_connection,
+                per_source: config.inbound_per_source,
+                processing: config.inbound_processing,
+                lease: config.inbound_lease,
+            },
+        );
         Self(Arc::new(Inner {
             store: webhooks.store.clone(),
             clock: webhooks.clock.clone(),
@@ -85,12 +94,11 @@ impl AppState {
             metrics: Metrics::new(&webhooks.metrics),
             webhooks,
             connections,
-            inbound_ready: tokio::sync::Notify::new(),
+            inbound,
             draining: std::sync::atomic::AtomicBool::new(false),
             schemas: SchemaCache::default(),
             lookups: Lookups::default(),
             limiter,
-            inbound_limits,
             config,
         }))
     }

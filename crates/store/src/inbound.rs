@@ -27,7 +27,7 @@ pub struct NewInbound {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Inbound {
+pub struct InboundWebhook {
     pub id: Id,
     pub tenant_id: Id,
     pub connection_id: Id,
@@ -75,7 +75,7 @@ impl Verification {
     }
 }
 
-impl Inbound {
+impl InboundWebhook {
     pub fn verification(&self) -> Verification {
         match (&self.rejection, self.verified) {
             (Some(reason), _) => Verification::Rejected(reason.clone()),
@@ -141,14 +141,14 @@ pub trait InboundStore: Send + Sync {
     /// counts it as a duplicate of the one stored with its dedupe key.
     async fn store_inbound(&self, inbound: NewInbound) -> Result<Stored>;
     /// Leases up to `limit` pending webhooks (of any tenant) until `lease_until`.
-    async fn claim_inbound(&self, limit: u32, lease_until: Timestamp, now: Timestamp) -> Result<Vec<Inbound>>;
+    async fn claim_inbound(&self, limit: u32, lease_until: Timestamp, now: Timestamp) -> Result<Vec<InboundWebhook>>;
     /// Records how processing of each webhook ended and releases the leases, in one unit.
     async fn finish_inbound(&self, finished: &[FinishedInbound], now: Timestamp) -> Result<()>;
-    async fn get_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<Inbound>>;
+    async fn get_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<InboundWebhook>>;
     /// Newest first.
-    async fn list_inbound(&self, tenant_id: &str, filter: &InboundFilter, page: &Page) -> Result<Vec<Inbound>>;
+    async fn list_inbound(&self, tenant_id: &str, filter: &InboundFilter, page: &Page) -> Result<Vec<InboundWebhook>>;
     /// Puts a stored, accepted webhook back in the queue; `None` when there is none (or it
     /// was rejected).
-    async fn replay_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<Inbound>>;
+    async fn replay_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<InboundWebhook>>;
     async fn inbound_counts(&self, tenant_id: &str) -> Result<InboundCounts>;
 }

@@ -30,7 +30,7 @@ use switchboard_core::Timestamp;
 pub use connections::{Connection, ConnectionHealthUpdate, ConnectionStore, TokenState};
 pub use error::StoreError;
 pub use inbound::{
-    FinishedInbound, Inbound, InboundCounts, InboundFilter, InboundOutcome, InboundStore, NewInbound, Stored,
+    FinishedInbound, InboundCounts, InboundFilter, InboundOutcome, InboundStore, InboundWebhook, NewInbound, Stored,
     Verification,
 };
 pub use model::*;

@@ -14,7 +14,6 @@ mod config;
 pub mod delivery;
 mod dispatcher;
 pub mod fanout;
-pub mod incoming;
 pub mod limiter;
 pub mod metrics;
 pub mod operational;

@@ -176,7 +176,7 @@ pub struct WebhookTarget {
 
 impl WebhookTarget {
     /// The provider's webhook declaration (a target exists only for providers that have one).
-    pub fn webhooks(&self) -> &crate::manifest::Webhooks {
+    pub fn webhooks(&self) -> &crate::manifest::InboundWebhooks {
         self.provider.manifest.webhooks.as_ref().expect("webhook targets are made only for providers with webhooks")
     }
 

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use switchboard_core::redact::{MASK, is_sensitive_header};
 use switchboard_core::signature::SigningSecret;
 use switchboard_core::{Id, IdKind};
 use switchboard_jq::JqProgram;
@@ -172,30 +173,6 @@ fn masked(headers: BTreeMap<String, String>) -> BTreeMap<String, String> {
         })
         .collect()
 }
-
-/// Whether a (lower-case) header name suggests its value is a credential or a signature.
-/// Every stored webhook asks this of each of its headers: one automaton over all the words
-/// instead of a substring search per word.
-pub(crate) fn is_sensitive_header(name: &str) -> bool {
-    static SENSITIVE: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
-        aho_corasick::AhoCorasick::new([
-            "auth",
-            "token",
-            "secret",
-            "key",
-            "cookie",
-            "password",
-            "signature",
-            "hmac",
-            "session",
-        ])
-        .expect("fixed words build an automaton")
-    });
-    SENSITIVE.is_match(name)
-}
-
-/// What a masked header value reads as.
-pub const MASK: &str = "********";
 
 async fn to_out(state: &AppState, endpoint: Endpoint) -> ApiResult<EndpointOut> {
     let secret = state.webhooks.current_secret(&endpoint).await.map_err(|e| ApiError::internal(&e.to_string()))?;

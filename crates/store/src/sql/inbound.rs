@@ -19,8 +19,8 @@ macro_rules! inbound_impl {
                  provider_event_id, duplicates, status, event_type, event_id, attempts, last_error, processed_at"
         );
 
-        fn inbound_from(row: &Row) -> Result<crate::Inbound> {
-            Ok(crate::Inbound {
+        fn inbound_from(row: &Row) -> Result<crate::InboundWebhook> {
+            Ok(crate::InboundWebhook {
                 id: id(row, "id")?,
                 tenant_id: id(row, "tenant_id")?,
                 connection_id: id(row, "connection_id")?,
@@ -55,7 +55,7 @@ macro_rules! inbound_impl {
                     .await
             }
 
-            async fn claim_inbound(&self, limit: u32, lease_until: Timestamp, now: Timestamp) -> Result<Vec<crate::Inbound>> {
+            async fn claim_inbound(&self, limit: u32, lease_until: Timestamp, now: Timestamp) -> Result<Vec<crate::InboundWebhook>> {
                 self.worker_write(move |c| Box::pin(async move {
                     let rows = sqlx::query(CLAIM_INBOUND_SQL)
                         .bind(to_micros(lease_until))
@@ -108,7 +108,7 @@ macro_rules! inbound_impl {
                 .await
             }
 
-            async fn get_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<crate::Inbound>> {
+            async fn get_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<crate::InboundWebhook>> {
                 let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
                 self.read(move |c| Box::pin(async move {
                     let row = sqlx::query(&format!("SELECT {INBOUND_COLUMNS} FROM inbound_webhooks WHERE tenant_id = $1 AND id = $2"))
@@ -126,7 +126,7 @@ macro_rules! inbound_impl {
                 tenant_id: &str,
                 filter: &crate::InboundFilter,
                 page: &Page,
-            ) -> Result<Vec<crate::Inbound>> {
+            ) -> Result<Vec<crate::InboundWebhook>> {
                 let (tenant_id, filter, page) = (tenant_id.to_string(), filter.clone(), page.clone());
                 self.read(move |c| Box::pin(async move {
                     let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {INBOUND_COLUMNS} FROM inbound_webhooks WHERE tenant_id = "));
@@ -144,7 +144,7 @@ macro_rules! inbound_impl {
                 .await
             }
 
-            async fn replay_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<crate::Inbound>> {
+            async fn replay_inbound(&self, tenant_id: &str, id: &str) -> Result<Option<crate::InboundWebhook>> {
                 let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
                 self.write(move |c| Box::pin(async move {
                     let row = sqlx::query(&format!(

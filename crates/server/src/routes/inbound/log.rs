@@ -58,8 +58,8 @@ pub async fn stats(State(state): State<AppState>, caller: crate::auth::Caller) -
         pending: counts.pending,
         processed: counts.processed,
         failed: counts.failed,
-        processing_workers: u32::from(state.config.inbound_processing),
-        rate_limited_sources: state.inbound_limits.limited_sources(),
+        processing_workers: state.inbound.processing_workers(),
+        rate_limited_sources: state.inbound.limited_sources(),
     }))
 }
 
@@ -94,7 +94,7 @@ pub struct InboundOut {
     pub body: Option<String>,
 }
 
-fn inbound_out(inbound: switchboard_store::Inbound, with_body: bool) -> InboundOut {
+fn inbound_out(inbound: switchboard_store::InboundWebhook, with_body: bool) -> InboundOut {
     let verification = inbound.verification().as_str().to_string();
     InboundOut {
         id: inbound.id.to_string(),
@@ -212,7 +212,7 @@ async fn find(
     caller: &crate::auth::Caller,
     connection_id: &str,
     inbound_id: &str,
-) -> ApiResult<switchboard_store::Inbound> {
+) -> ApiResult<switchboard_store::InboundWebhook> {
     let id = crate::routes::path_id(IdKind::Inbound, inbound_id, "incoming webhook")?;
     state
         .store
@@ -245,10 +245,9 @@ pub async fn replay(
     caller.require(switchboard_store::Scope::Write)?;
     let inbound = find(&state, &caller, &connection_id, &inbound_id).await?;
     let replayed = state
-        .store
-        .replay_inbound(caller.tenant_id(), inbound.id.as_str())
+        .inbound
+        .replay(caller.tenant_id(), inbound.id.as_str())
         .await?
         .ok_or_else(|| ApiError::conflict("A webhook that failed verification cannot be replayed"))?;
-    state.inbound_ready.notify_one();
     Ok((StatusCode::ACCEPTED, Json(inbound_out(replayed, false))))
 }

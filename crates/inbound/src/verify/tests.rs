@@ -2,7 +2,7 @@
 //! SDK's own tests), and against signatures computed here independently; tampering, wrong
 //! secrets, timestamps out of tolerance, missing headers and rotation.
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::*;
 

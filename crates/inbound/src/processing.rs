@@ -1,27 +1,27 @@
-//! Processing stored incoming webhooks into hub events, from the durable queue (the
-//! receiver in `routes/inbound/mod.rs` stores them and wakes this loop).
+//! Processing stored incoming webhooks into hub events, on the store's claim loop (the
+//! receiver stores them and wakes this loop).
 
-use axum::http::HeaderMap;
+use http::HeaderMap;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use switchboard_core::{Id, IdKind};
 
-use switchboard_store::{CreateEventOutcome, FinishedInbound, Inbound, InboundOutcome, NewEvent};
+use switchboard_store::{CreateEventOutcome, FinishedInbound, InboundOutcome, InboundWebhook, NewEvent};
 
-use crate::state::AppState;
-use switchboard_webhooks::incoming::document::{self, BodyEncoding};
 use switchboard_webhooks::operational;
+
+use crate::Inbound;
+use crate::document::{self, BodyEncoding};
 
 /// Processes stored webhooks into hub events, from the durable queue, until `stop`: the
 /// manifest says where the event type lives; the event is `{provider}.{type}` with the
 /// connection attached, published through the events API (idempotent per webhook, so a
 /// crash between publishing and recording publishes nothing twice).
-pub fn start_processing(state: AppState, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
+pub(crate) fn start(state: Inbound, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let now = state.clock.now();
-            let lease =
-                chrono::TimeDelta::from_std(state.config.inbound_lease).unwrap_or(chrono::TimeDelta::seconds(60));
+            let lease = chrono::TimeDelta::from_std(state.config.lease).unwrap_or(chrono::TimeDelta::seconds(60));
             let claimed = match state.store.claim_inbound(100, now + lease, now).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
@@ -39,7 +39,7 @@ pub fn start_processing(state: AppState, stop: tokio_util::sync::CancellationTok
             if idle {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = state.inbound_ready.notified() => {}
+                    _ = state.ready.notified() => {}
                     _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
                 }
             } else if stop.is_cancelled() {
@@ -52,7 +52,7 @@ pub fn start_processing(state: AppState, stop: tokio_util::sync::CancellationTok
 /// Turns a claimed batch into events published in one unit, and says how each webhook ended.
 /// A webhook that fails for good raises `inbound.processing_failed`, so nothing acknowledged
 /// to a provider disappears silently.
-async fn process_batch(state: &AppState, claimed: Vec<Inbound>) -> Vec<FinishedInbound> {
+async fn process_batch(state: &Inbound, claimed: Vec<InboundWebhook>) -> Vec<FinishedInbound> {
     let mut finished = Vec::with_capacity(claimed.len());
     let mut publishing = Vec::with_capacity(claimed.len());
     for inbound in claimed {
@@ -146,7 +146,7 @@ fn reread(mut event: NewEvent) -> NewEvent {
 }
 
 /// The hub event a webhook becomes, or why it becomes none.
-async fn prepare(state: &AppState, inbound: &Inbound) -> Result<NewEvent, InboundOutcome> {
+async fn prepare(state: &Inbound, inbound: &InboundWebhook) -> Result<NewEvent, InboundOutcome> {
     let failed = |error: String| Err(InboundOutcome::Failed { error, retry: false });
     // The receiver's cached target: a burst of webhooks reads the connection once.
     let target = match state.connections.webhook_target(inbound.connection_id.as_str()).await {
@@ -159,8 +159,8 @@ async fn prepare(state: &AppState, inbound: &Inbound) -> Result<NewEvent, Inboun
         .unwrap_or_default()
         .into_iter()
         .filter_map(|(name, value)| {
-            let name = axum::http::HeaderName::from_bytes(name.as_bytes()).ok()?;
-            let value = axum::http::HeaderValue::from_str(value.as_str()?).ok()?;
+            let name = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+            let value = http::HeaderValue::from_str(value.as_str()?).ok()?;
             Some((name, value))
         })
         .collect();

@@ -21,7 +21,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use reqwest::header::HeaderMap;
+use http::HeaderMap;
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha512};
 

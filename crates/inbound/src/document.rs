@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use http::header::{CONTENT_TYPE, HeaderMap};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -109,7 +109,7 @@ pub fn locate_first<'a>(
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
+    use http::HeaderValue;
     use serde_json::json;
 
     use super::*;
