@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use switchboard_inbound::InboundConfig;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -170,10 +171,7 @@ pub struct Settings {
     pub webhooks: WebhookConfig,
     pub egress_policy: AddressPolicy,
     pub connectors_dirs: Vec<PathBuf>,
-    pub inbound_rate_per_connection: Option<NonZeroU32>,
-    pub inbound_rate_per_source: Option<NonZeroU32>,
-    pub inbound_processing: bool,
-    pub inbound_lease: Duration,
+    pub inbound: InboundConfig,
     pub provider_urls: HashMap<String, switchboard_connectors::ProviderUrls>,
     pub public_url: Option<String>,
 }
@@ -219,16 +217,16 @@ impl Settings {
                 false => serve.connectors_dirs.clone(),
             },
             provider_urls: provider_urls(serve, &file)?,
-            inbound_rate_per_connection: NonZeroU32::new(
-                serve.inbound_rate_per_connection.or(file.inbound_rate_per_connection).unwrap_or(500),
-            ),
-            inbound_rate_per_source: NonZeroU32::new(
-                serve.inbound_rate_per_source.or(file.inbound_rate_per_source).unwrap_or(500),
-            ),
-            inbound_processing: !serve.no_inbound_processing && file.inbound_processing.unwrap_or(true),
-            inbound_lease: Duration::from_secs(
-                serve.inbound_lease_secs.or(file.inbound_lease_secs).unwrap_or(60).max(1),
-            ),
+            inbound: InboundConfig {
+                per_connection: NonZeroU32::new(
+                    serve.inbound_rate_per_connection.or(file.inbound_rate_per_connection).unwrap_or(500),
+                ),
+                per_source: NonZeroU32::new(
+                    serve.inbound_rate_per_source.or(file.inbound_rate_per_source).unwrap_or(500),
+                ),
+                processing: !serve.no_inbound_processing && file.inbound_processing.unwrap_or(true),
+                lease: Duration::from_secs(serve.inbound_lease_secs.or(file.inbound_lease_secs).unwrap_or(60).max(1)),
+            },
             public_url: serve
                 .public_url
                 .clone()

@@ -192,19 +192,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // jq worker processes start now, so the first filter does not wait for them.
     switchboard_jq::warm_up();
 
-    let config = switchboard_server::ServerConfig {
-        max_body_bytes: settings.max_body_bytes,
-        request_timeout: settings.request_timeout,
-        rate_limit_per_key: settings.rate_limit_per_key,
-        inbound_per_connection: settings.inbound_rate_per_connection,
-        inbound_per_source: settings.inbound_rate_per_source,
-        inbound_processing: settings.inbound_processing,
-        inbound_lease: settings.inbound_lease,
-    };
-    let egress = switchboard_egress::EgressClient::new(switchboard_egress::EgressConfig {
-        policy: settings.egress_policy.clone(),
-        ..Default::default()
-    })?;
     let catalog = switchboard_connectors::Catalog::load(&settings.connectors_dirs).context("loading connectors")?;
     for name in settings.provider_urls.keys() {
         if catalog.get(name).is_none() {
@@ -215,22 +202,24 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
     let address = listener.local_addr()?;
-    let connections = switchboard_connectors::Connections::new(
-        Arc::new(catalog),
-        store.clone(),
-        secrets.clone(),
-        egress.clone(),
-        clock.clone(),
-        switchboard_connectors::ConnectorsConfig {
+    let hub_settings = switchboard_hub::HubSettings {
+        catalog: Arc::new(catalog),
+        connectors: switchboard_connectors::ConnectorsConfig {
             url_overrides: settings.provider_urls.clone(),
             public_url: settings.public_url.clone().unwrap_or_else(|| format!("http://{address}")),
             ..Default::default()
         },
-    );
-    let webhooks =
-        switchboard_webhooks::Webhooks::new(store.clone(), clock, secrets, egress, settings.webhooks.clone());
-    let state = switchboard_server::AppState::new(webhooks.clone(), connections, config);
-    let state_for_work = state.clone();
+        webhooks: settings.webhooks.clone(),
+        inbound: settings.inbound.clone(),
+        egress: switchboard_egress::EgressConfig { policy: settings.egress_policy.clone(), ..Default::default() },
+    };
+    let hub = switchboard_hub::Hub::build(hub_settings, clock, store.clone(), secrets)?;
+    let config = switchboard_server::ServerConfig {
+        max_body_bytes: settings.max_body_bytes,
+        request_timeout: settings.request_timeout,
+        rate_limit_per_key: settings.rate_limit_per_key,
+    };
+    let state = switchboard_server::AppState::new(&hub, config);
     // Handlers go in before the address is announced, so a signal sent right after it is
     // never missed.
     let stop = CancellationToken::new();
@@ -253,8 +242,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("Listening on http://{address}");
 
     let server = tokio::spawn(switchboard_server::serve(listener, state, stop.clone().cancelled_owned()));
-    let workers = webhooks.start(stop.clone());
-    let connection_work = switchboard_server::start_connection_work(&state_for_work, stop.clone());
+    let workers = hub.start(stop.clone());
     stop.cancelled().await;
     tracing::info!(
         deadline_secs = settings.shutdown_timeout.as_secs(),
@@ -265,10 +253,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         Ok(result) => result.context("server task")?.context("serving")?,
         Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown deadline"),
     }
-    // Deliveries not finished by then keep their lease and are sent again after it expires.
-    let _ = tokio::time::timeout_at(deadline, connection_work).await;
-    if tokio::time::timeout_at(deadline, workers).await.is_err() {
-        tracing::warn!("deliveries in flight did not finish within the shutdown deadline");
+    // Work not finished by then keeps its lease and is taken up again after it expires.
+    let unfinished = workers.join(deadline).await;
+    if !unfinished.is_empty() {
+        tracing::warn!(?unfinished, "background work did not finish within the shutdown deadline");
     }
     store.close().await;
     tracing::info!("stopped");

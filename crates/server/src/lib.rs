@@ -161,68 +161,17 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limiter_state = state.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            if let Some(limiter) = &limiter_state.limiter {
+    if let Some(limiter) = state.limiter.clone() {
+        // Idle keys' buckets are forgotten, so memory follows the keys in use.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
                 limiter.forget_idle();
             }
-            limiter_state.inbound.forget_idle();
-        }
-    });
+        });
+    }
     // The peer address: the webhook receiver records it and rate-limits by it.
     let app = router(state).into_make_service_with_connect_info::<listener::PeerAddr>();
     axum::serve(listener::ProblemListener(listener), app).with_graceful_shutdown(shutdown).await
-}
-
-/// The connections' background work: the token refresher, the processing of stored incoming
-/// webhooks into hub events, and the events connections raise (a connection whose auth
-/// failed) published as operational events. Runs until `stop`.
-pub fn start_connection_work(
-    state: &AppState,
-    stop: tokio_util::sync::CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    let refresher = state.connections.start_refresher(stop.clone());
-    // A receive-only process leaves the stored webhooks to processes that share its database.
-    let inbound = state.inbound.start(stop.clone());
-    let mut events = state.connections.subscribe();
-    let webhooks = state.webhooks.clone();
-    tokio::spawn(async move {
-        loop {
-            let event = tokio::select! {
-                _ = stop.cancelled() => break,
-                event = events.recv() => event,
-            };
-            match event {
-                Ok(switchboard_connectors::runtime::ConnectionEvent::AuthFailed {
-                    tenant_id,
-                    connection_id,
-                    provider,
-                    reason,
-                    at,
-                }) => {
-                    let event = switchboard_webhooks::operational::connection_auth_failed(
-                        &tenant_id,
-                        &connection_id,
-                        &provider,
-                        &reason,
-                        at,
-                    );
-                    if let Err(error) = webhooks.publish(event).await {
-                        tracing::error!(%error, connection = %connection_id, "publishing connection.auth_failed failed");
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "connection events were dropped");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            }
-        }
-        let _ = refresher.await;
-        if let Some(inbound) = inbound {
-            let _ = inbound.await;
-        }
-    })
 }

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use switchboard_connectors::Connections;
 use switchboard_core::{Clock, SecretBox};
-use switchboard_inbound::{Inbound, InboundConfig};
+use switchboard_hub::Hub;
+use switchboard_inbound::Inbound;
 use switchboard_store::Store;
 use switchboard_webhooks::Webhooks;
 
@@ -24,15 +25,6 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Requests per second allowed per API key; `None` for no limit.
     pub rate_limit_per_key: Option<NonZeroU32>,
-    /// Incoming webhooks per second accepted per connection, and per source address.
-    pub inbound_per_connection: Option<NonZeroU32>,
-    pub inbound_per_source: Option<NonZeroU32>,
-    /// Whether this process turns stored incoming webhooks into events; off, it only receives
-    /// (and other processes on the same database process).
-    pub inbound_processing: bool,
-    /// How long a process holds a claimed batch of incoming webhooks; one held by a process
-    /// that died is claimed again after this.
-    pub inbound_lease: Duration,
 }
 
 impl Default for ServerConfig {
@@ -41,10 +33,6 @@ impl Default for ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: Duration::from_secs(30),
             rate_limit_per_key: None,
-            inbound_per_connection: NonZeroU32::new(500),
-            inbound_per_source: NonZeroU32::new(500),
-            inbound_processing: true,
-            inbound_lease: Duration::from_secs(60),
         }
     }
 }
@@ -61,7 +49,7 @@ pub struct Inner {
     pub metrics: Metrics,
     pub schemas: SchemaCache,
     pub lookups: Lookups,
-    pub limiter: Option<KeyedRateLimiter>,
+    pub limiter: Option<Arc<KeyedRateLimiter>>,
     pub webhooks: Webhooks,
     pub connections: Connections,
     pub inbound: Inbound,
@@ -71,30 +59,17 @@ pub struct Inner {
 }
 
 impl AppState {
-    /// The state around the webhooks and connections services; the webhooks service brings
-    /// the store, the clock and the secret box.
-    pub fn new(webhooks: Webhooks, connections: Connections, config: ServerConfig) -> Self {
-        let limiter = config.rate_limit_per_key.map(KeyedRateLimiter::new);
-        let inbound = Inbound::new(
-            webhooks.store.clone(),
-            webhooks.clock.clone(),
-            connections.clone(),
-            webhooks.clone(),
-            InboundConfig {
-                per_connection: config.inbound_per_connection,
-                per_source: config.inbound_per_source,
-                processing: config.inbound_processing,
-                lease: config.inbound_lease,
-            },
-        );
+    /// The state around the services a [`Hub`] built.
+    pub fn new(hub: &Hub, config: ServerConfig) -> Self {
+        let limiter = config.rate_limit_per_key.map(|rate| Arc::new(KeyedRateLimiter::new(rate)));
         Self(Arc::new(Inner {
-            store: webhooks.store.clone(),
-            clock: webhooks.clock.clone(),
-            secrets: webhooks.secrets.clone(),
-            metrics: Metrics::new(&webhooks.metrics),
-            webhooks,
-            connections,
-            inbound,
+            store: hub.store().clone(),
+            clock: hub.clock().clone(),
+            secrets: hub.secrets().clone(),
+            metrics: Metrics::new(&hub.webhooks().metrics),
+            webhooks: hub.webhooks().clone(),
+            connections: hub.connections().clone(),
+            inbound: hub.inbound().clone(),
             draining: std::sync::atomic::AtomicBool::new(false),
             schemas: SchemaCache::default(),
             lookups: Lookups::default(),

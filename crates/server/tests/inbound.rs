@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use switchboard_core::Clock;
 use switchboard_core::{Id, IdKind};
+use switchboard_inbound::InboundConfig;
 use switchboard_sandbox::credentials as creds;
 use switchboard_store::{Backend, Idempotency, InboundFilter, NewEvent, NewInbound, Page, Verification};
 
@@ -423,12 +424,12 @@ async fn a_connection_sets_its_own_body_limit(backend: Backend) {
 }
 
 async fn senders_are_rate_limited_per_connection_and_per_source_and_counted(backend: Backend) {
-    let config = switchboard_server::ServerConfig {
-        inbound_per_connection: std::num::NonZeroU32::new(3),
-        inbound_per_source: std::num::NonZeroU32::new(8),
+    let config = InboundConfig {
+        per_connection: std::num::NonZeroU32::new(3),
+        per_source: std::num::NonZeroU32::new(8),
         ..Default::default()
     };
-    let Some(server) = TestServer::start_with(backend, config).await else { return };
+    let Some(server) = TestServer::start_with_inbound(backend, config).await else { return };
     let id = server.connection_with_secret(github_with_secret()).await;
     let payload = r#"{"zen":"Keep it logically awesome."}"#;
     let signed = github_signed(payload, "ping");
@@ -462,8 +463,8 @@ async fn senders_are_rate_limited_per_connection_and_per_source_and_counted(back
 }
 
 async fn a_receive_only_server_stores_webhooks_and_leaves_them_pending(backend: Backend) {
-    let config = switchboard_server::ServerConfig { inbound_processing: false, ..Default::default() };
-    let Some(server) = TestServer::start_with(backend, config).await else { return };
+    let config = InboundConfig { processing: false, ..Default::default() };
+    let Some(server) = TestServer::start_with_inbound(backend, config).await else { return };
     let id = server.connection_with_secret(github_with_secret()).await;
     let payload = r#"{"zen":"Design for failure."}"#;
     let signed = github_signed(payload, "ping");
@@ -722,9 +723,8 @@ async fn raw_exchange(server: &TestServer, request: &str) -> String {
 }
 
 async fn early_answers_close_a_kept_alive_connection_cleanly(backend: Backend) {
-    let config =
-        switchboard_server::ServerConfig { inbound_per_connection: std::num::NonZeroU32::new(2), ..Default::default() };
-    let Some(server) = TestServer::start_with(backend, config).await else { return };
+    let config = InboundConfig { per_connection: std::num::NonZeroU32::new(2), ..Default::default() };
+    let Some(server) = TestServer::start_with_inbound(backend, config).await else { return };
     let id = server.connection_with_secret(github_with_secret()).await;
     let body = "x".repeat(2000);
     // Answered before the body is read: the sender is told the connection will close.

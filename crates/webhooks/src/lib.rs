@@ -98,15 +98,16 @@ impl Webhooks {
         }))
     }
 
-    /// Starts the delivery workers and the retention job; they stop when `shutdown` is
-    /// cancelled, after finishing (and recording) the deliveries in hand.
-    pub fn start(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let (service, token) = (self.clone(), shutdown.clone());
-        let retention = tokio::spawn(retention::run(self.clone(), shutdown));
-        tokio::spawn(async move {
-            dispatcher::run(service, token).await;
-            let _ = retention.await;
-        })
+    /// Starts the delivery workers; they stop when `shutdown` is cancelled, after finishing
+    /// (and recording) the deliveries in hand.
+    pub fn start_delivery(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(dispatcher::run(self.clone(), shutdown))
+    }
+
+    /// Starts the retention job (hourly pruning of old events, messages and attempts) until
+    /// `shutdown`.
+    pub fn start_retention(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(retention::run(self.clone(), shutdown))
     }
 
     /// Stores an event with one message per endpoint that should receive it, in one unit.

@@ -10,13 +10,15 @@ use std::sync::Arc;
 use serde_json::Value;
 use switchboard_connectors::{Catalog, Connections, ConnectorsConfig, ProviderUrls};
 use switchboard_core::{Clock, Id, IdKind, KeyRing, ManualClock, SecretBox, api_key, from_micros};
-use switchboard_egress::{AddressPolicy, EgressClient, EgressConfig, StaticHosts};
+use switchboard_egress::{AddressPolicy, EgressConfig, StaticHosts};
+use switchboard_hub::{Hub, HubSettings};
+use switchboard_inbound::InboundConfig;
 use switchboard_sandbox::Sandbox;
 use switchboard_server::{AppState, ServerConfig};
 use switchboard_store::testing::TestDb;
 use switchboard_store::{Backend, NewApiKey, NewTenant, Scope, Store};
+use switchboard_webhooks::WebhookConfig;
 use switchboard_webhooks::schedule::RetrySchedule;
-use switchboard_webhooks::{WebhookConfig, Webhooks};
 use tokio_util::sync::CancellationToken;
 
 pub struct TestServer {
@@ -39,15 +41,37 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, config: ServerConfig) -> Option<Self> {
-        Self::start_with_policy(backend, config, AddressPolicy::allow_all(), StaticHosts::new(), &[]).await
+        Self::start_configured(
+            backend,
+            config,
+            InboundConfig::default(),
+            AddressPolicy::allow_all(),
+            StaticHosts::new(),
+            &[],
+        )
+        .await
+    }
+
+    /// A server whose incoming webhooks are received (and processed, or not) as `inbound` says.
+    pub async fn start_with_inbound(backend: Backend, inbound: InboundConfig) -> Option<Self> {
+        Self::start_configured(
+            backend,
+            ServerConfig::default(),
+            inbound,
+            AddressPolicy::allow_all(),
+            StaticHosts::new(),
+            &[],
+        )
+        .await
     }
 
     /// A server whose catalog adds the operator manifests in `tests/connectors/`.
     pub async fn start_with_test_connectors(backend: Backend) -> Option<Self> {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/connectors");
-        Self::start_with_policy(
+        Self::start_configured(
             backend,
             ServerConfig::default(),
+            InboundConfig::default(),
             AddressPolicy::allow_all(),
             StaticHosts::new(),
             &[dir],
@@ -63,12 +87,21 @@ impl TestServer {
     /// A guarded server whose resolver answers these names with these addresses.
     pub async fn start_guarded_resolving(backend: Backend, hosts: &[(&str, &str)]) -> Option<Self> {
         let hosts = hosts.iter().map(|(name, ip)| (name.to_string(), vec![ip.parse().unwrap()])).collect();
-        Self::start_with_policy(backend, ServerConfig::default(), AddressPolicy::default(), hosts, &[]).await
+        Self::start_configured(
+            backend,
+            ServerConfig::default(),
+            InboundConfig::default(),
+            AddressPolicy::default(),
+            hosts,
+            &[],
+        )
+        .await
     }
 
-    async fn start_with_policy(
+    async fn start_configured(
         backend: Backend,
         config: ServerConfig,
+        inbound: InboundConfig,
         policy: AddressPolicy,
         static_hosts: StaticHosts,
         connectors_dirs: &[std::path::PathBuf],
@@ -80,7 +113,6 @@ impl TestServer {
         let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: "default".into(), created_at: clock.now() };
         let key = NewApiKey::for_token(&tenant.id, "admin", Scope::Admin, &minted, None, clock.now());
         store.bootstrap_operator(&tenant, &key).await.unwrap().expect("fresh database");
-        let egress = EgressClient::new(EgressConfig { policy, static_hosts, ..EgressConfig::default() }).unwrap();
         let webhook_config = WebhookConfig {
             schedule: RetrySchedule { jitter: 0.0, ..RetrySchedule::default() },
             request_timeout: std::time::Duration::from_secs(2),
@@ -90,29 +122,28 @@ impl TestServer {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let secrets = Arc::new(SecretBox::new(KeyRing::generate()));
         let sandbox = Sandbox::start().await.unwrap();
-        let connections = Connections::new(
-            Arc::new(Catalog::load(connectors_dirs).unwrap()),
-            store.clone(),
-            secrets.clone(),
-            egress.clone(),
-            Arc::new(clock.clone()),
-            ConnectorsConfig {
+        let settings = HubSettings {
+            catalog: Arc::new(Catalog::load(connectors_dirs).unwrap()),
+            connectors: ConnectorsConfig {
                 url_overrides: ProviderUrls::from_pairs(sandbox.url_overrides()).unwrap(),
                 public_url: base.clone(),
                 // Tests run the refresher's passes themselves, on the manual clock.
                 refresh_every: std::time::Duration::from_secs(24 * 3600),
                 ..ConnectorsConfig::default()
             },
-        );
-        let webhooks = Webhooks::new(store.clone(), Arc::new(clock.clone()), secrets, egress, webhook_config);
-        let state = AppState::new(webhooks.clone(), connections.clone(), config);
-        let state_for_work = state.clone();
+            webhooks: webhook_config,
+            inbound,
+            egress: EgressConfig { policy, static_hosts, ..EgressConfig::default() },
+        };
+        let secrets = Arc::new(SecretBox::new(KeyRing::generate()));
+        // The production wiring: every service and every background worker, as `serve` has them.
+        let hub = Hub::build(settings, Arc::new(clock.clone()), store.clone(), secrets).unwrap();
+        let state = AppState::new(&hub, config);
         let stop = CancellationToken::new();
         tokio::spawn(switchboard_server::serve(listener, state, stop.clone().cancelled_owned()));
-        webhooks.start(stop.clone());
-        switchboard_server::start_connection_work(&state_for_work, stop.clone());
+        hub.start(stop.clone());
+        let connections = hub.connections().clone();
         Some(Self {
             base,
             admin_key: minted.token,
