@@ -12,8 +12,10 @@ use switchboard_connectors::{Catalog, Connections, ConnectorsConfig};
 use switchboard_core::{Clock, SecretBox};
 use switchboard_egress::{EgressClient, EgressConfig};
 use switchboard_inbound::{Inbound, InboundConfig};
-use switchboard_store::Store;
-use switchboard_webhooks::{WebhookConfig, Webhooks};
+use switchboard_store::outbox::{OPERATIONAL_EVENTS_QUEUE, OperationalEvent};
+use switchboard_store::queue::{JobOutcome, WorkerConfig, run_worker};
+use switchboard_store::{Idempotency, Job, NewEvent, Store};
+use switchboard_webhooks::{WebhookConfig, Webhooks, operational};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -101,7 +103,8 @@ impl Hub {
     /// - `inbound-processing`: stored incoming webhooks into events (unless this process
     ///   only receives);
     /// - `token-refresh`: OAuth tokens renewed before they expire, stale connect flows pruned;
-    /// - `operational-events`: events services raise for each other published as hub events;
+    /// - `operational-events`: the operational events other services enqueue, published as
+    ///   hub events from the durable job queue;
     /// - `sweeper`: idle senders' rate-limit state forgotten.
     pub fn start(&self, stop: CancellationToken) -> Running {
         let mut tasks = vec![
@@ -117,42 +120,17 @@ impl Hub {
         Running { tasks }
     }
 
-    /// Publishes what connections raise (a connection whose auth failed) as hub events.
+    /// Publishes the operational events other services enqueue (the outbox's
+    /// [`OPERATIONAL_EVENTS_QUEUE`]) as hub events, on the durable job queue: at least once,
+    /// and exactly once as an event (the job's id is the event's idempotency key).
     fn start_operational_events(&self, stop: CancellationToken) -> JoinHandle<()> {
-        let mut events = self.connections.subscribe();
-        let webhooks = self.webhooks.clone();
-        tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    event = events.recv() => event,
-                };
-                match event {
-                    Ok(switchboard_connectors::runtime::ConnectionEvent::AuthFailed {
-                        tenant_id,
-                        connection_id,
-                        provider,
-                        reason,
-                        at,
-                    }) => {
-                        let event = switchboard_webhooks::operational::connection_auth_failed(
-                            &tenant_id,
-                            &connection_id,
-                            &provider,
-                            &reason,
-                            at,
-                        );
-                        if let Err(error) = webhooks.publish(event).await {
-                            tracing::error!(%error, connection = %connection_id, "publishing connection.auth_failed failed");
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "connection events were dropped");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        })
+        let (webhooks, clock) = (self.webhooks.clone(), self.clock.clone());
+        let handler = move |job: Job| {
+            let (webhooks, clock) = (webhooks.clone(), clock.clone());
+            async move { publish_operational_event(&webhooks, &*clock, job).await }
+        };
+        let config = WorkerConfig::new(OPERATIONAL_EVENTS_QUEUE);
+        tokio::spawn(run_worker(self.store.clone(), self.clock.clone(), config, stop, handler))
     }
 
     /// Forgets idle webhook senders' token buckets every minute, so memory follows the
@@ -168,6 +146,28 @@ impl Hub {
                 }
             }
         })
+    }
+}
+
+async fn publish_operational_event(webhooks: &Webhooks, clock: &dyn Clock, job: Job) -> JobOutcome {
+    let event = match serde_json::from_str::<OperationalEvent>(&job.payload) {
+        Ok(OperationalEvent::ConnectionAuthFailed { connection_id, provider, reason, at }) => {
+            operational::connection_auth_failed(&job.tenant_id, &connection_id, &provider, &reason, at)
+        }
+        Err(error) => return JobOutcome::DeadLetter(format!("not an operational event: {error}")),
+    };
+    let event = NewEvent {
+        idempotency: Some(Idempotency { key: format!("job:{}", job.id), request_hash: String::new() }),
+        ..event
+    };
+    match webhooks.publish(event).await {
+        Ok(_) => JobOutcome::Done,
+        Err(error) => {
+            // 2 s doubling to 10 minutes: the store is unavailable, not the event wrong.
+            let backoff = chrono::TimeDelta::seconds(1 << job.attempts.clamp(1, 9)).min(chrono::TimeDelta::minutes(10));
+            tracing::warn!(%error, job = %job.id, "publishing an operational event failed; retrying");
+            JobOutcome::RetryAt(clock.now() + backoff, error.to_string())
+        }
     }
 }
 

@@ -29,8 +29,8 @@ fn settings(inbound: InboundConfig) -> HubSettings {
 async fn every_worker_is_named_and_stops_with_the_hub(backend: Backend) {
     let Some((_db, store)) = TestDb::store_for(backend).await else { return };
     let secrets = Arc::new(SecretBox::new(KeyRing::generate()));
-    let hub = Hub::build(settings(InboundConfig::default()), Arc::new(SystemClock), store.clone(), secrets.clone())
-        .unwrap();
+    let hub =
+        Hub::build(settings(InboundConfig::default()), Arc::new(SystemClock), store.clone(), secrets.clone()).unwrap();
     let stop = CancellationToken::new();
     let running = hub.start(stop.clone());
     assert_eq!(

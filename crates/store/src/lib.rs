@@ -13,6 +13,7 @@ mod error;
 pub mod inbound;
 pub mod model;
 pub mod oauth;
+pub mod outbox;
 mod postgres;
 pub mod queue;
 pub mod secrets;

@@ -60,6 +60,9 @@ pub struct RefreshFailure {
     /// A new auth state (`auth_failed`), if it changes.
     pub auth_state: Option<String>,
     pub lease_owner: String,
+    /// Enqueued in the same unit, if the failure is recorded (the lease was still held): the
+    /// operational event an `auth_failed` raises.
+    pub jobs: Vec<crate::NewJob>,
 }
 
 #[async_trait::async_trait]

@@ -77,7 +77,7 @@ pub trait JobQueue: Send + Sync {
 }
 
 /// A job to enqueue. `payload` is JSON text owned by whoever handles the queue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {
     pub id: Id,
     pub tenant_id: Id,

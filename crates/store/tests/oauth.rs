@@ -150,6 +150,7 @@ async fn only_the_lease_holder_writes_refreshed_tokens(backend: Backend) {
         retry_at: Some(t0() + Duration::minutes(52)),
         auth_state: None,
         lease_owner: "b".into(),
+        jobs: Vec::new(),
     };
     store.record_refresh_failure(t, c, &failure).await.unwrap();
     let row = store.get_connection(t, c).await.unwrap().unwrap();
@@ -159,10 +160,29 @@ async fn only_the_lease_holder_writes_refreshed_tokens(backend: Backend) {
     assert_eq!(due(t0() + Duration::minutes(52), margin).await.len(), 1);
     let at = t0() + Duration::minutes(52);
     assert!(store.lease_refresh(t, c, "a", at + Duration::minutes(1), at).await.unwrap());
-    let failed = RefreshFailure { auth_state: Some("auth_failed".into()), lease_owner: "a".into(), ..failure };
+    // Failing for good enqueues its announcement in the same unit, and only when recorded.
+    let announcement = outbox::OperationalEvent::ConnectionAuthFailed {
+        connection_id: conn.clone(),
+        provider: "github".into(),
+        reason: "invalid_grant".into(),
+        at,
+    };
+    let failed = RefreshFailure {
+        auth_state: Some("auth_failed".into()),
+        lease_owner: "someone else".into(),
+        jobs: vec![announcement.to_job(&tenant, at)],
+        ..failure
+    };
+    store.record_refresh_failure(t, c, &failed).await.unwrap();
+    assert_eq!(store.queue_depth(outbox::OPERATIONAL_EVENTS_QUEUE).await.unwrap().pending, 0, "the lease was lost");
+    assert_eq!(store.get_connection(t, c).await.unwrap().unwrap().token.refresh_failures, 1);
+    let failed = RefreshFailure { lease_owner: "a".into(), ..failed };
     store.record_refresh_failure(t, c, &failed).await.unwrap();
     let row = store.get_connection(t, c).await.unwrap().unwrap();
     assert_eq!((row.token.refresh_failures, row.auth_state.as_str()), (2, "auth_failed"));
+    assert_eq!(store.queue_depth(outbox::OPERATIONAL_EVENTS_QUEUE).await.unwrap().pending, 1);
+    let jobs = store.claim(outbox::OPERATIONAL_EVENTS_QUEUE, 10, at, Duration::seconds(30)).await.unwrap();
+    assert_eq!(serde_json::from_str::<outbox::OperationalEvent>(&jobs[0].payload).unwrap(), announcement);
     assert!(due(t0() + Duration::minutes(58), margin).await.is_empty(), "failed for good");
 }
 

@@ -25,7 +25,6 @@ pub use action::{ActionOutcome, TestOutcome};
 pub use call::{ProxyRequest, ProxyResponse};
 pub use health::{ConnectionHealth, HealthBook, HealthReport};
 pub use oauth::{CallbackOutcome, CallbackParams, CallbackRefused, ConnectOptions, ConnectStarted};
-pub use refresh::ConnectionEvent;
 
 use crate::catalog::Catalog;
 use crate::provider::{FieldProblem, Provider};
@@ -201,7 +200,6 @@ pub struct Inner {
     /// Who holds refresh leases taken by this process.
     process_id: String,
     refresh_locks: moka::sync::Cache<Id, Arc<tokio::sync::Mutex<()>>>,
-    events: tokio::sync::broadcast::Sender<ConnectionEvent>,
     resolved: moka::sync::Cache<Id, Arc<Resolved>>,
     webhook_targets: moka::sync::Cache<String, Arc<WebhookTarget>>,
     tokens: moka::sync::Cache<Id, call::Token>,
@@ -243,7 +241,6 @@ impl Connections {
                 .max_capacity(10_000)
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
-            events: tokio::sync::broadcast::channel(256).0,
             egress,
 
             clock,
@@ -256,11 +253,6 @@ impl Connections {
             tokens,
             responses,
         }))
-    }
-
-    /// Events about connections (auth failures), for whoever turns them into hub events.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {
-        self.events.subscribe()
     }
 
     /// Refreshes tokens before they expire (every `refresh_every`, those with a quarter of

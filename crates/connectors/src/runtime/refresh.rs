@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use switchboard_core::{Id, Timestamp};
+use switchboard_core::Timestamp;
+use switchboard_store::outbox::OperationalEvent;
 use switchboard_store::{Connection, RefreshFailure, TokenState};
 
 use super::oauth::{describe, token_endpoint};
@@ -37,13 +38,6 @@ const STALE_WITHIN: TimeDelta = TimeDelta::seconds(60);
 const LEASE: TimeDelta = TimeDelta::seconds(30);
 /// How long a caller waits for another process's refresh.
 const WAIT_FOR_OTHERS: Duration = Duration::from_secs(10);
-
-/// Something the connections service reports to whoever listens (the server turns it into
-/// an operational event).
-#[derive(Debug, Clone, PartialEq)]
-pub enum ConnectionEvent {
-    AuthFailed { tenant_id: Id, connection_id: Id, provider: String, reason: String, at: Timestamp },
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Why {
@@ -215,25 +209,25 @@ impl Connections {
         let failures = current.token.refresh_failures + 1;
         let gives_up = permanent;
         let backoff = TimeDelta::seconds(30 * (1_i64 << (failures.min(8) - 1))).min(TimeDelta::hours(1));
+        // Giving up is announced (`connection.auth_failed`) through the outbox: enqueued with
+        // the row that records it, so neither a crash nor a slow consumer can lose it.
+        let announcement = OperationalEvent::ConnectionAuthFailed {
+            connection_id: current.id.clone(),
+            provider: current.provider.clone(),
+            reason: error.clone(),
+            at: now,
+        };
         let failure = RefreshFailure {
             error: format!("token refresh: {error}"),
             at: now,
             retry_at: (!gives_up).then_some(now + backoff),
             auth_state: gives_up.then(|| "auth_failed".to_string()),
             lease_owner: self.process_id.clone(),
+            jobs: if gives_up { vec![announcement.to_job(&current.tenant_id, now)] } else { Vec::new() },
         };
         self.store.record_refresh_failure(current.tenant_id.as_str(), current.id.as_str(), &failure).await?;
         self.forget_resolved(&current.id);
         if gives_up {
-            let event = ConnectionEvent::AuthFailed {
-                tenant_id: current.tenant_id.clone(),
-                connection_id: current.id.clone(),
-                provider: current.provider.clone(),
-                reason: error.clone(),
-                at: now,
-            };
-            // Nobody listening (a test, a tool) is fine.
-            let _ = self.events.send(event);
             return Ok(ConnectorError::AuthFailed(error));
         }
         Ok(ConnectorError::RefreshBackingOff { retry_after: backoff.to_std().unwrap_or_default(), last_error: error })

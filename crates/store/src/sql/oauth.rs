@@ -173,8 +173,8 @@ macro_rules! oauth_impl {
                 failure: &crate::RefreshFailure,
             ) -> Result<()> {
                 let (tenant_id, id, failure) = (tenant_id.to_string(), id.to_string(), failure.clone());
-                self.write(move |c| Box::pin(async move {
-                    sqlx::query(
+                let enqueued = self.write(move |c| Box::pin(async move {
+                    let recorded = sqlx::query(
                         "UPDATE connections SET refresh_failures = refresh_failures + 1, refresh_retry_at = $3,
                              last_error = $4, last_error_at = $5, auth_state = COALESCE($6, auth_state),
                              refresh_lease_until = NULL, refresh_lease_owner = NULL
@@ -188,10 +188,19 @@ macro_rules! oauth_impl {
                     .bind(failure.auth_state.as_deref())
                     .bind(&failure.lease_owner)
                     .execute(&mut *c)
-                    .await?;
-                    Ok(())
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if recorded {
+                        insert_jobs(&mut *c, &failure.jobs).await?;
+                    }
+                    Ok(recorded && !failure.jobs.is_empty())
                 }))
-                .await
+                .await?;
+                if enqueued {
+                    self.signal.wake();
+                }
+                Ok(())
             }
 
             async fn lease_refresh(
