@@ -2,7 +2,7 @@
 //! simulators, `switchboard serve` takes those flags, and the `catalog` and `connections`
 //! commands browse, install, configure, test, list and uninstall through the API.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Output, Stdio};
@@ -288,8 +288,9 @@ async fn an_operator_folder_adds_providers_to_the_catalog() {
 /// Two `serve` processes on one PostgreSQL, both calling through a connection whose token
 /// the provider stopped accepting: exactly one refresh happens, and both use its token.
 #[tokio::test]
+#[cfg_attr(not(switchboard_postgres), ignore = "set SWITCHBOARD_TEST_DATABASE_URL to run the PostgreSQL tests")]
 async fn two_serve_processes_on_one_postgresql_refresh_a_token_once() {
-    let Some((_db, database_url)) = common::postgres_url().await else { return };
+    let (_db, database_url) = common::postgres_url().await;
     let sandbox = switchboard_sandbox::Sandbox::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let spawn = |name: &str| {

@@ -1,7 +1,7 @@
 //! Incoming webhooks through a real `switchboard serve`: a `kill -9` in the middle of a burst
 //! loses none of the webhooks that were acknowledged.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

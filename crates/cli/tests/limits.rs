@@ -1,7 +1,7 @@
 //! Hostile input against a real `serve` held under a memory cap, as an out-of-memory killer
 //! would hold it: one request must never take the process down.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -20,5 +20,6 @@ pub use provider::{FieldProblem, Provider};
 pub mod runtime;
 
 pub use runtime::{
-    Connections, ConnectorError, ConnectorsConfig, Install, ProviderUrls, ProxyRequest, ProxyResponse, WebhookTarget,
+    CacheState, Connections, ConnectorError, ConnectorsConfig, Install, ProviderUrls, ProxyRequest, ProxyResponse,
+    WebhookTarget,
 };

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use switchboard_connectors::{
-    Catalog, Connections, ConnectorError, ConnectorsConfig, Install, ProviderUrls, ProxyRequest,
+    CacheState, Catalog, Connections, ConnectorError, ConnectorsConfig, Install, ProviderUrls, ProxyRequest,
 };
 use switchboard_core::{Id, IdKind, KeyRing, SecretBox, SystemClock};
 use switchboard_egress::{AddressPolicy, BreakerConfig, EgressClient, EgressConfig, RetryPolicy};
 use switchboard_sandbox::{Sandbox, credentials as creds};
 use switchboard_store::testing::TestDb;
-use switchboard_store::{Backend, NewTenant, Store};
+use switchboard_store::{AuthState, Backend, NewTenant, Store};
 
 struct World {
     connections: Connections,
@@ -23,17 +23,17 @@ struct World {
     _db: TestDb,
 }
 
-async fn world(backend: Backend) -> Option<World> {
+async fn world(backend: Backend) -> World {
     let loopback = AddressPolicy { allow_private: false, allowed_networks: vec!["127.0.0.1/32".parse().unwrap()] };
     world_with_policy(backend, loopback).await
 }
 
-async fn world_with_policy(backend: Backend, policy: AddressPolicy) -> Option<World> {
+async fn world_with_policy(backend: Backend, policy: AddressPolicy) -> World {
     world_with(backend, policy, Catalog::load(&[]).unwrap()).await
 }
 
-async fn world_with(backend: Backend, policy: AddressPolicy, catalog: Catalog) -> Option<World> {
-    let (db, store) = TestDb::store_for(backend).await?;
+async fn world_with(backend: Backend, policy: AddressPolicy, catalog: Catalog) -> World {
+    let (db, store) = TestDb::store_for(backend).await;
     let sandbox = Sandbox::start().await.unwrap();
     let egress = EgressClient::new(EgressConfig {
         policy,
@@ -67,7 +67,7 @@ async fn world_with(backend: Backend, policy: AddressPolicy, catalog: Catalog) -
         Arc::new(SystemClock),
         config,
     );
-    Some(World { connections, sandbox, store, tenant, _db: db })
+    World { connections, sandbox, store, tenant, _db: db }
 }
 
 fn request(method: reqwest::Method, path: &str, body: &'static str, bypass_cache: bool) -> ProxyRequest {
@@ -118,7 +118,7 @@ impl World {
 }
 
 async fn every_auth_mode_reaches_its_provider(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let w = world(backend).await;
     let rest = format!("{}/rest", w.sandbox.url());
     let cases: Vec<(&str, Option<&str>, Value, Option<Value>)> = vec![
         ("slack", Some("bearer"), json!({}), Some(json!({"token": creds::SLACK_BOT_TOKEN}))),
@@ -180,20 +180,20 @@ async fn every_auth_mode_reaches_its_provider(backend: Backend) {
         let outcome = w.connections.test(&w.tenant, &id).await.unwrap();
         assert!(outcome.ok, "{provider} ({mode:?}) health check: {outcome:?}");
         let stored = w.connections.get(&w.tenant, &id).await.unwrap();
-        assert_eq!(stored.auth_state, "ok", "{provider} ({mode:?})");
+        assert_eq!(stored.auth_state, AuthState::Ok, "{provider} ({mode:?})");
         assert_eq!(stored.last_test_ok, Some(true));
     }
 }
 
 async fn wrong_credentials_fail_the_test_in_each_providers_own_way(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let w = world(backend).await;
     // Slack answers HTTP 200 with ok: false; GitHub 401.
     let slack = w.install("slack", Some("bearer"), json!({}), Some(json!({"token": "xoxb-wrong"}))).await;
     let outcome = w.connections.test(&w.tenant, &slack).await.unwrap();
     assert!(!outcome.ok);
     assert_eq!(outcome.status, Some(200));
     assert!(outcome.error.as_deref().unwrap().contains("invalid_auth"), "{outcome:?}");
-    assert_eq!(w.connections.get(&w.tenant, &slack).await.unwrap().auth_state, "rejected");
+    assert_eq!(w.connections.get(&w.tenant, &slack).await.unwrap().auth_state, AuthState::Rejected);
 
     let github = w.install("github", Some("bearer"), json!({}), Some(json!({"token": "ghp_wrong"}))).await;
     let outcome = w.connections.test(&w.tenant, &github).await.unwrap();
@@ -210,7 +210,7 @@ async fn wrong_credentials_fail_the_test_in_each_providers_own_way(backend: Back
 }
 
 async fn actions_follow_every_pagination_style(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let w = world(backend).await;
     let slack = w.install("slack", Some("bearer"), json!({}), Some(json!({"token": creds::SLACK_BOT_TOKEN}))).await;
     let github = w.install("github", Some("bearer"), json!({}), Some(json!({"token": creds::GITHUB_TOKEN}))).await;
     let stripe = w.install("stripe", None, json!({}), Some(json!({"token": creds::STRIPE_SECRET_KEY}))).await;
@@ -250,7 +250,7 @@ async fn actions_follow_every_pagination_style(backend: Backend) {
 }
 
 async fn actions_validate_input_and_build_bodies(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let w = world(backend).await;
     let slack = w.install("slack", Some("bearer"), json!({}), Some(json!({"token": creds::SLACK_BOT_TOKEN}))).await;
     let posted = w.action(&slack, "post_message", json!({"channel": "C0001", "text": "hello"})).await.unwrap();
     assert_eq!(posted.data["text"], "hello");
@@ -290,7 +290,7 @@ async fn actions_validate_input_and_build_bodies(backend: Backend) {
 }
 
 async fn install_refuses_bad_config_and_credentials_per_field(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let w = world(backend).await;
     let install = |template: &str, config: Value, credentials: Option<Value>, mode: Option<&str>| Install {
         template_name: template.into(),
         config_overrides: object(config),
@@ -330,7 +330,7 @@ async fn install_refuses_bad_config_and_credentials_per_field(backend: Backend) 
 }
 
 async fn the_proxy_injects_auth_caches_gets_and_never_forwards_our_key(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let w = world(backend).await;
     let rest = format!("{}/rest", w.sandbox.url());
     let id =
         w.install("rest", Some("bearer"), json!({"base_url": rest}), Some(json!({"token": creds::REST_TOKEN}))).await;
@@ -354,16 +354,16 @@ async fn the_proxy_injects_auth_caches_gets_and_never_forwards_our_key(backend: 
     let before = w.sandbox.requests("total-battle");
     let first = w.get(&tb, "/players/7").await;
     let second = w.get(&tb, "/players/7").await;
-    assert_eq!((first.cache, second.cache), ("miss", "hit"));
+    assert_eq!((first.cache, second.cache), (CacheState::Miss, CacheState::Hit));
     assert_eq!(first.body, second.body);
     assert_eq!(w.sandbox.requests("total-battle") - before, 1);
     let bypass = request(reqwest::Method::GET, "/players/7", "", true);
-    assert_eq!(w.connections.proxy(&w.tenant, &tb, bypass).await.unwrap().cache, "bypass");
+    assert_eq!(w.connections.proxy(&w.tenant, &tb, bypass).await.unwrap().cache, CacheState::Bypass);
     assert_eq!(w.sandbox.requests("total-battle") - before, 2);
 }
 
 async fn failures_are_retried_then_the_circuit_opens(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let w = world(backend).await;
     let rest = format!("{}/rest", w.sandbox.url());
     let id =
         w.install("rest", Some("bearer"), json!({"base_url": rest}), Some(json!({"token": creds::REST_TOKEN}))).await;
@@ -407,7 +407,7 @@ async fn failures_are_retried_then_the_circuit_opens(backend: Backend) {
 
 async fn a_tenant_configured_base_url_passes_the_ssrf_guard(backend: Backend) {
     // The guard's default policy: loopback (where the sandbox listens) is refused.
-    let Some(w) = world_with_policy(backend, AddressPolicy::default()).await else { return };
+    let w = world_with_policy(backend, AddressPolicy::default()).await;
     // Written as an address, or a token URL likewise: refused at install, naming the field.
     let loopback = format!("{}/rest", w.sandbox.url());
     for (mode, config, field) in [
@@ -450,7 +450,7 @@ async fn a_tenant_configured_base_url_passes_the_ssrf_guard(backend: Backend) {
 }
 
 async fn a_providers_rate_limit_answer_blocks_the_connection(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let w = world(backend).await;
     w.sandbox.set_quota("slack", Some(switchboard_sandbox::Quota { requests: 2, window: Duration::from_secs(60) }));
     let slack = w.install("slack", Some("bearer"), json!({}), Some(json!({"token": creds::SLACK_BOT_TOKEN}))).await;
     for _ in 0..2 {
@@ -487,19 +487,19 @@ switchboard_store::conformance_tests!(
 );
 
 async fn a_connection_that_only_receives_needs_only_its_signing_secret(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let w = world(backend).await;
     // Stripe without its API key: the signing secret alone is enough to receive.
     let stripe = w.install("stripe", None, json!({}), None).await;
     let secret = object(json!({"webhook_secret": "whsec_only"}));
     let configured = w.connections.configure(&w.tenant, &stripe, &secret).await.unwrap();
-    assert_eq!(configured.auth_state, "missing_credentials", "no API calls can be made yet");
+    assert_eq!(configured.auth_state, AuthState::MissingCredentials, "no API calls can be made yet");
     let target = w.connections.webhook_target(&stripe).await.unwrap().unwrap();
     assert_eq!(target.secrets.iter().map(|s| s.as_str()).collect::<Vec<_>>(), ["whsec_only"]);
     let call = w.connections.proxy(&w.tenant, &stripe, request(reqwest::Method::GET, "/balance", "", false)).await;
     assert!(matches!(call, Err(ConnectorError::MissingCredentials)), "{call:?}");
     // The API key can come later, and then calls work.
     let key = object(json!({"token": creds::STRIPE_SECRET_KEY}));
-    assert_eq!(w.connections.configure(&w.tenant, &stripe, &key).await.unwrap().auth_state, "configured");
+    assert_eq!(w.connections.configure(&w.tenant, &stripe, &key).await.unwrap().auth_state, AuthState::Configured);
     assert_eq!(w.get(&stripe, "/balance").await.status, 200);
 
     // GitHub (OAuth or a token: no mode named) and Jira (basic) install with the secret alone.
@@ -507,7 +507,7 @@ async fn a_connection_that_only_receives_needs_only_its_signing_secret(backend: 
     let oauth = w.install("github", Some("oauth2"), json!({}), Some(json!({"webhook_secret": "gh"}))).await;
     let jira = w.install("jira", None, json!({"subdomain": "acme"}), Some(json!({"webhook_secret": "j"}))).await;
     for id in [&github, &oauth, &jira] {
-        assert_eq!(w.connections.get(&w.tenant, id).await.unwrap().auth_state, "missing_credentials");
+        assert_eq!(w.connections.get(&w.tenant, id).await.unwrap().auth_state, AuthState::MissingCredentials);
         assert!(w.connections.webhook_target(id).await.unwrap().is_some());
     }
     // Half of an API credential is still refused, naming what is missing.
@@ -529,9 +529,7 @@ async fn standard_webhooks_secrets_are_checked_when_set(backend: Backend) {
     )
     .unwrap();
     let policy = AddressPolicy { allow_private: false, allowed_networks: vec![] };
-    let Some(w) = world_with(backend, policy, Catalog::load(&[dir.path().to_path_buf()]).unwrap()).await else {
-        return;
-    };
+    let w = world_with(backend, policy, Catalog::load(&[dir.path().to_path_buf()]).unwrap()).await;
     let acme = w.install("acme", None, json!({}), None).await;
     for wrong in ["my webhook secret", "whsec_not*base64", "whsec_", "whpk_c2hvcnQ="] {
         match w.connections.configure(&w.tenant, &acme, &object(json!({"webhook_secret": wrong}))).await {
@@ -549,7 +547,7 @@ async fn standard_webhooks_secrets_are_checked_when_set(backend: Backend) {
 }
 
 async fn webhook_signing_secrets_are_credentials_of_providers_that_send_webhooks(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let w = world(backend).await;
     let stripe = w.install("stripe", None, json!({}), Some(json!({"token": creds::STRIPE_SECRET_KEY}))).await;
     let secrets = object(json!({"webhook_secret": "whsec_new", "webhook_secret_previous": "whsec_old"}));
     w.connections.configure(&w.tenant, &stripe, &secrets).await.unwrap();

@@ -154,6 +154,9 @@ async fn publish_operational_event(webhooks: &Webhooks, clock: &dyn Clock, job: 
         Ok(OperationalEvent::ConnectionAuthFailed { connection_id, provider, reason, at }) => {
             operational::connection_auth_failed(&job.tenant_id, &connection_id, &provider, &reason, at)
         }
+        Ok(OperationalEvent::EndpointDisabled { endpoint_id, reason, at }) => {
+            operational::endpoint_disabled(&job.tenant_id, &endpoint_id, reason, at)
+        }
         Err(error) => return JobOutcome::DeadLetter(format!("not an operational event: {error}")),
     };
     let event = NewEvent {

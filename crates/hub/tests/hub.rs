@@ -27,7 +27,7 @@ fn settings(inbound: InboundConfig) -> HubSettings {
 }
 
 async fn every_worker_is_named_and_stops_with_the_hub(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let secrets = Arc::new(SecretBox::new(KeyRing::generate()));
     let hub =
         Hub::build(settings(InboundConfig::default()), Arc::new(SystemClock), store.clone(), secrets.clone()).unwrap();

@@ -1,6 +1,6 @@
 //! The HTTP API, end to end over loopback, on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
@@ -30,7 +30,7 @@ switchboard_store::conformance_tests!(
 /// JSON Schema counts `5.0` as an integer, and so do the generators that read the document:
 /// the server takes it where the document says integer, and refuses `5.5`.
 async fn whole_numbers_written_with_a_fraction_of_zero_are_whole_numbers(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let key = server.admin_key.clone();
     let endpoint = json!({"url": "https://example.com/hook", "rate_limit_per_second": 5.0});
     let response = server.post(&key, "/api/integrations/webhooks", &endpoint).await;
@@ -67,7 +67,7 @@ async fn whole_numbers_written_with_a_fraction_of_zero_are_whole_numbers(backend
 }
 
 async fn health_readiness_and_metrics_answer(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let health: Value = server.client.get(server.url("/healthz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
     let ready = server.client.get(server.url("/readyz")).send().await.unwrap();
@@ -85,7 +85,7 @@ async fn health_readiness_and_metrics_answer(backend: Backend) {
 }
 
 async fn every_client_error_is_a_problem_naming_the_field(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let key = server.admin_key.clone();
     server.event_type(&key, "user.created", None).await;
     let events = server.url("/api/events");
@@ -212,7 +212,7 @@ async fn every_client_error_is_a_problem_naming_the_field(backend: Backend) {
 
 async fn a_database_failure_is_a_500_that_leaks_nothing(backend: Backend) {
     use sqlx::Connection;
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     server.event_type(&server.admin_key, "a.b", None).await;
     // Break the database under the running server.
     match backend {
@@ -236,7 +236,7 @@ async fn a_database_failure_is_a_500_that_leaks_nothing(backend: Backend) {
 
 async fn oversize_bodies_are_413_and_bursts_are_429(backend: Backend) {
     let config = ServerConfig { max_body_bytes: 2048, rate_limit_per_key: NonZeroU32::new(5), ..Default::default() };
-    let Some(server) = TestServer::start_with(backend, config).await else { return };
+    let server = TestServer::start_with(backend, config).await;
     server.event_type(&server.admin_key, "a.b", None).await;
     let (_, other) = server.new_tenant("other").await;
     let big = json!({"event_type": "a.b", "payload": {"blob": "x".repeat(4096)}});
@@ -259,7 +259,7 @@ async fn oversize_bodies_are_413_and_bursts_are_429(backend: Backend) {
 }
 
 async fn tenants_never_see_each_other(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let a = server.admin_key.clone();
     let (b_id, b) = server.new_tenant("beta").await;
     server.event_type(&a, "order.paid", None).await;
@@ -293,7 +293,7 @@ async fn tenants_never_see_each_other(backend: Backend) {
 }
 
 async fn api_keys_are_shown_once_listed_masked_and_revocable(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let admin = server.admin_key.clone();
     let expires = "2030-01-01T00:00:00Z";
     let created: Value = server
@@ -339,7 +339,7 @@ async fn api_keys_are_shown_once_listed_masked_and_revocable(backend: Backend) {
 }
 
 async fn scopes_limit_what_a_key_may_do(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let read = server.key_with_scope("read").await;
     let write = server.key_with_scope("write").await;
     server.event_type(&write, "a.b", None).await;
@@ -354,7 +354,7 @@ async fn scopes_limit_what_a_key_may_do(backend: Backend) {
 }
 
 async fn events_validate_against_their_type_schema(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let key = server.admin_key.clone();
     let schema = json!({
         "type": "object",
@@ -389,7 +389,7 @@ async fn events_validate_against_their_type_schema(backend: Backend) {
 }
 
 async fn idempotency_keys_replay_and_conflict(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let key = server.admin_key.clone();
     server.event_type(&key, "a.b", None).await;
     let send = |body: Value| {
@@ -432,7 +432,7 @@ async fn idempotency_keys_replay_and_conflict(backend: Backend) {
 }
 
 async fn fifty_parallel_idempotent_requests_create_one_event(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let key = server.admin_key.clone();
     server.event_type(&key, "a.b", None).await;
     let requests = (0..50).map(|_| {
@@ -459,7 +459,7 @@ async fn fifty_parallel_idempotent_requests_create_one_event(backend: Backend) {
 }
 
 async fn event_lists_page_and_filter(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let key = server.admin_key.clone();
     server.event_type(&key, "a.one", None).await;
     server.event_type(&key, "a.two", None).await;
@@ -498,7 +498,7 @@ async fn event_lists_page_and_filter(backend: Backend) {
 }
 
 async fn the_openapi_document_describes_every_route(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let response = server.client.get(server.url("/api/openapi.json")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let doc: Value = response.json().await.unwrap();
@@ -606,7 +606,7 @@ async fn raw(server: &TestServer, request: &[u8]) -> (String, String) {
 }
 
 async fn errors_of_the_http_layer_and_of_json_syntax_are_problems_that_say_why(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let many_headers: String = (0..150).map(|n| format!("x-h{n}: v\r\n")).collect();
     let long_target = format!("/api/events?q={}", "a".repeat(70_000));
     for (request, status) in [

@@ -2,7 +2,7 @@
 //! both store backends: browsing the catalog, installing and configuring, credentials never
 //! shown, tests, actions, the proxy with its cache, health, circuits, and tenant isolation.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, blamed_fields, expect_problem};
 use serde_json::{Value, json};
@@ -46,7 +46,7 @@ impl TestServer {
 }
 
 async fn the_catalog_is_browsed_searched_sorted_and_paged(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let by_name = server.names("?sort=name").await;
     assert_eq!(by_name, ["github", "google-calendar", "hubspot", "jira", "rest", "slack", "stripe", "total-battle"]);
 
@@ -94,7 +94,7 @@ async fn the_catalog_is_browsed_searched_sorted_and_paged(backend: Backend) {
 }
 
 async fn a_provider_shows_its_auth_form_and_actions(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let github: Value =
         server.get(&server.admin_key, "/api/marketplace/integrations/github").await.json().await.unwrap();
     let modes: Vec<&str> = github["auth"].as_array().unwrap().iter().map(|a| a["mode"].as_str().unwrap()).collect();
@@ -125,7 +125,7 @@ async fn a_provider_shows_its_auth_form_and_actions(backend: Backend) {
 }
 
 async fn install_and_configure_check_every_field_and_never_show_credentials(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let key = server.admin_key.clone();
 
     // Every problem of an install at once, each with its field; nothing is stored.
@@ -231,7 +231,7 @@ async fn install_and_configure_check_every_field_and_never_show_credentials(back
 }
 
 async fn connections_are_invisible_to_other_tenants(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = server.rest_connection(&server.admin_key.clone()).await;
     let (_, intruder) = server.new_tenant("intruder").await;
     for (method, path) in [
@@ -258,7 +258,7 @@ async fn connections_are_invisible_to_other_tenants(backend: Backend) {
 }
 
 async fn actions_validate_input_and_report_provider_failures(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let key = server.admin_key.clone();
     let body = json!({"template_name": "github", "auth_mode": "bearer", "credentials": {"token": creds::GITHUB_TOKEN}});
     let github = server.install(&key, body).await["id"].as_str().unwrap().to_string();
@@ -336,7 +336,7 @@ async fn actions_validate_input_and_report_provider_failures(backend: Backend) {
 }
 
 async fn a_failing_provider_opens_its_circuit_visible_in_health_and_metrics(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let key = server.admin_key.clone();
     let body =
         json!({"template_name": "slack", "auth_mode": "bearer", "credentials": {"token": creds::SLACK_BOT_TOKEN}});
@@ -392,7 +392,7 @@ async fn a_failing_provider_opens_its_circuit_visible_in_health_and_metrics(back
 }
 
 async fn client_errors_and_a_tenants_own_base_url_trip_no_one_elses_circuit(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let key = server.admin_key.clone();
     let rest = server.rest_connection(&key).await;
     let proxy = |path: &str| format!("/api/integrations/{rest}/proxy{path}");
@@ -421,7 +421,7 @@ async fn client_errors_and_a_tenants_own_base_url_trip_no_one_elses_circuit(back
 }
 
 async fn the_proxy_injects_auth_caches_gets_and_respects_scopes(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let key = server.admin_key.clone();
     let rest = server.rest_connection(&key).await;
     let proxy = |path: &str| server.url(&format!("/api/integrations/{rest}/proxy{path}"));

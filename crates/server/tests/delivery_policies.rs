@@ -2,7 +2,7 @@
 //! endpoints, rate limits, `Retry-After`, endpoints that fail for days, transforms that fail
 //! at delivery, names that resolve where they may not go, and retention.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ fn ids_in_order(receiver: &Receiver) -> Vec<String> {
 }
 
 async fn a_fifo_endpoint_gets_one_message_at_a_time_in_event_order(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let (receiver, url) = Receiver::start().await;
     server.event_type(&server.admin_key, "doc.changed", None).await;
     endpoint(&server, json!({"url": url, "fifo": true})).await;
@@ -54,7 +54,7 @@ async fn a_fifo_endpoint_gets_one_message_at_a_time_in_event_order(backend: Back
 }
 
 async fn a_rate_limit_paces_its_endpoint_without_holding_up_others(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let (limited, limited_url) = Receiver::start().await;
     let (free, free_url) = Receiver::start().await;
     server.event_type(&server.admin_key, "tick", None).await;
@@ -90,7 +90,7 @@ fn due_in(message: &Value, now: DateTime<chrono::Utc>) -> i64 {
 }
 
 async fn retry_after_is_honoured_within_bounds_and_overload_waits_a_minute(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let (receiver, url) = Receiver::start().await;
     server.event_type(&server.admin_key, "job.done", None).await;
     endpoint(&server, json!({"url": url})).await;
@@ -122,7 +122,7 @@ async fn endpoint_state(server: &TestServer, id: &str) -> Value {
 }
 
 async fn an_endpoint_failing_for_five_days_is_disabled_and_a_success_resets_the_clock(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let (failing, failing_url) = Receiver::start().await;
     let (flaky, flaky_url) = Receiver::start().await;
     let (watcher, watcher_url) = Receiver::start().await;
@@ -181,7 +181,7 @@ async fn wait_for_endpoint(server: &TestServer, id: &str, wanted: impl Fn(&Value
 }
 
 async fn a_transform_that_fails_at_delivery_is_recorded_as_a_failed_attempt(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let (receiver, url) = Receiver::start().await;
     server.event_type(&server.admin_key, "user.created", None).await;
     endpoint(&server, json!({"url": url, "transform": r#"if .data.email then .data else error("no email") end"#}))
@@ -202,7 +202,7 @@ async fn a_transform_that_fails_at_delivery_is_recorded_as_a_failed_attempt(back
 
 async fn a_name_that_resolves_to_a_private_address_is_refused(backend: Backend) {
     let hosts = [("internal.example", "127.0.0.1"), ("intranet.example", "10.1.2.3"), ("mixed.example", "::1")];
-    let Some(server) = TestServer::start_guarded_resolving(backend, &hosts).await else { return };
+    let server = TestServer::start_guarded_resolving(backend, &hosts).await;
     for (name, reason) in [
         ("internal.example", "loopback_address"),
         ("intranet.example", "private_address"),
@@ -237,7 +237,7 @@ async fn a_name_that_resolves_to_a_private_address_is_refused(backend: Backend) 
 /// clock; so this test first sets the test's clock to the real time, then moves it past the
 /// retention. (Which rows qualify, pending ones kept, is the store's own test.)
 async fn the_retention_job_prunes_what_is_older_than_the_retention(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     server.clock.set(chrono::Utc::now());
     let (_receiver, url) = Receiver::start().await;
     server.event_type(&server.admin_key, "log.line", None).await;

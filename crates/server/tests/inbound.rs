@@ -2,7 +2,7 @@
 //! manifest, stored before the 2xx with masked headers, duplicates acknowledged once,
 //! refusals recorded with their reason, handshakes answered.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use hmac::{Hmac, Mac};
@@ -72,7 +72,7 @@ impl TestServer {
 }
 
 async fn stripe_webhooks_are_verified_stored_and_deduplicated(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = server
         .connection_with_secret(json!({
             "template_name": "stripe",
@@ -124,7 +124,7 @@ async fn stripe_webhooks_are_verified_stored_and_deduplicated(backend: Backend) 
     assert_eq!(event["payload"]["provider_event_id"], "evt_1NG8Du2eZvKYlo2CUI79vXWy");
     assert_eq!(event["payload"]["data"]["data"]["object"]["id"], "in_1");
     let processed = server.store.get_inbound(tenant, first["id"].as_str().unwrap()).await.unwrap().unwrap();
-    assert_eq!(processed.status, "processed");
+    assert_eq!(processed.status, switchboard_store::InboundStatus::Processed);
     assert_eq!(processed.event_id.as_ref().map(|e| e.as_str()), event["id"].as_str());
     assert_eq!(processed.event_type.as_deref(), Some("stripe.invoice.paid"));
 
@@ -181,7 +181,7 @@ async fn wait_for_events(server: &TestServer, event_type: &str, n: usize) -> Vec
 }
 
 async fn slacks_url_verification_is_answered_only_when_signed(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = server
         .connection_with_secret(json!({
             "template_name": "slack",
@@ -218,7 +218,7 @@ async fn slacks_url_verification_is_answered_only_when_signed(backend: Backend) 
 }
 
 async fn without_a_secret_webhooks_are_refused_and_unknown_addresses_are_404(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let github = server
         .connection_with_secret(
             json!({"template_name": "github", "auth_mode": "bearer", "credentials": {"token": creds::GITHUB_TOKEN}}),
@@ -260,7 +260,7 @@ async fn without_a_secret_webhooks_are_refused_and_unknown_addresses_are_404(bac
 }
 
 async fn handshakes_declared_by_manifests_are_answered_as_each_provider_documents(backend: Backend) {
-    let Some(server) = TestServer::start_with_test_connectors(backend).await else { return };
+    let server = TestServer::start_with_test_connectors(backend).await;
     let install = |provider: &str, credentials: Value| json!({"template_name": provider, "credentials": credentials});
 
     // Meta: GET with hub.mode, hub.challenge and the verify token entered at Meta.
@@ -350,7 +350,7 @@ async fn handshakes_declared_by_manifests_are_answered_as_each_provider_document
 }
 
 async fn unsigned_webhooks_are_taken_only_by_connections_that_opt_in(backend: Backend) {
-    let Some(server) = TestServer::start_with_test_connectors(backend).await else { return };
+    let server = TestServer::start_with_test_connectors(backend).await;
     let payload = r#"{"ref":"refs/heads/main"}"#;
     let push = [("x-github-event", "push".to_string())];
     let opted_in = server
@@ -398,7 +398,7 @@ async fn unsigned_webhooks_are_taken_only_by_connections_that_opt_in(backend: Ba
 }
 
 async fn a_connection_sets_its_own_body_limit(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let with_limit = |limit: u64| {
         let mut install = github_with_secret();
         install["config_overrides"] = json!({"webhook_max_body_bytes": limit});
@@ -429,7 +429,7 @@ async fn senders_are_rate_limited_per_connection_and_per_source_and_counted(back
         per_source: std::num::NonZeroU32::new(8),
         ..Default::default()
     };
-    let Some(server) = TestServer::start_with_inbound(backend, config).await else { return };
+    let server = TestServer::start_with_inbound(backend, config).await;
     let id = server.connection_with_secret(github_with_secret()).await;
     let payload = r#"{"zen":"Keep it logically awesome."}"#;
     let signed = github_signed(payload, "ping");
@@ -464,7 +464,7 @@ async fn senders_are_rate_limited_per_connection_and_per_source_and_counted(back
 
 async fn a_receive_only_server_stores_webhooks_and_leaves_them_pending(backend: Backend) {
     let config = InboundConfig { processing: false, ..Default::default() };
-    let Some(server) = TestServer::start_with_inbound(backend, config).await else { return };
+    let server = TestServer::start_with_inbound(backend, config).await;
     let id = server.connection_with_secret(github_with_secret()).await;
     let payload = r#"{"zen":"Design for failure."}"#;
     let signed = github_signed(payload, "ping");
@@ -500,7 +500,7 @@ fn hubspot_event(event_id: u64, kind: &str) -> Value {
 }
 
 async fn hubspot_batches_are_one_webhook_and_one_event_per_item(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     // The client secret alone: this connection only receives.
     let id = server
         .connection_with_secret(
@@ -569,7 +569,7 @@ fn slack_signed(server: &TestServer, body: &str, content_type: &str) -> Vec<(&'s
 }
 
 async fn slack_forms_are_read_as_documents(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = server
         .connection_with_secret(json!({"template_name": "slack", "credentials": {"webhook_secret": SLACK_SECRET}}))
         .await;
@@ -603,7 +603,7 @@ fn url_escape(text: &str) -> String {
 }
 
 async fn replay_reaches_todays_subscribers_and_failures_are_never_silent(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = server
         .connection_with_secret(json!({"template_name": "stripe", "credentials": {"webhook_secret": STRIPE_SECRET}}))
         .await;
@@ -724,7 +724,7 @@ async fn raw_exchange(server: &TestServer, request: &str) -> String {
 
 async fn early_answers_close_a_kept_alive_connection_cleanly(backend: Backend) {
     let config = InboundConfig { per_connection: std::num::NonZeroU32::new(2), ..Default::default() };
-    let Some(server) = TestServer::start_with_inbound(backend, config).await else { return };
+    let server = TestServer::start_with_inbound(backend, config).await;
     let id = server.connection_with_secret(github_with_secret()).await;
     let body = "x".repeat(2000);
     // Answered before the body is read: the sender is told the connection will close.

@@ -2,7 +2,7 @@
 //! backends: the connect flow driven like a browser (following redirects), single-use and
 //! expiring states, provider and token-endpoint errors, and revocation at uninstall.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, blamed_fields, expect_problem};
 use serde_json::{Value, json};
@@ -28,7 +28,7 @@ switchboard_store::conformance_tests!(
 );
 
 async fn a_redirect_from_another_authorization_server_is_refused_before_its_code_is_used(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     // The callback URL Google's server sends the browser to, with its `iss` changed (or gone).
     let callback_with = |id: String, iss: Option<&'static str>| {
@@ -100,7 +100,7 @@ fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
 }
 
 async fn a_browser_connects_google_calendar_and_the_connection_works(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = server.google().await;
     let before = server.connection(&id).await;
     assert_eq!(
@@ -161,7 +161,7 @@ async fn a_browser_connects_google_calendar_and_the_connection_works(backend: Ba
 }
 
 async fn states_are_single_use_expire_and_cannot_be_forged(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = server.google().await;
     let started = server.start_connect(&id, json!({})).await;
     // Stop at the provider's redirect to see the callback URL.
@@ -201,7 +201,7 @@ async fn states_are_single_use_expire_and_cannot_be_forged(backend: Backend) {
 }
 
 async fn provider_and_token_endpoint_errors_are_shown_and_recorded_but_store_no_tokens(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = server.google().await;
     let connect = || async {
         let started = server.start_connect(&id, json!({})).await;
@@ -239,7 +239,7 @@ async fn provider_and_token_endpoint_errors_are_shown_and_recorded_but_store_no_
 }
 
 async fn a_return_url_receives_the_outcome(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = server.google().await;
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let follow_to_us = |started: Value| {
@@ -269,7 +269,7 @@ async fn a_return_url_receives_the_outcome(backend: Backend) {
 }
 
 async fn starting_a_flow_checks_the_connection_and_the_input(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let key = server.admin_key.clone();
     let id = server.google().await;
     for (body, field) in [
@@ -319,7 +319,7 @@ async fn starting_a_flow_checks_the_connection_and_the_input(backend: Backend) {
 }
 
 async fn uninstalling_revokes_the_grant_at_the_provider(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = server.google().await;
     let started = server.start_connect(&id, json!({})).await;
     assert_eq!(browser().get(started["authorization_url"].as_str().unwrap()).send().await.unwrap().status(), 200);
@@ -364,7 +364,7 @@ fn time(value: &Value) -> chrono::DateTime<chrono::Utc> {
 }
 
 async fn tokens_are_refreshed_before_they_expire_after_a_401_and_ahead_of_time(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = server.google().await;
     connect(&server, &id).await;
     assert_eq!(server.sandbox.refreshes("google-calendar"), 0);
@@ -392,7 +392,7 @@ async fn tokens_are_refreshed_before_they_expire_after_a_401_and_ahead_of_time(b
 }
 
 async fn twenty_concurrent_calls_with_an_expired_token_cause_one_refresh(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = install_oauth(&server, "github").await;
     connect(&server, &id).await;
     server.clock.advance(chrono::Duration::hours(8));
@@ -409,7 +409,7 @@ async fn twenty_concurrent_calls_with_an_expired_token_cause_one_refresh(backend
 }
 
 async fn a_revoked_grant_fails_auth_at_once_and_reconnecting_restores_it(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = install_oauth(&server, "hubspot").await;
     connect(&server, &id).await;
     assert_eq!(action(&server, &id, "list_contacts").await.status(), 200);
@@ -449,7 +449,7 @@ async fn a_revoked_grant_fails_auth_at_once_and_reconnecting_restores_it(backend
 }
 
 async fn refreshes_that_may_succeed_later_back_off(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = install_oauth(&server, "hubspot").await;
     connect(&server, &id).await;
     // A token endpoint behind a broken proxy: not an answer about the grant.
@@ -473,7 +473,7 @@ async fn refreshes_that_may_succeed_later_back_off(backend: Backend) {
 }
 
 async fn short_lived_tokens_are_refreshed_once_per_lifetime(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let fifteen_seconds = Quirks { expires_in: Some(15), ..Quirks::default_for("github") };
     server.sandbox.set_oauth_quirks("github", fifteen_seconds);
     let id = install_oauth(&server, "github").await;
@@ -508,7 +508,7 @@ async fn short_lived_tokens_are_refreshed_once_per_lifetime(backend: Backend) {
 }
 
 async fn reconnecting_revokes_the_grant_it_replaces(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     // Slack revokes one token at a time: the replaced bot token is revoked, the new one works.
     let slack = install_oauth(&server, "slack").await;
     connect(&server, &slack).await;
@@ -525,7 +525,7 @@ async fn reconnecting_revokes_the_grant_it_replaces(backend: Backend) {
 }
 
 async fn a_provider_without_expiry_or_pkce_connects_too(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let id = install_oauth(&server, "slack").await;
     let started = server.start_connect(&id, json!({"user_scopes": ["search:read", "users:read"]})).await;
     let pairs = query(started["authorization_url"].as_str().unwrap());

@@ -1,7 +1,7 @@
 //! Outgoing webhooks end to end: the API, the delivery workers and a real receiver on
 //! loopback, on both store backends.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ switchboard_store::conformance_tests!(
 );
 
 async fn deliveries_are_signed_per_standard_webhooks_and_recorded(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let (receiver, url) = Receiver::start().await;
     server.event_type(&server.admin_key, "video.generated", None).await;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -85,7 +85,7 @@ async fn deliveries_are_signed_per_standard_webhooks_and_recorded(backend: Backe
 }
 
 async fn failures_follow_the_retry_schedule_then_dead_letter_and_emit_an_operational_event(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let (receiver, url) = Receiver::start().await;
     let (watcher, watcher_url) = Receiver::start().await;
     server.event_type(&server.admin_key, "order.paid", None).await;
@@ -118,7 +118,7 @@ async fn failures_follow_the_retry_schedule_then_dead_letter_and_emit_an_operati
 }
 
 async fn a_gone_endpoint_is_disabled(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let (receiver, url) = Receiver::start().await;
     server.event_type(&server.admin_key, "user.deleted", None).await;
     let created = endpoint(&server, json!({"url": url})).await;
@@ -143,7 +143,7 @@ async fn a_gone_endpoint_is_disabled(backend: Backend) {
 }
 
 async fn endpoints_refuse_bad_input_with_the_field_named(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     server.event_type(&server.admin_key, "a.b", None).await;
     let cases = [
         (json!({"url": "ftp://example.com/"}), "url"),
@@ -180,7 +180,7 @@ async fn endpoints_refuse_bad_input_with_the_field_named(backend: Backend) {
 }
 
 async fn rotation_signs_with_both_secrets_during_the_grace_period(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let (receiver, url) = Receiver::start().await;
     server.event_type(&server.admin_key, "a.b", None).await;
     let created = endpoint(&server, json!({"url": url})).await;
@@ -235,7 +235,7 @@ async fn rotation_signs_with_both_secrets_during_the_grace_period(backend: Backe
 }
 
 async fn filters_and_transforms_shape_what_is_delivered(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let (receiver, url) = Receiver::start().await;
     server.event_type(&server.admin_key, "order.paid", None).await;
     endpoint(
@@ -258,7 +258,7 @@ async fn filters_and_transforms_shape_what_is_delivered(backend: Backend) {
 }
 
 async fn failed_messages_are_resent_and_recovered_and_counted_in_stats(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     let (receiver, url) = Receiver::start().await;
     server.event_type(&server.admin_key, "a.b", None).await;
     let created = endpoint(&server, json!({"url": url})).await;
@@ -320,7 +320,7 @@ async fn failed_messages_are_resent_and_recovered_and_counted_in_stats(backend: 
 }
 
 async fn private_targets_are_refused_unless_the_operator_allows_them(backend: Backend) {
-    let Some(server) = TestServer::start_guarded(backend).await else { return };
+    let server = TestServer::start_guarded(backend).await;
     for (url, reason) in [
         ("http://127.0.0.1:9/hook", "loopback_address"),
         ("http://2130706433/hook", "loopback_address"),
@@ -356,7 +356,7 @@ async fn private_targets_are_refused_unless_the_operator_allows_them(backend: Ba
 /// it would never be delivered. Such a publish fails whole instead, and can be retried.
 async fn an_event_whose_subscribers_cannot_be_read_is_refused_not_stored_undeliverable(backend: Backend) {
     use sqlx::Connection;
-    let Some(server) = TestServer::start(backend).await else { return };
+    let server = TestServer::start(backend).await;
     server.event_type(&server.admin_key, "a.b", None).await;
     match backend {
         Backend::Sqlite => {

@@ -7,6 +7,42 @@ use switchboard_core::{Id, Timestamp};
 
 use crate::{Page, Result, StoredSecret};
 
+/// How far a connection's credentials got.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum AuthState {
+    /// The auth mode's required credentials are not all set.
+    MissingCredentials,
+    /// Every required credential is set; the provider has not been asked yet.
+    Configured,
+    /// The provider accepted the credentials.
+    Ok,
+    /// The provider refused the credentials (a 401 from a test or a call).
+    Rejected,
+    /// The provider refused the OAuth2 grant for good (`invalid_grant`): connect again.
+    AuthFailed,
+}
+
+impl AuthState {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Connection {
     pub id: Id,
@@ -20,8 +56,7 @@ pub struct Connection {
     pub credentials_secret_id: Option<Id>,
     /// Which credentials are set, and when.
     pub credential_fields: BTreeMap<String, Timestamp>,
-    /// `missing_credentials`, `configured`, `ok` (the provider accepted them) or `rejected`.
-    pub auth_state: String,
+    pub auth_state: AuthState,
     pub last_success_at: Option<Timestamp>,
     pub last_error: Option<String>,
     pub last_error_at: Option<Timestamp>,
@@ -58,7 +93,7 @@ pub struct ConnectionHealthUpdate {
     pub connection_id: Id,
     pub last_success_at: Option<Timestamp>,
     pub last_error: Option<(String, Timestamp)>,
-    pub auth_state: Option<String>,
+    pub auth_state: Option<AuthState>,
     /// The outcome of a health check run at that time.
     pub test: Option<(Timestamp, bool)>,
 }
@@ -93,7 +128,7 @@ pub trait ConnectionStore: Send + Sync {
         id: &str,
         credentials: &StoredSecret,
         fields: &BTreeMap<String, Timestamp>,
-        auth_state: &str,
+        auth_state: AuthState,
     ) -> Result<Option<Connection>>;
     /// Applies a batch of health updates in one unit; rows that went away are skipped.
     async fn record_connection_health(&self, updates: &[ConnectionHealthUpdate]) -> Result<()>;

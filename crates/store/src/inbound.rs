@@ -26,6 +26,40 @@ pub struct NewInbound {
     pub dedupe_key: String,
 }
 
+/// Where a stored webhook stands.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum InboundStatus {
+    /// Accepted, waiting to be processed (or being processed, or to be retried).
+    Pending,
+    /// Became a hub event.
+    Processed,
+    /// Could not become an event; waits for a replay.
+    Failed,
+    /// Refused at verification; kept for inspection, never processed.
+    Rejected,
+}
+
+impl InboundStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundWebhook {
     pub id: Id,
@@ -39,8 +73,7 @@ pub struct InboundWebhook {
     pub rejection: Option<String>,
     pub provider_event_id: Option<String>,
     pub duplicates: u32,
-    /// `pending`, `processed`, `failed` or `rejected`.
-    pub status: String,
+    pub status: InboundStatus,
     pub event_type: Option<String>,
     pub event_id: Option<Id>,
     pub attempts: u32,
@@ -118,7 +151,7 @@ pub struct FinishedInbound {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InboundFilter {
     pub connection_id: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<InboundStatus>,
 }
 
 /// Counts over a tenant's stored webhooks.

@@ -28,11 +28,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use switchboard_core::Timestamp;
 
-pub use connections::{Connection, ConnectionHealthUpdate, ConnectionStore, TokenState};
+pub use connections::{AuthState, Connection, ConnectionHealthUpdate, ConnectionStore, TokenState};
 pub use error::StoreError;
 pub use inbound::{
-    FinishedInbound, InboundCounts, InboundFilter, InboundOutcome, InboundStore, InboundWebhook, NewInbound, Stored,
-    Verification,
+    FinishedInbound, InboundCounts, InboundFilter, InboundOutcome, InboundStatus, InboundStore, InboundWebhook,
+    NewInbound, Stored, Verification,
 };
 pub use model::*;
 pub use oauth::{NewTokens, OAuthState, OAuthStore, RefreshFailure, TakenState};

@@ -44,7 +44,7 @@ pub struct NewTokens {
     pub refreshed_at: Option<Timestamp>,
     /// Only the holder of this lease may write a refresh (`None` for a connect flow).
     pub lease_owner: Option<String>,
-    pub auth_state: String,
+    pub auth_state: crate::AuthState,
     /// A new config (a JSON object), when the token answer carried values the provider's
     /// form declares (Salesforce's `instance_url`).
     pub config: Option<String>,
@@ -58,7 +58,7 @@ pub struct RefreshFailure {
     /// No refresh before this.
     pub retry_at: Option<Timestamp>,
     /// A new auth state (`auth_failed`), if it changes.
-    pub auth_state: Option<String>,
+    pub auth_state: Option<crate::AuthState>,
     pub lease_owner: String,
     /// Enqueued in the same unit, if the failure is recorded (the lease was still held): the
     /// operational event an `auth_failed` raises.

@@ -10,13 +10,16 @@ use crate::NewJob;
 /// The queue of [`OperationalEvent`]s, which the hub publishes as hub events.
 pub const OPERATIONAL_EVENTS_QUEUE: &str = "operational-events";
 
-/// An operational event raised by a service that does not publish events itself (the
-/// connections runtime), to be published by the outgoing-webhooks service.
+/// An operational event raised where it cannot be published at once (by the connections
+/// runtime, or inside the store's own unit), to be published by the outgoing-webhooks
+/// service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OperationalEvent {
     /// `connection.auth_failed`: the provider refused the connection's grant for good.
     ConnectionAuthFailed { connection_id: Id, provider: String, reason: String, at: Timestamp },
+    /// `endpoint.disabled`: deliveries stopped (410 Gone, or failing for too long).
+    EndpointDisabled { endpoint_id: Id, reason: crate::DisabledReason, at: Timestamp },
 }
 
 impl OperationalEvent {

@@ -2,8 +2,6 @@
 //! attempts, with the traits the store implements for them.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use switchboard_core::{Id, Timestamp};
 
@@ -22,8 +20,8 @@ pub struct Endpoint {
     pub headers: BTreeMap<String, String>,
     pub rate_limit_per_second: Option<u32>,
     pub enabled: bool,
-    /// Why the endpoint is disabled: `manual`, `gone` (it answered 410) or `failing`.
-    pub disabled_reason: Option<String>,
+    /// Why the endpoint is disabled.
+    pub disabled_reason: Option<DisabledReason>,
     pub fifo: bool,
     /// A JSON object, kept as text.
     pub metadata: String,
@@ -56,7 +54,92 @@ pub struct EndpointPatch {
     pub updated_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Why an attempt failed before the endpoint answered (or its answer could be made).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum AttemptErrorKind {
+    /// The endpoint's URL is not one that can be called.
+    InvalidUrl,
+    /// The URL's address is refused by the SSRF guard (loopback, private, metadata…).
+    ForbiddenAddress,
+    DnsError,
+    Timeout,
+    ConnectionError,
+    /// Anything else on the way: TLS, a broken response.
+    RequestError,
+    /// The endpoint's jq transform failed on the event.
+    TransformError,
+}
+
+impl AttemptErrorKind {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Why an endpoint is disabled.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum DisabledReason {
+    /// Someone disabled it.
+    Manual,
+    /// It answered 410 Gone.
+    Gone,
+    /// Every delivery failed for longer than the failing period (5 days unless configured).
+    Failing,
+}
+
+impl DisabledReason {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Where a message (one event for one endpoint) stands.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum MessageStatus {
     /// Waiting for its first or next attempt (or being attempted right now).
     Pending,
@@ -67,29 +150,7 @@ pub enum MessageStatus {
 
 impl MessageStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            MessageStatus::Pending => "pending",
-            MessageStatus::Succeeded => "succeeded",
-            MessageStatus::Failed => "failed",
-        }
-    }
-}
-
-impl fmt::Display for MessageStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for MessageStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pending" => Ok(MessageStatus::Pending),
-            "succeeded" => Ok(MessageStatus::Succeeded),
-            "failed" => Ok(MessageStatus::Failed),
-            other => Err(format!("unknown message status {other:?}")),
-        }
+        self.into()
     }
 }
 
@@ -142,7 +203,7 @@ pub struct NewAttempt {
     /// JSON object text.
     pub response_headers: Option<String>,
     pub response_body: Option<String>,
-    pub error_kind: Option<String>,
+    pub error_kind: Option<AttemptErrorKind>,
     pub error: Option<String>,
     pub duration_us: i64,
     pub created_at: Timestamp,
@@ -159,7 +220,7 @@ pub struct Attempt {
     pub response_status: Option<i64>,
     pub response_headers: Option<String>,
     pub response_body: Option<String>,
-    pub error_kind: Option<String>,
+    pub error_kind: Option<AttemptErrorKind>,
     pub error: Option<String>,
     pub duration_us: i64,
     pub created_at: Timestamp,
@@ -219,7 +280,7 @@ pub struct RecordedDeliveries {
     pub recorded: Vec<bool>,
     /// Endpoints this batch disabled (410 Gone, or failing for longer than allowed), as
     /// (tenant id, endpoint id, reason).
-    pub disabled: Vec<(Id, Id, String)>,
+    pub disabled: Vec<(Id, Id, DisabledReason)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -297,7 +358,7 @@ pub trait DeliveryStore: Send + Sync {
     async fn next_message_due(&self) -> Result<Option<Timestamp>>;
     /// Records attempts and moves messages on in one unit, with the operational events they
     /// cause. Endpoints that answered 410, or have failed since before `disable_failing_before`,
-    /// are disabled.
+    /// are disabled, and an [`crate::outbox::OperationalEvent::EndpointDisabled`] enqueued for each.
     async fn record_deliveries(
         &self,
         records: &[DeliveryRecord],

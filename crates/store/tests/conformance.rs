@@ -61,7 +61,7 @@ fn job(tenant_id: &Id, queue: &str, run_at: Timestamp) -> NewJob {
 }
 
 async fn first_start_creates_one_operator_tenant_and_key(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let make = || {
         let t = NewTenant { id: Id::new(IdKind::Tenant), name: "default".into(), created_at: t0() };
         let (token, key) = new_key(&t.id, Scope::Admin);
@@ -82,7 +82,7 @@ async fn first_start_creates_one_operator_tenant_and_key(backend: Backend) {
 }
 
 async fn api_keys_authenticate_list_and_revoke_within_their_tenant(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let (a, b) = (tenant(&*store, "a").await, tenant(&*store, "b").await);
     let (token, key) = new_key(&a, Scope::Read);
     let stored = store.create_api_key(&key).await.unwrap();
@@ -108,7 +108,7 @@ async fn api_keys_authenticate_list_and_revoke_within_their_tenant(backend: Back
 }
 
 async fn event_types_are_unique_per_tenant_and_versioned(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let (a, b) = (tenant(&*store, "a").await, tenant(&*store, "b").await);
     let et = |tenant_id: &Id| NewEventType {
         id: Id::new(IdKind::EventType),
@@ -136,7 +136,7 @@ async fn event_types_are_unique_per_tenant_and_versioned(backend: Backend) {
 }
 
 async fn events_are_isolated_between_tenants(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let (a, b) = (tenant(&*store, "a").await, tenant(&*store, "b").await);
     let CreateEventOutcome::Created(event) = store.create_event(&new_event(&a, "{}", None), &[], &[]).await.unwrap()
     else {
@@ -148,7 +148,7 @@ async fn events_are_isolated_between_tenants(backend: Backend) {
 }
 
 async fn idempotent_event_replays_the_first_and_refuses_a_different_body(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store, "a").await;
     let b = tenant(&*store, "b").await;
     let first = new_event(&a, r#"{"n":1}"#, Some(("k1", "hash-1")));
@@ -179,7 +179,7 @@ async fn idempotent_event_replays_the_first_and_refuses_a_different_body(backend
 }
 
 async fn parallel_idempotent_requests_create_exactly_one_event(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store, "a").await;
     let tasks: Vec<_> = (0..50)
         .map(|_| {
@@ -208,7 +208,7 @@ async fn parallel_idempotent_requests_create_exactly_one_event(backend: Backend)
 }
 
 async fn a_rolled_back_unit_enqueues_nothing(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store, "a").await;
     let event = new_event(&a, "{}", None);
     store.create_event(&event, &[], &[job(&a, "q", t0())]).await.unwrap();
@@ -227,7 +227,7 @@ async fn a_rolled_back_unit_enqueues_nothing(backend: Backend) {
 }
 
 async fn event_listing_pages_newest_first_and_filters(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store, "a").await;
     let mut ids = Vec::new();
     for i in 0..7 {
@@ -264,7 +264,7 @@ async fn event_listing_pages_newest_first_and_filters(backend: Backend) {
 }
 
 async fn concurrent_claimers_never_share_a_job(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store, "a").await;
     let jobs: Vec<_> = (0..300).map(|_| job(&a, "work", t0())).collect();
     store.enqueue(&jobs).await.unwrap();
@@ -296,7 +296,7 @@ async fn concurrent_claimers_never_share_a_job(backend: Backend) {
 }
 
 async fn an_expired_lease_is_claimed_again_and_the_old_lease_is_void(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store, "a").await;
     store.enqueue(&[job(&a, "q", t0())]).await.unwrap();
     let lease = Duration::seconds(30);
@@ -318,7 +318,7 @@ async fn an_expired_lease_is_claimed_again_and_the_old_lease_is_void(backend: Ba
 }
 
 async fn retried_jobs_wait_until_their_time_and_dead_letters_stay_parked(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store, "a").await;
     store.enqueue(&[job(&a, "q", t0()), job(&a, "q", t0())]).await.unwrap();
     let mut claimed = store.claim("q", 2, t0(), Duration::seconds(30)).await.unwrap();
@@ -340,7 +340,7 @@ async fn retried_jobs_wait_until_their_time_and_dead_letters_stay_parked(backend
 }
 
 async fn workers_wake_on_enqueue_and_drain_on_shutdown(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store, "a").await;
     let clock = Arc::new(ManualClock::new(t0()));
     let handled = Arc::new(AtomicUsize::new(0));
@@ -382,7 +382,7 @@ async fn workers_wake_on_enqueue_and_drain_on_shutdown(backend: Backend) {
 }
 
 async fn secrets_are_isolated_and_resealed_only_from_the_expected_key(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let (a, b) = (tenant(&*store, "a").await, tenant(&*store, "b").await);
     let secret = StoredSecret {
         id: Id::new(IdKind::Secret),
@@ -415,8 +415,9 @@ async fn secrets_are_isolated_and_resealed_only_from_the_expected_key(backend: B
 /// Two stores on one PostgreSQL database stand for two `serve` processes: an enqueue in one
 /// wakes the workers of the other through LISTEN/NOTIFY.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(switchboard_postgres), ignore = "set SWITCHBOARD_TEST_DATABASE_URL to run the PostgreSQL tests")]
 async fn postgres_notify_wakes_workers_of_another_process() {
-    let Some(db) = TestDb::postgres() else { return };
+    let db = TestDb::postgres();
     let (producer, consumer) = (db.open().await, db.open().await);
     let a = tenant(&*producer, "a").await;
     let mut signal = consumer.job_signal();
@@ -433,7 +434,7 @@ async fn postgres_notify_wakes_workers_of_another_process() {
 /// still opens to the same plaintext.
 async fn rotation_reseals_every_secret_of_every_tenant(backend: Backend) {
     use switchboard_core::{KeyRing, SecretBox};
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let mut ring = KeyRing::generate();
     let old = SecretBox::new(KeyRing::parse(&ring.to_text()).unwrap());
     let mut sealed = Vec::new();
@@ -462,7 +463,7 @@ async fn rotation_reseals_every_secret_of_every_tenant(backend: Backend) {
 /// Units that fail halfway leave nothing behind, even when they share a group commit with
 /// units that succeed.
 async fn failing_units_roll_back_alone_inside_a_shared_commit(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let owner = tenant(&*store, "owner").await;
     let (_, taken) = new_key(&owner, Scope::Read);
     store.create_api_key(&taken).await.unwrap();
@@ -493,7 +494,7 @@ async fn failing_units_roll_back_alone_inside_a_shared_commit(backend: Backend) 
 /// A handler that panics does not take the worker down; its job is parked, not retried
 /// forever.
 async fn a_panicking_handler_parks_its_job_and_the_worker_goes_on(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store, "a").await;
     let clock = Arc::new(ManualClock::new(t0()));
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -526,7 +527,7 @@ async fn a_panicking_handler_parks_its_job_and_the_worker_goes_on(backend: Backe
 }
 
 async fn events_created_in_one_batch_keep_each_ones_idempotency(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store, "a").await;
     let earlier = new_event(&a, r#"{"n":0}"#, Some(("inbound:0", "h0")));
     let CreateEventOutcome::Created(earlier) = store.create_event(&earlier, &[], &[]).await.unwrap() else {

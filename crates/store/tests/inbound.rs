@@ -46,7 +46,7 @@ fn webhook(tenant_id: &Id, connection: &str, dedupe: &str, verified: bool) -> Ne
 }
 
 async fn webhooks_are_stored_once_with_duplicates_counted_and_kept_byte_for_byte(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let (a, b) = (tenant(&*store).await, tenant(&*store).await);
     let first = webhook(&a, "conn_1", "evt_1", true);
     let Stored::New(id) = store.store_inbound(first).await.unwrap() else { panic!("the first is new") };
@@ -84,7 +84,7 @@ async fn webhooks_are_stored_once_with_duplicates_counted_and_kept_byte_for_byte
     assert_eq!(counts.rejected_by_reason.get("signature_mismatch"), Some(&2));
 
     let page = Page { limit: 10, before: None };
-    let filter = InboundFilter { connection_id: Some("conn_1".into()), status: Some("rejected".into()) };
+    let filter = InboundFilter { connection_id: Some("conn_1".into()), status: Some(InboundStatus::Rejected) };
     assert_eq!(store.list_inbound(a.as_str(), &filter, &page).await.unwrap().len(), 2);
     let all = store.list_inbound(a.as_str(), &InboundFilter::default(), &page).await.unwrap();
     assert_eq!(all.len(), 5);
@@ -92,7 +92,7 @@ async fn webhooks_are_stored_once_with_duplicates_counted_and_kept_byte_for_byte
 }
 
 async fn pending_webhooks_are_claimed_once_then_processed_failed_or_replayed(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store).await;
     for n in 0..6 {
         store.store_inbound(webhook(&a, "conn_1", &format!("evt_{n}"), true)).await.unwrap();
@@ -139,15 +139,15 @@ async fn pending_webhooks_are_claimed_once_then_processed_failed_or_replayed(bac
     assert_eq!(again.iter().map(|i| &i.id).collect::<Vec<_>>(), vec![&ids[1]]);
     assert_eq!(again[0].attempts, 2);
     assert_eq!(store.claim_inbound(10, t0() + Duration::seconds(90), lease).await.unwrap().len(), 4);
-    assert_eq!(store.get_inbound(a.as_str(), ids[2].as_str()).await.unwrap().unwrap().status, "failed");
+    assert_eq!(store.get_inbound(a.as_str(), ids[2].as_str()).await.unwrap().unwrap().status, InboundStatus::Failed);
 
     // Replay puts a processed webhook back; a rejected one cannot be replayed.
     let replayed = store.replay_inbound(a.as_str(), ids[0].as_str()).await.unwrap().unwrap();
-    assert_eq!(replayed.status, "pending");
+    assert_eq!(replayed.status, InboundStatus::Pending);
     let rejected = store
         .list_inbound(
             a.as_str(),
-            &InboundFilter { status: Some("rejected".into()), ..Default::default() },
+            &InboundFilter { status: Some(InboundStatus::Rejected), ..Default::default() },
             &Page { limit: 5, before: None },
         )
         .await
@@ -158,7 +158,7 @@ async fn pending_webhooks_are_claimed_once_then_processed_failed_or_replayed(bac
 }
 
 async fn concurrent_webhooks_share_batches_and_duplicates_within_a_batch_are_counted_once(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store).await;
     let store: Arc<dyn Store> = store;
     // 150 keys, each delivered three times at once: copies land in the same batch or in
@@ -205,7 +205,7 @@ async fn concurrent_webhooks_share_batches_and_duplicates_within_a_batch_are_cou
 /// every order, spread over batches that PostgreSQL writes concurrently (each batch's rows
 /// go in key order, so that no two batches wait on each other's keys in a cycle).
 async fn a_storm_of_redeliveries_in_any_order_is_stored_once_per_webhook(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store).await;
     let store: Arc<dyn Store> = store;
     let (keys, copies) = (40_u64, 15_u64);

@@ -41,7 +41,7 @@ async fn connection(store: &dyn Store) -> (Id, Id) {
         config: "{}".into(),
         credentials_secret_id: None,
         credential_fields: Default::default(),
-        auth_state: "configured".into(),
+        auth_state: AuthState::Configured,
         last_success_at: None,
         last_error: None,
         last_error_at: None,
@@ -77,13 +77,13 @@ fn tokens(tenant_id: &Id, owner: Option<&str>, expires_at: Timestamp) -> NewToke
         scopes: vec!["repo".into(), "read:user".into()],
         refreshed_at: owner.map(|_| t0()),
         lease_owner: owner.map(str::to_string),
-        auth_state: "ok".into(),
+        auth_state: AuthState::Ok,
         config: None,
     }
 }
 
 async fn connect_flow_states_are_single_use_and_expire(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let (tenant, conn) = connection(&*store).await;
     let verifier = secret(&tenant, b"sealed verifier");
     store.create_oauth_state(&state(&tenant, &conn, "h1"), Some(&verifier)).await.unwrap();
@@ -109,7 +109,7 @@ async fn connect_flow_states_are_single_use_and_expire(backend: Backend) {
 }
 
 async fn only_the_lease_holder_writes_refreshed_tokens(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let (tenant, conn) = connection(&*store).await;
     let (t, c) = (tenant.as_str(), conn.as_str());
     let soon = t0() + Duration::minutes(5);
@@ -168,7 +168,7 @@ async fn only_the_lease_holder_writes_refreshed_tokens(backend: Backend) {
         at,
     };
     let failed = RefreshFailure {
-        auth_state: Some("auth_failed".into()),
+        auth_state: Some(AuthState::AuthFailed),
         lease_owner: "someone else".into(),
         jobs: vec![announcement.to_job(&tenant, at)],
         ..failure
@@ -187,7 +187,7 @@ async fn only_the_lease_holder_writes_refreshed_tokens(backend: Backend) {
 }
 
 async fn one_of_many_concurrent_lease_attempts_wins(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let (tenant, conn) = connection(&*store).await;
     let store: Arc<dyn Store> = store;
     let mut attempts = Vec::new();

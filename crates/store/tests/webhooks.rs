@@ -99,7 +99,7 @@ fn attempt(status: Option<u16>, at: Timestamp) -> NewAttempt {
         response_status: status,
         response_headers: Some("{}".into()),
         response_body: Some("ok".into()),
-        error_kind: status.is_none().then(|| "timeout".into()),
+        error_kind: status.is_none().then_some(AttemptErrorKind::Timeout),
         error: None,
         duration_us: 1500,
         created_at: at,
@@ -126,7 +126,7 @@ async fn claim(store: &dyn Store, at: Timestamp) -> Vec<ClaimedMessage> {
 }
 
 async fn endpoints_are_created_updated_rotated_and_deleted_within_their_tenant(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let (a, b) = (tenant(&*store).await, tenant(&*store).await);
     let created = endpoint(&*store, &a, false).await;
     assert_eq!(store.get_endpoint(a.as_str(), created.id.as_str()).await.unwrap(), Some(created.clone()));
@@ -143,7 +143,7 @@ async fn endpoints_are_created_updated_rotated_and_deleted_within_their_tenant(b
     };
     let updated = store.update_endpoint(a.as_str(), created.id.as_str(), &patch).await.unwrap().unwrap();
     assert_eq!((updated.url.as_str(), updated.filter.as_deref()), ("https://example.org/new", None));
-    assert_eq!((updated.enabled, updated.disabled_reason.as_deref(), updated.version), (false, Some("manual"), 2));
+    assert_eq!((updated.enabled, updated.disabled_reason, updated.version), (false, Some(DisabledReason::Manual), 2));
     assert_eq!(updated.headers, created.headers, "untouched fields stay");
     assert!(store.enabled_endpoints(a.as_str()).await.unwrap().is_empty());
     let enabled = EndpointPatch { enabled: Some(true), ..EndpointPatch::default() };
@@ -178,7 +178,7 @@ async fn endpoints_are_created_updated_rotated_and_deleted_within_their_tenant(b
 }
 
 async fn an_event_and_its_messages_commit_together(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store).await;
     let (e1, e2) = (endpoint(&*store, &a, false).await, endpoint(&*store, &a, false).await);
     let first = event(&a, Some("k"));
@@ -203,7 +203,7 @@ async fn an_event_and_its_messages_commit_together(backend: Backend) {
 }
 
 async fn claims_honour_due_times_and_leases(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store).await;
     let e = endpoint(&*store, &a, false).await;
     let later = [message_for(&e, t0() + Duration::seconds(60))];
@@ -220,7 +220,7 @@ async fn claims_honour_due_times_and_leases(backend: Backend) {
 }
 
 async fn fifo_messages_wait_for_the_earlier_ones_of_their_endpoint(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store).await;
     let (fifo, other) = (endpoint(&*store, &a, true).await, endpoint(&*store, &a, false).await);
     let first = publish(&*store, &a, &[&fifo, &other]).await;
@@ -246,7 +246,7 @@ async fn fifo_messages_wait_for_the_earlier_ones_of_their_endpoint(backend: Back
 }
 
 async fn recording_deliveries_moves_messages_and_tracks_endpoint_health(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store).await;
     let (ok, flaky, gone) =
         (endpoint(&*store, &a, false).await, endpoint(&*store, &a, false).await, endpoint(&*store, &a, false).await);
@@ -263,7 +263,7 @@ async fn recording_deliveries_moves_messages_and_tracks_endpoint_health(backend:
     let emitted = EventWithMessages { event: exhausted.clone(), messages: vec![message_for(&ok, t0())] };
     let outcome = store.record_deliveries(&records, &[emitted], t0() - Duration::days(5)).await.unwrap();
     assert_eq!(outcome.recorded, vec![true, true, true]);
-    assert_eq!(outcome.disabled, vec![(a.clone(), gone.id.clone(), "gone".to_string())]);
+    assert_eq!(outcome.disabled, vec![(a.clone(), gone.id.clone(), DisabledReason::Gone)]);
 
     let message = |id: &Id| {
         let store = store.clone();
@@ -287,8 +287,8 @@ async fn recording_deliveries_moves_messages_and_tracks_endpoint_health(backend:
         .unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(
-        (attempts[0].attempt_number, attempts[0].succeeded, attempts[0].error_kind.as_deref()),
-        (1, false, Some("timeout"))
+        (attempts[0].attempt_number, attempts[0].succeeded, attempts[0].error_kind),
+        (1, false, Some(AttemptErrorKind::Timeout))
     );
     let per_event = AttemptFilter { event_id: Some(delivered.event_id.to_string()), ..AttemptFilter::default() };
     assert_eq!(store.list_attempts(a.as_str(), &per_event).await.unwrap().len(), 3);
@@ -297,7 +297,7 @@ async fn recording_deliveries_moves_messages_and_tracks_endpoint_health(backend:
     assert_eq!(flaky_now.failing_since, Some(t0()), "the failure clock started");
     assert!(store.get_endpoint(a.as_str(), ok.id.as_str()).await.unwrap().unwrap().failing_since.is_none());
     let gone_now = store.get_endpoint(a.as_str(), gone.id.as_str()).await.unwrap().unwrap();
-    assert_eq!((gone_now.enabled, gone_now.disabled_reason.as_deref()), (false, Some("gone")));
+    assert_eq!((gone_now.enabled, gone_now.disabled_reason), (false, Some(DisabledReason::Gone)));
     assert!(store.get_event(a.as_str(), exhausted.id.as_str()).await.unwrap().is_some(), "operational event stored");
 
     // Five days of failures later, the next failure disables the endpoint.
@@ -308,12 +308,31 @@ async fn recording_deliveries_moves_messages_and_tracks_endpoint_health(backend:
         record(flaky_claim, Some(500), NextStep::RetryAt { at: later, advance: true }, EndpointHealth::Failed);
     failure.at = later;
     let outcome = store.record_deliveries(&[failure], &[], later - Duration::days(5)).await.unwrap();
-    assert_eq!(outcome.disabled, vec![(a.clone(), flaky.id.clone(), "failing".to_string())]);
+    assert_eq!(outcome.disabled, vec![(a.clone(), flaky.id.clone(), DisabledReason::Failing)]);
     assert!(store.enabled_endpoints(a.as_str()).await.unwrap().iter().all(|e| e.id == ok.id));
+    // Each disabling was announced through the outbox, in its own unit.
+    let announced = store.claim(outbox::OPERATIONAL_EVENTS_QUEUE, 10, later, Duration::seconds(30)).await.unwrap();
+    let announced: Vec<outbox::OperationalEvent> =
+        announced.iter().map(|job| serde_json::from_str(&job.payload).unwrap()).collect();
+    assert_eq!(
+        announced,
+        [
+            outbox::OperationalEvent::EndpointDisabled {
+                endpoint_id: gone.id.clone(),
+                reason: DisabledReason::Gone,
+                at: t0()
+            },
+            outbox::OperationalEvent::EndpointDisabled {
+                endpoint_id: flaky.id.clone(),
+                reason: DisabledReason::Failing,
+                at: later
+            },
+        ]
+    );
 }
 
 async fn a_lost_lease_records_nothing(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store).await;
     let e = endpoint(&*store, &a, false).await;
     let ids = publish(&*store, &a, &[&e]).await;
@@ -334,7 +353,7 @@ async fn a_lost_lease_records_nothing(backend: Backend) {
 }
 
 async fn resend_and_recover_requeue_failed_messages(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let (a, b) = (tenant(&*store).await, tenant(&*store).await);
     let e = endpoint(&*store, &a, false).await;
     for _ in 0..3 {
@@ -364,7 +383,7 @@ async fn resend_and_recover_requeue_failed_messages(backend: Backend) {
 }
 
 async fn prune_removes_old_finished_rows_only(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let a = tenant(&*store).await;
     let e = endpoint(&*store, &a, false).await;
     let done = publish(&*store, &a, &[&e]).await;
@@ -392,7 +411,7 @@ async fn prune_removes_old_finished_rows_only(backend: Backend) {
 /// claimed message's event from another connection right away, while publishers and the
 /// claimer run concurrently.
 async fn a_claim_only_hands_out_messages_whose_events_are_committed(backend: Backend) {
-    let Some((_db, store)) = TestDb::store_for(backend).await else { return };
+    let (_db, store) = TestDb::store_for(backend).await;
     let tenant_id = tenant(&*store).await;
     let endpoint = endpoint(&*store, &tenant_id, false).await;
     const EVENTS: usize = 400;

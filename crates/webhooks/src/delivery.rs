@@ -7,8 +7,8 @@ use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use switchboard_core::signature::SigningSecret;
 use switchboard_core::{Id, IdKind, Timestamp};
-use switchboard_egress::{EgressClient, ErrorKind, read_excerpt};
-use switchboard_store::{Endpoint, Event, NewAttempt};
+use switchboard_egress::{EgressClient, ErrorKind, TargetError, read_excerpt};
+use switchboard_store::{AttemptErrorKind, Endpoint, Event, NewAttempt};
 
 use crate::fanout::event_document;
 use crate::schedule::{FailureHints, parse_retry_after};
@@ -87,7 +87,10 @@ pub async fn send(egress: &EgressClient, timeout: Duration, request: Request<'_>
     let url = match egress.check_url(&endpoint.url) {
         Ok(url) => url,
         Err(error) => {
-            attempt.error_kind = Some(error.code().to_string());
+            attempt.error_kind = Some(match error {
+                TargetError::Refused { .. } => AttemptErrorKind::ForbiddenAddress,
+                _ => AttemptErrorKind::InvalidUrl,
+            });
             attempt.error = Some(format!("the URL {error}"));
             return (attempt, Verdict::Failed(FailureHints::default()));
         }
@@ -113,14 +116,14 @@ pub async fn send(egress: &EgressClient, timeout: Duration, request: Request<'_>
     let response = match outgoing {
         Ok(outgoing) => egress.execute(outgoing).await,
         Err(error) => {
-            attempt.error_kind = Some(ErrorKind::Request.code().into());
+            attempt.error_kind = Some(AttemptErrorKind::RequestError);
             attempt.error = Some(error.to_string());
             return (attempt, Verdict::Failed(FailureHints::default()));
         }
     };
     let verdict = match response {
         Err(error) => {
-            attempt.error_kind = Some(error.kind.code().to_string());
+            attempt.error_kind = Some(error_kind(error.kind));
             attempt.error = Some(error.message);
             Verdict::Failed(FailureHints { overloaded: error.kind == ErrorKind::Timeout, retry_after: None })
         }
@@ -158,4 +161,16 @@ pub async fn send(egress: &EgressClient, timeout: Duration, request: Request<'_>
     }
     attempt.duration_us = started.elapsed().as_micros().min(i64::MAX as u128) as i64;
     (attempt, verdict)
+}
+
+/// An outbound call's failure as an attempt records it.
+fn error_kind(kind: ErrorKind) -> AttemptErrorKind {
+    match kind {
+        ErrorKind::InvalidUrl => AttemptErrorKind::InvalidUrl,
+        ErrorKind::ForbiddenAddress => AttemptErrorKind::ForbiddenAddress,
+        ErrorKind::Dns => AttemptErrorKind::DnsError,
+        ErrorKind::Timeout => AttemptErrorKind::Timeout,
+        ErrorKind::Connection => AttemptErrorKind::ConnectionError,
+        ErrorKind::Request => AttemptErrorKind::RequestError,
+    }
 }

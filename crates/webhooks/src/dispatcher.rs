@@ -9,7 +9,8 @@ use std::time::Duration;
 use switchboard_core::{Id, Timestamp};
 use switchboard_store::queue::{ClaimLimits, claim_loop};
 use switchboard_store::{
-    ClaimedMessage, DeliveryRecord, Endpoint, EndpointHealth, Event, EventWithMessages, NewEvent, NextStep,
+    AttemptErrorKind, ClaimedMessage, DeliveryRecord, Endpoint, EndpointHealth, Event, EventWithMessages, NewEvent,
+    NextStep,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -117,7 +118,7 @@ async fn handle(service: &Webhooks, context: &Context, claimed: ClaimedMessage) 
         Err(error) => (transform_failure(error, now), Verdict::Failed(Default::default())),
     };
     service.metrics.observe(&attempt, &verdict);
-    record.error = attempt.error.clone().or_else(|| attempt.error_kind.clone());
+    record.error = attempt.error.clone().or_else(|| attempt.error_kind.map(|kind| kind.to_string()));
     let status = attempt.response_status;
     record.attempt = Some(attempt);
     let mut emitted = None;
@@ -170,7 +171,7 @@ fn transform_failure(error: String, now: Timestamp) -> switchboard_store::NewAtt
         response_status: None,
         response_headers: None,
         response_body: None,
-        error_kind: Some("transform_error".into()),
+        error_kind: Some(AttemptErrorKind::TransformError),
         error: Some(format!("the transform failed: {error}")),
         duration_us: 0,
         created_at: now,
@@ -199,13 +200,10 @@ async fn record_outcomes(service: Webhooks, mut received: mpsc::Receiver<Outcome
             now - chrono::Duration::from_std(service.config.disable_after).unwrap_or(chrono::Duration::days(5));
         match service.store.record_deliveries(&records, &events, disable_before).await {
             Ok(recorded) => {
+                // `endpoint.disabled` went into the outbox with the change.
                 for (tenant_id, endpoint_id, reason) in recorded.disabled {
                     tracing::warn!(endpoint = %endpoint_id, %reason, "endpoint disabled");
                     service.endpoints.invalidate(&tenant_id);
-                    let event = operational::endpoint_disabled(&tenant_id, &endpoint_id, &reason, now);
-                    if let Err(error) = service.publish(event).await {
-                        tracing::error!(%error, "publishing endpoint.disabled failed");
-                    }
                 }
             }
             // The leases run out and the messages are delivered again: at least once.

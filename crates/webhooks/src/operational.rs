@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use switchboard_core::{Id, IdKind, Timestamp};
-use switchboard_store::{Message, NewEvent};
+use switchboard_store::{DisabledReason, Message, NewEvent};
 
 pub const MESSAGE_ATTEMPT_EXHAUSTED: &str = "message.attempt.exhausted";
 pub const ENDPOINT_DISABLED: &str = "endpoint.disabled";
@@ -48,7 +48,7 @@ pub fn attempt_exhausted(
     event(&message.tenant_id, MESSAGE_ATTEMPT_EXHAUSTED, payload, now)
 }
 
-pub fn endpoint_disabled(tenant_id: &Id, endpoint_id: &Id, reason: &str, now: Timestamp) -> NewEvent {
+pub fn endpoint_disabled(tenant_id: &Id, endpoint_id: &Id, reason: DisabledReason, now: Timestamp) -> NewEvent {
     let payload = json!({ "endpoint_id": endpoint_id, "reason": reason });
     event(tenant_id, ENDPOINT_DISABLED, payload, now)
 }

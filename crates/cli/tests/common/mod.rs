@@ -108,14 +108,13 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// A fresh PostgreSQL schema for `serve` processes to share, as a database URL; `None` when
-/// no test database is configured.
-pub async fn postgres_url() -> Option<(switchboard_store::testing::TestDb, String)> {
-    let db = switchboard_store::testing::TestDb::postgres()?;
+/// A fresh PostgreSQL schema for `serve` processes to share, as a database URL.
+pub async fn postgres_url() -> (switchboard_store::testing::TestDb, String) {
+    let db = switchboard_store::testing::TestDb::postgres();
     db.open().await.close().await; // creates the schema
     let schema = db.options.pg_schema.clone().unwrap();
     let url = format!("{}?options=-c%20search_path%3D{schema}", db.options.url);
-    Some((db, url))
+    (db, url)
 }
 
 /// A master key ring for processes that must share one.

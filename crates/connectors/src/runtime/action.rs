@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use switchboard_core::Id;
-use switchboard_store::ConnectionHealthUpdate;
+use switchboard_store::{AuthState, ConnectionHealthUpdate};
 use url::Url;
 
 use super::call::excerpt;
@@ -281,17 +281,14 @@ impl Connections {
             connection_id: resolved.connection.id.clone(),
             last_success_at: outcome.ok.then_some(now),
             last_error: outcome.error.clone().map(|e| (e, now)),
-            auth_state: Some(
-                if outcome.ok {
-                    "ok"
-                } else if rejected {
-                    "rejected"
-                } else {
-                    "configured"
-                }
-                .to_string(),
-            )
-            .filter(|state| outcome.ok || rejected || state.as_str() != "configured"),
+            // A failure that is not the provider refusing the credentials changes nothing.
+            auth_state: if outcome.ok {
+                Some(AuthState::Ok)
+            } else if rejected {
+                Some(AuthState::Rejected)
+            } else {
+                None
+            },
             test: Some((now, outcome.ok)),
         };
         self.store.record_connection_health(&[update]).await?;

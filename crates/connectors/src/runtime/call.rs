@@ -58,13 +58,32 @@ pub struct ProxyRequest {
     pub links_through: Option<String>,
 }
 
+/// Whether a proxied answer came from the response cache (`x-switchboard-cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum CacheState {
+    /// Served from the cache; the provider was not called.
+    Hit,
+    /// Not cached (or expired): the provider answered, and the answer is cached if it may be.
+    Miss,
+    /// The caller asked to skip the cache (`Cache-Control: no-cache`).
+    Bypass,
+    /// The provider's manifest does not cache, or the request is not a GET.
+    None,
+}
+
+impl CacheState {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProxyResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
-    /// `hit`, `miss`, `bypass`, or `none` when the manifest does not cache.
-    pub cache: &'static str,
+    pub cache: CacheState,
     /// Attempts made (retries included); zero for a cache hit.
     pub attempts: u32,
     /// The provider's error code inside a 2xx answer (Slack's `ok: false`), when the
@@ -174,20 +193,20 @@ impl Connections {
             format!("{}\n{}\n{accept}", resolved.connection.id, url)
         });
         let cache_state = match (&cache_key, bypass_cache) {
-            (None, _) => "none",
-            (Some(_), true) => "bypass",
+            (None, _) => CacheState::None,
+            (Some(_), true) => CacheState::Bypass,
             (Some(key), false) => {
                 if let Some(hit) = self.responses.get(key).filter(|hit| hit.expires > Instant::now()) {
                     return Ok(ProxyResponse {
                         status: hit.status,
                         headers: hit.headers.clone(),
                         body: hit.body.clone(),
-                        cache: "hit",
+                        cache: CacheState::Hit,
                         attempts: 0,
                         provider_error: None,
                     });
                 }
-                "miss"
+                CacheState::Miss
             }
         };
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use switchboard_core::{Clock, Id, Timestamp};
-use switchboard_store::ConnectionHealthUpdate;
+use switchboard_store::{AuthState, ConnectionHealthUpdate};
 
 const SUCCESS_PERSIST_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
@@ -39,7 +39,7 @@ struct Stats {
 pub(crate) struct Persist {
     success_at: Option<Timestamp>,
     error: Option<String>,
-    auth_state: Option<&'static str>,
+    auth_state: Option<AuthState>,
 }
 
 impl Persist {
@@ -49,7 +49,7 @@ impl Persist {
             connection_id: connection_id.clone(),
             last_success_at: self.success_at,
             last_error: self.error.map(|e| (e, now)),
-            auth_state: self.auth_state.map(str::to_string),
+            auth_state: self.auth_state,
             test: None,
         }
     }
@@ -92,10 +92,10 @@ impl HealthBook {
         let rejected = matches!(status, Some(401));
         let auth_change = if rejected && !s.rejected {
             s.rejected = true;
-            Some("rejected")
+            Some(AuthState::Rejected)
         } else if !rejected && s.rejected && error.is_none() {
             s.rejected = false;
-            Some("ok")
+            Some(AuthState::Ok)
         } else {
             None
         };
@@ -110,7 +110,11 @@ impl HealthBook {
                 let due = s.last_persisted_success.is_none_or(|at| now - at >= SUCCESS_PERSIST_INTERVAL);
                 if due || auth_change.is_some() {
                     s.last_persisted_success = Some(now);
-                    Some(Persist { success_at: Some(now), error: None, auth_state: auth_change.or(Some("ok")) })
+                    Some(Persist {
+                        success_at: Some(now),
+                        error: None,
+                        auth_state: auth_change.or(Some(AuthState::Ok)),
+                    })
                 } else {
                     None
                 }

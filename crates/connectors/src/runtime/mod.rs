@@ -18,11 +18,11 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use switchboard_core::{Clock, Id, IdKind, SecretBox};
 use switchboard_egress::EgressClient;
-use switchboard_store::{Connection, Page, Store, StoreError, secrets};
+use switchboard_store::{AuthState, Connection, Page, Store, StoreError, secrets};
 use zeroize::Zeroizing;
 
 pub use action::{ActionOutcome, TestOutcome};
-pub use call::{ProxyRequest, ProxyResponse};
+pub use call::{CacheState, ProxyRequest, ProxyResponse};
 pub use health::{ConnectionHealth, HealthBook, HealthReport};
 pub use oauth::{CallbackOutcome, CallbackParams, CallbackRefused, ConnectOptions, ConnectStarted};
 
@@ -370,7 +370,7 @@ impl Connections {
             config: Value::Object(config).to_string(),
             credentials_secret_id: sealed.as_ref().map(|s| s.id.clone()),
             credential_fields: credentials.keys().map(|k| (k.clone(), now)).collect(),
-            auth_state: if complete { "configured" } else { "missing_credentials" }.to_string(),
+            auth_state: if complete { AuthState::Configured } else { AuthState::MissingCredentials },
             last_success_at: None,
             last_error: None,
             last_error_at: None,
@@ -414,11 +414,11 @@ impl Connections {
         // Setting webhook secrets alone leaves the API side as it was (connected, rejected…).
         let api_fields = auth.credential_fields();
         let state = if !given.keys().any(|name| api_fields.iter().any(|f| &f.name == name)) {
-            connection.auth_state.as_str()
+            connection.auth_state
         } else if has_api_credentials(auth, &merged) {
-            "configured"
+            AuthState::Configured
         } else {
-            "missing_credentials"
+            AuthState::MissingCredentials
         };
         let updated = self
             .store

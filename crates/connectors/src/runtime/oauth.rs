@@ -10,7 +10,7 @@ use switchboard_core::{Id, Timestamp};
 use switchboard_oauth::{
     AuthorizationRequest, ClientAuth, Endpoint, Pkce, TokenError, TokenSet, hash_state, new_state,
 };
-use switchboard_store::{Connection, ConnectionHealthUpdate, NewTokens, OAuthState, TakenState, secrets};
+use switchboard_store::{AuthState, Connection, ConnectionHealthUpdate, NewTokens, OAuthState, TakenState, secrets};
 use url::Url;
 use zeroize::Zeroizing;
 
@@ -351,7 +351,7 @@ impl Connections {
             scopes: granted.scopes.unwrap_or_else(|| requested_scopes.to_vec()),
             refreshed_at: lease_owner.map(|_| now),
             lease_owner: lease_owner.map(str::to_string),
-            auth_state: "ok".into(),
+            auth_state: AuthState::Ok,
             config,
         };
         let updated =

@@ -26,7 +26,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use switchboard_core::Timestamp;
 use switchboard_store::outbox::OperationalEvent;
-use switchboard_store::{Connection, RefreshFailure, TokenState};
+use switchboard_store::{AuthState, Connection, RefreshFailure, TokenState};
 
 use super::oauth::{describe, token_endpoint};
 use super::resolve::{Injection, Resolved};
@@ -85,7 +85,7 @@ impl Connections {
             return Ok(None);
         }
         let connection = &resolved.connection;
-        if connection.auth_state == "auth_failed" {
+        if connection.auth_state == AuthState::AuthFailed {
             return Err(auth_failed(connection));
         }
         if !Why::Expiring.still_needed(&connection.token, self.clock.now()) {
@@ -146,7 +146,7 @@ impl Connections {
             // Refreshed (or reconnected) while we queued: use those tokens.
             return self.reresolved(&current).await;
         }
-        if current.auth_state == "auth_failed" {
+        if current.auth_state == AuthState::AuthFailed {
             return Err(auth_failed(&current));
         }
         let now = self.clock.now();
@@ -221,7 +221,7 @@ impl Connections {
             error: format!("token refresh: {error}"),
             at: now,
             retry_at: (!gives_up).then_some(now + backoff),
-            auth_state: gives_up.then(|| "auth_failed".to_string()),
+            auth_state: gives_up.then_some(AuthState::AuthFailed),
             lease_owner: self.process_id.clone(),
             jobs: if gives_up { vec![announcement.to_job(&current.tenant_id, now)] } else { Vec::new() },
         };
@@ -243,7 +243,7 @@ impl Connections {
             if current.credentials_secret_id != seen.credentials_secret_id {
                 return self.reresolved(&current).await;
             }
-            if current.auth_state == "auth_failed" {
+            if current.auth_state == AuthState::AuthFailed {
                 return Err(auth_failed(&current));
             }
             let now = self.clock.now();

@@ -116,8 +116,9 @@ pub struct EndpointOut {
     pub headers: BTreeMap<String, String>,
     pub rate_limit_per_second: Option<u32>,
     pub enabled: bool,
-    /// `manual`, `gone` (the endpoint answered 410) or `failing` (it failed for too long).
-    pub disabled_reason: Option<String>,
+    /// Why the endpoint is disabled: `manual`, `gone` (it answered 410) or `failing` (it
+    /// failed for too long).
+    pub disabled_reason: Option<switchboard_store::DisabledReason>,
     pub fifo: bool,
     #[schema(value_type = Object)]
     pub metadata: Value,
@@ -335,7 +336,7 @@ pub async fn create_endpoint(
         headers,
         rate_limit_per_second: rate,
         enabled: request.enabled.unwrap_or(true),
-        disabled_reason: (request.enabled == Some(false)).then(|| "manual".to_string()),
+        disabled_reason: (request.enabled == Some(false)).then_some(switchboard_store::DisabledReason::Manual),
         fifo: request.fifo,
         metadata,
         secret_id: Id::new(IdKind::Secret),

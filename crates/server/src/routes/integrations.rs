@@ -203,7 +203,7 @@ pub async fn proxy(
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = answer.status;
     *response.headers_mut() = answer.headers;
-    response.headers_mut().insert("x-switchboard-cache", HeaderValue::from_static(answer.cache));
+    response.headers_mut().insert("x-switchboard-cache", HeaderValue::from_static(answer.cache.as_str()));
     response.headers_mut().insert("x-switchboard-attempts", HeaderValue::from(answer.attempts));
     response.extensions_mut().insert(Verbatim);
     Ok(response)
@@ -217,8 +217,10 @@ pub struct HealthOut {
     pub id: String,
     pub provider: String,
     pub name: String,
-    /// `missing_credentials`, `configured`, `ok` (the provider accepted them) or `rejected`.
-    pub auth_state: String,
+    /// How far the credentials got: `missing_credentials`, `configured`, `ok` (the provider
+    /// accepted them), `rejected` (it refused them) or `auth_failed` (it refused the OAuth2
+    /// grant for good: connect again).
+    pub auth_state: switchboard_store::AuthState,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,

@@ -398,8 +398,10 @@ pub struct ConnectionOut {
     pub credentials_set: BTreeMap<String, DateTime<Utc>>,
     /// Required credentials not set yet.
     pub credentials_missing: Vec<String>,
-    /// `missing_credentials`, `configured`, `ok` (the provider accepted them) or `rejected`.
-    pub auth_state: String,
+    /// How far the credentials got: `missing_credentials`, `configured`, `ok` (the provider
+    /// accepted them), `rejected` (it refused them) or `auth_failed` (it refused the OAuth2
+    /// grant for good: connect again).
+    pub auth_state: switchboard_store::AuthState,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
@@ -444,7 +446,8 @@ pub(crate) fn connection_out(state: &AppState, connection: Connection) -> Connec
         .unwrap_or_default();
     let oauth = (connection.auth_mode == "oauth2").then(|| OAuthOut {
         // A grant the provider refused for good connects nothing, tokens or not.
-        connected: connection.credential_fields.contains_key("access_token") && connection.auth_state != "auth_failed",
+        connected: connection.credential_fields.contains_key("access_token")
+            && connection.auth_state != switchboard_store::AuthState::AuthFailed,
         expires_at: connection.token.expires_at,
         scopes: connection.token.scopes.clone(),
         has_refresh_token: connection.credential_fields.contains_key("refresh_token"),

@@ -24,8 +24,7 @@ pub struct MessageOut {
     pub id: String,
     pub event_id: String,
     pub endpoint_id: String,
-    /// `pending`, `succeeded` or `failed` (every attempt failed, or the endpoint went away).
-    pub status: String,
+    pub status: MessageStatus,
     /// Attempts made so far.
     pub attempts: i64,
     /// When the next attempt is due, while pending.
@@ -42,7 +41,7 @@ impl From<Message> for MessageOut {
             id: m.id.to_string(),
             event_id: m.event_id.to_string(),
             endpoint_id: m.endpoint_id.to_string(),
-            status: m.status.to_string(),
+            status: m.status,
             attempts: m.attempts,
             next_attempt_at: m.next_attempt_at.filter(|_| m.status == MessageStatus::Pending),
             last_status_code: m.last_status_code,
@@ -68,8 +67,8 @@ pub struct AttemptOut {
     pub response_headers: Option<serde_json::Value>,
     /// At most 4 KiB of the response body.
     pub response_body: Option<String>,
-    /// `timeout`, `connection_error`, `dns_error`, `forbidden_address`, `transform_error`, …
-    pub error_kind: Option<String>,
+    /// Why the attempt failed before an answer could be had or made.
+    pub error_kind: Option<switchboard_store::AttemptErrorKind>,
     pub error: Option<String>,
     pub duration_ms: f64,
     pub created_at: DateTime<Utc>,
@@ -94,15 +93,6 @@ impl From<Attempt> for AttemptOut {
     }
 }
 
-/// A message's state, to filter by.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageState {
-    Pending,
-    Succeeded,
-    Failed,
-}
-
 /// An attempt's outcome, to filter by.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -123,7 +113,7 @@ pub struct MessageQuery {
     pub cursor: Option<String>,
     /// Only messages in this state.
     #[param(inline)]
-    pub status: Option<MessageState>,
+    pub status: Option<MessageStatus>,
     /// Only messages created strictly after this time (RFC 3339).
     pub created_after: Option<DateTime<Utc>>,
     /// Only messages created strictly before this time (RFC 3339).
@@ -134,11 +124,7 @@ impl MessageQuery {
     fn filter(&self) -> ApiResult<MessageFilter> {
         Ok(MessageFilter {
             page: PageParams { limit: self.limit, cursor: self.cursor.clone() }.to_page(IdKind::Message)?,
-            status: self.status.map(|status| match status {
-                MessageState::Pending => MessageStatus::Pending,
-                MessageState::Succeeded => MessageStatus::Succeeded,
-                MessageState::Failed => MessageStatus::Failed,
-            }),
+            status: self.status,
             created_after: self.created_after,
             created_before: self.created_before,
             ..MessageFilter::default()

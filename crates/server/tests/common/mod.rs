@@ -36,11 +36,11 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start(backend: Backend) -> Option<Self> {
+    pub async fn start(backend: Backend) -> Self {
         Self::start_with(backend, ServerConfig::default()).await
     }
 
-    pub async fn start_with(backend: Backend, config: ServerConfig) -> Option<Self> {
+    pub async fn start_with(backend: Backend, config: ServerConfig) -> Self {
         Self::start_configured(
             backend,
             config,
@@ -53,7 +53,7 @@ impl TestServer {
     }
 
     /// A server whose incoming webhooks are received (and processed, or not) as `inbound` says.
-    pub async fn start_with_inbound(backend: Backend, inbound: InboundConfig) -> Option<Self> {
+    pub async fn start_with_inbound(backend: Backend, inbound: InboundConfig) -> Self {
         Self::start_configured(
             backend,
             ServerConfig::default(),
@@ -66,7 +66,7 @@ impl TestServer {
     }
 
     /// A server whose catalog adds the operator manifests in `tests/connectors/`.
-    pub async fn start_with_test_connectors(backend: Backend) -> Option<Self> {
+    pub async fn start_with_test_connectors(backend: Backend) -> Self {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/connectors");
         Self::start_configured(
             backend,
@@ -80,12 +80,12 @@ impl TestServer {
     }
 
     /// A server whose SSRF guard refuses private targets, as in production.
-    pub async fn start_guarded(backend: Backend) -> Option<Self> {
+    pub async fn start_guarded(backend: Backend) -> Self {
         Self::start_guarded_resolving(backend, &[]).await
     }
 
     /// A guarded server whose resolver answers these names with these addresses.
-    pub async fn start_guarded_resolving(backend: Backend, hosts: &[(&str, &str)]) -> Option<Self> {
+    pub async fn start_guarded_resolving(backend: Backend, hosts: &[(&str, &str)]) -> Self {
         let hosts = hosts.iter().map(|(name, ip)| (name.to_string(), vec![ip.parse().unwrap()])).collect();
         Self::start_configured(
             backend,
@@ -105,8 +105,8 @@ impl TestServer {
         policy: AddressPolicy,
         static_hosts: StaticHosts,
         connectors_dirs: &[std::path::PathBuf],
-    ) -> Option<Self> {
-        let db = TestDb::for_backend(backend)?;
+    ) -> Self {
+        let db = TestDb::for_backend(backend);
         let store = db.open().await;
         let clock = ManualClock::new(from_micros(1_760_000_000_000_000));
         let minted = api_key::mint();
@@ -144,7 +144,7 @@ impl TestServer {
         tokio::spawn(switchboard_server::serve(listener, state, stop.clone().cancelled_owned()));
         hub.start(stop.clone());
         let connections = hub.connections().clone();
-        Some(Self {
+        Self {
             base,
             admin_key: minted.token,
             client: reqwest::Client::new(),
@@ -154,7 +154,7 @@ impl TestServer {
             sandbox,
             connections,
             stop,
-        })
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

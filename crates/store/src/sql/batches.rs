@@ -166,7 +166,7 @@ macro_rules! batches_impl {
                     response_status: attempt.response_status.map(i32::from),
                     response_headers: attempt.response_headers.as_deref(),
                     response_body: attempt.response_body.as_deref(),
-                    error_kind: attempt.error_kind.as_deref(),
+                    error_kind: attempt.error_kind.map(crate::AttemptErrorKind::as_str),
                     error: attempt.error.as_deref(),
                     duration_us: attempt.duration_us,
                     created_at: to_micros(attempt.created_at),

@@ -21,7 +21,7 @@ macro_rules! connections_impl {
                 config: row.try_get("config")?,
                 credentials_secret_id: row.try_get::<Option<String>, _>("credentials_secret_id")?.map(Id::from_trusted),
                 credential_fields: fields.into_iter().map(|(k, v)| (k, from_micros(v))).collect(),
-                auth_state: row.try_get("auth_state")?,
+                auth_state: named(row, "auth_state")?,
                 last_success_at: opt_time(row, "last_success_at")?,
                 last_error: row.try_get("last_error")?,
                 last_error_at: opt_time(row, "last_error_at")?,
@@ -70,7 +70,7 @@ macro_rules! connections_impl {
                     .bind(&connection.config)
                     .bind(connection.credentials_secret_id.as_ref().map(|i| i.as_str()))
                     .bind(fields_json(&connection.credential_fields))
-                    .bind(&connection.auth_state)
+                    .bind(connection.auth_state.as_str())
                     .bind(connection.last_success_at.map(to_micros))
                     .bind(connection.last_error.as_deref())
                     .bind(connection.last_error_at.map(to_micros))
@@ -184,10 +184,10 @@ macro_rules! connections_impl {
                 id: &str,
                 credentials: &StoredSecret,
                 fields: &std::collections::BTreeMap<String, Timestamp>,
-                auth_state: &str,
+                auth_state: crate::AuthState,
             ) -> Result<Option<crate::Connection>> {
                 let (tenant_id, id, credentials) = (tenant_id.to_string(), id.to_string(), credentials.clone());
-                let (fields, auth_state) = (fields_json(fields), auth_state.to_string());
+                let fields = fields_json(fields);
                 self.write(move |c| Box::pin(async move {
                     let previous = sqlx::query("SELECT credentials_secret_id FROM connections WHERE tenant_id = $1 AND id = $2")
                         .bind(&tenant_id)
@@ -205,7 +205,7 @@ macro_rules! connections_impl {
                     .bind(&id)
                     .bind(credentials.id.as_str())
                     .bind(&fields)
-                    .bind(&auth_state)
+                    .bind(auth_state.as_str())
                     .bind(to_micros(credentials.updated_at))
                     .fetch_one(&mut *c)
                     .await?;
@@ -241,7 +241,7 @@ macro_rules! connections_impl {
                         .bind(u.last_success_at.map(to_micros))
                         .bind(u.last_error.as_ref().map(|(message, _)| message.as_str()))
                         .bind(u.last_error.as_ref().map(|(_, at)| to_micros(*at)))
-                        .bind(u.auth_state.as_deref())
+                        .bind(u.auth_state.map(crate::AuthState::as_str))
                         .bind(u.test.map(|(at, _)| to_micros(at)))
                         .bind(u.test.map(|(_, ok)| ok))
                         .execute(&mut *c)

@@ -6,13 +6,12 @@ macro_rules! deliveries_impl {
             next_attempt_at, last_status_code, last_error, created_at, updated_at";
 
         fn message_from(row: &Row) -> Result<Message> {
-            let status: String = row.try_get("status")?;
             Ok(Message {
                 id: id(row, "id")?,
                 tenant_id: id(row, "tenant_id")?,
                 event_id: id(row, "event_id")?,
                 endpoint_id: id(row, "endpoint_id")?,
-                status: status.parse().map_err(StoreError::Corrupt)?,
+                status: named(row, "status")?,
                 fifo: row.try_get("fifo")?,
                 attempts: i64::from(row.try_get::<i32, _>("attempts")?),
                 retry_index: i64::from(row.try_get::<i32, _>("retry_index")?),
@@ -38,7 +37,7 @@ macro_rules! deliveries_impl {
                 response_status: row.try_get::<Option<i32>, _>("response_status")?.map(i64::from),
                 response_headers: row.try_get("response_headers")?,
                 response_body: row.try_get("response_body")?,
-                error_kind: row.try_get("error_kind")?,
+                error_kind: opt_named(row, "error_kind")?,
                 error: row.try_get("error")?,
                 duration_us: row.try_get("duration_us")?,
                 created_at: time(row, "created_at")?,
@@ -159,7 +158,7 @@ macro_rules! deliveries_impl {
                     record_deliveries_in_unit(c, &records, events, disable_failing_before).await
                 }))
                 .await?;
-                if wakes {
+                if wakes || !recorded.disabled.is_empty() {
                     self.signal.wake();
                 }
                 Ok(recorded)
@@ -459,14 +458,14 @@ macro_rules! deliveries_impl {
                     q.build().execute(&mut *c).await?;
                 }
                 for (reason, ids, condition) in [
-                    ("gone", &gone, ""),
-                    ("failing", &failed, " AND failing_since IS NOT NULL AND failing_since <= "),
+                    (crate::DisabledReason::Gone, &gone, ""),
+                    (crate::DisabledReason::Failing, &failed, " AND failing_since IS NOT NULL AND failing_since <= "),
                 ] {
                     if ids.is_empty() {
                         continue;
                     }
                     let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE endpoints SET enabled = FALSE, disabled_reason = ");
-                    q.push_bind(reason).push(", version = version + 1, updated_at = ").push_bind(to_micros(now));
+                    q.push_bind(reason.as_str()).push(", version = version + 1, updated_at = ").push_bind(to_micros(now));
                     q.push(" WHERE enabled AND deleted_at IS NULL");
                     if !condition.is_empty() {
                         q.push(condition).push_bind(to_micros(disable_failing_before));
@@ -475,7 +474,12 @@ macro_rules! deliveries_impl {
                     push_ids(&mut q, ids.iter().map(String::as_str));
                     q.push(" RETURNING tenant_id, id");
                     for row in q.build().fetch_all(&mut *c).await? {
-                        outcome.disabled.push((id(&row, "tenant_id")?, id(&row, "id")?, reason.to_string()));
+                        let (tenant_id, endpoint_id) = (id(&row, "tenant_id")?, id(&row, "id")?);
+                        // Announced through the outbox, in this unit: a crash cannot lose it.
+                        let announcement =
+                            crate::outbox::OperationalEvent::EndpointDisabled { endpoint_id: endpoint_id.clone(), reason, at: now };
+                        insert_jobs(&mut *c, &[announcement.to_job(&tenant_id, now)]).await?;
+                        outcome.disabled.push((tenant_id, endpoint_id, reason));
                     }
                 }
             }

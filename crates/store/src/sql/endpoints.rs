@@ -23,7 +23,7 @@ macro_rules! endpoints_impl {
                 headers: json_column(row, "headers")?,
                 rate_limit_per_second: row.try_get::<Option<i32>, _>("rate_limit_per_second")?.map(|n| n.max(0) as u32),
                 enabled: row.try_get("enabled")?,
-                disabled_reason: row.try_get("disabled_reason")?,
+                disabled_reason: opt_named(row, "disabled_reason")?,
                 fifo: row.try_get("fifo")?,
                 metadata: row.try_get("metadata")?,
                 secret_id: id(row, "secret_id")?,
@@ -69,7 +69,7 @@ macro_rules! endpoints_impl {
                     .bind(to_json(&endpoint.headers))
                     .bind(endpoint.rate_limit_per_second.map(|n| n.min(i32::MAX as u32) as i32))
                     .bind(endpoint.enabled)
-                    .bind(endpoint.disabled_reason.as_deref())
+                    .bind(endpoint.disabled_reason.map(crate::DisabledReason::as_str))
                     .bind(endpoint.fifo)
                     .bind(&endpoint.metadata)
                     .bind(endpoint.secret_id.as_str())

@@ -32,7 +32,7 @@ macro_rules! inbound_impl {
                 rejection: row.try_get("rejection")?,
                 provider_event_id: row.try_get("provider_event_id")?,
                 duplicates: row.try_get::<i32, _>("duplicates")?.max(0) as u32,
-                status: row.try_get("status")?,
+                status: named(row, "status")?,
                 event_type: row.try_get("event_type")?,
                 event_id: row.try_get::<Option<String>, _>("event_id")?.map(Id::from_trusted),
                 attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
@@ -73,15 +73,16 @@ macro_rules! inbound_impl {
                 let rows: Vec<serde_json::Value> = finished
                     .iter()
                     .map(|done| {
+                        use crate::InboundStatus::{Failed, Pending, Processed};
                         let (status, event_type, event_id, error) = match &done.outcome {
                             crate::InboundOutcome::Processed { event_type, event_id } => {
-                                ("processed", Some(event_type.as_str()), Some(event_id.as_str()), None)
+                                (Processed, Some(event_type.as_str()), Some(event_id.as_str()), None)
                             }
-                            crate::InboundOutcome::Failed { error, retry: true } => ("pending", None, None, Some(error.as_str())),
-                            crate::InboundOutcome::Failed { error, retry: false } => ("failed", None, None, Some(error.as_str())),
+                            crate::InboundOutcome::Failed { error, retry: true } => (Pending, None, None, Some(error.as_str())),
+                            crate::InboundOutcome::Failed { error, retry: false } => (Failed, None, None, Some(error.as_str())),
                         };
                         serde_json::json!({
-                            "tenant_id": done.tenant_id.as_str(), "id": done.id.as_str(), "status": status,
+                            "tenant_id": done.tenant_id.as_str(), "id": done.id.as_str(), "status": status.as_str(),
                             "event_type": event_type, "event_id": event_id, "error": error,
                         })
                     })
@@ -175,23 +176,21 @@ macro_rules! inbound_impl {
                         let n = row.try_get::<i64, _>("n")?.max(0) as u64;
                         counts.duplicates += row.try_get::<i64, _>("dups")?.max(0) as u64;
                         counts.received += n;
-                        match row.try_get::<String, _>("status")?.as_str() {
-                            "rejected" => {
-                                let reason: Option<String> = row.try_get("rejection")?;
-                                *counts.rejected_by_reason.entry(reason.unwrap_or_else(|| "unknown".into())).or_default() += n;
-                            }
-                            status => {
-                                if row.try_get::<bool, _>("verified")? {
-                                    counts.verified += n;
-                                } else {
-                                    counts.unsigned += n;
-                                }
-                                match status {
-                                    "pending" => counts.pending += n,
-                                    "processed" => counts.processed += n,
-                                    _ => counts.failed += n,
-                                }
-                            }
+                        let status: crate::InboundStatus = named(row, "status")?;
+                        if status == crate::InboundStatus::Rejected {
+                            let reason: Option<String> = row.try_get("rejection")?;
+                            *counts.rejected_by_reason.entry(reason.unwrap_or_else(|| "unknown".into())).or_default() += n;
+                            continue;
+                        }
+                        if row.try_get::<bool, _>("verified")? {
+                            counts.verified += n;
+                        } else {
+                            counts.unsigned += n;
+                        }
+                        match status {
+                            crate::InboundStatus::Pending => counts.pending += n,
+                            crate::InboundStatus::Processed => counts.processed += n,
+                            crate::InboundStatus::Failed | crate::InboundStatus::Rejected => counts.failed += n,
                         }
                     }
                     Ok(counts)

@@ -10,7 +10,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 use switchboard_core::{Id, to_micros};
 
-use crate::{NewInbound, Result, StoreError, Stored, Verification};
+use crate::{InboundStatus, NewInbound, Result, StoreError, Stored, Verification};
 
 /// The webhooks to insert (one per dedupe key, each with the copies it folds), and for
 /// every input the index of the row that carries it.
@@ -91,7 +91,8 @@ where
 }
 
 fn status(inbound: &NewInbound) -> &'static str {
-    if inbound.verification.is_accepted() { "pending" } else { "rejected" }
+    let status = if inbound.verification.is_accepted() { InboundStatus::Pending } else { InboundStatus::Rejected };
+    status.as_str()
 }
 
 fn rejection(inbound: &NewInbound) -> Option<&str> {

@@ -70,6 +70,21 @@ macro_rules! store_impl {
             Ok(row.try_get::<Option<i64>, _>(column)?.map(from_micros))
         }
 
+        /// A column holding one of a closed set's names (a status, a reason, a kind).
+        fn named<T: std::str::FromStr>(row: &Row, column: &str) -> Result<T> {
+            let name: String = row.try_get(column)?;
+            name.parse().map_err(|_| StoreError::Corrupt(format!("{column}: unknown value {name:?}")))
+        }
+
+        fn opt_named<T: std::str::FromStr>(row: &Row, column: &str) -> Result<Option<T>> {
+            match row.try_get::<Option<String>, _>(column)? {
+                Some(name) => {
+                    name.parse().map(Some).map_err(|_| StoreError::Corrupt(format!("{column}: unknown value {name:?}")))
+                }
+                None => Ok(None),
+            }
+        }
+
         fn tenant_from(row: &Row) -> Result<Tenant> {
             Ok(Tenant {
                 id: id(row, "id")?,

@@ -148,7 +148,7 @@ macro_rules! oauth_impl {
                     .bind(&id)
                     .bind(tokens.credentials.id.as_str())
                     .bind(fields_json(&tokens.fields))
-                    .bind(&tokens.auth_state)
+                    .bind(tokens.auth_state.as_str())
                     .bind(tokens.expires_at.map(to_micros))
                     .bind(to_json(&tokens.scopes))
                     .bind(tokens.refreshed_at.map(to_micros))
@@ -185,7 +185,7 @@ macro_rules! oauth_impl {
                     .bind(failure.retry_at.map(to_micros))
                     .bind(&failure.error)
                     .bind(to_micros(failure.at))
-                    .bind(failure.auth_state.as_deref())
+                    .bind(failure.auth_state.map(crate::AuthState::as_str))
                     .bind(&failure.lease_owner)
                     .execute(&mut *c)
                     .await?

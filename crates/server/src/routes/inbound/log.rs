@@ -81,8 +81,7 @@ pub struct InboundOut {
     pub provider_event_id: Option<String>,
     /// Later deliveries of the same webhook, acknowledged without being stored again.
     pub duplicates: u32,
-    /// `pending`, `processed`, `failed` or `rejected`.
-    pub status: String,
+    pub status: switchboard_store::InboundStatus,
     pub event_type: Option<String>,
     /// The hub event it became.
     pub event_id: Option<String>,
@@ -116,34 +115,13 @@ fn inbound_out(inbound: switchboard_store::InboundWebhook, with_body: bool) -> I
     }
 }
 
-/// Where a stored webhook stands, to filter by.
-#[derive(Debug, Clone, Copy, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum InboundState {
-    Pending,
-    Processed,
-    Failed,
-    Rejected,
-}
-
-impl InboundState {
-    fn as_str(self) -> &'static str {
-        match self {
-            InboundState::Pending => "pending",
-            InboundState::Processed => "processed",
-            InboundState::Failed => "failed",
-            InboundState::Rejected => "rejected",
-        }
-    }
-}
-
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct InboundParams {
     /// Only webhooks in this state.
     #[param(inline)]
-    pub status: Option<InboundState>,
+    pub status: Option<switchboard_store::InboundStatus>,
     /// Items per page, 1 to 100 (default 50).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
@@ -178,8 +156,7 @@ pub async fn list(
     let id = crate::routes::path_id(IdKind::Connection, &connection_id, "connection")?;
     state.connections.get(&caller.key.tenant_id, id.as_str()).await?;
     let page = crate::routes::PageParams { limit: params.limit, cursor: params.cursor }.to_page(IdKind::Inbound)?;
-    let status = params.status.map(|status| status.as_str().to_string());
-    let filter = switchboard_store::InboundFilter { connection_id: Some(id.to_string()), status };
+    let filter = switchboard_store::InboundFilter { connection_id: Some(id.to_string()), status: params.status };
     let rows = state.store.list_inbound(caller.tenant_id(), &filter, &page).await?;
     Ok(Json(crate::routes::ListResponse::from_rows(rows, &page, |i| i.id.to_string(), |i| inbound_out(i, false))))
 }

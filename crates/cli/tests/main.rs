@@ -1,0 +1,9 @@
+//! Every integration test of this crate in one binary: one link instead of one per file,
+//! and one process whose tests run in parallel.
+
+mod cli;
+mod common;
+mod connections;
+mod inbound;
+mod limits;
+mod webhooks;

@@ -1,0 +1,5 @@
+//! Every integration test of this crate in one binary: one link instead of one per file,
+//! and one process whose tests run in parallel.
+
+mod connections;
+mod manifests;

@@ -1,0 +1,11 @@
+//! Every integration test of this crate in one binary: one link instead of one per file,
+//! and one process whose tests run in parallel.
+
+mod api;
+mod common;
+mod connections;
+mod delivery_policies;
+mod inbound;
+mod oauth;
+mod openapi;
+mod webhooks;
