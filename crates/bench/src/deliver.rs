@@ -94,7 +94,7 @@ impl Receiver {
         self.received_in_window.fetch_add(1, Ordering::Relaxed);
         let sent = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v["data"]["t"].as_u64());
         if let Some(sent) = sent {
-            let _ = self.latency.lock().unwrap().record(now.saturating_sub(sent).max(1));
+            let _ = self.latency.lock().unwrap_or_else(|p| p.into_inner()).record(now.saturating_sub(sent).max(1));
         }
     }
 }
@@ -186,7 +186,7 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
     if let Some(schema) = pg_schema {
         schema.drop().await;
     }
-    let latency = receiver.latency.lock().unwrap().clone();
+    let latency = receiver.latency.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     let results = Results {
         scenario: "deliver",

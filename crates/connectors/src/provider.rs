@@ -9,18 +9,7 @@ use serde_json::{Map, Value};
 use crate::manifest::{Action, Auth, ConfigField, ConfigType, Manifest, WebhookHandshake};
 use crate::template::Templates;
 
-/// A problem with one field of a caller's input, named by its path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldProblem {
-    pub field: String,
-    pub detail: String,
-}
-
-impl FieldProblem {
-    pub fn new(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { field: field.into(), detail: detail.into() }
-    }
-}
+pub use switchboard_core::FieldProblem;
 
 /// Checked config values: the plain ones, and the secret ones to seal with the credentials.
 pub type CheckedConfig = (Map<String, Value>, Map<String, Value>);

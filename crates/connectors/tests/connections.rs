@@ -386,8 +386,7 @@ async fn failures_are_retried_then_the_circuit_opens(backend: Backend) {
         other => panic!("expected an open circuit, got {other:?}"),
     }
     assert_eq!(w.sandbox.requests("rest"), before, "an open circuit sends nothing");
-    let connection_id = w.connections.get(&w.tenant, &id).await.unwrap().id;
-    let health = w.connections.health.get(&connection_id).unwrap();
+    let health = w.connections.health_report(&w.tenant, &id).await.unwrap().live.unwrap();
     assert!(health.errors >= 2 && health.error_rate > 0.0, "{health:?}");
     assert!(health.p50_ms.is_some_and(|p50| p50 > 0.0) && health.p99_ms >= health.p50_ms, "{health:?}");
     // The last error is the open circuit itself.

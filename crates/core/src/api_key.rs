@@ -7,15 +7,20 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+/// What every API key starts with, so a key is recognisable wherever it turns up.
 pub const TOKEN_PREFIX: &str = "sk_";
 
 /// A freshly minted token: the full value (shown once) and what may be stored.
 pub struct MintedToken {
+    /// The full token (`sk_…`): shown once, never stored.
     pub token: String,
+    /// Its SHA-256 digest in hex ([`hash`]): what is stored and looked up.
     pub hash: String,
+    /// A display form ([`mask`]) that tells keys apart without revealing them.
     pub masked: String,
 }
 
+/// Mints a new token of 192 random bits from the operating system's generator.
 pub fn mint() -> MintedToken {
     let mut bytes = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -41,6 +46,7 @@ fn from_token(token: String) -> MintedToken {
     MintedToken { hash: hash(&token), masked: mask(&token), token }
 }
 
+/// The hex SHA-256 digest of `token`, the form in which keys are stored.
 pub fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }

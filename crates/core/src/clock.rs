@@ -8,10 +8,13 @@ use chrono::{Duration, Utc};
 
 use crate::{Timestamp, from_micros, to_micros};
 
+/// The source of the current time; services take one so that tests can use a [`ManualClock`].
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// The current time, at the stored precision (microseconds).
     fn now(&self) -> Timestamp;
 }
 
+/// The system's UTC time, truncated to microseconds.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -29,15 +32,18 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
+    /// A clock stopped at `start` (truncated to microseconds).
     pub fn new(start: Timestamp) -> Self {
         Self { micros: Arc::new(AtomicI64::new(to_micros(start))) }
     }
 
+    /// Moves this clock and every clone forward by `by` (backward if negative).
     pub fn advance(&self, by: Duration) {
         let step = by.num_microseconds().unwrap_or(i64::MAX);
         self.micros.fetch_add(step, Ordering::SeqCst);
     }
 
+    /// Sets this clock and every clone to `to`.
     pub fn set(&self, to: Timestamp) {
         self.micros.store(to_micros(to), Ordering::SeqCst);
     }

@@ -8,22 +8,35 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
+/// What an id points at; each kind has its own prefix ([`IdKind::prefix`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdKind {
+    /// A tenant (`ten_`).
     Tenant,
+    /// An API key (`key_`).
     ApiKey,
+    /// An event (`evt_`).
     Event,
+    /// An event type (`et_`).
     EventType,
+    /// A job on the queue (`job_`); also names leases and worker processes.
     Job,
+    /// A value in the `secrets` table, sealed with the secret box (`sec_`).
     Secret,
+    /// An outgoing-webhook endpoint (`ep_`).
     Endpoint,
+    /// An event's delivery to one endpoint (`msg_`).
     Message,
+    /// One try at delivering a message (`atmpt_`).
     Attempt,
+    /// An installed integration (`conn_`).
     Connection,
+    /// A received incoming webhook (`inb_`).
     Inbound,
 }
 
 impl IdKind {
+    /// The text before the `_` in ids of this kind.
     pub const fn prefix(self) -> &'static str {
         match self {
             IdKind::Tenant => "ten",
@@ -54,13 +67,16 @@ fn next_ulid() -> Ulid {
 #[serde(transparent)]
 pub struct Id(String);
 
+/// An id that is malformed or of another kind.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("expected an id of the form {expected}_<26 characters>")]
 pub struct IdParseError {
+    /// The prefix the id should have had.
     pub expected: &'static str,
 }
 
 impl Id {
+    /// A new id of `kind`; ids made later in this process sort after it.
     pub fn new(kind: IdKind) -> Self {
         Self(format!("{}_{}", kind.prefix(), next_ulid().to_string().to_lowercase()))
     }
@@ -86,6 +102,7 @@ impl Id {
         Self(s)
     }
 
+    /// The id's text, prefix included.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -1,13 +1,16 @@
 //! The bottom layer: identifiers, the clock, API-key tokens, the secret box, webhook
-//! signature schemes, bounded JSON Schema compilation, keyed rate limits and the masking of
-//! credential-like header values.
+//! signature schemes, bounded JSON Schema compilation, keyed rate limits, the masking of
+//! credential-like header values, and the field problems services answer for bad input.
 //!
 //! Nothing here performs I/O except reading and writing the master key file, so every other
 //! crate can depend on it.
 
+#![warn(missing_docs)]
+
 pub mod api_key;
 pub mod clock;
 pub mod id;
+pub mod problem;
 pub mod rate;
 pub mod redact;
 pub mod schema;
@@ -16,6 +19,7 @@ pub mod signature;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use id::{Id, IdKind};
+pub use problem::FieldProblem;
 pub use secret_box::{KeyRing, SecretBox, SecretBoxError};
 
 /// Timestamps are UTC with microsecond precision everywhere (they are stored as

@@ -14,6 +14,7 @@ pub struct KeyedRateLimiter {
 }
 
 impl KeyedRateLimiter {
+    /// Allows each key `per_second` calls a second, with a burst of as many.
     pub fn new(per_second: NonZeroU32) -> Self {
         Self { limiter: governor::RateLimiter::keyed(Quota::per_second(per_second)) }
     }

@@ -20,10 +20,13 @@ const MAX_PATTERN_BYTES: usize = 256 * 1024;
 /// Why a schema was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchemaError {
+    /// The document nests deeper than [`MAX_SCHEMA_DEPTH`].
     #[error("is nested deeper than {MAX_SCHEMA_DEPTH} levels")]
     TooDeep,
+    /// The document is larger than [`MAX_SCHEMA_BYTES`].
     #[error("is larger than {MAX_SCHEMA_BYTES} bytes")]
     TooLarge,
+    /// Not a valid JSON Schema, or a pattern beyond the size limits; holds the validator's message.
     #[error("is not a valid JSON Schema: {0}")]
     Invalid(String),
 }

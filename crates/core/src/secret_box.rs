@@ -18,18 +18,34 @@ use zeroize::{Zeroize, Zeroizing};
 
 const NONCE_LEN: usize = 12;
 
+/// Why a key ring could not be read or written, or a value could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretBoxError {
+    /// The key ring's text holds no key.
     #[error("the key ring is empty")]
     EmptyKeyRing,
+    /// An entry of the key ring's text is malformed.
     #[error("key ring entry {line}: {reason}")]
-    BadKeyLine { line: usize, reason: &'static str },
+    BadKeyLine {
+        /// Which entry, counted from 1 (comment lines are not counted).
+        line: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The value was sealed with a key that is not in the ring; holds that key's id.
     #[error("no key with id {0:?} is in the key ring")]
     UnknownKey(String),
+    /// Decryption failed: the ciphertext was altered or truncated, or the context differs.
     #[error("the ciphertext is corrupt or belongs to another record")]
     Corrupt,
+    /// Reading, writing or syncing the key file failed.
     #[error("key file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The file (or its temporary file, or its directory) concerned.
+        path: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 }
 
 /// One master key. The bytes are wiped when it is dropped and never printed.
@@ -39,6 +55,7 @@ pub struct MasterKey {
 }
 
 impl MasterKey {
+    /// A new random 256-bit key with a random id (`mk_` and 8 hex digits).
     pub fn generate() -> Self {
         let mut bytes = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(bytes.as_mut());
@@ -47,6 +64,7 @@ impl MasterKey {
         Self { id: format!("mk_{}", hex::encode(tag)), bytes }
     }
 
+    /// The key's id, stored beside every value it seals.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -67,10 +85,13 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
+    /// A ring of one new random key.
     pub fn generate() -> Self {
         Self { keys: vec![MasterKey::generate()] }
     }
 
+    /// Reads the text form (see [`KeyRing`]); lines starting with `#` are comments. Malformed
+    /// entries, duplicate ids and an empty ring are refused.
     pub fn parse(text: &str) -> Result<Self, SecretBoxError> {
         let mut keys = Vec::new();
         let entries = text
@@ -120,6 +141,7 @@ impl KeyRing {
         Zeroizing::new(out)
     }
 
+    /// Reads the key file at `path`.
     pub fn load(path: &Path) -> Result<Self, SecretBoxError> {
         let text = Zeroizing::new(
             std::fs::read_to_string(path)
@@ -173,10 +195,12 @@ impl KeyRing {
         id
     }
 
+    /// The id of the key that seals new values.
     pub fn primary_id(&self) -> &str {
         &self.keys[0].id
     }
 
+    /// Every key's id, the primary first.
     pub fn key_ids(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().map(|k| k.id.as_str())
     }
@@ -198,7 +222,9 @@ fn sync_parent(path: &Path) -> Result<(), SecretBoxError> {
 /// A sealed value: which key sealed it and `nonce || ciphertext || tag`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
+    /// The id of the key that sealed it.
     pub key_id: String,
+    /// The 12-byte nonce, then the ciphertext with its 16-byte tag.
     pub ciphertext: Vec<u8>,
 }
 
@@ -215,6 +241,7 @@ impl fmt::Debug for SecretBox {
 }
 
 impl SecretBox {
+    /// A box that seals with the ring's first key and opens with any of its keys.
     pub fn new(ring: KeyRing) -> Self {
         let ciphers = ring
             .keys
@@ -224,6 +251,7 @@ impl SecretBox {
         Self { ring, ciphers }
     }
 
+    /// The key ring this box uses.
     pub fn ring(&self) -> &KeyRing {
         &self.ring
     }
@@ -243,6 +271,9 @@ impl SecretBox {
         Sealed { key_id: key_id.clone(), ciphertext }
     }
 
+    /// Decrypts with the key `sealed` names. `context` must be the bytes given to
+    /// [`SecretBox::seal`]; any other context, or an altered ciphertext, is
+    /// [`SecretBoxError::Corrupt`].
     pub fn open(&self, sealed: &Sealed, context: &[u8]) -> Result<Zeroizing<Vec<u8>>, SecretBoxError> {
         let cipher = self
             .ciphers

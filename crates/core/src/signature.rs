@@ -14,27 +14,47 @@ use rand::RngCore;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+/// The prefix of a symmetric (HMAC-SHA256) secret's text form.
 pub const SYMMETRIC_PREFIX: &str = "whsec_";
+/// The prefix of an Ed25519 signing key's text form.
 pub const SIGNING_KEY_PREFIX: &str = "whsk_";
+/// The prefix of an Ed25519 public key's text form, which receivers verify with.
 pub const PUBLIC_KEY_PREFIX: &str = "whpk_";
 
 /// The accepted length of a symmetric secret, in decoded bytes.
 pub const SYMMETRIC_LENGTH: std::ops::RangeInclusive<usize> = 24..=64;
 
+/// Why a secret's text was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretFormatError {
+    /// The text starts with no known prefix; holds the prefix to use (`whsec_`).
     #[error("must start with {0}")]
     Prefix(&'static str),
+    /// What follows the prefix is not standard base64, or a `whsk_` key's public half does not
+    /// match its seed.
     #[error("must be {prefix} followed by standard base64")]
-    Base64 { prefix: &'static str },
+    Base64 {
+        /// The prefix the text starts with.
+        prefix: &'static str,
+    },
+    /// The decoded key has a length that is not accepted.
     #[error("must decode to {min} to {max} bytes, not {actual}")]
-    Length { min: usize, max: usize, actual: usize },
+    Length {
+        /// The fewest decoded bytes accepted.
+        min: usize,
+        /// The most decoded bytes accepted.
+        max: usize,
+        /// How many bytes the text decoded to.
+        actual: usize,
+    },
 }
 
 /// A secret that signs messages: HMAC-SHA256 (`v1`) or Ed25519 (`v1a`).
 #[derive(Clone)]
 pub enum SigningSecret {
+    /// An HMAC-SHA256 key: the decoded bytes of a `whsec_` secret.
     Symmetric(Zeroizing<Vec<u8>>),
+    /// An Ed25519 signing key (`whsk_`).
     Asymmetric(Box<ed25519_dalek::SigningKey>),
 }
 

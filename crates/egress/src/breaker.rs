@@ -14,10 +14,12 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use switchboard_core::{Clock, Timestamp};
 
+/// When a circuit opens and how long it stays open.
 #[derive(Debug, Clone)]
 pub struct BreakerConfig {
     /// Failures in a row (none older than `window`) that open the circuit.
     pub failure_threshold: u32,
+    /// How long a run of failures may last, from its first: a failure after that starts a new run.
     pub window: Duration,
     /// How long an open circuit refuses calls before letting one probe through.
     pub open_for: Duration,
@@ -29,15 +31,19 @@ impl Default for BreakerConfig {
     }
 }
 
+/// Where a circuit stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CircuitState {
+    /// Calls go through; failures are counted.
     Closed,
+    /// Calls are refused until `open_for` has passed since it opened.
     Open,
     /// One probe is allowed (or in flight); its outcome closes or reopens the circuit.
     HalfOpen,
 }
 
 impl CircuitState {
+    /// The state's name in snapshots and metrics (`closed`, `open`, `half_open`).
     pub fn as_str(self) -> &'static str {
         match self {
             CircuitState::Closed => "closed",
@@ -64,14 +70,18 @@ impl BreakerKey {
     }
 }
 
+/// One circuit as it stands now, for the tenant it belongs to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerSnapshot {
     /// The API (never the tenant: snapshots are shown to the tenant itself).
     pub target: String,
+    /// Closed, open or half-open, as of now.
     pub state: CircuitState,
+    /// Failures in the current run, counted toward `failure_threshold`; a success resets it.
     pub consecutive_failures: u32,
     /// While open: when a probe will be let through.
     pub retry_at: Option<Timestamp>,
+    /// When the circuit opened (or a failed probe reopened it); `None` while closed.
     pub opened_at: Option<Timestamp>,
 }
 
@@ -87,9 +97,12 @@ struct Breaker {
 /// A refused call: the circuit is open until `retry_at`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Open {
+    /// The earliest a call may go out, as the probe.
     pub retry_at: Timestamp,
 }
 
+/// Every circuit breaker, by [`BreakerKey`]; breakers idle for an hour are forgotten, and at
+/// most 10,000 are kept.
 #[derive(Debug)]
 pub struct CircuitBreakers {
     clock: Arc<dyn Clock>,
@@ -98,6 +111,7 @@ pub struct CircuitBreakers {
 }
 
 impl CircuitBreakers {
+    /// Breakers that open and close by `config`, timed by `clock`.
     pub fn new(clock: Arc<dyn Clock>, config: BreakerConfig) -> Self {
         // Bounded: APIs not called for an hour are forgotten, and never more than 10,000.
         let breakers =
@@ -130,6 +144,8 @@ impl CircuitBreakers {
         }
     }
 
+    /// Reports the outcome of a call counted against `key`: a success closes the circuit; a
+    /// failure counts toward opening it, or reopens it if it was the probe.
     pub fn record(&self, key: &BreakerKey, success: bool) {
         if success {
             if let Some(breaker) = self.breakers.get(key) {
@@ -158,6 +174,7 @@ impl CircuitBreakers {
         }
     }
 
+    /// The state of `key`'s circuit now (closed if it never failed).
     pub fn snapshot(&self, key: &BreakerKey) -> BreakerSnapshot {
         match self.breakers.get(key) {
             Some(breaker) => self.describe(&key.target, &breaker.lock().unwrap_or_else(|p| p.into_inner())),

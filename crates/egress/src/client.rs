@@ -15,10 +15,14 @@ use crate::ratelimit::{Quota, RateHeaders, RateLimits};
 use crate::resolver::{DnsError, GuardedResolver, RefusedAddress, StaticHosts};
 use crate::target::{TargetError, check_host, check_url};
 
+/// How the [`EgressClient`] is built: address policy, connections, circuit breakers, retries.
 #[derive(Debug, Clone)]
 pub struct EgressConfig {
+    /// Which addresses calls may reach (the SSRF guard).
     pub policy: AddressPolicy,
+    /// The `User-Agent` sent with every request.
     pub user_agent: String,
+    /// The longest establishing a connection may take.
     pub connect_timeout: Duration,
     /// Idle keep-alive connections kept per host.
     pub max_idle_per_host: usize,
@@ -26,7 +30,9 @@ pub struct EgressConfig {
     pub static_hosts: StaticHosts,
     /// Time for circuit breakers and rate limits.
     pub clock: Arc<dyn Clock>,
+    /// When circuits open and for how long.
     pub breaker: BreakerConfig,
+    /// Retries and rate-limit waits for [`EgressClient::call`].
     pub retry: RetryPolicy,
 }
 
@@ -37,6 +43,7 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// The first backoff; it doubles per attempt, with jitter, up to `max_delay`.
     pub base_delay: Duration,
+    /// The longest backoff between two attempts.
     pub max_delay: Duration,
     /// The longest a call waits for a rate-limit slot or a provider's `Retry-After`; beyond
     /// it the call fails at once, telling when to retry.
@@ -72,17 +79,22 @@ impl Default for EgressConfig {
 /// What went wrong with an outbound call, as recorded on attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
+    /// The URL does not parse, is not http or https, or names no host.
     InvalidUrl,
     /// The target (or what its name resolved to) is refused by the address policy.
     ForbiddenAddress,
+    /// The host name did not resolve.
     Dns,
+    /// Connecting, or the request as a whole, took longer than allowed.
     Timeout,
+    /// No connection could be made (refused, reset, unreachable).
     Connection,
     /// Anything else on the way: TLS, a broken response, a body that failed mid-way.
     Request,
 }
 
 impl ErrorKind {
+    /// The stable code recorded on attempts (`timeout`, `dns_error`, …).
     pub fn code(self) -> &'static str {
         match self {
             ErrorKind::InvalidUrl => "invalid_url",
@@ -95,10 +107,14 @@ impl ErrorKind {
     }
 }
 
+/// A failed outbound request. The message never contains the URL, whose query may carry
+/// credentials.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct EgressError {
+    /// What class of failure it is, for recording.
     pub kind: ErrorKind,
+    /// What happened, with its causes.
     pub message: String,
 }
 
@@ -174,6 +190,7 @@ pub struct EgressClient {
 }
 
 impl EgressClient {
+    /// Builds the client from `config`; fails only if the underlying HTTP client cannot be built.
     pub fn new(config: EgressConfig) -> Result<Self, EgressError> {
         let policy = Arc::new(config.policy);
         let static_hosts =
@@ -240,19 +257,35 @@ pub struct CallPolicy {
     pub breaker: BreakerKey,
     /// The rate limit's key (a connection or a provider); `None` for no limit.
     pub limit_key: Option<String>,
+    /// The provider's documented quota for `limit_key`; `None` paces only by what responses say.
     pub quota: Option<Quota>,
+    /// Which response headers tell the remaining budget.
     pub rate_headers: RateHeaders,
     /// Safe to send twice: GET, HEAD, PUT, DELETE, or a request with an idempotency key.
     pub idempotent: bool,
+    /// The time each attempt may take, unless the request sets its own timeout.
     pub timeout: Duration,
 }
 
+/// Why [`EgressClient::call`] has no answer to return.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// The API's circuit is open; the attempt was not sent.
     #[error("the circuit for {target} is open after repeated failures; retry in {retry_after:?}")]
-    CircuitOpen { target: String, retry_after: Duration },
+    CircuitOpen {
+        /// The API (its base URL).
+        target: String,
+        /// How long until a probe is let through.
+        retry_after: Duration,
+    },
+    /// The rate limit would hold the call longer than the retry policy's `max_wait`; the attempt
+    /// was not sent.
     #[error("the rate limit allows the next call in {retry_after:?}")]
-    RateLimited { retry_after: Duration },
+    RateLimited {
+        /// How long until the rate limit allows the call.
+        retry_after: Duration,
+    },
+    /// The request failed, after any retries it was allowed.
     #[error(transparent)]
     Egress(#[from] EgressError),
 }
@@ -260,7 +293,9 @@ pub enum CallError {
 /// A provider's answer, with how many attempts it took.
 #[derive(Debug)]
 pub struct CallResponse {
+    /// The last answer, whatever its status.
     pub response: Response,
+    /// Attempts made, the first included.
     pub attempts: u32,
 }
 
@@ -344,10 +379,12 @@ impl EgressClient {
         capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
     }
 
+    /// The circuit breakers, for snapshots and metrics.
     pub fn breakers(&self) -> &CircuitBreakers {
         &self.breakers
     }
 
+    /// The outbound rate limits, shared by every clone.
     pub fn rate_limits(&self) -> &RateLimits {
         &self.limits
     }

@@ -8,6 +8,8 @@
 //! - [`breaker`]: a circuit breaker per tenant and provider base URL;
 //! - [`ratelimit`]: per-key quotas that also learn from the provider's rate-limit headers.
 
+#![warn(missing_docs)]
+
 pub mod breaker;
 pub mod client;
 pub mod policy;

@@ -13,16 +13,21 @@ use ipnet::IpNet;
 /// Why an address is refused. The `code` is what attempts and problem details record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Refusal {
+    /// 0.0.0.0/8 or `::`.
     Unspecified,
+    /// 127.0.0.0/8 or `::1`; also `localhost` and its subdomains, whatever DNS says.
     Loopback,
     /// RFC 1918.
     Private,
     /// RFC 6598 carrier-grade NAT (100.64.0.0/10).
     SharedAddressSpace,
+    /// 169.254.0.0/16 or fe80::/10.
     LinkLocal,
     /// IPv6 unique local addresses (fc00::/7).
     UniqueLocal,
+    /// 224.0.0.0/4 or ff00::/8.
     Multicast,
+    /// 255.255.255.255.
     Broadcast,
     /// TEST-NET-1/2/3, 2001:db8::/32.
     Documentation,
@@ -36,6 +41,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The stable code recorded on attempts and in problem details (`loopback_address`, …).
     pub fn code(self) -> &'static str {
         match self {
             Refusal::Unspecified => "unspecified_address",
@@ -92,6 +98,8 @@ impl AddressPolicy {
         Self { allow_private: true, allowed_networks: Vec::new() }
     }
 
+    /// Whether calls may reach `ip`: refused ranges fail with their reason unless the address is in
+    /// an allowed network (or the guard is lifted).
     pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
         if self.allow_private {
             return Ok(());

@@ -13,15 +13,20 @@ use switchboard_core::{Clock, Timestamp};
 /// `requests` per `per`, with a burst of the whole quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
+    /// Requests allowed per `per`.
     pub requests: u32,
+    /// The period the quota covers.
     pub per: Duration,
 }
 
 /// Which response headers carry the provider's view of the budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateHeaders {
+    /// The header that says how long to wait after a limited response (`retry-after`).
     pub retry_after: String,
+    /// The header with the requests left (`x-ratelimit-remaining`), if the provider sends one.
     pub remaining: Option<String>,
+    /// The header that says when the budget refills, read as `reset_is_epoch` says; `None` if none.
     pub reset: Option<String>,
     /// `true`: the reset header is a Unix time in seconds; `false`: seconds from now.
     pub reset_is_epoch: bool,
@@ -49,6 +54,7 @@ struct Bucket {
     blocked_until: Option<Timestamp>,
 }
 
+/// Every key's pace under its quota and any wait a provider asked for.
 #[derive(Debug)]
 pub struct RateLimits {
     clock: Arc<dyn Clock>,
@@ -56,6 +62,7 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
+    /// Empty limits timed by `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         let buckets =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(3600)).build();

@@ -11,16 +11,26 @@ use url::{Host, Url};
 
 use crate::policy::{AddressPolicy, Refusal, refused_host_name};
 
+/// Why a URL was refused before anything was sent to it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
+    /// The URL does not parse; holds the parser's message.
     #[error("is not a valid URL: {0}")]
     Invalid(String),
+    /// The scheme is not http or https; holds it.
     #[error("must use http or https, not {0:?}")]
     Scheme(String),
+    /// The URL names no host.
     #[error("must name a host")]
     NoHost,
+    /// The host (or an address its name resolved to) is refused by the address policy.
     #[error("{host} is {refusal}")]
-    Refused { host: String, refusal: Refusal },
+    Refused {
+        /// The host as written, with the address it resolved to when DNS gave a refused one.
+        host: String,
+        /// The refused range the address falls in.
+        refusal: Refusal,
+    },
 }
 
 impl TargetError {

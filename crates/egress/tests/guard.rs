@@ -1,5 +1,7 @@
 //! The guarded client against real sockets on loopback.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

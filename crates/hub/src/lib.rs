@@ -11,6 +11,7 @@ use std::time::Duration;
 use switchboard_connectors::{Catalog, Connections, ConnectorsConfig};
 use switchboard_core::{Clock, SecretBox};
 use switchboard_egress::{EgressClient, EgressConfig};
+use switchboard_identity::Identity;
 use switchboard_inbound::{Inbound, InboundConfig};
 use switchboard_store::outbox::{OPERATIONAL_EVENTS_QUEUE, OperationalEvent};
 use switchboard_store::queue::{JobOutcome, WorkerConfig, run_worker};
@@ -43,6 +44,7 @@ pub struct Hub {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     secrets: Arc<SecretBox>,
+    identity: Identity,
     webhooks: Webhooks,
     connections: Connections,
     inbound: Inbound,
@@ -67,7 +69,8 @@ impl Hub {
         let webhooks = Webhooks::new(store.clone(), clock.clone(), secrets.clone(), egress, settings.webhooks);
         let inbound =
             Inbound::new(store.clone(), clock.clone(), connections.clone(), webhooks.clone(), settings.inbound);
-        Ok(Self { store, clock, secrets, webhooks, connections, inbound })
+        let identity = Identity::new(store.clone(), clock.clone());
+        Ok(Self { store, clock, secrets, identity, webhooks, connections, inbound })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -80,6 +83,11 @@ impl Hub {
 
     pub fn secrets(&self) -> &Arc<SecretBox> {
         &self.secrets
+    }
+
+    /// Tenants and their API keys.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// Outgoing webhooks: endpoints, publishing events, deliveries.

@@ -1,6 +1,8 @@
 //! The hub as `serve` uses it: every service built once, every background worker a named
 //! task that stops with the hub.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

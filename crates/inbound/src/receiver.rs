@@ -149,7 +149,7 @@ impl Inbound {
             None => Verification::Rejected(Rejection::UnsignedRefused.code().to_string()),
             Some(scheme) => {
                 let url =
-                    format!("{}{}", self.connections.config.public_url.trim_end_matches('/'), webhook.path_and_query);
+                    format!("{}{}", self.connections.config().public_url.trim_end_matches('/'), webhook.path_and_query);
                 let incoming = Incoming { method: webhook.method, url: &url, headers, body };
                 match verify::verify(scheme, &secrets, &incoming, now.timestamp(), DEFAULT_TOLERANCE_SECS) {
                     Ok(()) => Verification::Verified,

@@ -18,6 +18,8 @@
 //! ([`MAX_PROGRAM_BYTES`]), and it is where programs that could recurse without bound or
 //! reach outside their input are refused ([`compile`]).
 
+#![warn(missing_docs)]
+
 mod compile;
 mod sandbox;
 mod worker;
@@ -41,12 +43,18 @@ pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 /// its intermediate values and its outputs all live in it.
 pub const MEMORY_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Why a jq program was refused or failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JqError {
     /// The program does not parse, names something undefined or something not allowed;
     /// `position` is a byte offset into the program text.
     #[error("{message} at position {position}")]
-    Compile { message: String, position: usize },
+    Compile {
+        /// What is wrong.
+        message: String,
+        /// Where, as a byte offset into the program text.
+        position: usize,
+    },
     /// The program raised an error (`error("…")`, a type error, …).
     #[error("{0}")]
     Runtime(String),

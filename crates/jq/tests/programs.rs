@@ -1,5 +1,7 @@
 //! jq programs as callers see them: results, errors and limits, evaluated in worker processes.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use serde_json::json;

@@ -1,6 +1,8 @@
 //! A worker gives back what a large evaluation took: it retires, and the next program gets a
 //! fresh one. (A binary of its own, so no other test's workers move the counters.)
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use serde_json::json;

@@ -9,7 +9,9 @@ use zeroize::Zeroizing;
 /// A PKCE pair: the challenge goes in the authorization URL, the verifier (kept secret) in
 /// the token request.
 pub struct Pkce {
+    /// The S256 challenge: the base64url SHA-256 of the verifier.
     pub challenge: String,
+    /// The verifier: kept secret until the token request.
     pub verifier: Zeroizing<String>,
 }
 
@@ -33,19 +35,27 @@ pub fn hash_state(state: &str) -> String {
 
 /// Everything the authorization URL carries.
 pub struct AuthorizationRequest<'a> {
+    /// The provider's authorization endpoint; its own query parameters are kept.
     pub endpoint: &'a Url,
+    /// The client's id at the provider.
     pub client_id: &'a str,
+    /// Where the provider sends the user back; the token request repeats it.
     pub redirect_uri: &'a str,
+    /// The scopes asked for; with none, no `scope` parameter is sent.
     pub scopes: &'a [String],
     /// How the provider wants scopes joined (a space per RFC 6749 §3.3; Slack: a comma).
     pub scope_separator: &'a str,
+    /// The single-use `state` ([`new_state`]), which the provider hands back with the code.
     pub state: &'a str,
+    /// The PKCE challenge, sent with method `S256`; `None` sends none.
     pub pkce_challenge: Option<&'a str>,
     /// The provider's own parameters (Google's `access_type=offline`), after the standard ones.
     pub extra: &'a [(String, String)],
 }
 
 impl AuthorizationRequest<'_> {
+    /// The URL to send the user to: the endpoint with the standard parameters, then `extra`, added
+    /// to its query.
     pub fn url(&self) -> Url {
         let mut url = self.endpoint.clone();
         {

@@ -8,6 +8,8 @@
 //! `ok: true|false`, HubSpot reports `{status, message}`, scopes come space- or
 //! comma-separated, `expires_in` may be missing or a string.
 
+#![warn(missing_docs)]
+
 pub mod authorize;
 pub mod token;
 

@@ -27,9 +27,13 @@ pub enum ClientAuth {
 pub struct Endpoint<'a> {
     /// The tenant whose calls these are (its circuit breaker counts them).
     pub tenant: &'a str,
+    /// Where requests are posted: the token endpoint, or the revocation endpoint.
     pub url: &'a Url,
+    /// The client's id at the provider.
     pub client_id: &'a str,
+    /// The client's secret, sent as `auth` says.
     pub client_secret: &'a str,
+    /// How the client id and secret are sent.
     pub auth: ClientAuth,
     /// The provider's own parameters for token requests.
     pub extra: Vec<(String, String)>,
@@ -41,7 +45,9 @@ pub const MAX_EXPIRES_IN_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// What a token endpoint granted.
 pub struct TokenSet {
+    /// The access token, wiped from memory when dropped.
     pub access_token: Zeroizing<String>,
+    /// The token type as the provider gives it (`Bearer`, `bot`); `None` when absent.
     pub token_type: Option<String>,
     /// Seconds the access token lives, at most [`MAX_EXPIRES_IN_SECS`]; `None` when the
     /// provider does not say.
@@ -68,20 +74,51 @@ impl std::fmt::Debug for TokenSet {
     }
 }
 
+/// Why a token or revocation request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// The provider answered with an OAuth error (`invalid_grant`, `access_denied`, …).
     #[error("the provider refused: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Refused { status: u16, error: String, description: Option<String> },
+    Refused {
+        /// The HTTP status of the answer.
+        status: u16,
+        /// The OAuth error code (`unknown_error` when Slack gives none; HubSpot's statuses mapped).
+        error: String,
+        /// The provider's explanation, if it gave one.
+        description: Option<String>,
+    },
     /// The answer is not a token response (HTML, no `access_token`, …).
     #[error("the token endpoint's answer ({status}) is not a token response: {reason}")]
-    Malformed { status: u16, reason: String, excerpt: String },
+    Malformed {
+        /// The HTTP status of the answer; 0 when the request could not be built (nothing was sent).
+        status: u16,
+        /// What is wrong with the answer (or the request).
+        reason: String,
+        /// The answer's first 300 bytes without control characters; empty when nothing was sent.
+        excerpt: String,
+    },
+    /// The request or its answer failed on the way: DNS, connection, timeout, a refused address.
     #[error("the token endpoint could not be reached ({code}): {message}")]
-    Unreachable { code: &'static str, message: String },
+    Unreachable {
+        /// The egress error's code (`timeout`, `dns_error`, `forbidden_address`, …).
+        code: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// The token endpoint's circuit is open after repeated failures; nothing was sent.
     #[error("the circuit for {target} is open after repeated failures")]
-    CircuitOpen { target: String, retry_after: Duration },
+    CircuitOpen {
+        /// The breaker's target: the endpoint's URL without its query.
+        target: String,
+        /// How long until a probe is let through.
+        retry_after: Duration,
+    },
+    /// The token endpoint's rate limit is spent; nothing was sent.
     #[error("the token endpoint's rate limit is spent")]
-    RateLimited { retry_after: Duration },
+    RateLimited {
+        /// How long until the rate limit allows a call.
+        retry_after: Duration,
+    },
 }
 
 impl TokenError {
@@ -101,6 +138,7 @@ pub struct TokenClient {
 }
 
 impl TokenClient {
+    /// A client whose calls go through `egress`, each allowed `timeout`.
     pub fn new(egress: EgressClient, timeout: Duration) -> Self {
         Self { egress, timeout }
     }

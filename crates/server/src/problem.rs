@@ -6,7 +6,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use switchboard_connectors::ConnectorError;
+use switchboard_core::FieldProblem;
+use switchboard_identity::IdentityError;
 use switchboard_store::StoreError;
+use switchboard_webhooks::{EndpointError, EventTypeError};
 use utoipa::ToSchema;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
@@ -85,6 +88,11 @@ impl ApiError {
     /// Well-formed but invalid input (422).
     pub fn validation(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::validation_many(vec![FieldError { field: field.into(), detail: detail.into() }])
+    }
+
+    /// The problems a service found in the input, every one (422).
+    pub fn invalid(problems: Vec<FieldProblem>) -> Self {
+        Self::validation_many(problems.into_iter().map(|p| FieldError { field: p.field, detail: p.detail }).collect())
     }
 
     pub fn validation_many(errors: Vec<FieldError>) -> Self {
@@ -215,6 +223,44 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<FieldProblem> for ApiError {
+    fn from(problem: FieldProblem) -> Self {
+        Self::validation(problem.field, problem.detail)
+    }
+}
+
+impl From<EndpointError> for ApiError {
+    fn from(error: EndpointError) -> Self {
+        match error {
+            EndpointError::Invalid(problems) => Self::invalid(problems),
+            EndpointError::NotFound => Self::not_found("endpoint"),
+            EndpointError::Store(error) => error.into(),
+            EndpointError::Secret(error) => Self::internal(&error),
+        }
+    }
+}
+
+impl From<EventTypeError> for ApiError {
+    fn from(error: EventTypeError) -> Self {
+        match error {
+            EventTypeError::Invalid(problems) => Self::invalid(problems),
+            EventTypeError::Taken => ApiError::conflict("An event type with this name already exists")
+                .with_field("name", "already exists in this tenant"),
+            EventTypeError::NotFound => Self::not_found("event type"),
+            EventTypeError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(error: IdentityError) -> Self {
+        match error {
+            IdentityError::Invalid(problems) => Self::invalid(problems),
+            IdentityError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
@@ -242,9 +288,7 @@ impl From<ConnectorError> for ApiError {
                 "not-found",
                 format!("No action named {name:?}; this integration offers: {}", known.join(", ")),
             ),
-            ConnectorError::Invalid(problems) => ApiError::validation_many(
-                problems.into_iter().map(|p| FieldError { field: p.field, detail: p.detail }).collect(),
-            ),
+            ConnectorError::Invalid(problems) => ApiError::invalid(problems),
             ConnectorError::MissingCredentials | ConnectorError::NoHealthCheck => {
                 Self::new(StatusCode::CONFLICT, "conflict", detail)
             }

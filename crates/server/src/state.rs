@@ -5,6 +5,7 @@ use std::time::Duration;
 use switchboard_connectors::Connections;
 use switchboard_core::{Clock, SecretBox};
 use switchboard_hub::Hub;
+use switchboard_identity::Identity;
 use switchboard_inbound::Inbound;
 use switchboard_store::Store;
 use switchboard_webhooks::Webhooks;
@@ -50,6 +51,7 @@ pub struct Inner {
     pub schemas: SchemaCache,
     pub lookups: Lookups,
     pub limiter: Option<Arc<KeyedRateLimiter>>,
+    pub identity: Identity,
     pub webhooks: Webhooks,
     pub connections: Connections,
     pub inbound: Inbound,
@@ -66,7 +68,8 @@ impl AppState {
             store: hub.store().clone(),
             clock: hub.clock().clone(),
             secrets: hub.secrets().clone(),
-            metrics: Metrics::new(&hub.webhooks().metrics),
+            metrics: Metrics::new(hub.webhooks().metrics()),
+            identity: hub.identity().clone(),
             webhooks: hub.webhooks().clone(),
             connections: hub.connections().clone(),
             inbound: hub.inbound().clone(),

@@ -175,8 +175,40 @@ async fn endpoints_refuse_bad_input_with_the_field_named(backend: Backend) {
     )
     .await;
     assert!(problem.to_string().contains("position"), "jq errors say where: {problem}");
+    // Every wrong field is named at once, not only the first.
+    let many = json!({
+        "url": "ftp://example.com/",
+        "event_types": ["nope.registered"],
+        "transform": "def f: f; f",
+        "headers": {"content-type": "text/plain"},
+        "metadata": {"big": "x".repeat(17 * 1024)},
+    });
+    let problem = expect_problem(server.post(&server.admin_key, "/api/integrations/webhooks", &many).await, 422).await;
+    let mut fields = common::blamed_fields(&problem);
+    fields.sort();
+    assert_eq!(fields, ["event_types[0]", "headers.content-type", "metadata", "transform", "url"], "{problem}");
     let list: Value = server.get(&server.admin_key, "/api/integrations/webhooks").await.json().await.unwrap();
     assert_eq!(list["data"].as_array().unwrap().len(), 0, "nothing was written");
+    // A change is checked the same way, and a wrong one changes nothing.
+    let created: Value = server
+        .post(
+            &server.admin_key,
+            "/api/integrations/webhooks",
+            &json!({"url": "https://example.com/", "headers": {"x-api-key": "k"}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/api/integrations/webhooks/{}", created["id"].as_str().unwrap());
+    let wrong =
+        json!({"description": "fine", "filter": ".a | (", "headers": {"x-api-key": "********", "x-new": "********"}});
+    let problem = expect_problem(server.patch(&server.admin_key, &path, &wrong).await, 422).await;
+    let mut fields = common::blamed_fields(&problem);
+    fields.sort();
+    assert_eq!(fields, ["filter", "headers.x-new"], "{problem}");
+    let unchanged: Value = server.get(&server.admin_key, &path).await.json().await.unwrap();
+    assert_eq!(unchanged["description"], "", "{unchanged}");
 }
 
 async fn rotation_signs_with_both_secrets_during_the_grace_period(backend: Backend) {

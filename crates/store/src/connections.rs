@@ -38,32 +38,48 @@ pub enum AuthState {
 }
 
 impl AuthState {
+    /// The state's stored name (`missing_credentials`, `ok`, …).
     pub fn as_str(self) -> &'static str {
         self.into()
     }
 }
 
+/// A provider installed by a tenant, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Connection {
+    /// `conn_…`; unique across tenants, so a webhook URL can name the connection alone.
     pub id: Id,
+    /// The tenant that installed it; every tenant-scoped method filters on it.
     pub tenant_id: Id,
     /// The manifest's name.
     pub provider: String,
+    /// The name the tenant gave it.
     pub name: String,
+    /// Which of the manifest's auth modes it uses (`oauth2`, `api_key`, `bearer`, …).
     pub auth_mode: String,
     /// The non-secret config values, a JSON object kept as text.
     pub config: String,
+    /// `sec_…`, the sealed credentials (a JSON object); `None` while none are set.
     pub credentials_secret_id: Option<Id>,
     /// Which credentials are set, and when.
     pub credential_fields: BTreeMap<String, Timestamp>,
+    /// How far its credentials got.
     pub auth_state: AuthState,
+    /// When a call through it last succeeded; never moves back.
     pub last_success_at: Option<Timestamp>,
+    /// The latest error of a call or token refresh through it.
     pub last_error: Option<String>,
+    /// When `last_error` happened.
     pub last_error_at: Option<Timestamp>,
+    /// When the last health check ran; `None` before the first.
     pub last_test_at: Option<Timestamp>,
+    /// Whether the last health check passed; `None` before the first.
     pub last_test_ok: Option<bool>,
+    /// Starts at 1; bumped whenever its credentials or tokens change.
     pub version: i64,
+    /// When it was installed.
     pub created_at: Timestamp,
+    /// When its credentials or tokens last changed (its creation until then).
     pub updated_at: Timestamp,
     /// For OAuth2 connections: what is known of the tokens (never the tokens themselves).
     pub token: TokenState,
@@ -78,6 +94,7 @@ pub struct TokenState {
     pub issued_at: Option<Timestamp>,
     /// The scopes the provider granted.
     pub scopes: Vec<String>,
+    /// When a refresh last succeeded; `None` until the first.
     pub last_refresh_at: Option<Timestamp>,
     /// Refreshes that failed in a row.
     pub refresh_failures: u32,
@@ -89,15 +106,21 @@ pub struct TokenState {
 /// unchanged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectionHealthUpdate {
+    /// The connection's tenant; the update matches on it.
     pub tenant_id: Id,
+    /// `conn_…`, the connection to update.
     pub connection_id: Id,
+    /// A success at this time; the stored time only ever moves forward.
     pub last_success_at: Option<Timestamp>,
+    /// The latest error and when it happened.
     pub last_error: Option<(String, Timestamp)>,
+    /// A new auth state, e.g. `rejected` after a 401.
     pub auth_state: Option<AuthState>,
     /// The outcome of a health check run at that time.
     pub test: Option<(Timestamp, bool)>,
 }
 
+/// Connections and their sealed credentials.
 #[async_trait::async_trait]
 pub trait ConnectionStore: Send + Sync {
     /// Stores a connection and, if it has any, its sealed credentials, in one unit.
@@ -106,6 +129,7 @@ pub trait ConnectionStore: Send + Sync {
         connection: &Connection,
         credentials: Option<&StoredSecret>,
     ) -> Result<Connection>;
+    /// `None` when the connection is not in the tenant.
     async fn get_connection(&self, tenant_id: &str, id: &str) -> Result<Option<Connection>>;
     /// The connection and its sealed credentials read in one statement, so they belong
     /// together even while another process replaces the credentials.
@@ -117,6 +141,7 @@ pub trait ConnectionStore: Send + Sync {
     /// A connection by id alone, for the webhook receiver, whose URL names only the
     /// connection (ids are unique across tenants).
     async fn find_connection(&self, id: &str) -> Result<Option<Connection>>;
+    /// The tenant's connections, newest first.
     async fn list_connections(&self, tenant_id: &str, page: &Page) -> Result<Vec<Connection>>;
     /// Deletes the connection and its credentials; false when there was none.
     async fn delete_connection(&self, tenant_id: &str, id: &str) -> Result<bool>;

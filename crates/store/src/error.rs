@@ -1,19 +1,25 @@
+/// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness rule was broken; the string names what already exists.
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// The store was closed: its writer has stopped and the write was not made.
     #[error("the store is closed")]
     Closed,
+    /// The options cannot be used: an unsupported or invalid URL, a bad schema name.
     #[error("invalid store configuration: {0}")]
     Config(String),
+    /// The database or its driver failed (connection, statement, constraint…).
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// Bringing the schema up to date failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The group commit that carried this write failed; nothing of it was kept.
     #[error("commit failed: {0}")]
     Commit(String),
+    /// A stored value cannot be read back (an unknown status name, invalid JSON…).
     #[error("a stored row is corrupt: {0}")]
     Corrupt(String),
 }

@@ -7,6 +7,8 @@
 //! requests), isolating each unit in a savepoint. PostgreSQL runs each unit in its own
 //! transaction and claims jobs with `FOR UPDATE SKIP LOCKED`.
 
+#![warn(missing_docs)]
+
 mod coalesce;
 pub mod connections;
 mod error;
@@ -40,11 +42,15 @@ pub use queue::{Job, JobLease, JobQueue, NewJob};
 pub use secrets::SecretStore;
 pub use webhooks::*;
 
+/// What store operations return: a [`StoreError`] unless a method says otherwise.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// A SQLite file, written by a single writer task with group commit.
     Sqlite,
+    /// PostgreSQL, possibly shared by several processes.
     Postgres,
 }
 
@@ -61,6 +67,7 @@ pub struct OpenOptions {
 }
 
 impl OpenOptions {
+    /// Options for `url` with no PostgreSQL schema of its own and 16 connections.
     pub fn new(url: impl Into<String>) -> Self {
         Self { url: url.into(), pg_schema: None, max_connections: 16 }
     }
@@ -112,6 +119,7 @@ pub trait Store:
     + Sync
     + 'static
 {
+    /// The database this store runs on.
     fn backend(&self) -> Backend;
 
     /// Proves the database answers (used by `/readyz`).
@@ -125,12 +133,19 @@ pub trait Store:
     /// Creates the operator tenant and its first admin key unless one exists. Returns the
     /// tenant when this call created it; safe to race from several processes.
     async fn bootstrap_operator(&self, tenant: &NewTenant, key: &NewApiKey) -> Result<Option<Tenant>>;
+    /// Creates a (non-operator) tenant and, if given, its first key, in one unit; an id already
+    /// taken is a conflict.
     async fn create_tenant(&self, tenant: &NewTenant, first_key: Option<&NewApiKey>) -> Result<Tenant>;
+    /// `None` when no tenant has this id.
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
+    /// Every tenant, newest first: the operator's view across tenants.
     async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>>;
 
+    /// Stores a key; a key with the same hash is a conflict.
     async fn create_api_key(&self, key: &NewApiKey) -> Result<ApiKey>;
+    /// The tenant's keys, newest first, revoked and expired ones included.
     async fn list_api_keys(&self, tenant_id: &str, page: &Page) -> Result<Vec<ApiKey>>;
+    /// `None` when the key is not in the tenant.
     async fn get_api_key(&self, tenant_id: &str, id: &str) -> Result<Option<ApiKey>>;
     /// Returns false when no such (unrevoked) key exists in the tenant.
     async fn revoke_api_key(&self, tenant_id: &str, id: &str, at: Timestamp) -> Result<bool>;
@@ -139,10 +154,15 @@ pub trait Store:
 
     // --- event types and events -----------------------------------------------------------
 
+    /// Stores an event type at version 1; a name the tenant already uses is a conflict.
     async fn create_event_type(&self, event_type: &NewEventType) -> Result<EventType>;
+    /// Applies the patch and bumps the version; `None` when the tenant has no event type of
+    /// that name.
     async fn update_event_type(&self, tenant_id: &str, name: &str, patch: &EventTypePatch)
     -> Result<Option<EventType>>;
+    /// The tenant's event type of that name; `None` when it has none.
     async fn get_event_type(&self, tenant_id: &str, name: &str) -> Result<Option<EventType>>;
+    /// The tenant's event types, newest first.
     async fn list_event_types(&self, tenant_id: &str, page: &Page) -> Result<Vec<EventType>>;
 
     /// Stores the event, its fan-out (messages) and the jobs it causes in one unit. With an
@@ -159,7 +179,9 @@ pub trait Store:
     async fn create_events(&self, events: Vec<(NewEvent, Vec<NewMessage>)>) -> Result<Vec<CreateEventOutcome>>;
     /// The event stored under an idempotency key, with the digest of the request that made it.
     async fn find_idempotent_event(&self, tenant_id: &str, key: &str) -> Result<Option<(Event, String)>>;
+    /// `None` when the event is not in the tenant (or was pruned).
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>>;
+    /// The tenant's events that match the filter, newest first.
     async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>>;
 }
 

@@ -11,13 +11,21 @@ use crate::{Connection, Result, StoredSecret};
 /// A started connect flow. Only the SHA-256 of its `state` is kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OAuthState {
+    /// Hex SHA-256 of the `state` sent to the provider; the state itself is never stored.
     pub state_hash: String,
+    /// The tenant that started the flow.
     pub tenant_id: Id,
+    /// `conn_…`, the connection the flow connects.
     pub connection_id: Id,
+    /// The callback URI sent to the provider; the code exchange must repeat it.
     pub redirect_uri: String,
+    /// Where the browser goes once the flow ends, if the caller gave one.
     pub return_url: Option<String>,
+    /// The scopes requested.
     pub scopes: Vec<String>,
+    /// When the flow started.
     pub created_at: Timestamp,
+    /// The state is refused from this time on.
     pub expires_at: Timestamp,
 }
 
@@ -27,8 +35,11 @@ pub enum TakenState {
     /// The state was pending: it is now used, and its PKCE verifier (if any) deleted from
     /// the store and returned.
     Taken(Box<(OAuthState, Option<StoredSecret>)>),
+    /// The state was pending but has expired; it is left as it was.
     Expired,
+    /// The state was used before (a replayed or concurrent callback).
     AlreadyUsed,
+    /// No flow has this state.
     Unknown,
 }
 
@@ -37,13 +48,17 @@ pub enum TakenState {
 pub struct NewTokens {
     /// The connection's whole sealed credentials, tokens included.
     pub credentials: StoredSecret,
+    /// Which credentials are set, and when: replaces the connection's `credential_fields`.
     pub fields: BTreeMap<String, Timestamp>,
+    /// When the new access token expires; `None` when the provider did not say.
     pub expires_at: Option<Timestamp>,
+    /// The scopes the provider granted.
     pub scopes: Vec<String>,
     /// Set for a refresh; `None` for a connect flow.
     pub refreshed_at: Option<Timestamp>,
     /// Only the holder of this lease may write a refresh (`None` for a connect flow).
     pub lease_owner: Option<String>,
+    /// The connection's new auth state (normally `ok`).
     pub auth_state: crate::AuthState,
     /// A new config (a JSON object), when the token answer carried values the provider's
     /// form declares (Salesforce's `instance_url`).
@@ -53,18 +68,22 @@ pub struct NewTokens {
 /// A refresh that failed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefreshFailure {
+    /// What went wrong, kept as the connection's `last_error`.
     pub error: String,
+    /// When it failed, kept as the connection's `last_error_at`.
     pub at: Timestamp,
     /// No refresh before this.
     pub retry_at: Option<Timestamp>,
     /// A new auth state (`auth_failed`), if it changes.
     pub auth_state: Option<crate::AuthState>,
+    /// The process that tried the refresh: nothing is recorded unless it still holds the lease.
     pub lease_owner: String,
     /// Enqueued in the same unit, if the failure is recorded (the lease was still held): the
     /// operational event an `auth_failed` raises.
     pub jobs: Vec<crate::NewJob>,
 }
 
+/// OAuth2 connect flows and the tokens, failures and refresh leases of OAuth2 connections.
 #[async_trait::async_trait]
 pub trait OAuthStore: Send + Sync {
     /// Stores a pending flow and, with PKCE, its sealed verifier, in one unit.

@@ -17,9 +17,25 @@ pub const OPERATIONAL_EVENTS_QUEUE: &str = "operational-events";
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OperationalEvent {
     /// `connection.auth_failed`: the provider refused the connection's grant for good.
-    ConnectionAuthFailed { connection_id: Id, provider: String, reason: String, at: Timestamp },
+    ConnectionAuthFailed {
+        /// `conn_…`, the connection whose grant was refused.
+        connection_id: Id,
+        /// The connection's provider (the manifest's name).
+        provider: String,
+        /// Why the token endpoint refused it (e.g. `invalid_grant`).
+        reason: String,
+        /// When the refresh was refused.
+        at: Timestamp,
+    },
     /// `endpoint.disabled`: deliveries stopped (410 Gone, or failing for too long).
-    EndpointDisabled { endpoint_id: Id, reason: crate::DisabledReason, at: Timestamp },
+    EndpointDisabled {
+        /// `ep_…`, the endpoint that was disabled.
+        endpoint_id: Id,
+        /// Why it was disabled: `gone` or `failing`.
+        reason: crate::DisabledReason,
+        /// When it was disabled.
+        at: Timestamp,
+    },
 }
 
 impl OperationalEvent {

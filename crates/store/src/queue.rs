@@ -54,6 +54,7 @@ impl WakeSignal {
 /// same unit as the rows that cause them (see [`crate::Store::create_event`]) or on their own.
 #[async_trait::async_trait]
 pub trait JobQueue: Send + Sync {
+    /// Stores the jobs in one unit and wakes the workers.
     async fn enqueue(&self, jobs: &[NewJob]) -> Result<()>;
     /// Leases up to `limit` due jobs of `queue` until `now + lease`. A job is due when its
     /// `run_at` has passed and it is not leased, or its lease expired (its worker died).
@@ -68,6 +69,7 @@ pub trait JobQueue: Send + Sync {
     async fn dead_letter(&self, lease: &JobLease, at: Timestamp, error: &str) -> Result<bool>;
     /// When the next job of `queue` becomes claimable (due, or its lease expires).
     async fn next_due(&self, queue: &str) -> Result<Option<Timestamp>>;
+    /// How many jobs of `queue` are pending, leased and dead.
     async fn queue_depth(&self, queue: &str) -> Result<QueueDepth>;
     /// A receiver that changes whenever jobs may have become claimable: after a local enqueue
     /// and, on PostgreSQL, after another process's enqueue (LISTEN/NOTIFY).
@@ -79,52 +81,75 @@ pub trait JobQueue: Send + Sync {
 /// A job to enqueue. `payload` is JSON text owned by whoever handles the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {
+    /// `job_…`, the job's id.
     pub id: Id,
+    /// The tenant the job works for.
     pub tenant_id: Id,
+    /// The queue it goes to; workers claim jobs by queue name.
     pub queue: String,
+    /// JSON text for the queue's handler.
     pub payload: String,
+    /// The job is not claimed before this.
     pub run_at: Timestamp,
 }
 
 /// A claimed job. Its lease must be presented to ack or retry it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
+    /// `job_…`, the job's id.
     pub id: Id,
+    /// The tenant the job works for.
     pub tenant_id: Id,
+    /// The queue it was claimed from.
     pub queue: String,
+    /// JSON text for the queue's handler.
     pub payload: String,
+    /// When it became (or becomes) due.
     pub run_at: Timestamp,
     /// How many times it has been claimed, this claim included.
     pub attempts: i64,
+    /// The error its last retry recorded; `None` on its first run.
     pub last_error: Option<String>,
+    /// The lease this claim holds.
     pub lease: JobLease,
 }
 
+/// A claim on a job: acking, retrying, extending or parking it works only while the job
+/// still carries this lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobLease {
+    /// `job_…`, the leased job.
     pub job_id: Id,
+    /// Fresh for every claim, so a worker whose lease expired cannot finish a job claimed again.
     pub lease_id: String,
 }
 
 /// What a handler decided about a job.
 #[derive(Debug)]
 pub enum JobOutcome {
+    /// Finished: the job is deleted.
     Done,
+    /// Run it again at this time, recording the error.
     RetryAt(Timestamp, String),
+    /// Park it for good with this error; it is kept for inspection.
     DeadLetter(String),
 }
 
+/// How [`run_worker`] works through a queue.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
+    /// The queue whose jobs it handles.
     pub queue: String,
     /// Jobs handled at the same time by this process.
     pub concurrency: usize,
+    /// How long a claim holds a job before another worker may claim it again.
     pub lease: chrono::Duration,
     /// Upper bound on an idle wait; wake-ups normally come from the job signal.
     pub max_idle_wait: Duration,
 }
 
 impl WorkerConfig {
+    /// A config for `queue`: 8 jobs at a time, 60-second leases, idle waits of at most 30 seconds.
     pub fn new(queue: impl Into<String>) -> Self {
         Self {
             queue: queue.into(),
@@ -203,7 +228,9 @@ const GATHER_WAIT: Duration = Duration::from_millis(2);
 /// from the signal).
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimLimits {
+    /// Items run at the same time (at least 1).
     pub concurrency: usize,
+    /// The longest sleep while nothing is due.
     pub max_idle_wait: Duration,
 }
 

@@ -10,7 +10,10 @@ use crate::{Page, Result, Store, StoredSecret};
 /// Storage of values sealed by the core secret box.
 #[async_trait::async_trait]
 pub trait SecretStore: Send + Sync {
+    /// Stores a sealed secret, or reseals the one with its id; an id of another tenant is a
+    /// conflict.
     async fn put_secret(&self, secret: &StoredSecret) -> Result<()>;
+    /// `None` when the secret is not in the tenant.
     async fn get_secret(&self, tenant_id: &str, id: &str) -> Result<Option<StoredSecret>>;
     /// Secrets of a tenant not sealed with `primary_key_id`, after `after_id`, in id order.
     async fn secrets_sealed_with_other_keys(
@@ -23,6 +26,7 @@ pub trait SecretStore: Send + Sync {
     /// Replaces a secret's key id and ciphertext if the row still holds exactly what was read
     /// (`as_read`), so a concurrent update is never overwritten by a re-encryption.
     async fn reseal_secret(&self, secret: &StoredSecret, as_read: &StoredSecret) -> Result<bool>;
+    /// Secrets of every tenant not sealed with `primary_key_id`: what a rotation has left to do.
     async fn count_secrets_sealed_with_other_keys(&self, primary_key_id: &str) -> Result<u64>;
 }
 
@@ -32,6 +36,8 @@ fn context(tenant_id: &Id, secret_id: &Id) -> Vec<u8> {
     format!("switchboard/secret/{tenant_id}/{secret_id}").into_bytes()
 }
 
+/// Seals `plaintext` under a new `sec_…` id of the tenant, with the primary key, bound to
+/// that id and tenant. The result is not stored yet.
 pub fn seal(secrets: &SecretBox, tenant_id: &Id, plaintext: &[u8], now: Timestamp) -> StoredSecret {
     let id = Id::new(IdKind::Secret);
     let sealed = secrets.seal(plaintext, &context(tenant_id, &id));
@@ -44,17 +50,29 @@ pub fn seal(secrets: &SecretBox, tenant_id: &Id, plaintext: &[u8], now: Timestam
     }
 }
 
+/// Decrypts a stored secret. Fails when its key is not in the ring, or when the ciphertext
+/// was altered or moved to another row or tenant.
 pub fn open(secrets: &SecretBox, stored: &StoredSecret) -> Result<Zeroizing<Vec<u8>>, SecretBoxError> {
     let sealed = Sealed { key_id: stored.key_id.clone(), ciphertext: stored.ciphertext.clone() };
     secrets.open(&sealed, &context(&stored.tenant_id, &stored.id))
 }
 
+/// Why [`reseal_all`] stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
+    /// Reading or writing the store failed.
     #[error(transparent)]
     Store(#[from] crate::StoreError),
+    /// A secret cannot be opened (its key is not in the ring, or it was tampered with).
     #[error("secret {id} of tenant {tenant_id} cannot be decrypted: {source}")]
-    Undecryptable { id: Id, tenant_id: Id, source: SecretBoxError },
+    Undecryptable {
+        /// The secret's id.
+        id: Id,
+        /// The tenant it belongs to.
+        tenant_id: Id,
+        /// Why the secret box refused it.
+        source: SecretBoxError,
+    },
 }
 
 /// Re-encrypts every secret not sealed with the primary key, tenant by tenant, reporting each

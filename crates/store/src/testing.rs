@@ -6,16 +6,19 @@ use std::sync::Arc;
 
 use crate::{Backend, OpenOptions, Store};
 
+/// The environment variable naming the test PostgreSQL (`postgres://user@host:port/database`).
 pub const PG_URL_VAR: &str = "SWITCHBOARD_TEST_DATABASE_URL";
 
 /// A test database. Keep it alive for as long as the store is used.
 pub struct TestDb {
+    /// How to open the store on this database.
     pub options: OpenOptions,
     _dir: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
 }
 
 impl TestDb {
+    /// A SQLite file in a fresh temporary directory.
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}", dir.path().join("switchboard.db").display());
@@ -35,6 +38,7 @@ impl TestDb {
         Self { options, _dir: None, pg: Some((url, schema)) }
     }
 
+    /// A fresh database of `backend`.
     pub fn for_backend(backend: Backend) -> Self {
         match backend {
             Backend::Sqlite => Self::sqlite(),
@@ -42,6 +46,7 @@ impl TestDb {
         }
     }
 
+    /// Opens (and migrates) a store on this database; panics if that fails.
     pub async fn open(&self) -> Arc<dyn Store> {
         crate::open(&self.options).await.expect("open the test store")
     }

@@ -7,50 +7,79 @@ use switchboard_core::{Id, Timestamp};
 
 use crate::{Event, NewEvent, Page, Result, StoredSecret};
 
+/// A subscription: where a tenant's events are delivered, and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
+    /// `ep_…`, the endpoint's id.
     pub id: Id,
+    /// The owning tenant; every tenant-scoped method filters on it.
     pub tenant_id: Id,
+    /// Where deliveries are POSTed.
     pub url: String,
+    /// Free text; may be empty.
     pub description: String,
     /// Exact names and `prefix.*` patterns; empty means every event type.
     pub event_types: Vec<String>,
+    /// A jq program over `{id, type, timestamp, data}` that must yield `true` for the endpoint
+    /// to get the event; `None` lets every subscribed event through.
     pub filter: Option<String>,
+    /// A jq program over the same document whose result is sent as the body; `None` sends the
+    /// standard body.
     pub transform: Option<String>,
+    /// Static headers added to every delivery request.
     pub headers: BTreeMap<String, String>,
+    /// At most this many deliveries per second; `None` for no limit.
     pub rate_limit_per_second: Option<u32>,
+    /// A disabled endpoint gets no new messages, and its pending ones fail when claimed.
     pub enabled: bool,
     /// Why the endpoint is disabled.
     pub disabled_reason: Option<DisabledReason>,
+    /// Deliver in event order: a message waits while an earlier one of the endpoint is pending.
     pub fifo: bool,
     /// A JSON object, kept as text.
     pub metadata: String,
+    /// `sec_…`, the sealed signing secret.
     pub secret_id: Id,
+    /// The secret the last rotation replaced, still signing until
+    /// `previous_secret_expires_at`; `None` when there is none.
     pub previous_secret_id: Option<Id>,
+    /// When the previous secret stops signing.
     pub previous_secret_expires_at: Option<Timestamp>,
     /// The first failure since the last success; `None` while healthy.
     pub failing_since: Option<Timestamp>,
     /// Bumped on every change.
     pub version: i64,
+    /// When it was created.
     pub created_at: Timestamp,
+    /// When it was last changed.
     pub updated_at: Timestamp,
 }
 
 /// Fields left `None` are unchanged; `Some(None)` clears an optional field.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointPatch {
+    /// A new delivery URL.
     pub url: Option<String>,
+    /// A new description.
     pub description: Option<String>,
+    /// Replaces the subscribed names and patterns.
     pub event_types: Option<Vec<String>>,
+    /// `Some(Some(_))` replaces the filter, `Some(None)` removes it.
     pub filter: Option<Option<String>>,
+    /// `Some(Some(_))` replaces the transform, `Some(None)` removes it.
     pub transform: Option<Option<String>>,
+    /// Replaces every static header.
     pub headers: Option<BTreeMap<String, String>>,
+    /// `Some(Some(_))` sets the limit, `Some(None)` removes it.
     pub rate_limit_per_second: Option<Option<u32>>,
     /// Enabling clears `disabled_reason` and `failing_since`; disabling gives the reason
     /// `manual`.
     pub enabled: Option<bool>,
+    /// Turns ordered delivery on or off.
     pub fifo: Option<bool>,
+    /// Replaces the metadata (a JSON object, as text).
     pub metadata: Option<String>,
+    /// The new `updated_at`; `None` keeps the old one (the version is bumped either way).
     pub updated_at: Option<Timestamp>,
 }
 
@@ -76,8 +105,11 @@ pub enum AttemptErrorKind {
     InvalidUrl,
     /// The URL's address is refused by the SSRF guard (loopback, private, metadata…).
     ForbiddenAddress,
+    /// The host name did not resolve.
     DnsError,
+    /// No complete answer within the request timeout.
     Timeout,
+    /// The connection could not be made, or broke before an answer.
     ConnectionError,
     /// Anything else on the way: TLS, a broken response.
     RequestError,
@@ -86,6 +118,7 @@ pub enum AttemptErrorKind {
 }
 
 impl AttemptErrorKind {
+    /// The kind's stored name (`invalid_url`, `dns_error`, …).
     pub fn as_str(self) -> &'static str {
         self.into()
     }
@@ -118,6 +151,7 @@ pub enum DisabledReason {
 }
 
 impl DisabledReason {
+    /// The reason's stored name: `manual`, `gone` or `failing`.
     pub fn as_str(self) -> &'static str {
         self.into()
     }
@@ -143,12 +177,14 @@ impl DisabledReason {
 pub enum MessageStatus {
     /// Waiting for its first or next attempt (or being attempted right now).
     Pending,
+    /// An attempt was answered with a 2xx: delivered.
     Succeeded,
     /// Every attempt failed, or the endpoint went away: the dead letter.
     Failed,
 }
 
 impl MessageStatus {
+    /// The status's stored name: `pending`, `succeeded` or `failed`.
     pub fn as_str(self) -> &'static str {
         self.into()
     }
@@ -157,33 +193,54 @@ impl MessageStatus {
 /// One event for one endpoint, created by fan-out in the same unit as the event.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
+    /// `msg_…`, the new message's id.
     pub id: Id,
+    /// `ep_…`, the endpoint it is delivered to.
     pub endpoint_id: Id,
+    /// The endpoint's `fifo`: the message waits for earlier ones of its endpoint.
     pub fifo: bool,
+    /// When its first attempt is due.
     pub next_attempt_at: Timestamp,
 }
 
+/// One event for one endpoint, as stored: also its entry in the delivery queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
+    /// `msg_…`, the message's id.
     pub id: Id,
+    /// The owning tenant; every tenant-scoped method filters on it.
     pub tenant_id: Id,
+    /// `evt_…`, the event delivered.
     pub event_id: Id,
+    /// `ep_…`, the endpoint it is delivered to.
     pub endpoint_id: Id,
+    /// Where it stands.
     pub status: MessageStatus,
+    /// Waits while an earlier message of its endpoint is pending.
     pub fifo: bool,
+    /// Attempts made, ever (a resend does not reset it).
     pub attempts: i64,
+    /// Its position in the retry schedule; a resend resets it to 0.
     pub retry_index: i64,
+    /// When it is next due (the lease's end while claimed); `None` once it succeeded or failed.
     pub next_attempt_at: Option<Timestamp>,
+    /// The HTTP status of the latest attempt; `None` when that attempt got no answer.
     pub last_status_code: Option<i64>,
+    /// Why the latest attempt failed, or why none was made (`endpoint_disabled`, …);
+    /// `None` after a success.
     pub last_error: Option<String>,
+    /// When it was created: with its event, or later when added for a new endpoint.
     pub created_at: Timestamp,
+    /// When an outcome or a resend last changed it.
     pub updated_at: Timestamp,
 }
 
 /// A message leased to a delivery worker, with what it needs to deliver it.
 #[derive(Debug, Clone)]
 pub struct ClaimedMessage {
+    /// The message as claimed.
     pub message: Message,
+    /// The lease to record its outcome under; once lost, the outcome is not recorded.
     pub lease_id: String,
 }
 
@@ -191,51 +248,80 @@ pub struct ClaimedMessage {
 /// endpoints (across tenants; with whether each endpoint was deleted).
 #[derive(Debug, Clone, Default)]
 pub struct ClaimedBatch {
+    /// The leased messages, in id order.
     pub messages: Vec<ClaimedMessage>,
+    /// Their events, each once.
     pub events: Vec<Event>,
+    /// Their endpoints, each once, with whether it was deleted.
     pub endpoints: Vec<(Endpoint, bool)>,
 }
 
+/// An attempt to record with its message's outcome (see [`DeliveryRecord`]).
 #[derive(Debug, Clone)]
 pub struct NewAttempt {
+    /// `atmpt_…`, the attempt's id.
     pub id: Id,
+    /// The HTTP status; `None` when no answer came.
     pub response_status: Option<u16>,
     /// JSON object text.
     pub response_headers: Option<String>,
+    /// The start of the response body (at most 4 KiB); `None` without an answer.
     pub response_body: Option<String>,
+    /// Why no answer came (or none could be sent); `None` when the endpoint answered.
     pub error_kind: Option<AttemptErrorKind>,
+    /// What went wrong (`HTTP 500`, a transport error); `None` on success.
     pub error: Option<String>,
+    /// How long the request took, in microseconds.
     pub duration_us: i64,
+    /// When the attempt was made.
     pub created_at: Timestamp,
 }
 
+/// A delivery attempt, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
+    /// `atmpt_…`, the attempt's id.
     pub id: Id,
+    /// The owning tenant; every query filters on it.
     pub tenant_id: Id,
+    /// `msg_…`, the message attempted.
     pub message_id: Id,
+    /// `ep_…`, the endpoint called.
     pub endpoint_id: Id,
+    /// 1 for the message's first attempt; counts every attempt ever made of it.
     pub attempt_number: i64,
+    /// Whether this attempt delivered the message.
     pub succeeded: bool,
+    /// The HTTP status; `None` when no answer came.
     pub response_status: Option<i64>,
+    /// A few of the response's headers (`content-type`, `retry-after`, …) as a JSON object.
     pub response_headers: Option<String>,
+    /// The start of the response body (at most 4 KiB); `None` without an answer.
     pub response_body: Option<String>,
+    /// Why no answer came (or none could be sent); `None` when the endpoint answered.
     pub error_kind: Option<AttemptErrorKind>,
+    /// What went wrong (`HTTP 500`, a transport error); `None` on success.
     pub error: Option<String>,
+    /// How long the request took, in microseconds.
     pub duration_us: i64,
+    /// When the attempt was made.
     pub created_at: Timestamp,
 }
 
 /// What happens to a message after an attempt (or a decision not to attempt it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum NextStep {
+    /// Delivered: the message is done.
     Succeeded,
     /// Try again at this time; `advance` moves to the next step of the retry schedule (a
     /// postponement by the endpoint's rate limit does not).
     RetryAt {
+        /// When it is due again.
         at: Timestamp,
+        /// Whether this uses up a step of the retry schedule.
         advance: bool,
     },
+    /// Give up: the message fails (a resend or a recovery can revive it).
     Failed,
 }
 
@@ -255,21 +341,33 @@ pub enum EndpointHealth {
 /// The outcome of handling one claimed message, recorded in one unit with others.
 #[derive(Debug, Clone)]
 pub struct DeliveryRecord {
+    /// The message's tenant.
     pub tenant_id: Id,
+    /// `msg_…`, the message handled.
     pub message_id: Id,
+    /// `ep_…`, the message's endpoint, whose health `health` updates.
     pub endpoint_id: Id,
+    /// The lease it was claimed with; if the message no longer carries it, nothing is recorded.
     pub lease_id: String,
+    /// The attempt made, if one was.
     pub attempt: Option<NewAttempt>,
+    /// Where the message goes next.
     pub next: NextStep,
+    /// What the attempt says about the endpoint.
     pub health: EndpointHealth,
+    /// The message's new `last_error`: why the attempt failed, or why none was made. With an
+    /// attempt it replaces the old one even when `None`.
     pub error: Option<String>,
+    /// When the outcome was decided; the message's new `updated_at`.
     pub at: Timestamp,
 }
 
 /// An event to store with its fan-out, e.g. an operational event a delivery caused.
 #[derive(Debug, Clone)]
 pub struct EventWithMessages {
+    /// The event to store.
     pub event: NewEvent,
+    /// Its fan-out: one message per endpoint that gets it.
     pub messages: Vec<NewMessage>,
 }
 
@@ -283,42 +381,63 @@ pub struct RecordedDeliveries {
     pub disabled: Vec<(Id, Id, DisabledReason)>,
 }
 
+/// Narrows [`DeliveryStore::list_messages`]; fields left `None` match every message.
 #[derive(Debug, Clone, Default)]
 pub struct MessageFilter {
+    /// Which page of the results.
     pub page: Page,
+    /// Only the messages to this endpoint (`ep_…`).
     pub endpoint_id: Option<String>,
+    /// Only the messages of this event (`evt_…`).
     pub event_id: Option<String>,
+    /// Only the messages with this status.
     pub status: Option<MessageStatus>,
+    /// Only messages created strictly after this.
     pub created_after: Option<Timestamp>,
+    /// Only messages created strictly before this.
     pub created_before: Option<Timestamp>,
 }
 
+/// Narrows [`DeliveryStore::list_attempts`]; fields left `None` match every attempt.
 #[derive(Debug, Clone, Default)]
 pub struct AttemptFilter {
+    /// Which page of the results.
     pub page: Page,
+    /// Only the attempts on this endpoint (`ep_…`).
     pub endpoint_id: Option<String>,
+    /// Only the attempts of this message (`msg_…`).
     pub message_id: Option<String>,
     /// Attempts of the messages of this event.
     pub event_id: Option<String>,
+    /// Only successful (`true`) or failed (`false`) attempts.
     pub succeeded: Option<bool>,
+    /// Only attempts made strictly after this.
     pub created_after: Option<Timestamp>,
+    /// Only attempts made strictly before this.
     pub created_before: Option<Timestamp>,
 }
 
 /// Recent delivery figures of one endpoint.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AttemptSample {
+    /// Whether the attempt delivered its message.
     pub succeeded: bool,
+    /// How long the request took, in microseconds.
     pub duration_us: i64,
+    /// The attempt's error, or its error kind when it has no text; `None` on success.
     pub error: Option<String>,
+    /// When the attempt was made.
     pub created_at: Timestamp,
 }
 
 /// What one pass of the retention job removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
+    /// Events deleted.
     pub events: u64,
+    /// Finished messages deleted.
     pub messages: u64,
+    /// Attempts deleted.
     pub attempts: u64,
 }
 
@@ -327,10 +446,14 @@ pub struct Pruned {
 pub trait EndpointStore: Send + Sync {
     /// Stores the endpoint and its sealed signing secret in one unit.
     async fn create_endpoint(&self, endpoint: &Endpoint, secret: &StoredSecret) -> Result<Endpoint>;
+    /// `None` when the endpoint is not in the tenant or was deleted.
     async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>>;
+    /// The tenant's endpoints, deleted ones left out, newest first.
     async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>>;
     /// The enabled endpoints of a tenant: the candidates of fan-out.
     async fn enabled_endpoints(&self, tenant_id: &str) -> Result<Vec<Endpoint>>;
+    /// Applies the patch and bumps the version; `None` when the tenant has no such endpoint
+    /// (or it was deleted).
     async fn update_endpoint(&self, tenant_id: &str, id: &str, patch: &EndpointPatch) -> Result<Option<Endpoint>>;
     /// Marks the endpoint deleted and drops its secrets; its pending messages fail when next
     /// claimed. False when there was no such endpoint.
@@ -366,8 +489,11 @@ pub trait DeliveryStore: Send + Sync {
         disable_failing_before: Timestamp,
     ) -> Result<RecordedDeliveries>;
 
+    /// `None` when the message is not in the tenant.
     async fn get_message(&self, tenant_id: &str, id: &str) -> Result<Option<Message>>;
+    /// The tenant's messages that match the filter, newest first.
     async fn list_messages(&self, tenant_id: &str, filter: &MessageFilter) -> Result<Vec<Message>>;
+    /// The tenant's attempts that match the filter, newest first.
     async fn list_attempts(&self, tenant_id: &str, filter: &AttemptFilter) -> Result<Vec<Attempt>>;
     /// Adds messages of a stored event for the endpoints among `messages` that have none of it
     /// yet (those subscribed since it was published), in one unit; returns how many were

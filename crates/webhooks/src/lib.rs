@@ -7,12 +7,16 @@
 //!   batches; [`schedule`] says when a failure is tried again, [`limiter`] paces endpoints;
 //! - [`operational`]: the hub's own events (`message.attempt.exhausted`, `endpoint.disabled`,
 //!   `connection.auth_failed`, `inbound.processing_failed`);
+//! - [`endpoints`]: the checked writes of endpoints and their secrets, resends and recovery;
+//! - [`event_types`]: registering event types, their names and payload schemas checked;
 //! - `retention`: prunes old events, messages and attempts;
 //! - [`stats`]: per-endpoint success rate and latency.
 
 mod config;
 pub mod delivery;
 mod dispatcher;
+pub mod endpoints;
+pub mod event_types;
 pub mod fanout;
 pub mod limiter;
 pub mod metrics;
@@ -28,12 +32,12 @@ use std::sync::{Arc, Mutex};
 use switchboard_core::signature::SigningSecret;
 use switchboard_core::{Clock, Id, SecretBox, Timestamp};
 use switchboard_egress::EgressClient;
-use switchboard_store::{
-    CreateEventOutcome, Endpoint, EndpointPatch, Event, NewEvent, NewMessage, Store, StoreError, secrets,
-};
+use switchboard_store::{CreateEventOutcome, Endpoint, Event, NewEvent, NewMessage, Store, StoreError, secrets};
 use tokio_util::sync::CancellationToken;
 
 pub use config::WebhookConfig;
+pub use endpoints::{EndpointChanges, EndpointError, EndpointSpec, SigningKind, WithSecret};
+pub use event_types::EventTypeError;
 pub use metrics::DeliveryMetrics;
 
 use crate::fanout::EndpointCache;
@@ -56,13 +60,15 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct Webhooks(Arc<Inner>);
 
+/// The service's parts, reachable only from inside the crate: other crates go through the
+/// service's methods.
 pub struct Inner {
-    pub store: Arc<dyn Store>,
-    pub clock: Arc<dyn Clock>,
-    pub secrets: Arc<SecretBox>,
-    pub egress: EgressClient,
-    pub config: WebhookConfig,
-    pub metrics: DeliveryMetrics,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) secrets: Arc<SecretBox>,
+    pub(crate) egress: EgressClient,
+    pub(crate) config: WebhookConfig,
+    pub(crate) metrics: DeliveryMetrics,
     endpoints: EndpointCache,
     limiter: EndpointLimiter,
     signing: Mutex<HashMap<Id, SigningSecret>>,
@@ -96,6 +102,16 @@ impl Webhooks {
             signing: Mutex::new(HashMap::new()),
             programs: ProgramCache::default(),
         }))
+    }
+
+    /// The settings the service runs with.
+    pub fn config(&self) -> &WebhookConfig {
+        &self.config
+    }
+
+    /// Counters and histograms of fan-out and delivery, for `/metrics`.
+    pub fn metrics(&self) -> &DeliveryMetrics {
+        &self.metrics
     }
 
     /// Starts the delivery workers; they stop when `shutdown` is cancelled, after finishing
@@ -170,50 +186,6 @@ impl Webhooks {
         let subscribers =
             self.endpoints.subscribers(&*self.store, &self.programs, &event.tenant_id, self.clock.now()).await?;
         Ok(fanout::messages_for(event, &subscribers, self.clock.now()).await)
-    }
-
-    /// Stores a new endpoint with its signing secret, sealed.
-    pub async fn create_endpoint(&self, endpoint: Endpoint, secret: &SigningSecret) -> Result<Endpoint, StoreError> {
-        let mut endpoint = endpoint;
-        let sealed =
-            secrets::seal(&self.secrets, &endpoint.tenant_id, secret.to_text().as_bytes(), endpoint.created_at);
-        endpoint.secret_id = sealed.id.clone();
-        let created = self.store.create_endpoint(&endpoint, &sealed).await?;
-        self.endpoints.invalidate(&created.tenant_id);
-        Ok(created)
-    }
-
-    pub async fn update_endpoint(
-        &self,
-        tenant_id: &Id,
-        id: &str,
-        patch: &EndpointPatch,
-    ) -> Result<Option<Endpoint>, StoreError> {
-        let updated = self.store.update_endpoint(tenant_id.as_str(), id, patch).await?;
-        self.endpoints.invalidate(tenant_id);
-        Ok(updated)
-    }
-
-    pub async fn delete_endpoint(&self, tenant_id: &Id, id: &str) -> Result<bool, StoreError> {
-        let deleted = self.store.delete_endpoint(tenant_id.as_str(), id, self.clock.now()).await?;
-        self.endpoints.invalidate(tenant_id);
-        Ok(deleted)
-    }
-
-    /// Makes `secret` the signing secret; the current one keeps signing for the grace period.
-    pub async fn rotate_secret(
-        &self,
-        tenant_id: &Id,
-        id: &str,
-        secret: &SigningSecret,
-        grace: std::time::Duration,
-    ) -> Result<Option<Endpoint>, StoreError> {
-        let now = self.clock.now();
-        let sealed = secrets::seal(&self.secrets, tenant_id, secret.to_text().as_bytes(), now);
-        let until = now + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::days(1));
-        let rotated = self.store.rotate_endpoint_secret(tenant_id.as_str(), id, &sealed, until).await?;
-        self.endpoints.invalidate(tenant_id);
-        Ok(rotated)
     }
 
     /// The secret an endpoint signs with now (the newest).

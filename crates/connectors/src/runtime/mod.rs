@@ -188,14 +188,16 @@ impl WebhookTarget {
 #[derive(Clone)]
 pub struct Connections(Arc<Inner>);
 
+/// The service's parts, reachable only from inside the crate: other crates go through the
+/// service's methods.
 pub struct Inner {
-    pub catalog: Arc<Catalog>,
-    pub store: Arc<dyn Store>,
-    pub secrets: Arc<SecretBox>,
-    pub egress: EgressClient,
-    pub clock: Arc<dyn Clock>,
-    pub config: ConnectorsConfig,
-    pub health: HealthBook,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) secrets: Arc<SecretBox>,
+    pub(crate) egress: EgressClient,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: ConnectorsConfig,
+    pub(crate) health: HealthBook,
     token_client: switchboard_oauth::TokenClient,
     /// Who holds refresh leases taken by this process.
     process_id: String,
@@ -278,6 +280,21 @@ impl Connections {
                 }
             }
         })
+    }
+
+    /// Every manifest this process knows.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The settings the service runs with.
+    pub fn config(&self) -> &ConnectorsConfig {
+        &self.config
+    }
+
+    /// How many circuit breakers of outbound calls are in each state, for metrics.
+    pub fn circuit_counts(&self) -> [(switchboard_egress::CircuitState, u64); 3] {
+        self.egress.breakers().count_by_state()
     }
 
     pub fn provider(&self, name: &str) -> Result<&Arc<Provider>, ConnectorError> {

@@ -5,11 +5,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use switchboard_core::{Id, IdKind, api_key};
-use switchboard_store::{ApiKey, NewApiKey, Scope};
+use switchboard_core::{Id, IdKind};
+use switchboard_identity::{IssuedKey, KeySpec};
+use switchboard_store::{ApiKey, Scope};
 use utoipa::ToSchema;
 
-use super::{ApiKeyPage, ListResponse, check_label, path_id};
+use super::{ApiKeyPage, ListResponse, path_id};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::{ApiError, ApiResult};
@@ -96,35 +97,19 @@ impl From<ApiKey> for ApiKeyOut {
     }
 }
 
-/// Validates a key request and mints the token; used for a tenant's own keys and by the
-/// operator for other tenants.
-pub(crate) fn new_key(state: &AppState, tenant_id: &Id, request: CreateApiKey) -> ApiResult<(String, NewApiKey)> {
-    let name = check_label("name", &request.name, 200)?;
-    let scope = request
-        .scopes
-        .iter()
-        .copied()
-        .map(Scope::from)
-        .max()
-        .ok_or_else(|| ApiError::validation("scopes", "at least one of admin, write, read is required"))?;
-    let now = state.clock.now();
-    if request.expires_at.is_some_and(|at| at <= now) {
-        return Err(ApiError::validation("expires_at", "must be in the future"));
-    }
-    let minted = api_key::mint();
-    let key = NewApiKey::for_token(tenant_id, name, scope, &minted, request.expires_at, now);
-    Ok((minted.token, key))
-}
-
-/// Mints and stores a key in `tenant_id`.
+/// Mints and stores a key in `tenant_id`, through the identity service.
 pub(crate) async fn issue_key(
     state: &AppState,
     tenant_id: &Id,
     request: CreateApiKey,
 ) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
-    let (token, key) = new_key(state, tenant_id, request)?;
-    let stored = state.store.create_api_key(&key).await?;
-    Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: stored.into(), token })))
+    let spec = KeySpec {
+        name: request.name,
+        scopes: request.scopes.into_iter().map(Scope::from).collect(),
+        expires_at: request.expires_at,
+    };
+    let IssuedKey { key, token } = state.identity.create_api_key(tenant_id, spec).await?;
+    Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: key.into(), token })))
 }
 
 /// Creates an API key in the caller's tenant (admin scope)
@@ -225,7 +210,7 @@ pub async fn revoke_api_key(
 ) -> ApiResult<StatusCode> {
     caller.require(Scope::Admin)?;
     let id = path_id(IdKind::ApiKey, &key_id, "API key")?;
-    let revoked = state.store.revoke_api_key(caller.tenant_id(), id.as_str(), state.clock.now()).await?;
+    let revoked = state.identity.revoke_api_key(&caller.key.tenant_id, id.as_str()).await?;
     state.lookups.forget_keys();
     if revoked { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found("API key")) }
 }

@@ -8,23 +8,18 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use switchboard_core::IdKind;
 use switchboard_core::redact::{MASK, is_sensitive_header};
 use switchboard_core::signature::SigningSecret;
-use switchboard_core::{Id, IdKind};
-use switchboard_jq::JqProgram;
-use switchboard_store::{Endpoint, EndpointPatch, Scope};
-use switchboard_webhooks::{operational, patterns};
+use switchboard_store::{Endpoint, Scope};
+use switchboard_webhooks::{EndpointChanges, EndpointSpec, SigningKind, WithSecret};
 use utoipa::ToSchema;
 
-use super::{EndpointPage, ListResponse, check_text, path_id, present};
+use super::{EndpointPage, ListResponse, path_id, present};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, OptionalJson};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
-
-const MAX_EVENT_TYPES: usize = 100;
-const MAX_HEADERS: usize = 20;
-const MAX_JQ: usize = 4000;
 
 /// Whether signatures are HMAC (`v1`, a `whsec_` secret) or Ed25519 (`v1a`, a `whsk_` key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -32,6 +27,24 @@ const MAX_JQ: usize = 4000;
 pub enum Signing {
     Symmetric,
     Asymmetric,
+}
+
+impl From<Signing> for SigningKind {
+    fn from(signing: Signing) -> Self {
+        match signing {
+            Signing::Symmetric => Self::Symmetric,
+            Signing::Asymmetric => Self::Asymmetric,
+        }
+    }
+}
+
+impl From<SigningKind> for Signing {
+    fn from(kind: SigningKind) -> Self {
+        match kind {
+            SigningKind::Symmetric => Self::Symmetric,
+            SigningKind::Asymmetric => Self::Asymmetric,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -151,10 +164,7 @@ fn endpoint_out(endpoint: Endpoint, secret: &SigningSecret, now: DateTime<Utc>) 
         disabled_reason: endpoint.disabled_reason,
         fifo: endpoint.fifo,
         metadata: serde_json::from_str(&endpoint.metadata).unwrap_or_else(|_| Value::Object(Map::new())),
-        signing: match secret {
-            SigningSecret::Symmetric(_) => Signing::Symmetric,
-            SigningSecret::Asymmetric(_) => Signing::Asymmetric,
-        },
+        signing: SigningKind::of(secret).into(),
         public_key: secret.public_key(),
         failing_since: endpoint.failing_since,
         previous_secret_expires_at: endpoint.previous_secret_expires_at.filter(|at| *at > now),
@@ -178,113 +188,6 @@ fn masked(headers: BTreeMap<String, String>) -> BTreeMap<String, String> {
 async fn to_out(state: &AppState, endpoint: Endpoint) -> ApiResult<EndpointOut> {
     let secret = state.webhooks.current_secret(&endpoint).await.map_err(|e| ApiError::internal(&e.to_string()))?;
     Ok(endpoint_out(endpoint, &secret, state.clock.now()))
-}
-
-async fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
-    if url.len() > 2048 {
-        return Err(ApiError::validation("url", "must be at most 2048 characters"));
-    }
-    let parsed = state
-        .webhooks
-        .egress
-        .vet_url(url)
-        .await
-        .map_err(|e| ApiError::validation("url", format!("{} ({})", e, e.code())))?;
-    Ok(parsed.to_string())
-}
-
-async fn check_event_types(state: &AppState, tenant_id: &str, types: &[String]) -> ApiResult<Vec<String>> {
-    if types.len() > MAX_EVENT_TYPES {
-        return Err(ApiError::validation("event_types", format!("at most {MAX_EVENT_TYPES} entries")));
-    }
-    let mut checked = Vec::with_capacity(types.len());
-    for (index, pattern) in types.iter().enumerate() {
-        let field = format!("event_types[{index}]");
-        if !patterns::is_valid_pattern(pattern) {
-            return Err(ApiError::validation(&field, "must be an event type name, `prefix.*` or `*`"));
-        }
-        let exact = !pattern.ends_with('*');
-        if exact
-            && !operational::is_operational(pattern)
-            && state.store.get_event_type(tenant_id, pattern).await?.is_none()
-        {
-            return Err(ApiError::validation(&field, format!("no event type named {pattern:?} is registered")));
-        }
-        if !checked.contains(pattern) {
-            checked.push(pattern.clone());
-        }
-    }
-    Ok(checked)
-}
-
-fn check_jq(field: &str, text: &str) -> ApiResult<String> {
-    if text.trim().is_empty() || text.len() > MAX_JQ {
-        return Err(ApiError::validation(field, format!("must be a jq expression of 1 to {MAX_JQ} characters")));
-    }
-    JqProgram::compile(text).map_err(|e| ApiError::validation(field, format!("is not valid jq: {e}")))?;
-    Ok(text.to_string())
-}
-
-/// Headers we set ourselves, or that would break the request, cannot be configured.
-fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<BTreeMap<String, String>> {
-    if headers.len() > MAX_HEADERS {
-        return Err(ApiError::validation("headers", format!("at most {MAX_HEADERS} headers")));
-    }
-    let mut checked = BTreeMap::new();
-    for (name, value) in headers {
-        let field = format!("headers.{name}");
-        let lower = name.to_ascii_lowercase();
-        if reqwest::header::HeaderName::from_bytes(lower.as_bytes()).is_err() {
-            return Err(ApiError::validation(&field, "is not a valid header name"));
-        }
-        let reserved = lower.starts_with("webhook-")
-            || matches!(
-                lower.as_str(),
-                "host" | "content-type" | "content-length" | "transfer-encoding" | "connection" | "user-agent"
-            );
-        if reserved {
-            return Err(ApiError::validation(&field, "is set by Switchboard and cannot be configured"));
-        }
-        if value.len() > 4096 || reqwest::header::HeaderValue::from_str(value).is_err() {
-            return Err(ApiError::validation(&field, "must be visible ASCII of at most 4096 characters"));
-        }
-        checked.insert(lower, value.clone());
-    }
-    Ok(checked)
-}
-
-/// A masked value sent back unchanged keeps the header's current value.
-fn unmask(
-    mut headers: BTreeMap<String, String>,
-    current: &BTreeMap<String, String>,
-) -> ApiResult<BTreeMap<String, String>> {
-    for (name, value) in headers.iter_mut() {
-        if value == MASK {
-            *value = current.get(name).cloned().ok_or_else(|| {
-                ApiError::validation(format!("headers.{name}"), "a masked value can only keep a header already set")
-            })?;
-        }
-    }
-    Ok(headers)
-}
-
-fn check_rate(rate: Option<u32>) -> ApiResult<Option<u32>> {
-    match rate {
-        Some(0) | Some(100_001..) => Err(ApiError::validation("rate_limit_per_second", "must be between 1 and 100000")),
-        other => Ok(other),
-    }
-}
-
-fn check_metadata(metadata: &Map<String, Value>) -> ApiResult<String> {
-    let text = Value::Object(metadata.clone()).to_string();
-    if text.len() > 16 * 1024 {
-        return Err(ApiError::validation("metadata", "must be at most 16 KiB of JSON"));
-    }
-    Ok(text)
-}
-
-fn parse_secret(text: &str) -> ApiResult<SigningSecret> {
-    SigningSecret::parse(text).map_err(|e| ApiError::validation("secret", e.to_string()))
 }
 
 /// Creates an outgoing webhook endpoint (write scope)
@@ -311,44 +214,22 @@ pub async fn create_endpoint(
     ApiJson(request): ApiJson<CreateEndpoint>,
 ) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
     caller.require(Scope::Write)?;
-    let url = check_url(&state, &request.url).await?;
-    check_text("description", &request.description, 2000)?;
-    let event_types = check_event_types(&state, caller.tenant_id(), &request.event_types).await?;
-    let filter = request.filter.as_deref().map(|f| check_jq("filter", f)).transpose()?;
-    let transform = request.transform.as_deref().map(|t| check_jq("transform", t)).transpose()?;
-    let headers = check_headers(&request.headers)?;
-    let rate = check_rate(request.rate_limit_per_second)?;
-    let metadata = check_metadata(&request.metadata)?;
-    let secret = match (&request.secret, request.signing) {
-        (Some(text), _) => parse_secret(text)?,
-        (None, Some(Signing::Asymmetric)) => SigningSecret::generate_asymmetric(),
-        (None, _) => SigningSecret::generate_symmetric(),
-    };
-    let now = state.clock.now();
-    let endpoint = Endpoint {
-        id: Id::new(IdKind::Endpoint),
-        tenant_id: caller.key.tenant_id.clone(),
-        url,
+    let spec = EndpointSpec {
+        url: request.url,
         description: request.description,
-        event_types,
-        filter,
-        transform,
-        headers,
-        rate_limit_per_second: rate,
+        event_types: request.event_types,
+        filter: request.filter,
+        transform: request.transform,
+        headers: request.headers,
+        rate_limit_per_second: request.rate_limit_per_second,
         enabled: request.enabled.unwrap_or(true),
-        disabled_reason: (request.enabled == Some(false)).then_some(switchboard_store::DisabledReason::Manual),
         fifo: request.fifo,
-        metadata,
-        secret_id: Id::new(IdKind::Secret),
-        previous_secret_id: None,
-        previous_secret_expires_at: None,
-        failing_since: None,
-        version: 1,
-        created_at: now,
-        updated_at: now,
+        metadata: request.metadata,
+        secret: request.secret,
+        signing: request.signing.map(SigningKind::from).unwrap_or_default(),
     };
-    let created = state.webhooks.create_endpoint(endpoint, &secret).await?;
-    let mut out = endpoint_out(created, &secret, now);
+    let WithSecret { endpoint, secret } = state.webhooks.create_endpoint(&caller.key.tenant_id, spec).await?;
+    let mut out = endpoint_out(endpoint, &secret, state.clock.now());
     out.secret = Some(secret.to_text().to_string());
     Ok((StatusCode::CREATED, Json(out)))
 }
@@ -437,43 +318,20 @@ pub async fn update_endpoint(
     ApiJson(request): ApiJson<UpdateEndpoint>,
 ) -> ApiResult<Json<EndpointOut>> {
     caller.require(Scope::Write)?;
-    let existing = find_endpoint(&state, &caller, &endpoint_id).await?;
-    let url = match &request.url {
-        Some(url) => Some(check_url(&state, url).await?),
-        None => None,
-    };
-    if let Some(description) = &request.description {
-        check_text("description", description, 2000)?;
-    }
-    let event_types = match &request.event_types {
-        Some(types) => Some(check_event_types(&state, caller.tenant_id(), types).await?),
-        None => None,
-    };
-    let jq = |field: &str, value: &Option<Option<String>>| -> ApiResult<Option<Option<String>>> {
-        Ok(match value {
-            Some(Some(text)) => Some(Some(check_jq(field, text)?)),
-            Some(None) => Some(None),
-            None => None,
-        })
-    };
-    let patch = EndpointPatch {
-        url,
+    let id = path_id(IdKind::Endpoint, &endpoint_id, "endpoint")?;
+    let changes = EndpointChanges {
+        url: request.url,
         description: request.description,
-        event_types,
-        filter: jq("filter", &request.filter)?,
-        transform: jq("transform", &request.transform)?,
-        headers: request.headers.as_ref().map(|h| unmask(check_headers(h)?, &existing.headers)).transpose()?,
-        rate_limit_per_second: request.rate_limit_per_second.map(check_rate).transpose()?,
+        event_types: request.event_types,
+        filter: request.filter,
+        transform: request.transform,
+        headers: request.headers,
+        rate_limit_per_second: request.rate_limit_per_second,
         enabled: request.enabled,
         fifo: request.fifo,
-        metadata: request.metadata.as_ref().map(check_metadata).transpose()?,
-        updated_at: Some(state.clock.now()),
+        metadata: request.metadata,
     };
-    let updated = state
-        .webhooks
-        .update_endpoint(&existing.tenant_id, existing.id.as_str(), &patch)
-        .await?
-        .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    let updated = state.webhooks.update_endpoint(&caller.key.tenant_id, id.as_str(), changes).await?;
     Ok(Json(to_out(&state, updated).await?))
 }
 
@@ -571,25 +429,10 @@ pub async fn rotate_secret(
     OptionalJson(request): OptionalJson<RotateSecret>,
 ) -> ApiResult<Json<EndpointOut>> {
     caller.require(Scope::Admin)?;
-    let endpoint = find_endpoint(&state, &caller, &endpoint_id).await?;
-    let grace = match request.grace_period_seconds {
-        Some(seconds) if seconds > 7 * 86_400 => {
-            return Err(ApiError::validation("grace_period_seconds", "must be at most 604800 (7 days)"));
-        }
-        Some(seconds) => std::time::Duration::from_secs(seconds),
-        None => state.webhooks.config.rotation_grace,
-    };
-    let current = state.webhooks.current_secret(&endpoint).await.map_err(|e| ApiError::internal(&e.to_string()))?;
-    let secret = match (&request.secret, current) {
-        (Some(text), _) => parse_secret(text)?,
-        (None, SigningSecret::Asymmetric(_)) => SigningSecret::generate_asymmetric(),
-        (None, SigningSecret::Symmetric(_)) => SigningSecret::generate_symmetric(),
-    };
-    let rotated = state
-        .webhooks
-        .rotate_secret(&endpoint.tenant_id, endpoint.id.as_str(), &secret, grace)
-        .await?
-        .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    let id = path_id(IdKind::Endpoint, &endpoint_id, "endpoint")?;
+    let grace = request.grace_period_seconds.map(std::time::Duration::from_secs);
+    let WithSecret { endpoint: rotated, secret } =
+        state.webhooks.rotate_secret(&caller.key.tenant_id, id.as_str(), request.secret.as_deref(), grace).await?;
     let mut out = endpoint_out(rotated, &secret, state.clock.now());
     out.secret = Some(secret.to_text().to_string());
     Ok(Json(out))

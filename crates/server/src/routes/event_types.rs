@@ -6,11 +6,10 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use switchboard_core::{Id, IdKind};
-use switchboard_store::{EventType, EventTypePatch, NewEventType, Scope, StoreError};
+use switchboard_store::{EventType, Scope};
 use utoipa::ToSchema;
 
-use super::{EventTypePage, ListResponse, check_text, present};
+use super::{EventTypePage, ListResponse, present};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::{ApiError, ApiResult};
@@ -69,29 +68,14 @@ impl From<EventType> for EventTypeOut {
     }
 }
 
+/// An event type name, as the webhooks service checks it.
 pub fn check_event_type_name(field: &str, name: &str) -> ApiResult<()> {
-    let valid_segment =
-        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if name.len() > 128 || !name.split('.').all(valid_segment) {
-        return Err(ApiError::validation(
-            field,
-            "must be 1 to 128 characters: dot-separated segments of letters, digits, '_' and '-'",
-        ));
-    }
-    Ok(())
+    switchboard_webhooks::event_types::check_name(field, name).map_err(ApiError::from)
 }
 
 /// A name in a path that could never have been registered names nothing.
 fn event_type_in_path(name: &str) -> ApiResult<&str> {
     check_event_type_name("name", name).map(|()| name).map_err(|_| ApiError::not_found("event type"))
-}
-
-fn check_schema(schema: &Value) -> ApiResult<String> {
-    if !schema.is_object() {
-        return Err(ApiError::validation("schema", "must be a JSON Schema object"));
-    }
-    switchboard_core::schema::compile(schema).map_err(|reason| ApiError::validation("schema", reason.to_string()))?;
-    Ok(schema.to_string())
 }
 
 /// Registers an event type (write scope)
@@ -116,22 +100,10 @@ pub async fn create_event_type(
     ApiJson(request): ApiJson<CreateEventType>,
 ) -> ApiResult<(StatusCode, Json<EventTypeOut>)> {
     caller.require(Scope::Write)?;
-    check_event_type_name("name", &request.name)?;
-    check_text("description", &request.description, 2000)?;
-    let schema = request.schema.as_ref().map(check_schema).transpose()?;
-    let new = NewEventType {
-        id: Id::new(IdKind::EventType),
-        tenant_id: caller.key.tenant_id.clone(),
-        name: request.name,
-        description: request.description,
-        schema,
-        created_at: state.clock.now(),
-    };
-    let created = state.store.create_event_type(&new).await.map_err(|e| match e {
-        StoreError::Conflict(_) => ApiError::conflict("An event type with this name already exists")
-            .with_field("name", "already exists in this tenant"),
-        other => other.into(),
-    })?;
+    let created = state
+        .webhooks
+        .create_event_type(&caller.key.tenant_id, request.name, request.description, request.schema.as_ref())
+        .await?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
@@ -207,21 +179,16 @@ pub async fn update_event_type(
     ApiJson(request): ApiJson<UpdateEventType>,
 ) -> ApiResult<Json<EventTypeOut>> {
     caller.require(Scope::Write)?;
-    if let Some(description) = &request.description {
-        check_text("description", description, 2000)?;
-    }
     let name = event_type_in_path(&name)?;
-    let schema = match &request.schema {
-        Some(Some(schema)) => Some(Some(check_schema(schema)?)),
-        Some(None) => Some(None),
-        None => None,
-    };
-    let patch = EventTypePatch { description: request.description, schema, updated_at: Some(state.clock.now()) };
     let updated = state
-        .store
-        .update_event_type(caller.tenant_id(), name, &patch)
-        .await?
-        .ok_or_else(|| ApiError::not_found("event type"))?;
+        .webhooks
+        .update_event_type(
+            &caller.key.tenant_id,
+            name,
+            request.description,
+            request.schema.as_ref().map(Option::as_ref),
+        )
+        .await?;
     state.lookups.forget_event_types();
     Ok(Json(updated.into()))
 }

@@ -59,6 +59,6 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
 /// tenant configured. Each process keeps its own registry: scrape every instance.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state.metrics.observe_circuits(&state.connections.egress.breakers().count_by_state());
+    state.metrics.observe_circuits(&state.connections.circuit_counts());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
 }

@@ -196,7 +196,7 @@ pub async fn proxy(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|d| matches!(d.trim().to_ascii_lowercase().as_str(), "no-cache" | "no-store")));
     let body = read_body(request, &state).await?;
-    let public = state.connections.config.public_url.trim_end_matches('/');
+    let public = state.connections.config().public_url.trim_end_matches('/');
     let links_through = Some(format!("{public}{prefix}"));
     let request = ProxyRequest { method, path_and_query, headers, body, bypass_cache, links_through };
     let answer = state.connections.proxy(&caller.key.tenant_id, id.as_str(), request).await?;
@@ -407,7 +407,7 @@ pub async fn oauth_start(
     Ok(Json(ConnectStartedOut {
         authorization_url: started.authorization_url.to_string(),
         expires_at: started.expires_at,
-        redirect_uri: state.connections.config.redirect_uri(),
+        redirect_uri: state.connections.config().redirect_uri(),
     }))
 }
 

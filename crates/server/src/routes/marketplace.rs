@@ -319,7 +319,7 @@ pub async fn list_integrations(
         limit: limit as usize,
     };
     let installs = state.store.installs_per_provider().await?;
-    let (page, more) = state.connections.catalog.search(&query, &installs);
+    let (page, more) = state.connections.catalog().search(&query, &installs);
     let next_cursor = more.then(|| (offset + page.len()).to_string());
     let data = page.iter().map(|p| summary(p, installs.get(p.name()).copied().unwrap_or(0))).collect();
     Ok(Json(ListResponse { data, next_cursor }))
@@ -433,7 +433,7 @@ pub struct OAuthOut {
 pub(crate) fn connection_out(state: &AppState, connection: Connection) -> ConnectionOut {
     let missing = state
         .connections
-        .catalog
+        .catalog()
         .get(&connection.provider)
         .and_then(|p| p.auth(Some(&connection.auth_mode)).cloned())
         .map(|auth| {

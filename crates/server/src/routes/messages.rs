@@ -376,8 +376,8 @@ pub async fn resend_message(
     caller.require(Scope::Write)?;
     let id = path_id(IdKind::Message, &message_id, "message")?;
     let message = state
-        .store
-        .resend_message(caller.tenant_id(), id.as_str(), state.clock.now())
+        .webhooks
+        .resend(&caller.key.tenant_id, id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
     Ok((axum::http::StatusCode::ACCEPTED, Json(message.into())))
@@ -418,21 +418,8 @@ pub async fn recover(
     ApiJson(request): ApiJson<Recover>,
 ) -> ApiResult<(axum::http::StatusCode, Json<RecoverOut>)> {
     caller.require(Scope::Write)?;
-    let endpoint = find_endpoint(&state, &caller, &endpoint_id).await?;
-    let now = state.clock.now();
-    if request.since > now {
-        return Err(ApiError::validation("since", "must not be in the future"));
-    }
-    const BATCH: u32 = 1000;
-    let mut recovered = 0;
-    loop {
-        let done =
-            state.store.recover_messages(caller.tenant_id(), endpoint.id.as_str(), request.since, now, BATCH).await?;
-        recovered += done;
-        if done < u64::from(BATCH) {
-            break;
-        }
-    }
+    let id = path_id(IdKind::Endpoint, &endpoint_id, "endpoint")?;
+    let recovered = state.webhooks.recover(&caller.key.tenant_id, id.as_str(), request.since).await?;
     Ok((axum::http::StatusCode::ACCEPTED, Json(RecoverOut { recovered })))
 }
 

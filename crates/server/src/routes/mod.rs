@@ -115,31 +115,14 @@ impl<T> ListResponse<T> {
     }
 }
 
-/// A human label (a name): trimmed, 1 to `max` characters, no control characters (which some
-/// databases refuse and no UI shows).
+/// A name or label: trimmed, 1 to `max` characters, no control characters.
 pub fn check_label(field: &str, value: &str, max: usize) -> ApiResult<String> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > max {
-        return Err(ApiError::validation(field, format!("must be 1 to {max} characters")));
-    }
-    check_no_control_characters(field, trimmed)?;
-    Ok(trimmed.to_string())
+    switchboard_core::problem::check_label(field, value, max).map_err(ApiError::from)
 }
 
-/// Free text (a description): at most `max` characters, newlines and tabs allowed, no other
-/// control characters.
+/// Free text (a description): at most `max` characters, newlines and tabs allowed.
 pub fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
-    if value.chars().count() > max {
-        return Err(ApiError::validation(field, format!("must be at most {max} characters")));
-    }
-    check_no_control_characters(field, &value.replace(['\n', '\t', '\r'], " "))
-}
-
-fn check_no_control_characters(field: &str, value: &str) -> ApiResult<()> {
-    if value.chars().any(char::is_control) {
-        return Err(ApiError::validation(field, "must not contain control characters"));
-    }
-    Ok(())
+    switchboard_core::problem::check_text(field, value, max).map_err(ApiError::from)
 }
 
 /// For PATCH bodies: tells an absent field (`None`) from an explicit `null` (`Some(None)`).

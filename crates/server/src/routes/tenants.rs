@@ -5,12 +5,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use switchboard_core::{Id, IdKind};
-use switchboard_store::{NewTenant, Tenant};
+use switchboard_core::IdKind;
+use switchboard_identity::IssuedKey;
+use switchboard_store::Tenant;
 use utoipa::ToSchema;
 
-use super::api_keys::{ApiKeyCreated, CreateApiKey, ScopeName, issue_key, new_key};
-use super::{ListResponse, TenantPage, check_label, path_id};
+use super::api_keys::{ApiKeyCreated, CreateApiKey, issue_key};
+use super::{ListResponse, TenantPage, path_id};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::{ApiError, ApiResult};
@@ -70,12 +71,8 @@ pub async fn create_tenant(
     ApiJson(request): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
     caller.require_operator()?;
-    let name = check_label("name", &request.name, 200)?;
-    let tenant = NewTenant { id: Id::new(IdKind::Tenant), name, created_at: state.clock.now() };
-    let first = CreateApiKey { name: "admin".into(), scopes: vec![ScopeName::Admin], expires_at: None };
-    let (token, key) = new_key(&state, &tenant.id, first)?;
-    let created = state.store.create_tenant(&tenant, Some(&key)).await?;
-    let api_key = ApiKeyCreated { key: key.as_stored().into(), token };
+    let (created, IssuedKey { key, token }) = state.identity.create_tenant(&request.name).await?;
+    let api_key = ApiKeyCreated { key: key.into(), token };
     Ok((StatusCode::CREATED, Json(TenantCreated { tenant: created.into(), api_key })))
 }
 

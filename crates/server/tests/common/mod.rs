@@ -169,6 +169,10 @@ impl TestServer {
         self.client.post(self.url(path)).bearer_auth(key).json(body).send().await.unwrap()
     }
 
+    pub async fn patch(&self, key: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client.patch(self.url(path)).bearer_auth(key).json(body).send().await.unwrap()
+    }
+
     /// Creates a tenant through the API and returns (tenant id, its admin token).
     pub async fn new_tenant(&self, name: &str) -> (String, String) {
         let response = self.post(&self.admin_key.clone(), "/api/tenants", &serde_json::json!({"name": name})).await;
