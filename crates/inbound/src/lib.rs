@@ -95,8 +95,8 @@ pub struct Inner {
     webhooks: Webhooks,
     config: InboundConfig,
     limits: receiver::Limits,
-    /// Woken when a webhook is stored or replayed, so processing starts at once.
-    ready: tokio::sync::Notify,
+    /// Bumped when a webhook is stored or replayed, so processing's claim loop wakes at once.
+    ready: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::ops::Deref for Inbound {
@@ -121,7 +121,7 @@ impl Inbound {
             connections,
             webhooks,
             config,
-            ready: tokio::sync::Notify::new(),
+            ready: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -136,9 +136,14 @@ impl Inbound {
     pub async fn replay(&self, tenant_id: &str, id: &str) -> Result<Option<InboundWebhook>, StoreError> {
         let replayed = self.store.replay_inbound(tenant_id, id).await?;
         if replayed.is_some() {
-            self.ready.notify_one();
+            self.wake_processing();
         }
         Ok(replayed)
+    }
+
+    /// Wakes processing in this process; others find the webhook within their idle wait.
+    fn wake_processing(&self) {
+        self.ready.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Drops the rate-limit state of idle senders (call every minute or so).

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use switchboard_core::{Id, IdKind};
 
+use switchboard_store::queue::{ClaimLimits, claim_loop};
 use switchboard_store::{CreateEventOutcome, FinishedInbound, InboundOutcome, InboundWebhook, NewEvent};
 
 use switchboard_webhooks::operational;
@@ -18,36 +19,49 @@ use crate::document::{self, BodyEncoding};
 /// connection attached, published through the events API (idempotent per webhook, so a
 /// crash between publishing and recording publishes nothing twice).
 pub(crate) fn start(state: Inbound, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
+    // One batch in hand at a time: a batch is published in one unit, so batches, not
+    // webhooks, are the loop's items. Other processes' webhooks are found within the idle
+    // wait; this process's wake the loop at once.
+    let limits = ClaimLimits { concurrency: 1, max_idle_wait: IDLE_WAIT };
+    let (claiming, handling) = (state.clone(), state.clone());
     tokio::spawn(async move {
-        loop {
-            let now = state.clock.now();
-            let lease = chrono::TimeDelta::from_std(state.config.lease).unwrap_or(chrono::TimeDelta::seconds(60));
-            let claimed = match state.store.claim_inbound(100, now + lease, now).await {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    tracing::warn!(%error, "claiming incoming webhooks failed");
-                    Vec::new()
+        claim_loop(
+            "inbound processing",
+            state.clock.clone(),
+            state.ready.subscribe(),
+            limits,
+            stop,
+            move |_free| {
+                let state = claiming.clone();
+                async move {
+                    let now = state.clock.now();
+                    let lease =
+                        chrono::TimeDelta::from_std(state.config.lease).unwrap_or(chrono::TimeDelta::seconds(60));
+                    let batch = state.store.claim_inbound(BATCH, now + lease, now).await?;
+                    Ok(if batch.is_empty() { Vec::new() } else { vec![batch] })
                 }
-            };
-            let idle = claimed.is_empty();
-            let finished = process_batch(&state, claimed).await;
-            if !finished.is_empty()
-                && let Err(error) = state.store.finish_inbound(&finished, state.clock.now()).await
-            {
-                tracing::warn!(%error, webhooks = finished.len(), "recording processed webhooks failed");
-            }
-            if idle {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = state.ready.notified() => {}
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            },
+            || async { Ok(None) },
+            move |batch| {
+                let state = handling.clone();
+                async move {
+                    let finished = process_batch(&state, batch).await;
+                    if !finished.is_empty()
+                        && let Err(error) = state.store.finish_inbound(&finished, state.clock.now()).await
+                    {
+                        tracing::warn!(%error, webhooks = finished.len(), "recording processed webhooks failed");
+                    }
                 }
-            } else if stop.is_cancelled() {
-                return;
-            }
-        }
+            },
+        )
+        .await
     })
 }
+
+/// Webhooks claimed (and published in one unit) at once.
+const BATCH: u32 = 100;
+/// The longest wait before looking for webhooks stored by other processes.
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Turns a claimed batch into events published in one unit, and says how each webhook ended.
 /// A webhook that fails for good raises `inbound.processing_failed`, so nothing acknowledged

@@ -206,7 +206,7 @@ impl Inbound {
             let webhooks: Vec<StoredWebhook> =
                 stored.into_iter().map(|stored| stored_webhook(stored, unsigned)).collect();
             if webhooks.iter().any(|webhook| !webhook.duplicate) {
-                self.ready.notify_one();
+                self.wake_processing();
             }
             return Ok(Receipt::Stored { webhooks, batch: true });
         }
@@ -242,7 +242,7 @@ impl Inbound {
         let stored = self.store.store_inbound(new_inbound(body.to_vec(), provider_event_id, dedupe_key)).await?;
         let stored = stored_webhook(stored, unsigned);
         if !stored.duplicate {
-            self.ready.notify_one();
+            self.wake_processing();
         }
         Ok(Receipt::Stored { webhooks: vec![stored], batch: false })
     }

@@ -12,7 +12,7 @@ use switchboard_core::Clock;
 use switchboard_core::{Id, IdKind};
 use switchboard_inbound::InboundConfig;
 use switchboard_sandbox::credentials as creds;
-use switchboard_store::{Backend, Idempotency, InboundFilter, NewEvent, NewInbound, Page, Verification};
+use switchboard_store::{Backend, Idempotency, InboundFilter, InboundStatus, NewEvent, NewInbound, Page, Verification};
 
 switchboard_store::conformance_tests!(
     stripe_webhooks_are_verified_stored_and_deduplicated,
@@ -123,8 +123,11 @@ async fn stripe_webhooks_are_verified_stored_and_deduplicated(backend: Backend) 
     assert_eq!(event["payload"]["provider"], "stripe");
     assert_eq!(event["payload"]["provider_event_id"], "evt_1NG8Du2eZvKYlo2CUI79vXWy");
     assert_eq!(event["payload"]["data"]["data"]["object"]["id"], "in_1");
-    let processed = server.store.get_inbound(tenant, first["id"].as_str().unwrap()).await.unwrap().unwrap();
-    assert_eq!(processed.status, switchboard_store::InboundStatus::Processed);
+    // The event is published, then the webhook recorded as processed: wait for the record.
+    let inbound_id = first["id"].as_str().unwrap();
+    wait_for_status(&server, &format!("/api/integrations/{id}/inbound/{inbound_id}"), "processed", 1).await;
+    let processed = server.store.get_inbound(tenant, inbound_id).await.unwrap().unwrap();
+    assert_eq!(processed.status, InboundStatus::Processed);
     assert_eq!(processed.event_id.as_ref().map(|e| e.as_str()), event["id"].as_str());
     assert_eq!(processed.event_type.as_deref(), Some("stripe.invoice.paid"));
 
@@ -594,7 +597,15 @@ async fn slack_forms_are_read_as_documents(backend: Backend) {
     let mut forged = slack_signed(&server, command, form);
     forged[1].1 = "v0=00".into();
     common::expect_problem(server.deliver(&id, &forged, command).await, 401).await;
-    let stats: Value = server.get(&server.admin_key, "/webhooks/stats").await.json().await.unwrap();
+    // Both were published, then recorded as processed.
+    let mut stats = Value::Null;
+    for _ in 0..200 {
+        stats = server.get(&server.admin_key, "/webhooks/stats").await.json().await.unwrap();
+        if stats["processed"] == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!((stats["processed"].as_u64(), stats["failed"].as_u64()), (Some(2), Some(0)), "{stats}");
 }
 

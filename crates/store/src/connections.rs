@@ -7,40 +7,19 @@ use switchboard_core::{Id, Timestamp};
 
 use crate::{Page, Result, StoredSecret};
 
-/// How far a connection's credentials got.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::EnumString,
-    strum::IntoStaticStr,
-    strum::Display,
-)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum AuthState {
-    /// The auth mode's required credentials are not all set.
-    MissingCredentials,
-    /// Every required credential is set; the provider has not been asked yet.
-    Configured,
-    /// The provider accepted the credentials.
-    Ok,
-    /// The provider refused the credentials (a 401 from a test or a call).
-    Rejected,
-    /// The provider refused the OAuth2 grant for good (`invalid_grant`): connect again.
-    AuthFailed,
-}
-
-impl AuthState {
-    /// The state's stored name (`missing_credentials`, `ok`, …).
-    pub fn as_str(self) -> &'static str {
-        self.into()
+closed_set! {
+    /// How far a connection's credentials got.
+    pub enum AuthState {
+        /// The auth mode's required credentials are not all set.
+        MissingCredentials,
+        /// Every required credential is set; the provider has not been asked yet.
+        Configured,
+        /// The provider accepted the credentials.
+        Ok,
+        /// The provider refused the credentials (a 401 from a test or a call).
+        Rejected,
+        /// The provider refused the OAuth2 grant for good (`invalid_grant`): connect again.
+        AuthFailed,
     }
 }
 

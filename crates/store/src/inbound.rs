@@ -35,38 +35,17 @@ pub struct NewInbound {
     pub dedupe_key: String,
 }
 
-/// Where a stored webhook stands.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::EnumString,
-    strum::IntoStaticStr,
-    strum::Display,
-)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum InboundStatus {
-    /// Accepted, waiting to be processed (or being processed, or to be retried).
-    Pending,
-    /// Became a hub event.
-    Processed,
-    /// Could not become an event; waits for a replay.
-    Failed,
-    /// Refused at verification; kept for inspection, never processed.
-    Rejected,
-}
-
-impl InboundStatus {
-    /// The status's stored name (`pending`, `processed`, `failed` or `rejected`).
-    pub fn as_str(self) -> &'static str {
-        self.into()
+closed_set! {
+    /// Where a stored webhook stands.
+    pub enum InboundStatus {
+        /// Accepted, waiting to be processed (or being processed, or to be retried).
+        Pending,
+        /// Became a hub event.
+        Processed,
+        /// Could not become an event; waits for a replay.
+        Failed,
+        /// Refused at verification; kept for inspection, never processed.
+        Rejected,
     }
 }
 

@@ -9,6 +9,41 @@
 
 #![warn(missing_docs)]
 
+/// Declares a closed set stored as text: one spelling (`snake_case`) for the database, the
+/// API (serde) and `as_str`/`FromStr`/`Display` (strum), and a schema for the OpenAPI
+/// document when the `openapi` feature is on.
+macro_rules! closed_set {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$variant_meta:meta])* $variant:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            Hash,
+            serde::Serialize,
+            serde::Deserialize,
+            strum::EnumString,
+            strum::IntoStaticStr,
+            strum::Display,
+        )]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
+        #[strum(serialize_all = "snake_case")]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant),*
+        }
+
+        impl $name {
+            /// The stored and API spelling.
+            pub fn as_str(self) -> &'static str {
+                self.into()
+            }
+        }
+    };
+}
+
 mod coalesce;
 pub mod connections;
 mod error;

@@ -83,110 +83,47 @@ pub struct EndpointPatch {
     pub updated_at: Option<Timestamp>,
 }
 
-/// Why an attempt failed before the endpoint answered (or its answer could be made).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::EnumString,
-    strum::IntoStaticStr,
-    strum::Display,
-)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum AttemptErrorKind {
-    /// The endpoint's URL is not one that can be called.
-    InvalidUrl,
-    /// The URL's address is refused by the SSRF guard (loopback, private, metadata…).
-    ForbiddenAddress,
-    /// The host name did not resolve.
-    DnsError,
-    /// No complete answer within the request timeout.
-    Timeout,
-    /// The connection could not be made, or broke before an answer.
-    ConnectionError,
-    /// Anything else on the way: TLS, a broken response.
-    RequestError,
-    /// The endpoint's jq transform failed on the event.
-    TransformError,
-}
-
-impl AttemptErrorKind {
-    /// The kind's stored name (`invalid_url`, `dns_error`, …).
-    pub fn as_str(self) -> &'static str {
-        self.into()
+closed_set! {
+    /// Why an attempt failed before the endpoint answered (or its answer could be made).
+    pub enum AttemptErrorKind {
+        /// The endpoint's URL is not one that can be called.
+        InvalidUrl,
+        /// The URL's address is refused by the SSRF guard (loopback, private, metadata…).
+        ForbiddenAddress,
+        /// The host name did not resolve.
+        DnsError,
+        /// No complete answer within the request timeout.
+        Timeout,
+        /// The connection could not be made, or broke before an answer.
+        ConnectionError,
+        /// Anything else on the way: TLS, a broken response.
+        RequestError,
+        /// The endpoint's jq transform failed on the event.
+        TransformError,
     }
 }
 
-/// Why an endpoint is disabled.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::EnumString,
-    strum::IntoStaticStr,
-    strum::Display,
-)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum DisabledReason {
-    /// Someone disabled it.
-    Manual,
-    /// It answered 410 Gone.
-    Gone,
-    /// Every delivery failed for longer than the failing period (5 days unless configured).
-    Failing,
-}
-
-impl DisabledReason {
-    /// The reason's stored name: `manual`, `gone` or `failing`.
-    pub fn as_str(self) -> &'static str {
-        self.into()
+closed_set! {
+    /// Why an endpoint is disabled.
+    pub enum DisabledReason {
+        /// Someone disabled it.
+        Manual,
+        /// It answered 410 Gone.
+        Gone,
+        /// Every delivery failed for longer than the failing period (5 days unless configured).
+        Failing,
     }
 }
 
-/// Where a message (one event for one endpoint) stands.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::EnumString,
-    strum::IntoStaticStr,
-    strum::Display,
-)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum MessageStatus {
-    /// Waiting for its first or next attempt (or being attempted right now).
-    Pending,
-    /// An attempt was answered with a 2xx: delivered.
-    Succeeded,
-    /// Every attempt failed, or the endpoint went away: the dead letter.
-    Failed,
-}
-
-impl MessageStatus {
-    /// The status's stored name: `pending`, `succeeded` or `failed`.
-    pub fn as_str(self) -> &'static str {
-        self.into()
+closed_set! {
+    /// Where a message (one event for one endpoint) stands.
+    pub enum MessageStatus {
+        /// Waiting for its first or next attempt (or being attempted right now).
+        Pending,
+        /// An attempt was answered with a 2xx: delivered.
+        Succeeded,
+        /// Every attempt failed, or the endpoint went away: the dead letter.
+        Failed,
     }
 }
 
