@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::Backend;
-use crate::server::{ADMIN_KEY, RunArgs, Server};
+use crate::server::{ADMIN_KEY, Costs, Meter, RunArgs, Server};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -58,6 +58,9 @@ pub struct Results {
     errors: u64,
     server_rss_idle_mib: f64,
     server_rss_peak_mib: f64,
+    /// What one delivered message cost the server (and PostgreSQL) while measured, its
+    /// event's publishing included.
+    cost_per_delivery: Costs,
 }
 
 /// The receiver's view: deliveries counted and timed while measuring.
@@ -159,6 +162,7 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
     tokio::time::sleep(Duration::from_secs(args.run.warmup)).await;
     let created_before = CREATED.load(Ordering::Relaxed);
     receiver.measuring.store(true, Ordering::Relaxed);
+    let meter = Meter::start(&server, pg_schema.is_some());
     let started = Instant::now();
     let mut peak_rss = 0;
     while started.elapsed() < Duration::from_secs(args.run.seconds) {
@@ -166,6 +170,7 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         peak_rss = peak_rss.max(server.rss_kib());
     }
     receiver.measuring.store(false, Ordering::Relaxed);
+    let used = meter.stop(&server);
     let elapsed = started.elapsed().as_secs_f64();
     let created_in_window = CREATED.load(Ordering::Relaxed) - created_before;
     stop.store(true, Ordering::Relaxed);
@@ -205,6 +210,7 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         errors: ERRORS.load(Ordering::Relaxed),
         server_rss_idle_mib: idle_rss as f64 / 1024.0,
         server_rss_peak_mib: peak_rss as f64 / 1024.0,
+        cost_per_delivery: used.per(receiver.received_in_window.load(Ordering::Relaxed)),
     };
     eprintln!(
         "\n| scenario | backend | fan-out | load | events/s | deliveries/s | p50 ms | p90 ms | p99 ms | backlog | drain s | errors | RSS idle / peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n| deliver | {:?} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {:.1} / {:.1} |\n",
@@ -222,6 +228,7 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         results.server_rss_idle_mib,
         results.server_rss_peak_mib
     );
+    eprintln!("per delivery (publishing included): {}", results.cost_per_delivery);
     Ok(results)
 }
 

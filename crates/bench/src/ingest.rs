@@ -15,7 +15,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use crate::Backend;
-use crate::server::{ADMIN_KEY, PgSchema, Server};
+use crate::server::{ADMIN_KEY, Costs, Meter, PgSchema, Server};
 
 const SECRET: &str = "benchmark-webhook-secret";
 
@@ -50,6 +50,10 @@ pub struct Run {
     latency_ms_p50: f64,
     latency_ms_p99: f64,
     non_2xx: u64,
+    /// What one webhook cost the server (and PostgreSQL) during the run; absent for the
+    /// trivial handler, which runs in the bench itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_per_webhook: Option<Costs>,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,7 +146,10 @@ end
     let mut rounds = Vec::with_capacity(args.rounds);
     for round in 0..args.rounds.max(1) {
         let trivial = wrk(&args, script.path(), &trivial_url, round)?;
-        let receiver = wrk(&args, script.path(), &receiver_url, round)?;
+        let meter = Meter::start(&server, pg.is_some());
+        let mut receiver = wrk(&args, script.path(), &receiver_url, round)?;
+        let webhooks = (receiver.requests_per_second * args.seconds as f64) as u64;
+        receiver.cost_per_webhook = Some(meter.stop(&server).per(webhooks));
         rounds.push((trivial, receiver));
     }
     let stats: serde_json::Value =
@@ -189,6 +196,9 @@ end
         results.processed,
         c = results.connections,
     );
+    if let Some(cost) = &results.receiver.cost_per_webhook {
+        eprintln!("per webhook (median round): {cost}");
+    }
     Ok(results)
 }
 
@@ -237,5 +247,6 @@ fn wrk(args: &Args, script: &Path, url: &str, run: usize) -> anyhow::Result<Run>
         latency_ms_p50: number_after("50%").map(millis).unwrap_or(f64::NAN),
         latency_ms_p99: number_after("99%").map(millis).unwrap_or(f64::NAN),
         non_2xx,
+        cost_per_webhook: None,
     })
 }

@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::server::{ADMIN_KEY, Server};
+use crate::server::{ADMIN_KEY, Costs, Meter, Server};
 
 /// The token the sandbox's REST simulator accepts (`switchboard sandbox` prints it too).
 const REST_TOKEN: &str = "rest-token";
@@ -42,6 +42,9 @@ pub struct Phase {
     latency_ms_p50: f64,
     latency_ms_p99: f64,
     errors: u64,
+    /// What one proxied request cost the server; absent for direct requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_per_request: Option<Costs>,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,7 +82,7 @@ impl Sandbox {
         let (mut url, mut flags) = (None, Vec::new());
         loop {
             match lines.next() {
-                Some(Ok(line)) if line.starts_with("Credentials") => break,
+                Some(Ok(line)) if line.starts_with("Ctrl-C stops the sandbox") => break,
                 Some(Ok(line)) => {
                     if let Some(address) = line.strip_prefix("Sandbox listening on ") {
                         url = Some(address.to_string());
@@ -134,10 +137,10 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
     let direct = |client: &reqwest::Client, url: &str| client.get(url).bearer_auth(REST_TOKEN);
     let proxied = |client: &reqwest::Client, url: &str| client.get(url).bearer_auth(ADMIN_KEY);
 
-    let direct_sequential = drive(&client, 1, &args, direct_url.clone(), direct).await?;
-    let proxied_sequential = drive(&client, 1, &args, proxied_url.clone(), proxied).await?;
-    let direct_concurrent = drive(&client, args.clients, &args, direct_url, direct).await?;
-    let proxied_concurrent = drive(&client, args.clients, &args, proxied_url, proxied).await?;
+    let direct_sequential = drive(&client, 1, &args, direct_url.clone(), direct, None).await?;
+    let proxied_sequential = drive(&client, 1, &args, proxied_url.clone(), proxied, Some(&server)).await?;
+    let direct_concurrent = drive(&client, args.clients, &args, direct_url, direct, None).await?;
+    let proxied_concurrent = drive(&client, args.clients, &args, proxied_url, proxied, Some(&server)).await?;
     server.stop();
     drop(sandbox);
 
@@ -169,17 +172,23 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         results.added_ms_p99,
         results.throughput_ratio * 100.0
     );
+    for (phase, label) in [(&results.proxied_sequential, "1 client"), (&results.proxied_concurrent, "concurrent")] {
+        if let Some(cost) = &phase.cost_per_request {
+            eprintln!("per proxied request ({label}): {cost}");
+        }
+    }
     Ok(results)
 }
 
 /// `clients` loops each sending `request(url)` and expecting a 200, for the warm-up and then
-/// the measured seconds.
+/// the measured seconds; what `server` spent meanwhile, per request, when it is given.
 async fn drive(
     client: &reqwest::Client,
     clients: usize,
     args: &Args,
     url: Arc<String>,
     request: fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    server: Option<&Server>,
 ) -> anyhow::Result<Phase> {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -210,9 +219,11 @@ async fn drive(
     }
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
+    let meter = server.map(|server| Meter::start(server, false));
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     measuring.store(false, Ordering::Relaxed);
+    let used = meter.zip(server).map(|(meter, server)| meter.stop(server));
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
@@ -225,5 +236,6 @@ async fn drive(
         latency_ms_p50: ms(0.5),
         latency_ms_p99: ms(0.99),
         errors: errors.load(Ordering::Relaxed),
+        cost_per_request: used.map(|used| used.per(all.len() + errors.load(Ordering::Relaxed))),
     })
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::Backend;
-use crate::server::{ADMIN_KEY, RunArgs, Server};
+use crate::server::{ADMIN_KEY, Costs, Meter, RunArgs, Server};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,6 +34,8 @@ pub struct Results {
     latency_ms_max: f64,
     server_rss_idle_mib: f64,
     server_rss_peak_mib: f64,
+    /// What one event cost the server (and PostgreSQL) while measured.
+    cost_per_event: Costs,
 }
 
 pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
@@ -85,6 +87,7 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
     }
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
+    let meter = Meter::start(&server, pg_schema.is_some());
     let started = Instant::now();
     let mut peak_rss = 0;
     while started.elapsed() < Duration::from_secs(args.seconds) {
@@ -92,6 +95,7 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         peak_rss = peak_rss.max(server.rss_kib());
     }
     measuring.store(false, Ordering::Relaxed);
+    let used = meter.stop(&server);
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
@@ -117,6 +121,7 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         latency_ms_max: all.max() as f64 / 1000.0,
         server_rss_idle_mib: idle_rss as f64 / 1024.0,
         server_rss_peak_mib: peak_rss as f64 / 1024.0,
+        cost_per_event: used.per(all.len() + errors.load(Ordering::Relaxed)),
     };
     eprintln!(
         "\n| scenario | backend | clients | events/s | p50 ms | p90 ms | p99 ms | errors | RSS idle / peak MiB |\n|---|---|---|---|---|---|---|---|---|\n| publish | {:?} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} / {:.1} |\n",
@@ -130,5 +135,6 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         results.server_rss_idle_mib,
         results.server_rss_peak_mib
     );
+    eprintln!("per event: {}", results.cost_per_event);
     Ok(results)
 }

@@ -94,6 +94,11 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// What the server process has spent so far, over all its threads.
+    pub fn spent(&self) -> Spent {
+        Spent::of_process(self.child.id())
+    }
+
     pub fn stop(mut self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         for _ in 0..100 {
@@ -138,4 +143,152 @@ impl PgSchema {
             let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)).execute(&mut conn).await;
         }
     }
+}
+
+/// The kernel's clock ticks per second for `/proc/*/stat` times (`USER_HZ`, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time and context switches spent so far, read from /proc. Context switches are summed
+/// over the process's live threads: a thread that exited takes its count with it, which
+/// tokio's blocking pool can do after 10 s idle (never during load).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spent {
+    /// User plus system CPU seconds, every thread.
+    pub cpu_seconds: f64,
+    /// Switches the threads asked for (waiting on a lock, a socket, a channel).
+    pub voluntary: u64,
+    /// Switches the scheduler imposed.
+    pub involuntary: u64,
+}
+
+impl Spent {
+    fn of_process(pid: u32) -> Self {
+        let mut spent = Self { cpu_seconds: cpu_seconds(pid), ..Self::default() };
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+        for task in tasks {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            for line in status.lines() {
+                let count = |prefix: &str| line.strip_prefix(prefix).and_then(|v| v.trim().parse::<u64>().ok());
+                if let Some(n) = count("voluntary_ctxt_switches:") {
+                    spent.voluntary += n;
+                } else if let Some(n) = count("nonvoluntary_ctxt_switches:") {
+                    spent.involuntary += n;
+                }
+            }
+        }
+        spent
+    }
+
+    /// What every `postgres` process on this machine has spent (its backends, the writer,
+    /// the WAL writer): the database's share of a PostgreSQL run.
+    pub fn of_postgres() -> Self {
+        let mut spent = Self::default();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "postgres" {
+                spent.cpu_seconds += cpu_seconds(pid);
+            }
+        }
+        spent
+    }
+
+    /// Per unit of work between `earlier` and now.
+    pub fn per_unit(self, earlier: Spent, units: u64) -> CostPerUnit {
+        let units = units.max(1) as f64;
+        let voluntary = self.voluntary.saturating_sub(earlier.voluntary) as f64 / units;
+        let involuntary = self.involuntary.saturating_sub(earlier.involuntary) as f64 / units;
+        CostPerUnit {
+            cpu_ms: (self.cpu_seconds - earlier.cpu_seconds) * 1000.0 / units,
+            context_switches: voluntary + involuntary,
+            voluntary,
+            involuntary,
+        }
+    }
+}
+
+/// What one unit of a scenario's work (an event, a delivery, a webhook, a request) cost.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CostPerUnit {
+    /// CPU milliseconds.
+    pub cpu_ms: f64,
+    /// Context switches, voluntary and involuntary.
+    pub context_switches: f64,
+    /// Of which voluntary.
+    pub voluntary: f64,
+    /// Of which involuntary.
+    pub involuntary: f64,
+}
+
+impl std::fmt::Display for CostPerUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3} ms CPU, {:.2} switches ({:.2} voluntary)", self.cpu_ms, self.context_switches, self.voluntary)
+    }
+}
+
+/// The server's cost per unit, and the database's on PostgreSQL, over a measured window.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Costs {
+    /// The `serve` process.
+    pub server: CostPerUnit,
+    /// Every `postgres` process, on PostgreSQL runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<CostPerUnit>,
+}
+
+/// Snapshots taken when a measured window opens.
+pub struct Meter {
+    server: Spent,
+    database: Option<Spent>,
+}
+
+/// What a measured window spent, to divide by the units it did once they are counted.
+pub struct Used {
+    server: (Spent, Spent),
+    database: Option<(Spent, Spent)>,
+}
+
+impl Meter {
+    /// Starts measuring `server`, and PostgreSQL's processes when `postgres` is true.
+    pub fn start(server: &Server, postgres: bool) -> Self {
+        Self { server: server.spent(), database: postgres.then(Spent::of_postgres) }
+    }
+
+    /// Closes the window.
+    pub fn stop(&self, server: &Server) -> Used {
+        Used {
+            server: (self.server, server.spent()),
+            database: self.database.map(|earlier| (earlier, Spent::of_postgres())),
+        }
+    }
+}
+
+impl Used {
+    /// The costs per unit of the window's work.
+    pub fn per(&self, units: u64) -> Costs {
+        Costs {
+            server: self.server.1.per_unit(self.server.0, units),
+            database: self.database.map(|(earlier, later)| later.per_unit(earlier, units)),
+        }
+    }
+}
+
+impl std::fmt::Display for Costs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "server: {}", self.server)?;
+        if let Some(database) = &self.database {
+            write!(f, "; PostgreSQL: {:.3} ms CPU", database.cpu_ms)?;
+        }
+        Ok(())
+    }
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which may hold spaces, in parentheses: utime and stime
+    // are the 14th and 15th fields, the 12th and 13th after it.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / TICKS_PER_SECOND
 }
