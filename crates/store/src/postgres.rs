@@ -12,13 +12,13 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::coalesce::Coalescer;
-use crate::queue::WakeSignal;
+use crate::queue::{Announcer, WakeSignal, Work};
 pub(crate) use crate::sql::inbound_batch::insert_postgres as insert_inbound_batch;
 use crate::{NewInbound, OpenOptions, Result, StoreError, Stored};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// The NOTIFY channel that announces new or released jobs.
+/// The NOTIFY channel that announces work that became due; the payload names its kinds.
 const JOBS_CHANNEL: &str = "switchboard_jobs";
 
 /// A handle for writing from a task, on the API pool. Cheap to clone.
@@ -75,13 +75,16 @@ impl PgStore {
             .connect_with(connect)
             .await?;
 
-        let announce = Arc::new(tokio::sync::Notify::new());
+        let announce = Arc::new(Announcer::default());
         let signal = Arc::new(WakeSignal::announcing(announce.clone()));
         let stop_listening = CancellationToken::new();
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(JOBS_CHANNEL).await?;
-        tokio::spawn(listen_for_jobs(listener, signal.clone(), stop_listening.clone()));
-        tokio::spawn(announce_jobs(pool.clone(), announce, stop_listening.clone()));
+        // Announcements name their origin, so this store does not wake itself a second time
+        // when its own NOTIFY comes back.
+        let origin = ulid::Ulid::new().to_string();
+        tokio::spawn(listen_for_jobs(listener, signal.clone(), origin.clone(), stop_listening.clone()));
+        tokio::spawn(announce_jobs(pool.clone(), announce, origin, stop_listening.clone()));
         Ok(Self {
             pool,
             workers,
@@ -174,21 +177,31 @@ where
     }
 }
 
-async fn listen_for_jobs(mut listener: PgListener, signal: Arc<WakeSignal>, stop: CancellationToken) {
+async fn listen_for_jobs(mut listener: PgListener, signal: Arc<WakeSignal>, origin: String, stop: CancellationToken) {
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
             received = listener.recv() => {
-                // On a reconnect notifications may have been missed: wake the workers anyway.
-                if let Err(error) = received {
-                    if stop.is_cancelled() {
-                        return;
+                // The payload names the kinds of work. On a reconnect notifications may have
+                // been missed: wake every kind.
+                let named: Vec<Work> = match received {
+                    Ok(notification) if notification.payload().starts_with(origin.as_str()) => continue,
+                    Ok(notification) => {
+                        Work::ALL.into_iter().filter(|w| notification.payload().contains(w.as_str())).collect()
                     }
-                    tracing::warn!(%error, "LISTEN connection lost; reconnecting");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    Err(error) => {
+                        if stop.is_cancelled() {
+                            return;
+                        }
+                        tracing::warn!(%error, "LISTEN connection lost; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        Vec::new()
+                    }
+                };
+                for work in if named.is_empty() { Work::ALL.to_vec() } else { named } {
+                    signal.wake_local(work);
                 }
-                signal.wake_local();
             }
         }
     }
@@ -198,13 +211,20 @@ async fn listen_for_jobs(mut listener: PgListener, signal: Arc<WakeSignal>, stop
 /// Requests coalesce: wake-ups that arrive while a NOTIFY is being sent share the next one,
 /// so a burst of commits costs a few notifications, and NOTIFY (which serialises committing
 /// transactions in PostgreSQL) stays out of every hot transaction.
-async fn announce_jobs(pool: PgPool, announce: Arc<tokio::sync::Notify>, stop: CancellationToken) {
+async fn announce_jobs(pool: PgPool, announce: Arc<Announcer>, origin: String, stop: CancellationToken) {
     loop {
-        tokio::select! {
+        let works = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = announce.notified() => {}
+            works = announce.next() => works,
+        };
+        if works.is_empty() {
+            continue;
         }
-        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')").bind(JOBS_CHANNEL).execute(&pool).await {
+        let kinds: Vec<&str> = works.iter().map(|w| w.as_str()).collect();
+        let payload = format!("{origin} {}", kinds.join(" "));
+        if let Err(error) =
+            sqlx::query("SELECT pg_notify($1, $2)").bind(JOBS_CHANNEL).bind(&payload).execute(&pool).await
+        {
             // The others still find the work at their next idle check; only latency suffers.
             tracing::warn!(%error, "announcing new work to other processes failed");
         }

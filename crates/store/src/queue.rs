@@ -12,41 +12,88 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{QueueDepth, Result, Store};
 
-/// Wakes the workers of this process: a counter that changes whenever jobs may have become
-/// claimable. A watch channel (not a bare notify) so a worker busy claiming when the change
+/// What a wake-up is about. Each kind of worker waits on its own signal, so a published
+/// message does not wake the job workers (and a job does not wake delivery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Messages to deliver became due (created, resent, recovered, retried).
+    Messages,
+    /// Jobs became claimable (enqueued, released for a retry).
+    Jobs,
+}
+
+impl Work {
+    /// Every kind, for wake-ups that cannot tell (a reconnect, a test that moved its clock).
+    pub const ALL: [Work; 2] = [Work::Messages, Work::Jobs];
+
+    /// The name announced to other processes (PostgreSQL's NOTIFY payload).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Work::Messages => "messages",
+            Work::Jobs => "jobs",
+        }
+    }
+}
+
+/// Asks another task to tell other processes which kinds of work became due; requests made
+/// while one announcement is being sent share the next.
+#[derive(Debug, Default)]
+pub(crate) struct Announcer {
+    pending: [std::sync::atomic::AtomicBool; 2],
+    notify: tokio::sync::Notify,
+}
+
+impl Announcer {
+    fn request(&self, work: Work) {
+        self.pending[work as usize].store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Waits for requests, then takes them: the kinds to announce.
+    pub(crate) async fn next(&self) -> Vec<Work> {
+        self.notify.notified().await;
+        Work::ALL
+            .into_iter()
+            .filter(|work| self.pending[*work as usize].swap(false, std::sync::atomic::Ordering::AcqRel))
+            .collect()
+    }
+}
+
+/// Wakes the workers of this process: per kind of work, a counter that changes whenever some
+/// became due. A watch channel (not a bare notify) so a worker busy claiming when the change
 /// happens still sees it on its next wait.
 #[derive(Debug)]
 pub(crate) struct WakeSignal {
-    local: tokio::sync::watch::Sender<u64>,
+    local: [tokio::sync::watch::Sender<u64>; 2],
     /// Tells other processes too (PostgreSQL's NOTIFY), when they share the database.
-    announce: Option<Arc<tokio::sync::Notify>>,
+    announce: Option<Arc<Announcer>>,
 }
 
 impl WakeSignal {
     pub(crate) fn new() -> Self {
-        Self { local: tokio::sync::watch::Sender::new(0), announce: None }
+        Self { local: [tokio::sync::watch::Sender::new(0), tokio::sync::watch::Sender::new(0)], announce: None }
     }
 
-    pub(crate) fn announcing(announce: Arc<tokio::sync::Notify>) -> Self {
+    pub(crate) fn announcing(announce: Arc<Announcer>) -> Self {
         Self { announce: Some(announce), ..Self::new() }
     }
 
-    /// Work became due (call after its commit): wakes this process's workers and, where
-    /// processes share the database, theirs.
-    pub(crate) fn wake(&self) {
-        self.wake_local();
+    /// Work of this kind became due (call after its commit): wakes this process's workers
+    /// of that kind and, where processes share the database, theirs.
+    pub(crate) fn wake(&self, work: Work) {
+        self.wake_local(work);
         if let Some(announce) = &self.announce {
-            announce.notify_one();
+            announce.request(work);
         }
     }
 
-    /// Wakes this process's workers only (another process announced work).
-    pub(crate) fn wake_local(&self) {
-        self.local.send_modify(|n| *n = n.wrapping_add(1));
+    /// Wakes this process's workers of that kind only (another process announced work).
+    pub(crate) fn wake_local(&self, work: Work) {
+        self.local[work as usize].send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.local.subscribe()
+    pub(crate) fn subscribe(&self, work: Work) -> tokio::sync::watch::Receiver<u64> {
+        self.local[work as usize].subscribe()
     }
 }
 
@@ -71,10 +118,10 @@ pub trait JobQueue: Send + Sync {
     async fn next_due(&self, queue: &str) -> Result<Option<Timestamp>>;
     /// How many jobs of `queue` are pending, leased and dead.
     async fn queue_depth(&self, queue: &str) -> Result<QueueDepth>;
-    /// A receiver that changes whenever jobs may have become claimable: after a local enqueue
-    /// and, on PostgreSQL, after another process's enqueue (LISTEN/NOTIFY).
-    fn job_signal(&self) -> tokio::sync::watch::Receiver<u64>;
-    /// Wakes the workers of this process (e.g. after a test moved its clock).
+    /// A receiver that changes whenever work of this kind may have become due: after a local
+    /// commit that made it so and, on PostgreSQL, after another process's (LISTEN/NOTIFY).
+    fn work_signal(&self, work: Work) -> tokio::sync::watch::Receiver<u64>;
+    /// Wakes every worker of this process (e.g. after a test moved its clock).
     fn wake_workers(&self);
 }
 
@@ -190,7 +237,7 @@ pub async fn run_worker<H, F>(
             async move { store.next_due(&queue).await }
         }
     };
-    let (signal, loop_clock) = (store.job_signal(), clock.clone());
+    let (signal, loop_clock) = (store.work_signal(Work::Jobs), clock.clone());
     let handle = move |job: Job| {
         let (store, clock, handler) = (store.clone(), clock.clone(), handler.clone());
         async move {

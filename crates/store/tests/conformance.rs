@@ -420,7 +420,7 @@ async fn postgres_notify_wakes_workers_of_another_process() {
     let db = TestDb::postgres();
     let (producer, consumer) = (db.open().await, db.open().await);
     let a = tenant(&*producer, "a").await;
-    let mut signal = consumer.job_signal();
+    let mut signal = consumer.work_signal(switchboard_store::queue::Work::Jobs);
     signal.borrow_and_update();
     producer.enqueue(&[job(&a, "x", t0())]).await.unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(5), signal.changed())

@@ -17,6 +17,7 @@ switchboard_store::conformance_tests!(
     resend_and_recover_requeue_failed_messages,
     prune_removes_old_finished_rows_only,
     a_claim_only_hands_out_messages_whose_events_are_committed,
+    each_kind_of_work_wakes_only_its_own_workers,
 );
 
 fn t0() -> Timestamp {
@@ -439,4 +440,30 @@ async fn a_claim_only_hands_out_messages_whose_events_are_committed(backend: Bac
     for publisher in publishers {
         publisher.await.unwrap();
     }
+}
+
+/// Delivery and the job workers wait on separate signals: a published message wakes
+/// delivery only, an enqueued job the job workers only.
+async fn each_kind_of_work_wakes_only_its_own_workers(backend: Backend) {
+    use switchboard_store::queue::Work;
+    let (_db, store) = TestDb::store_for(backend).await;
+    let a = tenant(&*store).await;
+    let e = endpoint(&*store, &a, false).await;
+    let (mut messages, mut jobs) = (store.work_signal(Work::Messages), store.work_signal(Work::Jobs));
+    messages.borrow_and_update();
+    jobs.borrow_and_update();
+    publish(&*store, &a, &[&e]).await;
+    assert!(messages.has_changed().unwrap(), "a new message wakes delivery");
+    assert!(!jobs.has_changed().unwrap(), "a new message does not wake the job workers");
+    messages.borrow_and_update();
+    let job = NewJob {
+        id: Id::new(IdKind::Job),
+        tenant_id: a.clone(),
+        queue: "q".into(),
+        payload: "{}".into(),
+        run_at: t0(),
+    };
+    store.enqueue(&[job]).await.unwrap();
+    assert!(jobs.has_changed().unwrap(), "a job wakes the job workers");
+    assert!(!messages.has_changed().unwrap(), "a job does not wake delivery");
 }

@@ -58,7 +58,7 @@ pub(crate) async fn run(service: Webhooks, shutdown: CancellationToken) {
             let _ = outcomes.send(outcome).await;
         }
     };
-    let signal = service.store.job_signal();
+    let signal = service.store.work_signal(switchboard_store::queue::Work::Messages);
     claim_loop("deliveries", service.clock.clone(), signal, limits, shutdown, claim, next_due, handle).await;
     drop(outcomes);
     let _ = recorder.await;

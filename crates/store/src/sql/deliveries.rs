@@ -158,8 +158,11 @@ macro_rules! deliveries_impl {
                     record_deliveries_in_unit(c, &records, events, disable_failing_before).await
                 }))
                 .await?;
-                if wakes || !recorded.disabled.is_empty() {
-                    self.signal.wake();
+                if wakes {
+                    self.signal.wake(crate::queue::Work::Messages);
+                }
+                if !recorded.disabled.is_empty() {
+                    self.signal.wake(crate::queue::Work::Jobs);
                 }
                 Ok(recorded)
             }
@@ -273,7 +276,7 @@ macro_rules! deliveries_impl {
                 }))
                 .await?;
                 if added > 0 {
-                    self.signal.wake();
+                    self.signal.wake(crate::queue::Work::Messages);
                 }
                 Ok(added)
             }
@@ -298,7 +301,7 @@ macro_rules! deliveries_impl {
                     row.as_ref().map(message_from).transpose()
                 }))
                 .await?;
-                self.signal.wake();
+                self.signal.wake(crate::queue::Work::Messages);
                 Ok(message)
             }
 
@@ -330,7 +333,7 @@ macro_rules! deliveries_impl {
                 }))
                 .await?;
                 if recovered > 0 {
-                    self.signal.wake();
+                    self.signal.wake(crate::queue::Work::Messages);
                 }
                 Ok(recovered)
             }

@@ -216,10 +216,15 @@ macro_rules! domain_impl {
 
             async fn create_event(&self, event: &NewEvent, messages: &[NewMessage], jobs: &[NewJob]) -> Result<CreateEventOutcome> {
                 let (event, messages, jobs) = (event.clone(), messages.to_vec(), jobs.to_vec());
-                let wakes = !jobs.is_empty() || !messages.is_empty();
+                let (wakes_messages, wakes_jobs) = (!messages.is_empty(), !jobs.is_empty());
                 let outcome = self.write(move |c| Box::pin(async move { insert_event(c, event, &messages, &jobs).await })).await?;
-                if wakes && matches!(outcome, CreateEventOutcome::Created(_)) {
-                    self.signal.wake();
+                if matches!(outcome, CreateEventOutcome::Created(_)) {
+                    if wakes_messages {
+                        self.signal.wake(crate::queue::Work::Messages);
+                    }
+                    if wakes_jobs {
+                        self.signal.wake(crate::queue::Work::Jobs);
+                    }
                 }
                 Ok(outcome)
             }
@@ -236,7 +241,7 @@ macro_rules! domain_impl {
                     }))
                     .await?;
                 if wakes && outcomes.iter().any(|o| matches!(o, CreateEventOutcome::Created(_))) {
-                    self.signal.wake();
+                    self.signal.wake(crate::queue::Work::Messages);
                 }
                 Ok(outcomes)
             }

@@ -12,7 +12,7 @@
 //! - `read(f)`: runs `f` on a pooled connection;
 //! - `worker_write(f)`, `worker_read(f)`: the same for background work (PostgreSQL: on a pool
 //!   of its own), and `worker_write_unconfirmed(f)`, which may answer before the commit;
-//! - `shutdown()`, and a `signal: WakeSignal` field: its `wake()` after a commit that made
+//! - `shutdown()`, and a `signal: WakeSignal` field: its `wake(kind)` after a commit that made
 //!   work due wakes the workers of this process and of any other sharing the database;
 //! - the row-lock clause of the claim query (the macro's last argument).
 //!

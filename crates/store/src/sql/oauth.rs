@@ -198,7 +198,7 @@ macro_rules! oauth_impl {
                 }))
                 .await?;
                 if enqueued {
-                    self.signal.wake();
+                    self.signal.wake(crate::queue::Work::Jobs);
                 }
                 Ok(())
             }

@@ -7,7 +7,7 @@ macro_rules! queue_impl {
             async fn enqueue(&self, jobs: &[NewJob]) -> Result<()> {
                 let jobs = jobs.to_vec();
                 self.write(move |c| Box::pin(async move { insert_jobs(c, &jobs).await })).await?;
-                self.signal.wake();
+                self.signal.wake(crate::queue::Work::Jobs);
                 Ok(())
             }
 
@@ -59,7 +59,7 @@ macro_rules! queue_impl {
                 }))
                 .await?;
                 if released {
-                    self.signal.wake();
+                    self.signal.wake(crate::queue::Work::Jobs);
                 }
                 Ok(released)
             }
@@ -128,12 +128,14 @@ macro_rules! queue_impl {
                 .await
             }
 
-            fn job_signal(&self) -> tokio::sync::watch::Receiver<u64> {
-                self.signal.subscribe()
+            fn work_signal(&self, work: crate::queue::Work) -> tokio::sync::watch::Receiver<u64> {
+                self.signal.subscribe(work)
             }
 
             fn wake_workers(&self) {
-                self.signal.wake()
+                for work in crate::queue::Work::ALL {
+                    self.signal.wake(work);
+                }
             }
         }
     };
