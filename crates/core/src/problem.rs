@@ -44,3 +44,34 @@ fn check_no_control_characters(field: &str, value: &str) -> Result<(), FieldProb
     }
     Ok(())
 }
+
+/// Collects a caller's input problems, so a service answers every wrong field at once
+/// instead of the first.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<FieldProblem>);
+
+impl Problems {
+    /// Keeps the problem of a failed check; answers the checked value otherwise.
+    pub fn check<T>(&mut self, result: Result<T, FieldProblem>) -> Option<T> {
+        result.map_err(|problem| self.0.push(problem)).ok()
+    }
+
+    /// Adds a problem found by other means.
+    pub fn push(&mut self, problem: FieldProblem) {
+        self.0.push(problem);
+    }
+
+    /// `Ok` when nothing was wrong, otherwise every problem found.
+    pub fn finish(self) -> Result<(), Vec<FieldProblem>> {
+        match self.0.is_empty() {
+            true => Ok(()),
+            false => Err(self.0),
+        }
+    }
+
+    /// Every problem found, for an answer that cannot go on (a value a failed check did not
+    /// produce); empty only if nothing failed.
+    pub fn into_vec(self) -> Vec<FieldProblem> {
+        self.0
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use switchboard_core::problem::{FieldProblem, check_label};
+use switchboard_core::problem::{FieldProblem, Problems, check_label};
 use switchboard_core::{Clock, Id, IdKind, Timestamp, api_key};
 use switchboard_store::{ApiKey, NewApiKey, NewTenant, Scope, Store, StoreError, Tenant};
 
@@ -65,18 +65,22 @@ impl Identity {
     /// Mints and stores a key in `tenant_id`.
     pub async fn create_api_key(&self, tenant_id: &Id, spec: KeySpec) -> Result<IssuedKey, IdentityError> {
         let now = self.clock.now();
-        let mut problems = Vec::new();
-        let name = check_label("name", &spec.name, MAX_NAME).map_err(|p| problems.push(p)).ok();
-        let scope = spec.scopes.iter().copied().max();
-        if scope.is_none() {
-            problems.push(FieldProblem::new("scopes", "at least one of admin, write, read is required"));
-        }
+        let mut problems = Problems::default();
+        let name = problems.check(check_label("name", &spec.name, MAX_NAME));
+        let scope = problems.check(
+            spec.scopes
+                .iter()
+                .copied()
+                .max()
+                .ok_or_else(|| FieldProblem::new("scopes", "at least one of admin, write, read is required")),
+        );
         if spec.expires_at.is_some_and(|at| at <= now) {
             problems.push(FieldProblem::new("expires_at", "must be in the future"));
         }
-        let (Some(name), Some(scope), true) = (name, scope, problems.is_empty()) else {
-            return Err(IdentityError::Invalid(problems));
+        let (Some(name), Some(scope)) = (name, scope) else {
+            return Err(IdentityError::Invalid(problems.into_vec()));
         };
+        problems.finish().map_err(IdentityError::Invalid)?;
         let minted = api_key::mint();
         let key = NewApiKey::for_token(tenant_id, name, scope, &minted, spec.expires_at, now);
         let key = self.store.create_api_key(&key).await?;

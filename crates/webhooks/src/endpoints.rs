@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
-use switchboard_core::problem::{FieldProblem, check_text};
+use switchboard_core::problem::{FieldProblem, Problems, check_text};
 use switchboard_core::redact::MASK;
 use switchboard_core::signature::SigningSecret;
 use switchboard_core::{Id, IdKind};
@@ -29,8 +29,10 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// The longest grace period of a rotation.
 pub const MAX_ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
-/// How messages are signed: HMAC (`v1`, a `whsec_` secret) or Ed25519 (`v1a`, a `whsk_` key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Whether signatures are HMAC (`v1`, a `whsec_` secret) or Ed25519 (`v1a`, a `whsk_` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Signing))]
+#[serde(rename_all = "snake_case")]
 pub enum SigningKind {
     #[default]
     Symmetric,
@@ -108,23 +110,6 @@ pub struct WithSecret {
     pub secret: SigningSecret,
 }
 
-/// Collects problems, so a caller hears about every wrong field at once.
-#[derive(Default)]
-struct Problems(Vec<FieldProblem>);
-
-impl Problems {
-    fn check<T>(&mut self, result: Result<T, FieldProblem>) -> Option<T> {
-        result.map_err(|problem| self.0.push(problem)).ok()
-    }
-
-    fn finish(self) -> Result<(), EndpointError> {
-        match self.0.is_empty() {
-            true => Ok(()),
-            false => Err(EndpointError::Invalid(self.0)),
-        }
-    }
-}
-
 impl Webhooks {
     /// Checks and stores a new endpoint with its signing secret, sealed.
     pub async fn create_endpoint(&self, tenant_id: &Id, spec: EndpointSpec) -> Result<WithSecret, EndpointError> {
@@ -142,9 +127,9 @@ impl Webhooks {
             None => Some(spec.signing.generate()),
         };
         let (Some(url), Some(headers), Some(metadata), Some(secret)) = (url, headers, metadata, secret) else {
-            return Err(EndpointError::Invalid(problems.0));
+            return Err(EndpointError::Invalid(problems.into_vec()));
         };
-        problems.finish()?;
+        problems.finish().map_err(EndpointError::Invalid)?;
         let now = self.clock.now();
         let sealed = secrets::seal(&self.secrets, tenant_id, secret.to_text().as_bytes(), now);
         let endpoint = Endpoint {
@@ -210,7 +195,7 @@ impl Webhooks {
             Some(metadata) => problems.check(check_metadata(metadata)),
             None => None,
         };
-        problems.finish()?;
+        problems.finish().map_err(EndpointError::Invalid)?;
         let patch = EndpointPatch {
             url,
             description: changes.description,
@@ -248,10 +233,10 @@ impl Webhooks {
         let endpoint = self.store.get_endpoint(tenant_id.as_str(), id).await?.ok_or(EndpointError::NotFound)?;
         let mut problems = Problems::default();
         if grace.is_some_and(|grace| grace > MAX_ROTATION_GRACE) {
-            problems.0.push(FieldProblem::new("grace_period_seconds", "must be at most 604800 (7 days)"));
+            problems.push(FieldProblem::new("grace_period_seconds", "must be at most 604800 (7 days)"));
         }
         let given = secret.and_then(|text| problems.check(parse_secret(text)));
-        problems.finish()?;
+        problems.finish().map_err(EndpointError::Invalid)?;
         let secret = match given {
             Some(secret) => secret,
             None => SigningKind::of(&self.current_secret(&endpoint).await?).generate(),
@@ -312,14 +297,14 @@ impl Webhooks {
         problems: &mut Problems,
     ) -> Result<Vec<String>, StoreError> {
         if types.len() > MAX_EVENT_TYPES {
-            problems.0.push(FieldProblem::new("event_types", format!("at most {MAX_EVENT_TYPES} entries")));
+            problems.push(FieldProblem::new("event_types", format!("at most {MAX_EVENT_TYPES} entries")));
             return Ok(Vec::new());
         }
         let mut checked = Vec::with_capacity(types.len());
         for (index, pattern) in types.iter().enumerate() {
             let field = format!("event_types[{index}]");
             if !patterns::is_valid_pattern(pattern) {
-                problems.0.push(FieldProblem::new(field, "must be an event type name, `prefix.*` or `*`"));
+                problems.push(FieldProblem::new(field, "must be an event type name, `prefix.*` or `*`"));
                 continue;
             }
             let exact = !pattern.ends_with('*');
@@ -327,7 +312,7 @@ impl Webhooks {
                 && !operational::is_operational(pattern)
                 && self.store.get_event_type(tenant_id.as_str(), pattern).await?.is_none()
             {
-                problems.0.push(FieldProblem::new(field, format!("no event type named {pattern:?} is registered")));
+                problems.push(FieldProblem::new(field, format!("no event type named {pattern:?} is registered")));
                 continue;
             }
             if !checked.contains(pattern) {

@@ -2,7 +2,7 @@
 //! Names and schemas are checked here, so every writer registers them by the same rules.
 
 use serde_json::Value;
-use switchboard_core::problem::{FieldProblem, check_text};
+use switchboard_core::problem::{FieldProblem, Problems, check_text};
 use switchboard_core::{Id, IdKind};
 use switchboard_store::{EventType, EventTypePatch, NewEventType, StoreError};
 
@@ -57,13 +57,6 @@ fn check_schema(schema: &Value) -> Result<String, FieldProblem> {
     Ok(schema.to_string())
 }
 
-fn invalid(problems: Vec<FieldProblem>) -> Result<(), EventTypeError> {
-    match problems.is_empty() {
-        true => Ok(()),
-        false => Err(EventTypeError::Invalid(problems)),
-    }
-}
-
 impl Webhooks {
     /// Registers an event type; a name taken in the tenant is [`EventTypeError::Taken`].
     pub async fn create_event_type(
@@ -73,17 +66,11 @@ impl Webhooks {
         description: String,
         schema: Option<&Value>,
     ) -> Result<EventType, EventTypeError> {
-        let mut problems = Vec::new();
-        problems.extend(check_name("name", &name).err());
-        problems.extend(check_text("description", &description, MAX_DESCRIPTION).err());
-        let schema = match schema.map(check_schema).transpose() {
-            Ok(schema) => schema,
-            Err(problem) => {
-                problems.push(problem);
-                None
-            }
-        };
-        invalid(problems)?;
+        let mut problems = Problems::default();
+        problems.check(check_name("name", &name));
+        problems.check(check_text("description", &description, MAX_DESCRIPTION));
+        let schema = problems.check(schema.map(check_schema).transpose()).flatten();
+        problems.finish().map_err(EventTypeError::Invalid)?;
         let new = NewEventType {
             id: Id::new(IdKind::EventType),
             tenant_id: tenant_id.clone(),
@@ -103,22 +90,16 @@ impl Webhooks {
         description: Option<String>,
         schema: Option<Option<&Value>>,
     ) -> Result<EventType, EventTypeError> {
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         if let Some(description) = &description {
-            problems.extend(check_text("description", description, MAX_DESCRIPTION).err());
+            problems.check(check_text("description", description, MAX_DESCRIPTION));
         }
         let schema = match schema {
-            Some(Some(schema)) => match check_schema(schema) {
-                Ok(text) => Some(Some(text)),
-                Err(problem) => {
-                    problems.push(problem);
-                    None
-                }
-            },
+            Some(Some(schema)) => problems.check(check_schema(schema)).map(Some),
             Some(None) => Some(None),
             None => None,
         };
-        invalid(problems)?;
+        problems.finish().map_err(EventTypeError::Invalid)?;
         let patch = EventTypePatch { description, schema, updated_at: Some(self.clock.now()) };
         self.store.update_event_type(tenant_id.as_str(), name, &patch).await?.ok_or(EventTypeError::NotFound)
     }

@@ -21,32 +21,6 @@ use crate::extract::{ApiJson, ApiQuery, OptionalJson};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// Whether signatures are HMAC (`v1`, a `whsec_` secret) or Ed25519 (`v1a`, a `whsk_` key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Signing {
-    Symmetric,
-    Asymmetric,
-}
-
-impl From<Signing> for SigningKind {
-    fn from(signing: Signing) -> Self {
-        match signing {
-            Signing::Symmetric => Self::Symmetric,
-            Signing::Asymmetric => Self::Asymmetric,
-        }
-    }
-}
-
-impl From<SigningKind> for Signing {
-    fn from(kind: SigningKind) -> Self {
-        match kind {
-            SigningKind::Symmetric => Self::Symmetric,
-            SigningKind::Asymmetric => Self::Asymmetric,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpoint {
@@ -85,7 +59,7 @@ pub struct CreateEndpoint {
     /// when absent.
     pub secret: Option<String>,
     /// Which kind of secret to generate when none is supplied (default symmetric).
-    pub signing: Option<Signing>,
+    pub signing: Option<SigningKind>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -135,7 +109,7 @@ pub struct EndpointOut {
     pub fifo: bool,
     #[schema(value_type = Object)]
     pub metadata: Value,
-    pub signing: Signing,
+    pub signing: SigningKind,
     /// For asymmetric signing: the `whpk_` key receivers verify with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
@@ -164,7 +138,7 @@ fn endpoint_out(endpoint: Endpoint, secret: &SigningSecret, now: DateTime<Utc>) 
         disabled_reason: endpoint.disabled_reason,
         fifo: endpoint.fifo,
         metadata: serde_json::from_str(&endpoint.metadata).unwrap_or_else(|_| Value::Object(Map::new())),
-        signing: SigningKind::of(secret).into(),
+        signing: SigningKind::of(secret),
         public_key: secret.public_key(),
         failing_since: endpoint.failing_since,
         previous_secret_expires_at: endpoint.previous_secret_expires_at.filter(|at| *at > now),
@@ -226,7 +200,7 @@ pub async fn create_endpoint(
         fifo: request.fifo,
         metadata: request.metadata,
         secret: request.secret,
-        signing: request.signing.map(SigningKind::from).unwrap_or_default(),
+        signing: request.signing.unwrap_or_default(),
     };
     let WithSecret { endpoint, secret } = state.webhooks.create_endpoint(&caller.key.tenant_id, spec).await?;
     let mut out = endpoint_out(endpoint, &secret, state.clock.now());

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_store::{EventType, Scope};
+use switchboard_webhooks::event_types::check_name;
 use utoipa::ToSchema;
 
 use super::{EventTypePage, ListResponse, present};
@@ -68,14 +69,9 @@ impl From<EventType> for EventTypeOut {
     }
 }
 
-/// An event type name, as the webhooks service checks it.
-pub fn check_event_type_name(field: &str, name: &str) -> ApiResult<()> {
-    switchboard_webhooks::event_types::check_name(field, name).map_err(ApiError::from)
-}
-
 /// A name in a path that could never have been registered names nothing.
 fn event_type_in_path(name: &str) -> ApiResult<&str> {
-    check_event_type_name("name", name).map(|()| name).map_err(|_| ApiError::not_found("event type"))
+    check_name("name", name).map(|()| name).map_err(|_| ApiError::not_found("event type"))
 }
 
 /// Registers an event type (write scope)

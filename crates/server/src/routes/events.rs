@@ -11,9 +11,9 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use switchboard_core::{Id, IdKind};
 use switchboard_store::{CreateEventOutcome, Event, EventFilter, Idempotency, NewEvent, Scope};
+use switchboard_webhooks::event_types::check_name;
 use utoipa::{IntoParams, ToSchema};
 
-use super::event_types::check_event_type_name;
 use super::{ListResponse, PageParams, path_id};
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
@@ -164,7 +164,7 @@ pub async fn create_event(
 
 /// The event type must exist in the tenant and the payload must satisfy its schema.
 async fn validate(state: &AppState, tenant_id: &str, request: &CreateEvent) -> ApiResult<()> {
-    check_event_type_name("event_type", &request.event_type)?;
+    check_name("event_type", &request.event_type)?;
     if switchboard_webhooks::operational::is_operational(&request.event_type) {
         return Err(ApiError::validation("event_type", "is reserved for events Switchboard publishes itself"));
     }
@@ -231,7 +231,7 @@ pub async fn list_events(
     // An empty filter is no filter; a name that could never be registered is refused.
     let event_type = query.event_type.filter(|t| !t.is_empty());
     if let Some(event_type) = &event_type {
-        check_event_type_name("event_type", event_type)
+        check_name("event_type", event_type)
             .map_err(|_| ApiError::malformed("event_type", "dot-separated segments of letters, digits, '_' and '-'"))?;
     }
     let filter = EventFilter {

@@ -115,16 +115,6 @@ impl<T> ListResponse<T> {
     }
 }
 
-/// A name or label: trimmed, 1 to `max` characters, no control characters.
-pub fn check_label(field: &str, value: &str, max: usize) -> ApiResult<String> {
-    switchboard_core::problem::check_label(field, value, max).map_err(ApiError::from)
-}
-
-/// Free text (a description): at most `max` characters, newlines and tabs allowed.
-pub fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
-    switchboard_core::problem::check_text(field, value, max).map_err(ApiError::from)
-}
-
 /// For PATCH bodies: tells an absent field (`None`) from an explicit `null` (`Some(None)`).
 pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
