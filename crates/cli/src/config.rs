@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use switchboard_egress::AddressPolicy;
-use switchboard_webhooks::WebhookConfig;
 use switchboard_webhooks::schedule::RetrySchedule;
+use switchboard_webhooks::{AdmissionConfig, WebhookConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Webhook deliveries in flight at once in this process [default: 256]
     #[arg(long, env = "SWITCHBOARD_DELIVERY_CONCURRENCY", value_name = "N")]
     pub delivery_concurrency: Option<usize>,
+    /// Refuse a tenant's new events (429 with Retry-After) while this many of its messages
+    /// are due and not yet delivered; 0 for no limit [default: 10000]
+    #[arg(long, env = "SWITCHBOARD_MAX_DUE_MESSAGES_PER_TENANT", value_name = "N")]
+    pub max_due_messages_per_tenant: Option<u64>,
     /// Seconds a webhook receiver has to answer [default: 15]
     #[arg(long, env = "SWITCHBOARD_DELIVERY_TIMEOUT_SECS", value_name = "SECS")]
     pub delivery_timeout_secs: Option<u64>,
@@ -138,6 +142,7 @@ struct FileConfig {
     shutdown_timeout_secs: Option<u64>,
     drain_secs: Option<u64>,
     delivery_concurrency: Option<usize>,
+    max_due_messages_per_tenant: Option<u64>,
     delivery_timeout_secs: Option<u64>,
     delivery_lease_secs: Option<u64>,
     retry_schedule: Option<String>,
@@ -252,7 +257,13 @@ fn webhook_config(serve: &ServeArgs, file: &FileConfig) -> anyhow::Result<Webhoo
         bail!("delivery_lease_secs ({}) must exceed delivery_timeout_secs ({})", lease.as_secs(), timeout.as_secs());
     }
     let hours = serve.disable_failing_endpoints_after_hours.or(file.disable_failing_endpoints_after_hours);
+    let admission = match serve.max_due_messages_per_tenant.or(file.max_due_messages_per_tenant) {
+        Some(0) => AdmissionConfig { max_due_per_tenant: None, ..defaults.admission.clone() },
+        Some(limit) => AdmissionConfig { max_due_per_tenant: Some(limit), ..defaults.admission.clone() },
+        None => defaults.admission.clone(),
+    };
     Ok(WebhookConfig {
+        admission,
         schedule,
         request_timeout: timeout,
         concurrency: serve.delivery_concurrency.or(file.delivery_concurrency).unwrap_or(defaults.concurrency).max(1),

@@ -28,7 +28,7 @@ pub(crate) fn start(state: Inbound, stop: tokio_util::sync::CancellationToken) -
         claim_loop(
             "inbound processing",
             state.clock.clone(),
-            state.ready.subscribe(),
+            state.ready.subscribe().into(),
             limits,
             stop,
             move |_free| {

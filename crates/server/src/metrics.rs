@@ -24,7 +24,7 @@ pub struct RouteLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
-    /// `created`, `replayed` or `rejected`.
+    /// `created`, `replayed`, `rejected` (invalid) or `deferred` (the tenant's deliveries are behind).
     pub outcome: &'static str,
 }
 

@@ -146,6 +146,12 @@ impl ApiError {
         }
     }
 
+    /// The tenant's deliveries are too far behind for more events now.
+    pub fn backlogged(backlogged: &switchboard_webhooks::Backlogged) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "deliveries-behind", backlogged.to_string())
+            .with_retry_after(backlogged.retry_after)
+    }
+
     pub fn timeout() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -21,6 +21,8 @@ switchboard_store::conformance_tests!(
     failed_messages_are_resent_and_recovered_and_counted_in_stats,
     private_targets_are_refused_unless_the_operator_allows_them,
     an_event_whose_subscribers_cannot_be_read_is_refused_not_stored_undeliverable,
+    messages_published_here_skip_the_claim_while_the_workers_have_room,
+    a_tenant_whose_deliveries_are_behind_is_asked_to_slow_down,
 );
 
 async fn deliveries_are_signed_per_standard_webhooks_and_recorded(backend: Backend) {
@@ -405,4 +407,71 @@ async fn an_event_whose_subscribers_cannot_be_read_is_refused_not_stored_undeliv
     expect_problem(response, 500).await;
     let list: Value = server.get(&server.admin_key, "/api/events").await.json().await.unwrap();
     assert_eq!(list["data"], json!([]), "nothing was stored");
+}
+
+/// A counter's value in `/metrics`.
+async fn metric(server: &TestServer, name: &str) -> u64 {
+    let text = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+async fn messages_published_here_skip_the_claim_while_the_workers_have_room(backend: Backend) {
+    // One delivery at a time, one more waiting: the rest of a burst waits for a claim.
+    let server = TestServer::start_with_webhooks(backend, |config| config.concurrency = 1).await;
+    let (receiver, url) = Receiver::start().await;
+    receiver.answer_after(Duration::from_millis(150));
+    server.event_type(&server.admin_key, "order.paid", None).await;
+    endpoint(&server, json!({"url": url, "event_types": ["order.paid"]})).await;
+    let mut events = Vec::new();
+    for n in 0..6 {
+        events.push(publish(&server, "order.paid", json!({"n": n})).await);
+    }
+    receiver.wait_for(6).await;
+    for event_id in &events {
+        message_of(&server, event_id, "succeeded").await;
+    }
+    receiver.stays_at(6).await;
+    let mut delivered: Vec<String> = receiver.all().iter().map(|r| r.header("webhook-id").to_string()).collect();
+    delivered.sort();
+    events.sort();
+    assert_eq!(delivered, events, "each event delivered once");
+    let handed = metric(&server, "switchboard_webhook_messages_handed_over_total").await;
+    let claimed = metric(&server, "switchboard_webhook_messages_claimed_total").await;
+    assert!(handed >= 1, "the first message went straight to the idle workers");
+    assert!(claimed >= 1, "the overflow was claimed");
+    assert_eq!(handed + claimed, 6, "every message came one way or the other, once");
+}
+
+async fn a_tenant_whose_deliveries_are_behind_is_asked_to_slow_down(backend: Backend) {
+    let server = TestServer::start_with_webhooks(backend, |config| {
+        config.concurrency = 1;
+        config.admission.max_due_per_tenant = Some(3);
+    })
+    .await;
+    let (receiver, url) = Receiver::start().await;
+    receiver.answer_after(Duration::from_millis(300));
+    server.event_type(&server.admin_key, "order.paid", None).await;
+    endpoint(&server, json!({"url": url, "event_types": ["order.paid"]})).await;
+    let mut accepted = Vec::new();
+    for n in 0..3 {
+        accepted.push(publish(&server, "order.paid", json!({"n": n})).await);
+    }
+    let refused =
+        server.post(&server.admin_key, "/api/events", &json!({"event_type": "order.paid", "payload": {}})).await;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let problem = expect_problem(refused, 429).await;
+    assert!(problem["type"].as_str().unwrap().ends_with("deliveries-behind"), "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("the limit is 3"), "{problem}");
+
+    // Once the count is stale it is made again: the two handed to the busy workers are in
+    // flight or leased, so one at most is due, and the tenant may publish again.
+    server.clock.advance(chrono::Duration::seconds(1));
+    accepted.push(publish(&server, "order.paid", json!({"n": 3})).await);
+    receiver.wait_for(4).await;
+    for event_id in &accepted {
+        message_of(&server, event_id, "succeeded").await;
+    }
+    let outcomes = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(outcomes.contains("switchboard_events_total{outcome=\"deferred\"} 1"), "{outcomes}");
 }

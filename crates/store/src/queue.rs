@@ -265,7 +265,7 @@ pub async fn run_worker<H, F>(
             }
         }
     };
-    claim_loop(&queue, loop_clock, signal, limits, shutdown, claim, next_due, handle).await
+    claim_loop(&queue, loop_clock, signal.into(), limits, shutdown, claim, next_due, handle).await
 }
 
 /// How long a busy claim loop waits for more free slots before claiming for fewer.
@@ -281,15 +281,34 @@ pub struct ClaimLimits {
     pub max_idle_wait: Duration,
 }
 
+/// Where a claim loop hears of work: the store's wake signal for its kind, and, for work
+/// created in this process, items handed to it directly, already leased, which it runs
+/// without a claim.
+#[derive(Debug)]
+pub struct Feed<T> {
+    /// Changes when work of the loop's kind may have become due.
+    pub signal: tokio::sync::watch::Receiver<u64>,
+    /// Items leased by their creator and handed over; `None` when nothing is handed.
+    pub handed: Option<tokio::sync::mpsc::Receiver<T>>,
+}
+
+impl<T> From<tokio::sync::watch::Receiver<u64>> for Feed<T> {
+    fn from(signal: tokio::sync::watch::Receiver<u64>) -> Self {
+        Self { signal, handed: None }
+    }
+}
+
 /// The loop every kind of background work runs on: claim as many items as there are free
 /// slots, run each on a task of its own holding a slot, and when nothing is due sleep until
-/// the next item is (or the wake signal changes). When `shutdown` is cancelled it stops
-/// claiming and returns once every item in hand is done.
+/// the next item is (or the wake signal changes). Items handed over through the feed run
+/// first and cost no claim: while the loop sleeps they run as they arrive. When `shutdown`
+/// is cancelled it stops claiming, runs what was handed to it, and returns once every item
+/// in hand is done.
 #[allow(clippy::too_many_arguments)]
 pub async fn claim_loop<T, C, CF, D, DF, H, HF>(
     what: &str,
     clock: Arc<dyn Clock>,
-    mut signal: tokio::sync::watch::Receiver<u64>,
+    feed: Feed<T>,
     limits: ClaimLimits,
     shutdown: CancellationToken,
     mut claim: C,
@@ -304,14 +323,31 @@ pub async fn claim_loop<T, C, CF, D, DF, H, HF>(
     H: Fn(T) -> HF,
     HF: Future<Output = ()> + Send + 'static,
 {
+    let Feed { mut signal, mut handed } = feed;
     let concurrency = limits.concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
+    let run = |item: T, permit: tokio::sync::OwnedSemaphorePermit| {
+        let work = handle(item);
+        tokio::spawn(async move {
+            work.await;
+            drop(permit);
+        });
+    };
     // While work is waiting, a claim is worth making for several slots at once: every claim
     // is a write unit of its own.
     let gather = (concurrency / 8).max(1);
     let mut backlog = false;
-    loop {
+    'claiming: loop {
         signal.borrow_and_update();
+        // Handed items first: they are leased already, and their lease is running.
+        while let Some(receiver) = handed.as_mut()
+            && let Ok(permit) = permits.clone().try_acquire_owned()
+        {
+            match receiver.try_recv() {
+                Ok(item) => run(item, permit),
+                Err(_) => break,
+            }
+        }
         let free = permits.available_permits();
         if free == 0 {
             // Every slot is busy: wait for one to free up (or for shutdown).
@@ -350,22 +386,45 @@ pub async fn claim_loop<T, C, CF, D, DF, H, HF>(
                 tokio::task::yield_now().await;
                 continue;
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = signal.changed() => {}
-                _ = tokio::time::sleep(wait) => {}
+            let until = tokio::time::Instant::now() + wait;
+            // Asleep until something is due; handed items run meanwhile without a claim.
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'claiming,
+                    _ = signal.changed() => continue 'claiming,
+                    _ = tokio::time::sleep_until(until) => continue 'claiming,
+                    item = next_handed(&mut handed) => match item {
+                        Some(item) => {
+                            let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+                            run(item, permit);
+                        }
+                        None => handed = None,
+                    },
+                }
             }
-            continue;
         }
         for item in claimed {
             let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
-            let work = handle(item);
-            tokio::spawn(async move {
-                work.await;
-                drop(permit);
-            });
+            run(item, permit);
+        }
+    }
+    // What was handed over is leased to this process: run it rather than leave it waiting
+    // for its lease to run out.
+    if let Some(mut receiver) = handed {
+        receiver.close();
+        while let Some(item) = receiver.recv().await {
+            let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+            run(item, permit);
         }
     }
     // Drain: every permit back means every item in hand has finished.
     let _ = permits.acquire_many(concurrency as u32).await;
+}
+
+/// The next handed item; pending forever when nothing is handed.
+async fn next_handed<T>(handed: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match handed {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
 }

@@ -136,8 +136,13 @@ pub struct NewMessage {
     pub endpoint_id: Id,
     /// The endpoint's `fifo`: the message waits for earlier ones of its endpoint.
     pub fifo: bool,
-    /// When its first attempt is due.
+    /// When its first attempt is due; with a `lease_id`, when that lease ends.
     pub next_attempt_at: Timestamp,
+    /// Set when the process creating the message hands it to its own delivery workers
+    /// instead of waiting for a claim: the message is stored already leased until
+    /// `next_attempt_at`, so no claim takes it before then, and a crash only delays it until
+    /// the lease runs out.
+    pub lease_id: Option<String>,
 }
 
 /// One event for one endpoint, as stored: also its entry in the delivery queue.
@@ -416,6 +421,9 @@ pub trait DeliveryStore: Send + Sync {
     async fn claim_messages(&self, limit: u32, now: Timestamp, lease: chrono::Duration) -> Result<ClaimedBatch>;
     /// When the next pending message comes due.
     async fn next_message_due(&self) -> Result<Option<Timestamp>>;
+    /// How many of the tenant's pending messages are due at `now` and not leased, counting
+    /// no further than `cap` (so a deep backlog costs no more to count than `cap` rows).
+    async fn count_due_messages(&self, tenant_id: &str, now: Timestamp, cap: u64) -> Result<u64>;
     /// Records attempts and moves messages on in one unit, with the operational events they
     /// cause. Endpoints that answered 410, or have failed since before `disable_failing_before`,
     /// are disabled, and an [`crate::outbox::OperationalEvent::EndpointDisabled`] enqueued for each.

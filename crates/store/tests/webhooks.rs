@@ -18,6 +18,8 @@ switchboard_store::conformance_tests!(
     prune_removes_old_finished_rows_only,
     a_claim_only_hands_out_messages_whose_events_are_committed,
     each_kind_of_work_wakes_only_its_own_workers,
+    a_message_handed_to_its_creator_is_stored_leased,
+    due_messages_are_counted_per_tenant_up_to_a_cap,
 );
 
 fn t0() -> Timestamp {
@@ -83,6 +85,7 @@ fn message_for(endpoint: &Endpoint, at: Timestamp) -> NewMessage {
         endpoint_id: endpoint.id.clone(),
         fifo: endpoint.fifo,
         next_attempt_at: at,
+        lease_id: None,
     }
 }
 
@@ -466,4 +469,61 @@ async fn each_kind_of_work_wakes_only_its_own_workers(backend: Backend) {
     store.enqueue(&[job]).await.unwrap();
     assert!(jobs.has_changed().unwrap(), "a job wakes the job workers");
     assert!(!messages.has_changed().unwrap(), "a job does not wake delivery");
+}
+
+async fn a_message_handed_to_its_creator_is_stored_leased(backend: Backend) {
+    use switchboard_store::queue::Work;
+    let (_db, store) = TestDb::store_for(backend).await;
+    let a = tenant(&*store).await;
+    let e = endpoint(&*store, &a, false).await;
+    let mut wakes = store.work_signal(Work::Messages);
+    wakes.borrow_and_update();
+    let lease_ends = t0() + Duration::seconds(60);
+    let handed = NewMessage { lease_id: Some("lease_local".into()), ..message_for(&e, lease_ends) };
+    store.create_event(&event(&a, None), std::slice::from_ref(&handed), &[]).await.unwrap();
+    assert!(!wakes.has_changed().unwrap(), "a message its creator delivers wakes no claim");
+    assert!(claim(&*store, t0()).await.is_empty(), "no claim takes it while its lease runs");
+
+    // Its creator records the outcome under the lease it was created with.
+    let stored = store.get_message(a.as_str(), handed.id.as_str()).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.next_attempt_at), (MessageStatus::Pending, Some(lease_ends)));
+    let claimed = ClaimedMessage { message: stored, lease_id: "lease_local".into() };
+    let failed = NextStep::RetryAt { at: t0() + Duration::seconds(5), advance: true };
+    let outcome = store
+        .record_deliveries(&[record(&claimed, Some(500), failed, EndpointHealth::Failed)], &[], t0())
+        .await
+        .unwrap();
+    assert_eq!(outcome.recorded, vec![true]);
+    let retried = claim(&*store, t0() + Duration::seconds(5)).await;
+    assert_eq!(retried.len(), 1, "its retry is claimed like any other");
+    let delivered = record(&retried[0], Some(200), NextStep::Succeeded, EndpointHealth::Succeeded);
+    store.record_deliveries(&[delivered], &[], t0()).await.unwrap();
+
+    // A creator that dies before recording only delays the message until its lease ends.
+    let orphan = NewMessage { id: Id::new(IdKind::Message), ..handed };
+    store.create_event(&event(&a, None), std::slice::from_ref(&orphan), &[]).await.unwrap();
+    assert!(claim(&*store, lease_ends - Duration::seconds(1)).await.is_empty());
+    let recovered = claim(&*store, lease_ends).await;
+    assert_eq!(recovered.iter().map(|c| c.message.id.clone()).collect::<Vec<_>>(), vec![orphan.id]);
+}
+
+async fn due_messages_are_counted_per_tenant_up_to_a_cap(backend: Backend) {
+    let (_db, store) = TestDb::store_for(backend).await;
+    let (a, b) = (tenant(&*store).await, tenant(&*store).await);
+    let (ea, eb) = (endpoint(&*store, &a, false).await, endpoint(&*store, &b, false).await);
+    publish(&*store, &a, &[&ea, &ea, &ea]).await;
+    publish(&*store, &b, &[&eb, &eb]).await;
+    let retry_later = message_for(&ea, t0() + Duration::seconds(60));
+    let handed = NewMessage { lease_id: Some("lease_local".into()), ..message_for(&ea, t0() + Duration::seconds(120)) };
+    store.create_event(&event(&a, None), &[retry_later, handed], &[]).await.unwrap();
+
+    let count = |tenant: Id, at: Timestamp, cap: u64| {
+        let store = store.clone();
+        async move { store.count_due_messages(tenant.as_str(), at, cap).await.unwrap() }
+    };
+    assert_eq!(count(a.clone(), t0(), 100).await, 3, "a retry still to come and a leased message are not due");
+    assert_eq!(count(a.clone(), t0(), 2).await, 2, "counting stops at the cap");
+    assert_eq!(count(b.clone(), t0(), 100).await, 2, "each tenant its own");
+    assert_eq!(count(a.clone(), t0() + Duration::seconds(60), 100).await, 4, "the retry once it is due");
+    assert_eq!(count(a.clone(), t0() + Duration::seconds(120), 100).await, 5, "the lease once it ran out");
 }

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use crate::admission::AdmissionConfig;
 use crate::schedule::RetrySchedule;
 
 /// How outgoing webhooks behave; every field has a `serve` flag.
@@ -23,6 +24,8 @@ pub struct WebhookConfig {
     /// How long this process trusts its copy of a tenant's endpoints when fanning out;
     /// changes made through this process apply at once.
     pub endpoint_cache_ttl: Duration,
+    /// When a tenant whose deliveries are behind is refused new events.
+    pub admission: AdmissionConfig,
 }
 
 impl Default for WebhookConfig {
@@ -38,6 +41,7 @@ impl Default for WebhookConfig {
             retention: days(30),
             retention_interval: Duration::from_secs(3600),
             endpoint_cache_ttl: Duration::from_secs(1),
+            admission: AdmissionConfig::default(),
         }
     }
 }

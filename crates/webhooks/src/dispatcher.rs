@@ -2,20 +2,19 @@
 //! attempt each concurrently, and record the outcomes in batches (one store unit for many
 //! deliveries).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_core::{Id, Timestamp};
-use switchboard_store::queue::{ClaimLimits, claim_loop};
+use switchboard_store::queue::{ClaimLimits, Feed, claim_loop};
 use switchboard_store::{
-    AttemptErrorKind, ClaimedMessage, DeliveryRecord, Endpoint, EndpointHealth, Event, EventWithMessages, NewEvent,
-    NextStep,
+    AttemptErrorKind, ClaimedMessage, DeliveryRecord, EndpointHealth, EventWithMessages, NewEvent, NextStep,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{self, Verdict};
+use crate::handoff::{Context, Leased};
 use crate::limiter::Slot;
 use crate::{Webhooks, operational};
 
@@ -34,12 +33,13 @@ pub(crate) async fn run(service: Webhooks, shutdown: CancellationToken) {
     let (outcomes, received) = mpsc::channel::<Outcome>(RECORD_BATCH * 4);
     let recorder = tokio::spawn(record_outcomes(service.clone(), received));
     let limits = ClaimLimits { concurrency: service.config.concurrency, max_idle_wait: Duration::from_secs(30) };
-    let lease = chrono::Duration::from_std(service.config.lease).unwrap_or(chrono::Duration::seconds(60));
     let claim = |free: u32| {
         let service = service.clone();
         async move {
             let now = service.clock.now();
+            let lease = service.lease_ends() - now;
             let batch = service.store.claim_messages(free.min(CLAIM_BATCH), now, lease).await?;
+            service.metrics.claimed.inc_by(batch.messages.len() as u64);
             let context = Arc::new(Context {
                 events: batch.events.into_iter().map(|e| (e.id.clone(), e)).collect(),
                 endpoints: batch.endpoints.into_iter().map(|(e, deleted)| (e.id.clone(), (e, deleted))).collect(),
@@ -51,23 +51,22 @@ pub(crate) async fn run(service: Webhooks, shutdown: CancellationToken) {
         let service = service.clone();
         async move { service.store.next_message_due().await }
     };
-    let handle = |(message, context): (ClaimedMessage, Arc<Context>)| {
+    let handle = |(message, context): Leased| {
         let (service, outcomes) = (service.clone(), outcomes.clone());
         async move {
             let outcome = handle(&service, &context, message).await;
             let _ = outcomes.send(outcome).await;
         }
     };
-    let signal = service.store.work_signal(switchboard_store::queue::Work::Messages);
-    claim_loop("deliveries", service.clock.clone(), signal, limits, shutdown, claim, next_due, handle).await;
+    // Room for one round of deliveries waiting for a slot: beyond it, new messages wait for a
+    // claim, which batches them.
+    let feed = Feed {
+        signal: service.store.work_signal(switchboard_store::queue::Work::Messages),
+        handed: service.handoff.open(service.config.concurrency),
+    };
+    claim_loop("deliveries", service.clock.clone(), feed, limits, shutdown, claim, next_due, handle).await;
     drop(outcomes);
     let _ = recorder.await;
-}
-
-/// The events and endpoints of a claimed batch.
-struct Context {
-    events: HashMap<Id, Event>,
-    endpoints: HashMap<Id, (Endpoint, bool)>,
 }
 
 /// Decides about one message and, when it is to be sent, sends it.

@@ -111,6 +111,7 @@ pub async fn messages_for(event: &NewEvent, subscribers: &[Subscriber], now: Tim
             endpoint_id: subscriber.endpoint.id.clone(),
             fifo: subscriber.endpoint.fifo,
             next_attempt_at: now,
+            lease_id: None,
         });
     }
     messages

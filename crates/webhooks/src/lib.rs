@@ -1,10 +1,11 @@
 //! Outgoing webhooks: fan-out of events to endpoints, the delivery workers, the retry
 //! schedule, per-endpoint rate limits, operational events and retention.
 //!
+//! - [`admission`]: refuses a tenant's new events while its deliveries are too far behind;
 //! - [`fanout`]: which endpoints receive an event (type patterns, jq filters), computed when
 //!   the event is published so its messages are stored in the same unit;
 //! - `dispatcher`: claims due messages, sends them ([`delivery`]) and records outcomes in
-//!   batches; [`schedule`] says when a failure is tried again, [`limiter`] paces endpoints;
+//!   batches; `handoff` gives it the messages this process publishes without a claim; [`schedule`] says when a failure is tried again, [`limiter`] paces endpoints;
 //! - [`operational`]: the hub's own events (`message.attempt.exhausted`, `endpoint.disabled`,
 //!   `connection.auth_failed`, `inbound.processing_failed`);
 //! - [`endpoints`]: the checked writes of endpoints and their secrets, resends and recovery;
@@ -12,12 +13,14 @@
 //! - `retention`: prunes old events, messages and attempts;
 //! - [`stats`]: per-endpoint success rate and latency.
 
+pub mod admission;
 mod config;
 pub mod delivery;
 mod dispatcher;
 pub mod endpoints;
 pub mod event_types;
 pub mod fanout;
+mod handoff;
 pub mod limiter;
 pub mod metrics;
 pub mod operational;
@@ -35,6 +38,7 @@ use switchboard_egress::EgressClient;
 use switchboard_store::{CreateEventOutcome, Endpoint, Event, NewEvent, NewMessage, Store, StoreError, secrets};
 use tokio_util::sync::CancellationToken;
 
+pub use admission::{AdmissionConfig, Backlogged};
 pub use config::WebhookConfig;
 pub use endpoints::{EndpointChanges, EndpointError, EndpointSpec, SigningKind, WithSecret};
 pub use event_types::EventTypeError;
@@ -70,6 +74,8 @@ pub struct Inner {
     pub(crate) config: WebhookConfig,
     pub(crate) metrics: DeliveryMetrics,
     endpoints: EndpointCache,
+    handoff: handoff::Handoff,
+    backlogs: admission::Backlogs,
     limiter: EndpointLimiter,
     signing: Mutex<HashMap<Id, SigningSecret>>,
     programs: ProgramCache,
@@ -98,6 +104,8 @@ impl Webhooks {
             egress,
             config,
             metrics: DeliveryMetrics::default(),
+            handoff: handoff::Handoff::default(),
+            backlogs: admission::Backlogs::default(),
             limiter: EndpointLimiter::default(),
             signing: Mutex::new(HashMap::new()),
             programs: ProgramCache::default(),
@@ -128,12 +136,16 @@ impl Webhooks {
 
     /// Stores an event with one message per endpoint that should receive it, in one unit.
     /// If the endpoints cannot be read, nothing is stored: an event accepted without its
-    /// messages would never be delivered.
+    /// messages would never be delivered. When this process's delivery workers have room,
+    /// the messages go to them straight after the commit, leased, without a claim.
     pub async fn publish(&self, event: NewEvent) -> Result<CreateEventOutcome, StoreError> {
-        let messages = self.fan_out(&event).await?;
+        let (subscribers, mut messages) = self.fan_out_to_subscribers(&event).await?;
+        let handing = self.handoff.lease(&mut messages, self.lease_ends());
         let outcome = self.store.create_event(&event, &messages, &[]).await?;
-        if matches!(outcome, CreateEventOutcome::Created(_)) {
+        if let CreateEventOutcome::Created(stored) = &outcome {
             self.metrics.fanned_out.inc_by(messages.len() as u64);
+            self.backlogs.published(&stored.tenant_id, messages.len() as u64);
+            self.metrics.handed_over.inc_by(handing.hand(stored, &subscribers));
         }
         Ok(outcome)
     }
@@ -141,20 +153,22 @@ impl Webhooks {
     /// Publishes many events in one unit (all or none), each fanned out as [`Self::publish`]
     /// does: how processed incoming webhooks become events.
     pub async fn publish_batch(&self, events: Vec<NewEvent>) -> Result<Vec<CreateEventOutcome>, StoreError> {
+        let lease_ends = self.lease_ends();
         let mut batch = Vec::with_capacity(events.len());
+        let mut handings = Vec::with_capacity(events.len());
         for event in events {
-            let messages = self.fan_out(&event).await?;
+            let (subscribers, mut messages) = self.fan_out_to_subscribers(&event).await?;
+            handings.push((self.handoff.lease(&mut messages, lease_ends), subscribers));
             batch.push((event, messages));
         }
         let fan_outs: Vec<usize> = batch.iter().map(|(_, messages)| messages.len()).collect();
         let outcomes = self.store.create_events(batch).await?;
-        let fanned_out: usize = fan_outs
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, outcome)| matches!(outcome, CreateEventOutcome::Created(_)))
-            .map(|(messages, _)| messages)
-            .sum();
-        self.metrics.fanned_out.inc_by(fanned_out as u64);
+        for ((outcome, fanned_out), (handing, subscribers)) in outcomes.iter().zip(fan_outs).zip(handings) {
+            if let CreateEventOutcome::Created(stored) = outcome {
+                self.metrics.fanned_out.inc_by(fanned_out as u64);
+                self.metrics.handed_over.inc_by(handing.hand(stored, &subscribers));
+            }
+        }
         Ok(outcomes)
     }
 
@@ -183,9 +197,23 @@ impl Webhooks {
 
     /// The messages `event` fans out to.
     pub(crate) async fn fan_out(&self, event: &NewEvent) -> Result<Vec<NewMessage>, StoreError> {
+        Ok(self.fan_out_to_subscribers(event).await?.1)
+    }
+
+    /// The tenant's subscribers and the messages `event` fans out to among them.
+    async fn fan_out_to_subscribers(
+        &self,
+        event: &NewEvent,
+    ) -> Result<(Arc<Vec<fanout::Subscriber>>, Vec<NewMessage>), StoreError> {
         let subscribers =
             self.endpoints.subscribers(&*self.store, &self.programs, &event.tenant_id, self.clock.now()).await?;
-        Ok(fanout::messages_for(event, &subscribers, self.clock.now()).await)
+        let messages = fanout::messages_for(event, &subscribers, self.clock.now()).await;
+        Ok((subscribers, messages))
+    }
+
+    /// When a lease taken now ends.
+    pub(crate) fn lease_ends(&self) -> Timestamp {
+        self.clock.now() + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(60))
     }
 
     /// The secret an endpoint signs with now (the newest).

@@ -29,6 +29,10 @@ pub struct DeliveryMetrics {
     pub last_failure: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub exhausted: Counter,
     pub fanned_out: Counter,
+    /// Messages handed to this process's delivery workers by the publish that created them.
+    pub handed_over: Counter,
+    /// Messages the delivery workers claimed from the store.
+    pub claimed: Counter,
 }
 
 impl Default for DeliveryMetrics {
@@ -39,6 +43,8 @@ impl Default for DeliveryMetrics {
             last_failure: Gauge::default(),
             exhausted: Counter::default(),
             fanned_out: Counter::default(),
+            handed_over: Counter::default(),
+            claimed: Counter::default(),
         }
     }
 }
@@ -58,6 +64,16 @@ impl DeliveryMetrics {
         );
         registry.register("webhook_messages_exhausted", "Messages that failed every attempt", self.exhausted.clone());
         registry.register("webhook_messages", "Messages created by fan-out", self.fanned_out.clone());
+        registry.register(
+            "webhook_messages_handed_over",
+            "Messages handed by their publish to this process's delivery workers, without a claim",
+            self.handed_over.clone(),
+        );
+        registry.register(
+            "webhook_messages_claimed",
+            "Messages claimed from the store by this process's delivery workers",
+            self.claimed.clone(),
+        );
     }
 
     pub(crate) fn observe(&self, attempt: &NewAttempt, verdict: &Verdict) {

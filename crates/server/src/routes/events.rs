@@ -105,6 +105,11 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 /// `event_type` and `payload`, key order aside) returns the first response with
 /// `Idempotent-Replayed: true`, even if the event type or its schema has changed since; the same
 /// key with a different request is a 409.
+///
+/// While too many of the tenant's messages are due and not yet delivered (10,000 unless the
+/// operator set `--max-due-messages-per-tenant`), new events are refused with a 429 and
+/// `Retry-After`, so a burst cannot leave every later event waiting behind a backlog; messages
+/// waiting for a scheduled retry do not count.
 #[utoipa::path(
     post,
     path = "/api/events",
@@ -114,6 +119,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     responses(
         (status = 201, body = EventOut, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier identical request"))),
         (status = 409, description = "The idempotency key was used with a different request", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests for this API key, or too many of the tenant's messages are due and undelivered (`deliveries-behind`); see `Retry-After`", body = crate::problem::Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security(("api_key" = []))
 )]
@@ -153,6 +159,10 @@ pub async fn create_event(
         idempotency,
         created_at: state.clock.now(),
     };
+    if let Err(backlogged) = state.webhooks.admit(&caller.key.tenant_id).await {
+        state.metrics.events.get_or_create(&EventLabels { outcome: "deferred" }).inc();
+        return Err(ApiError::backlogged(&backlogged));
+    }
     // The write runs in its own task: if the request is abandoned (timeout, client gone) the
     // write still either commits whole or not at all, never half-way.
     let webhooks = state.webhooks.clone();

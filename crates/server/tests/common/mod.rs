@@ -35,48 +35,61 @@ pub struct TestServer {
     stop: CancellationToken,
 }
 
+/// What a test server is started with; the default is what most tests want.
+struct Setup {
+    config: ServerConfig,
+    inbound: InboundConfig,
+    policy: AddressPolicy,
+    static_hosts: StaticHosts,
+    connectors_dirs: Vec<std::path::PathBuf>,
+    webhooks: WebhookConfig,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            config: ServerConfig::default(),
+            inbound: InboundConfig::default(),
+            // Receivers run on loopback.
+            policy: AddressPolicy::allow_all(),
+            static_hosts: StaticHosts::new(),
+            connectors_dirs: Vec::new(),
+            webhooks: WebhookConfig {
+                schedule: RetrySchedule { jitter: 0.0, ..RetrySchedule::default() },
+                request_timeout: std::time::Duration::from_secs(2),
+                // Retention runs often in real time; what it prunes follows the test's clock.
+                retention_interval: std::time::Duration::from_millis(100),
+                ..WebhookConfig::default()
+            },
+        }
+    }
+}
+
 impl TestServer {
     pub async fn start(backend: Backend) -> Self {
         Self::start_with(backend, ServerConfig::default()).await
     }
 
     pub async fn start_with(backend: Backend, config: ServerConfig) -> Self {
-        Self::start_configured(
-            backend,
-            config,
-            InboundConfig::default(),
-            AddressPolicy::allow_all(),
-            StaticHosts::new(),
-            &[],
-        )
-        .await
+        Self::start_configured(backend, Setup { config, ..Setup::default() }).await
     }
 
     /// A server whose incoming webhooks are received (and processed, or not) as `inbound` says.
     pub async fn start_with_inbound(backend: Backend, inbound: InboundConfig) -> Self {
-        Self::start_configured(
-            backend,
-            ServerConfig::default(),
-            inbound,
-            AddressPolicy::allow_all(),
-            StaticHosts::new(),
-            &[],
-        )
-        .await
+        Self::start_configured(backend, Setup { inbound, ..Setup::default() }).await
+    }
+
+    /// A server whose outgoing webhooks run with the tests' settings changed by `change`.
+    pub async fn start_with_webhooks(backend: Backend, change: impl FnOnce(&mut WebhookConfig)) -> Self {
+        let mut setup = Setup::default();
+        change(&mut setup.webhooks);
+        Self::start_configured(backend, setup).await
     }
 
     /// A server whose catalog adds the operator manifests in `tests/connectors/`.
     pub async fn start_with_test_connectors(backend: Backend) -> Self {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/connectors");
-        Self::start_configured(
-            backend,
-            ServerConfig::default(),
-            InboundConfig::default(),
-            AddressPolicy::allow_all(),
-            StaticHosts::new(),
-            &[dir],
-        )
-        .await
+        Self::start_configured(backend, Setup { connectors_dirs: vec![dir], ..Setup::default() }).await
     }
 
     /// A server whose SSRF guard refuses private targets, as in production.
@@ -86,26 +99,13 @@ impl TestServer {
 
     /// A guarded server whose resolver answers these names with these addresses.
     pub async fn start_guarded_resolving(backend: Backend, hosts: &[(&str, &str)]) -> Self {
-        let hosts = hosts.iter().map(|(name, ip)| (name.to_string(), vec![ip.parse().unwrap()])).collect();
-        Self::start_configured(
-            backend,
-            ServerConfig::default(),
-            InboundConfig::default(),
-            AddressPolicy::default(),
-            hosts,
-            &[],
-        )
-        .await
+        let static_hosts = hosts.iter().map(|(name, ip)| (name.to_string(), vec![ip.parse().unwrap()])).collect();
+        Self::start_configured(backend, Setup { policy: AddressPolicy::default(), static_hosts, ..Setup::default() })
+            .await
     }
 
-    async fn start_configured(
-        backend: Backend,
-        config: ServerConfig,
-        inbound: InboundConfig,
-        policy: AddressPolicy,
-        static_hosts: StaticHosts,
-        connectors_dirs: &[std::path::PathBuf],
-    ) -> Self {
+    async fn start_configured(backend: Backend, setup: Setup) -> Self {
+        let Setup { config, inbound, policy, static_hosts, connectors_dirs, webhooks: webhook_config } = setup;
         let db = TestDb::for_backend(backend);
         let store = db.open().await;
         let clock = ManualClock::new(from_micros(1_760_000_000_000_000));
@@ -113,18 +113,11 @@ impl TestServer {
         let tenant = NewTenant { id: Id::new(IdKind::Tenant), name: "default".into(), created_at: clock.now() };
         let key = NewApiKey::for_token(&tenant.id, "admin", Scope::Admin, &minted, None, clock.now());
         store.bootstrap_operator(&tenant, &key).await.unwrap().expect("fresh database");
-        let webhook_config = WebhookConfig {
-            schedule: RetrySchedule { jitter: 0.0, ..RetrySchedule::default() },
-            request_timeout: std::time::Duration::from_secs(2),
-            // Retention runs often in real time; what it prunes follows the test's clock.
-            retention_interval: std::time::Duration::from_millis(100),
-            ..WebhookConfig::default()
-        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let sandbox = Sandbox::start().await.unwrap();
         let settings = HubSettings {
-            catalog: Arc::new(Catalog::load(connectors_dirs).unwrap()),
+            catalog: Arc::new(Catalog::load(&connectors_dirs).unwrap()),
             connectors: ConnectorsConfig {
                 url_overrides: ProviderUrls::from_pairs(sandbox.url_overrides()).unwrap(),
                 public_url: base.clone(),

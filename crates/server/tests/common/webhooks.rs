@@ -40,6 +40,8 @@ type Answer = (u16, Option<&'static str>);
 pub struct Receiver {
     received: Arc<Mutex<Vec<Received>>>,
     answers: Arc<Mutex<VecDeque<Answer>>>,
+    /// How long each answer takes.
+    latency: Arc<Mutex<Duration>>,
 }
 
 impl Receiver {
@@ -52,6 +54,8 @@ impl Receiver {
                 let state = state.clone();
                 async move {
                     state.received.lock().unwrap().push(Received { headers, body });
+                    let latency = *state.latency.lock().unwrap();
+                    tokio::time::sleep(latency).await;
                     let (status, retry_after) = state.answers.lock().unwrap().pop_front().unwrap_or((200, None));
                     let mut response = StatusCode::from_u16(status).unwrap().into_response();
                     if let Some(value) = retry_after {
@@ -73,6 +77,11 @@ impl Receiver {
 
     pub fn answer_with_retry_after(&self, status: u16, retry_after: &'static str) {
         self.answers.lock().unwrap().push_back((status, Some(retry_after)));
+    }
+
+    /// Makes every answer from now on take `latency`.
+    pub fn answer_after(&self, latency: Duration) {
+        *self.latency.lock().unwrap() = latency;
     }
 
     pub fn count(&self) -> usize {

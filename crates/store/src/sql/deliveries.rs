@@ -145,6 +145,26 @@ macro_rules! deliveries_impl {
                 .await
             }
 
+            async fn count_due_messages(&self, tenant_id: &str, now: Timestamp, cap: u64) -> Result<u64> {
+                let tenant_id = tenant_id.to_string();
+                let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+                self.read(move |c| Box::pin(async move {
+                    let row = sqlx::query(
+                        "SELECT COUNT(*) AS due FROM (
+                             SELECT 1 FROM messages
+                             WHERE status = 'pending' AND next_attempt_at <= $2 AND tenant_id = $1
+                             LIMIT $3) AS capped",
+                    )
+                    .bind(&tenant_id)
+                    .bind(to_micros(now))
+                    .bind(cap)
+                    .fetch_one(&mut *c)
+                    .await?;
+                    Ok(u64::try_from(row.try_get::<i64, _>("due")?).unwrap_or(0))
+                }))
+                .await
+            }
+
             async fn record_deliveries(
                 &self,
                 records: &[DeliveryRecord],

@@ -216,7 +216,9 @@ macro_rules! domain_impl {
 
             async fn create_event(&self, event: &NewEvent, messages: &[NewMessage], jobs: &[NewJob]) -> Result<CreateEventOutcome> {
                 let (event, messages, jobs) = (event.clone(), messages.to_vec(), jobs.to_vec());
-                let (wakes_messages, wakes_jobs) = (!messages.is_empty(), !jobs.is_empty());
+                // Messages handed to this process's own workers (leased already) need no wake-up.
+                let wakes_messages = messages.iter().any(|m| m.lease_id.is_none());
+                let wakes_jobs = !jobs.is_empty();
                 let outcome = self.write(move |c| Box::pin(async move { insert_event(c, event, &messages, &jobs).await })).await?;
                 if matches!(outcome, CreateEventOutcome::Created(_)) {
                     if wakes_messages {
@@ -230,7 +232,7 @@ macro_rules! domain_impl {
             }
 
             async fn create_events(&self, events: Vec<(NewEvent, Vec<NewMessage>)>) -> Result<Vec<CreateEventOutcome>> {
-                let wakes = events.iter().any(|(_, messages)| !messages.is_empty());
+                let wakes = events.iter().any(|(_, messages)| messages.iter().any(|m| m.lease_id.is_none()));
                 let outcomes = self
                     .write(move |c| Box::pin(async move {
                         let mut outcomes = Vec::with_capacity(events.len());

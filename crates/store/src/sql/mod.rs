@@ -286,7 +286,7 @@ macro_rules! store_impl {
         async fn insert_messages(c: &mut Conn, event: &NewEvent, messages: &[NewMessage]) -> Result<()> {
             for chunk in messages.chunks(INSERT_CHUNK) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO messages (id, tenant_id, event_id, endpoint_id, status, fifo, next_attempt_at, created_at, updated_at) ",
+                    "INSERT INTO messages (id, tenant_id, event_id, endpoint_id, status, fifo, next_attempt_at, lease_id, created_at, updated_at) ",
                 );
                 q.push_values(chunk, |mut row, m| {
                     row.push_bind(m.id.as_str())
@@ -296,6 +296,7 @@ macro_rules! store_impl {
                         .push_bind("pending")
                         .push_bind(m.fifo)
                         .push_bind(to_micros(m.next_attempt_at))
+                        .push_bind(m.lease_id.as_deref())
                         .push_bind(to_micros(event.created_at))
                         .push_bind(to_micros(event.created_at));
                 });
