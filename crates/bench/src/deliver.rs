@@ -4,6 +4,12 @@
 //!
 //! Two ways to load it: `--clients N` publish as fast as they can (throughput), or `--rate R`
 //! offers R events per second on an open loop whatever the answers (latency at a given load).
+//! A publisher told to slow down (429) waits its `Retry-After`; those answers are counted as
+//! `deferred`, not as errors.
+//!
+//! With `--slow-ms MS`, a second tenant publishes as fast as it can to an endpoint that takes
+//! MS to answer, side by side: the measured latency is still the first tenant's, so the
+//! figures show what a slow neighbour costs it.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +22,8 @@ use axum::routing::post;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
+
+use anyhow::Context as _;
 
 use crate::Backend;
 use crate::server::{ADMIN_KEY, Costs, Meter, RunArgs, Server};
@@ -34,6 +42,24 @@ pub struct Args {
     /// Passed to serve as --delivery-concurrency
     #[arg(long)]
     delivery_concurrency: Option<usize>,
+    /// Passed to serve as --max-due-messages-per-tenant
+    #[arg(long)]
+    max_due_messages_per_tenant: Option<u64>,
+    /// A second tenant's endpoint answers after this many milliseconds, loaded side by side
+    #[arg(long)]
+    slow_ms: Option<u64>,
+    /// Closed-loop clients publishing to the slow tenant
+    #[arg(long, default_value_t = 16)]
+    slow_clients: usize,
+}
+
+/// What the slow neighbour got, when there is one.
+#[derive(Debug, Serialize)]
+pub struct SlowNeighbour {
+    answer_ms: u64,
+    deliveries_per_second: f64,
+    /// Its publishes answered 429 (its deliveries were behind).
+    deferred: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +79,9 @@ pub struct Results {
     latency_ms_max: f64,
     /// Deliveries owed but not yet received when the window closed.
     backlog_at_end: i64,
+    /// Publishes answered 429 because the tenant's deliveries were behind.
+    deferred: u64,
+    slow_neighbour: Option<SlowNeighbour>,
     /// Seconds after the load stopped until every delivery arrived (None: not within 60 s).
     drain_seconds: Option<f64>,
     errors: u64,
@@ -69,6 +98,7 @@ struct Receiver {
     measuring: AtomicBool,
     received: AtomicU64,
     received_in_window: AtomicU64,
+    slow_received_in_window: AtomicU64,
     latency: Mutex<Histogram<u64>>,
 }
 
@@ -79,6 +109,7 @@ impl Receiver {
             measuring: AtomicBool::new(false),
             received: AtomicU64::new(0),
             received_in_window: AtomicU64::new(0),
+            slow_received_in_window: AtomicU64::new(0),
             latency: Mutex::new(histogram()),
         })
     }
@@ -106,14 +137,28 @@ fn histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
 }
 
-async fn start_receiver(receiver: Arc<Receiver>) -> anyhow::Result<String> {
-    let app = Router::new().route(
-        "/hook/{n}",
-        post(move |body: Bytes| {
-            receiver.record(&body);
-            async {}
-        }),
-    );
+async fn start_receiver(receiver: Arc<Receiver>, slow: Duration) -> anyhow::Result<String> {
+    let fast = receiver.clone();
+    let app = Router::new()
+        .route(
+            "/hook/{n}",
+            post(move |body: Bytes| {
+                fast.record(&body);
+                async {}
+            }),
+        )
+        .route(
+            "/slow",
+            post(move || {
+                let receiver = receiver.clone();
+                async move {
+                    tokio::time::sleep(slow).await;
+                    if receiver.measuring.load(Ordering::Relaxed) {
+                        receiver.slow_received_in_window.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -126,10 +171,13 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
     if let Some(concurrency) = args.delivery_concurrency {
         extra.extend(["--delivery-concurrency".to_string(), concurrency.to_string()]);
     }
+    if let Some(limit) = args.max_due_messages_per_tenant {
+        extra.extend(["--max-due-messages-per-tenant".to_string(), limit.to_string()]);
+    }
     let server = Server::start(binary, pg_schema.as_ref().map(|s| s.url.as_str()), &extra)?;
     let epoch = Instant::now();
     let receiver = Receiver::new(epoch);
-    let receiver_base = start_receiver(receiver.clone()).await?;
+    let receiver_base = start_receiver(receiver.clone(), Duration::from_millis(args.slow_ms.unwrap_or(0))).await?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
     let call = |path: &str, body: serde_json::Value| {
         client.post(format!("{}{path}", server.base)).bearer_auth(ADMIN_KEY).json(&body).send()
@@ -140,11 +188,23 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         let response = call("/api/integrations/webhooks", json!({"url": format!("{receiver_base}/hook/{n}")})).await?;
         anyhow::ensure!(response.status() == 201, "creating an endpoint: {}", response.text().await?);
     }
+    let url = format!("{}/api/events", server.base);
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow_counts = Arc::new(Counts::default());
+    if args.slow_ms.is_some() {
+        let key = slow_tenant(&client, &server.base, &receiver_base).await?;
+        let slow = Publisher { client: client.clone(), url: url.clone(), key, epoch, counts: slow_counts.clone() };
+        for _ in 0..args.slow_clients {
+            let (slow, stop) = (slow.clone(), stop.clone());
+            tokio::spawn(async move { slow.closed_loop(stop).await });
+        }
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await; // endpoint caches settle
     let idle_rss = server.rss_kib();
 
-    let publisher = Publisher { client: client.clone(), url: format!("{}/api/events", server.base), epoch };
-    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Counts::default());
+    let publisher =
+        Publisher { client: client.clone(), url, key: ADMIN_KEY.to_string(), epoch, counts: counts.clone() };
     let load = match args.rate {
         Some(rate) => {
             let (publisher, stop) = (publisher.clone(), stop.clone());
@@ -160,7 +220,7 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         }
     };
     tokio::time::sleep(Duration::from_secs(args.run.warmup)).await;
-    let created_before = CREATED.load(Ordering::Relaxed);
+    let created_before = counts.created.load(Ordering::Relaxed);
     receiver.measuring.store(true, Ordering::Relaxed);
     let meter = Meter::start(&server, pg_schema.is_some());
     let started = Instant::now();
@@ -172,16 +232,16 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
     receiver.measuring.store(false, Ordering::Relaxed);
     let used = meter.stop(&server);
     let elapsed = started.elapsed().as_secs_f64();
-    let created_in_window = CREATED.load(Ordering::Relaxed) - created_before;
+    let created_in_window = counts.created.load(Ordering::Relaxed) - created_before;
     stop.store(true, Ordering::Relaxed);
     // Publishers finish the requests they have in flight.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let owed = |created: u64| (created * args.fanout as u64) as i64 - receiver.received.load(Ordering::Relaxed) as i64;
-    let backlog_at_end = owed(CREATED.load(Ordering::Relaxed));
+    let backlog_at_end = owed(counts.created.load(Ordering::Relaxed));
     let drain_started = Instant::now();
     let mut drain_seconds = None;
     while drain_started.elapsed() < Duration::from_secs(60) {
-        if owed(CREATED.load(Ordering::Relaxed)) <= 0 {
+        if owed(counts.created.load(Ordering::Relaxed)) <= 0 {
             drain_seconds = Some(drain_started.elapsed().as_secs_f64());
             break;
         }
@@ -206,8 +266,14 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         latency_ms_p99: ms(0.99),
         latency_ms_max: latency.max() as f64 / 1000.0,
         backlog_at_end,
+        deferred: counts.deferred.load(Ordering::Relaxed),
+        slow_neighbour: args.slow_ms.map(|answer_ms| SlowNeighbour {
+            answer_ms,
+            deliveries_per_second: receiver.slow_received_in_window.load(Ordering::Relaxed) as f64 / elapsed,
+            deferred: slow_counts.deferred.load(Ordering::Relaxed),
+        }),
         drain_seconds,
-        errors: ERRORS.load(Ordering::Relaxed),
+        errors: counts.errors.load(Ordering::Relaxed),
         server_rss_idle_mib: idle_rss as f64 / 1024.0,
         server_rss_peak_mib: peak_rss as f64 / 1024.0,
         cost_per_delivery: used.per(receiver.received_in_window.load(Ordering::Relaxed)),
@@ -229,40 +295,90 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         results.server_rss_peak_mib
     );
     eprintln!("per delivery (publishing included): {}", results.cost_per_delivery);
+    eprintln!("deferred (429): {}", results.deferred);
+    if let Some(slow) = &results.slow_neighbour {
+        eprintln!(
+            "slow neighbour ({} ms answers): {:.0} deliveries/s, {} publishes deferred",
+            slow.answer_ms, slow.deliveries_per_second, slow.deferred
+        );
+    }
     Ok(results)
 }
 
-static CREATED: AtomicU64 = AtomicU64::new(0);
-static ERRORS: AtomicU64 = AtomicU64::new(0);
+/// What a set of publishers got.
+#[derive(Default)]
+struct Counts {
+    created: AtomicU64,
+    deferred: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Creates the slow neighbour: a tenant of its own with one event type and one endpoint that
+/// answers slowly; returns its API key.
+async fn slow_tenant(client: &reqwest::Client, base: &str, receiver_base: &str) -> anyhow::Result<String> {
+    let created: serde_json::Value = client
+        .post(format!("{base}/api/tenants"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"name": "slow neighbour"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let key = created["api_key"]["token"].as_str().context("the new tenant's key")?.to_string();
+    for (path, body) in [
+        ("/api/event-types", json!({"name": "bench.delivered"})),
+        ("/api/integrations/webhooks", json!({"url": format!("{receiver_base}/slow")})),
+    ] {
+        client.post(format!("{base}{path}")).bearer_auth(&key).json(&body).send().await?.error_for_status()?;
+    }
+    Ok(key)
+}
 
 #[derive(Clone)]
 struct Publisher {
     client: reqwest::Client,
     url: String,
+    key: String,
     epoch: Instant,
+    counts: Arc<Counts>,
 }
 
 impl Publisher {
-    async fn publish(&self) {
+    /// Publishes one event; returns how long the server asked to wait before the next.
+    async fn publish(&self) -> Option<Duration> {
         let t = self.epoch.elapsed().as_micros() as u64;
         let sent = self
             .client
             .post(&self.url)
-            .bearer_auth(ADMIN_KEY)
+            .bearer_auth(&self.key)
             .json(
                 &json!({"event_type": "bench.delivered", "payload": {"t": t, "note": "a typical small event payload"}}),
             )
             .send()
             .await;
         match sent {
-            Ok(response) if response.status() == 201 => CREATED.fetch_add(1, Ordering::Relaxed),
-            _ => ERRORS.fetch_add(1, Ordering::Relaxed),
-        };
+            Ok(response) if response.status() == 201 => {
+                self.counts.created.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Ok(response) if response.status() == 429 => {
+                self.counts.deferred.fetch_add(1, Ordering::Relaxed);
+                let seconds = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
+                Some(Duration::from_secs(seconds.unwrap_or(1)))
+            }
+            _ => {
+                self.counts.errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     async fn closed_loop(self, stop: Arc<AtomicBool>) {
         while !stop.load(Ordering::Relaxed) {
-            self.publish().await;
+            if let Some(wait) = self.publish().await {
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 

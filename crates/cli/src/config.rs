@@ -68,6 +68,11 @@ pub struct ServeArgs {
     /// Webhook deliveries in flight at once in this process [default: 256]
     #[arg(long, env = "SWITCHBOARD_DELIVERY_CONCURRENCY", value_name = "N")]
     pub delivery_concurrency: Option<usize>,
+    /// Webhook deliveries in flight at once to one endpoint; the rest of its messages wait
+    /// their turn without holding the other endpoints' slots [default: a quarter of
+    /// --delivery-concurrency]
+    #[arg(long, env = "SWITCHBOARD_DELIVERY_CONCURRENCY_PER_ENDPOINT", value_name = "N")]
+    pub delivery_concurrency_per_endpoint: Option<usize>,
     /// Refuse a tenant's new events (429 with Retry-After) while this many of its messages
     /// are due and not yet delivered; 0 for no limit [default: 10000]
     #[arg(long, env = "SWITCHBOARD_MAX_DUE_MESSAGES_PER_TENANT", value_name = "N")]
@@ -143,6 +148,7 @@ struct FileConfig {
     drain_secs: Option<u64>,
     delivery_concurrency: Option<usize>,
     max_due_messages_per_tenant: Option<u64>,
+    delivery_concurrency_per_endpoint: Option<usize>,
     delivery_timeout_secs: Option<u64>,
     delivery_lease_secs: Option<u64>,
     retry_schedule: Option<String>,
@@ -264,6 +270,7 @@ fn webhook_config(serve: &ServeArgs, file: &FileConfig) -> anyhow::Result<Webhoo
     };
     Ok(WebhookConfig {
         admission,
+        concurrency_per_endpoint: serve.delivery_concurrency_per_endpoint.or(file.delivery_concurrency_per_endpoint),
         schedule,
         request_timeout: timeout,
         concurrency: serve.delivery_concurrency.or(file.delivery_concurrency).unwrap_or(defaults.concurrency).max(1),

@@ -23,6 +23,7 @@ switchboard_store::conformance_tests!(
     an_event_whose_subscribers_cannot_be_read_is_refused_not_stored_undeliverable,
     messages_published_here_skip_the_claim_while_the_workers_have_room,
     a_tenant_whose_deliveries_are_behind_is_asked_to_slow_down,
+    a_slow_endpoint_holds_only_its_share_of_the_delivery_slots,
 );
 
 async fn deliveries_are_signed_per_standard_webhooks_and_recorded(backend: Backend) {
@@ -474,4 +475,51 @@ async fn a_tenant_whose_deliveries_are_behind_is_asked_to_slow_down(backend: Bac
     }
     let outcomes = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(outcomes.contains("switchboard_events_total{outcome=\"deferred\"} 1"), "{outcomes}");
+}
+
+async fn a_slow_endpoint_holds_only_its_share_of_the_delivery_slots(backend: Backend) {
+    let server = TestServer::start_with_webhooks(backend, |config| {
+        config.concurrency = 4;
+        config.concurrency_per_endpoint = Some(1);
+    })
+    .await;
+    let (slow, slow_url) = Receiver::start().await;
+    let (fast, fast_url) = Receiver::start().await;
+    slow.answer_after(Duration::from_millis(600));
+    server.event_type(&server.admin_key, "report.built", None).await;
+    server.event_type(&server.admin_key, "order.paid", None).await;
+    endpoint(&server, json!({"url": slow_url, "event_types": ["report.built"]})).await;
+    endpoint(&server, json!({"url": fast_url, "event_types": ["order.paid"]})).await;
+    let mut reports = Vec::new();
+    for n in 0..4 {
+        reports.push(publish(&server, "report.built", json!({"n": n})).await);
+    }
+    slow.wait_for(1).await;
+    // Without the share, the slow endpoint's four messages would hold all four slots for
+    // 600 ms; with it, the others wait their turn and the order goes out at once.
+    let published = std::time::Instant::now();
+    let order = publish(&server, "order.paid", json!({"n": 1})).await;
+    fast.wait_for(1).await;
+    assert!(published.elapsed() < Duration::from_millis(400), "the order waited {:?}", published.elapsed());
+    assert_eq!(slow.count(), 1, "one slow delivery at a time");
+    message_of(&server, &order, "succeeded").await;
+
+    // The slow endpoint's other messages were put back for a second, their retries untouched.
+    let waiting = message_where(&server, &reports[3], |m| m["status"] == "pending" && m["attempts"] == 0).await;
+    assert_eq!(waiting["attempts"], 0, "{waiting}");
+    // Each second (on the test's clock) one more goes; the others are put back again.
+    for _ in 0..50 {
+        if slow.count() == 4 {
+            break;
+        }
+        server.clock.advance(chrono::Duration::seconds(1));
+        server.store.wake_workers();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    slow.stays_at(4).await;
+    for report in &reports {
+        let message = message_where(&server, report, |m| m["status"] == "succeeded").await;
+        assert_eq!(message["attempts"], 1, "put back is not a failed attempt: {message}");
+    }
+    assert!(metric(&server, "switchboard_webhook_messages_put_back_total").await >= 3);
 }

@@ -11,6 +11,8 @@ pub struct WebhookConfig {
     pub request_timeout: Duration,
     /// Deliveries in flight at once in this process.
     pub concurrency: usize,
+    /// Deliveries in flight at once to one endpoint; `None` for a quarter of `concurrency`.
+    pub concurrency_per_endpoint: Option<usize>,
     /// How long a claimed message stays with its worker; a worker that dies gives its
     /// messages back after this. Must exceed the request timeout.
     pub lease: Duration,
@@ -35,6 +37,7 @@ impl Default for WebhookConfig {
             schedule: RetrySchedule::default(),
             request_timeout: Duration::from_secs(15),
             concurrency: 256,
+            concurrency_per_endpoint: None,
             lease: Duration::from_secs(60),
             disable_after: days(5),
             rotation_grace: Duration::from_secs(24 * 3600),
@@ -43,5 +46,12 @@ impl Default for WebhookConfig {
             endpoint_cache_ttl: Duration::from_secs(1),
             admission: AdmissionConfig::default(),
         }
+    }
+}
+
+impl WebhookConfig {
+    /// Deliveries in flight at once to one endpoint.
+    pub fn per_endpoint(&self) -> usize {
+        self.concurrency_per_endpoint.unwrap_or(self.concurrency / 4).clamp(1, self.concurrency.max(1))
     }
 }

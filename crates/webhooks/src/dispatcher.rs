@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::delivery::{self, Verdict};
 use crate::handoff::{Context, Leased};
 use crate::limiter::Slot;
-use crate::{Webhooks, operational};
+use crate::{Webhooks, endpoint_slots, operational};
 
 /// The most messages claimed in one unit.
 const CLAIM_BATCH: u32 = 256;
@@ -91,6 +91,12 @@ async fn handle(service: &Webhooks, context: &Context, claimed: ClaimedMessage) 
     };
     let Some(event) = context.events.get(&message.event_id).filter(|e| e.tenant_id == message.tenant_id) else {
         return give_up(record, "event_pruned");
+    };
+    let Some(_slot) = service.slots.take(&endpoint.id).await else {
+        service.metrics.put_back.inc();
+        let at = now + chrono::Duration::from_std(endpoint_slots::PUT_BACK).unwrap_or(chrono::Duration::seconds(1));
+        record.next = NextStep::RetryAt { at, advance: false };
+        return Outcome { record, event: None };
     };
     if let Some(rate) = endpoint.rate_limit_per_second
         && let Slot::At(at) = service.limiter.reserve(&endpoint.id, &message.id, rate, now)

@@ -5,7 +5,8 @@
 //! - [`fanout`]: which endpoints receive an event (type patterns, jq filters), computed when
 //!   the event is published so its messages are stored in the same unit;
 //! - `dispatcher`: claims due messages, sends them ([`delivery`]) and records outcomes in
-//!   batches; `handoff` gives it the messages this process publishes without a claim; [`schedule`] says when a failure is tried again, [`limiter`] paces endpoints;
+//!   batches; `handoff` gives it the messages this process publishes without a claim, and
+//!   `endpoint_slots` keeps one endpoint from taking every delivery slot; [`schedule`] says when a failure is tried again, [`limiter`] paces endpoints;
 //! - [`operational`]: the hub's own events (`message.attempt.exhausted`, `endpoint.disabled`,
 //!   `connection.auth_failed`, `inbound.processing_failed`);
 //! - [`endpoints`]: the checked writes of endpoints and their secrets, resends and recovery;
@@ -17,6 +18,7 @@ pub mod admission;
 mod config;
 pub mod delivery;
 mod dispatcher;
+mod endpoint_slots;
 pub mod endpoints;
 pub mod event_types;
 pub mod fanout;
@@ -76,6 +78,7 @@ pub struct Inner {
     endpoints: EndpointCache,
     handoff: handoff::Handoff,
     backlogs: admission::Backlogs,
+    slots: endpoint_slots::EndpointSlots,
     limiter: EndpointLimiter,
     signing: Mutex<HashMap<Id, SigningSecret>>,
     programs: ProgramCache,
@@ -98,6 +101,7 @@ impl Webhooks {
     ) -> Self {
         Self(Arc::new(Inner {
             endpoints: EndpointCache::new(config.endpoint_cache_ttl),
+            slots: endpoint_slots::EndpointSlots::new(config.per_endpoint()),
             store,
             clock,
             secrets,

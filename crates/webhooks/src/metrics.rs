@@ -33,6 +33,8 @@ pub struct DeliveryMetrics {
     pub handed_over: Counter,
     /// Messages the delivery workers claimed from the store.
     pub claimed: Counter,
+    /// Messages put back because their endpoint had its share of delivery slots in flight.
+    pub put_back: Counter,
 }
 
 impl Default for DeliveryMetrics {
@@ -45,6 +47,7 @@ impl Default for DeliveryMetrics {
             fanned_out: Counter::default(),
             handed_over: Counter::default(),
             claimed: Counter::default(),
+            put_back: Counter::default(),
         }
     }
 }
@@ -73,6 +76,11 @@ impl DeliveryMetrics {
             "webhook_messages_claimed",
             "Messages claimed from the store by this process's delivery workers",
             self.claimed.clone(),
+        );
+        registry.register(
+            "webhook_messages_put_back",
+            "Messages put back for a second because their endpoint had its share of delivery slots in flight",
+            self.put_back.clone(),
         );
     }
 
