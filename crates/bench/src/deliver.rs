@@ -48,6 +48,10 @@ pub struct Args {
     /// A second tenant's endpoint answers after this many milliseconds, loaded side by side
     #[arg(long)]
     slow_ms: Option<u64>,
+    /// After the backlog drained, wait this long and read the server's RSS again (memory
+    /// given back)
+    #[arg(long, default_value_t = 0)]
+    settle_secs: u64,
     /// Closed-loop clients publishing to the slow tenant
     #[arg(long, default_value_t = 16)]
     slow_clients: usize,
@@ -87,6 +91,8 @@ pub struct Results {
     errors: u64,
     server_rss_idle_mib: f64,
     server_rss_peak_mib: f64,
+    /// RSS `--settle-secs` after the backlog drained; `None` without it.
+    server_rss_settled_mib: Option<f64>,
     /// What one delivered message cost the server (and PostgreSQL) while measured, its
     /// event's publishing included.
     cost_per_delivery: Costs,
@@ -247,6 +253,13 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let settled_rss = match args.settle_secs {
+        0 => None,
+        settle => {
+            tokio::time::sleep(Duration::from_secs(settle)).await;
+            Some(server.rss_kib() as f64 / 1024.0)
+        }
+    };
     server.stop();
     if let Some(schema) = pg_schema {
         schema.drop().await;
@@ -276,6 +289,7 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
         errors: counts.errors.load(Ordering::Relaxed),
         server_rss_idle_mib: idle_rss as f64 / 1024.0,
         server_rss_peak_mib: peak_rss as f64 / 1024.0,
+        server_rss_settled_mib: settled_rss,
         cost_per_delivery: used.per(receiver.received_in_window.load(Ordering::Relaxed)),
     };
     eprintln!(
@@ -296,6 +310,9 @@ pub async fn run(binary: &Path, args: Args) -> anyhow::Result<Results> {
     );
     eprintln!("per delivery (publishing included): {}", results.cost_per_delivery);
     eprintln!("deferred (429): {}", results.deferred);
+    if let Some(settled) = results.server_rss_settled_mib {
+        eprintln!("RSS {}s after the backlog drained: {settled:.1} MiB", args.settle_secs);
+    }
     if let Some(slow) = &results.slow_neighbour {
         eprintln!(
             "slow neighbour ({} ms answers): {:.0} deliveries/s, {} publishes deferred",
