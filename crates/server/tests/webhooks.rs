@@ -507,8 +507,7 @@ async fn a_slow_endpoint_holds_only_its_share_of_the_delivery_slots(backend: Bac
     message_of(&server, &order, "succeeded").await;
 
     // The slow endpoint's other messages were put back for a second, their retries untouched.
-    let waiting = message_where(&server, &reports[3], |m| m["status"] == "pending" && m["attempts"] == 0).await;
-    assert_eq!(waiting["attempts"], 0, "{waiting}");
+    message_where(&server, &reports[3], |m| m["status"] == "pending" && m["attempts"] == 0).await;
     // Each second (on the test's clock) one more goes; the others are put back again.
     for _ in 0..50 {
         if slow.count() == 4 {

@@ -149,8 +149,7 @@ impl SqliteStore {
             .connect()
             .await?;
         MIGRATOR.run(&mut writer_conn).await?;
-        // A reader idle for a minute is closed, and its page cache with it: memory taken under
-        // load is given back.
+        // A reader idle for a minute is closed, with its page cache.
         let readers = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .idle_timeout(Duration::from_secs(60))
@@ -226,30 +225,9 @@ impl SqliteStore {
     }
 }
 
-/// After this long without a write the writer gives its page cache back to the system
-/// (`PRAGMA shrink_memory`): the 64 MiB it may grow to under load is not kept while idle.
-const SHRINK_WHEN_IDLE: Duration = Duration::from_secs(20);
-
 async fn run_writer(mut conn: SqliteConnection, mut commands: mpsc::Receiver<Command>) {
     let mut batch = Batch { units: Vec::with_capacity(MAX_BATCH), early: 0 };
-    let mut shrunk = true;
-    loop {
-        let next = if shrunk {
-            commands.recv().await
-        } else {
-            match tokio::time::timeout(SHRINK_WHEN_IDLE, commands.recv()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    if let Err(error) = sqlx::query("PRAGMA shrink_memory").execute(&mut conn).await {
-                        tracing::debug!(%error, "shrinking the writer's page cache failed");
-                    }
-                    shrunk = true;
-                    continue;
-                }
-            }
-        };
-        let Some(first) = next else { break };
-        shrunk = false;
+    while let Some(first) = commands.recv().await {
         let mut close = None;
         match first {
             Command::Write(unit, answer) => batch.add(unit, answer),

@@ -93,7 +93,6 @@ impl Webhooks {
         // half-way (the request went away) is simply made by the next caller after it.
         let known = {
             let mut tenants = self.backlogs.lock();
-            let fresh = Backlog { counted: 0, counted_at: now, published_since: 0 };
             match tenants.get_mut(tenant_id) {
                 Some(backlog) if now - backlog.counted_at < recount => Some(*backlog),
                 Some(backlog) => {
@@ -101,7 +100,7 @@ impl Webhooks {
                     None
                 }
                 None => {
-                    tenants.insert(tenant_id.clone(), fresh);
+                    tenants.insert(tenant_id.clone(), Backlog { counted: 0, counted_at: now, published_since: 0 });
                     None
                 }
             }

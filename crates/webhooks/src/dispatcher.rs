@@ -37,8 +37,7 @@ pub(crate) async fn run(service: Webhooks, shutdown: CancellationToken) {
         let service = service.clone();
         async move {
             let now = service.clock.now();
-            let lease = service.lease_ends() - now;
-            let batch = service.store.claim_messages(free.min(CLAIM_BATCH), now, lease).await?;
+            let batch = service.store.claim_messages(free.min(CLAIM_BATCH), now, service.lease()).await?;
             service.metrics.claimed.inc_by(batch.messages.len() as u64);
             let context = Arc::new(Context {
                 events: batch.events.into_iter().map(|e| (e.id.clone(), e)).collect(),

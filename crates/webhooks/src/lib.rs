@@ -6,7 +6,8 @@
 //!   the event is published so its messages are stored in the same unit;
 //! - `dispatcher`: claims due messages, sends them ([`delivery`]) and records outcomes in
 //!   batches; `handoff` gives it the messages this process publishes without a claim, and
-//!   `endpoint_slots` keeps one endpoint from taking every delivery slot; [`schedule`] says when a failure is tried again, [`limiter`] paces endpoints;
+//!   `endpoint_slots` keeps one endpoint from taking every delivery slot; [`schedule`] says
+//!   when a failure is tried again, [`limiter`] paces endpoints;
 //! - [`operational`]: the hub's own events (`message.attempt.exhausted`, `endpoint.disabled`,
 //!   `connection.auth_failed`, `inbound.processing_failed`);
 //! - [`endpoints`]: the checked writes of endpoints and their secrets, resends and recovery;
@@ -215,9 +216,14 @@ impl Webhooks {
         Ok((subscribers, messages))
     }
 
+    /// How long a message stays leased to the worker that claimed it (or was handed it).
+    pub(crate) fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(60))
+    }
+
     /// When a lease taken now ends.
     pub(crate) fn lease_ends(&self) -> Timestamp {
-        self.clock.now() + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(60))
+        self.clock.now() + self.lease()
     }
 
     /// The secret an endpoint signs with now (the newest).
