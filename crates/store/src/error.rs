@@ -13,6 +13,9 @@ pub enum StoreError {
     /// The database or its driver failed (connection, statement, constraint…).
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// SQLite failed in a unit its writer runs straight on the connection.
+    #[error("database error: {0}")]
+    Sqlite(#[source] rusqlite::Error),
     /// Bringing the schema up to date failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -27,6 +30,12 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         StoreError::Database(e)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
     }
 }
 

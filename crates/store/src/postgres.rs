@@ -102,6 +102,23 @@ impl PgStore {
         transact(&self.pool, f).await
     }
 
+    /// Publishes events with their messages and jobs, in one transaction.
+    pub(crate) async fn insert_events(
+        &self,
+        events: Vec<crate::sql::EventUnit>,
+    ) -> Result<Vec<crate::CreateEventOutcome>> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let mut outcomes = Vec::with_capacity(events.len());
+                for (event, messages, jobs) in events {
+                    outcomes.push(insert_event(c, event, &messages, &jobs).await?);
+                }
+                Ok(outcomes)
+            })
+        })
+        .await
+    }
+
     /// A handle on the pool that outlives this borrow, for batches written from a task.
     pub(crate) fn writer(&self) -> Writer {
         Writer(self.pool.clone())

@@ -1,5 +1,7 @@
-//! SQLite: one writer task with group commit, a pool of readers (WAL lets them run beside the
-//! writer), and in-process wake-ups for workers.
+//! SQLite: one writer thread with group commit, a pool of readers (WAL lets them run beside
+//! the writer), and in-process wake-ups for workers.
+
+mod direct;
 
 use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
@@ -22,8 +24,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 /// Called once the batch carrying a unit has committed (`None`) or failed (`Some`).
 type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-/// One atomic unit of writes; returns whether it succeeded and how to report the outcome.
-type Unit = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Finish)> + Send>;
+/// One atomic unit of writes through the driver (each statement a round trip to the
+/// driver's thread); returns whether it succeeded and how to report the outcome.
+type DriverUnit = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Finish)> + Send>;
+/// One atomic unit of writes run on the writer's own thread, straight on the connection.
+type DirectUnit = Box<dyn FnOnce(&rusqlite::Connection) -> (bool, Finish) + Send>;
 
 /// When a unit's caller hears back.
 #[derive(Debug, Clone, Copy)]
@@ -35,36 +40,55 @@ enum Answer {
 }
 
 enum Command {
-    Write(Unit, Answer),
+    Write(DriverUnit, Answer),
+    WriteDirect(DirectUnit),
     Close(oneshot::Sender<()>),
 }
 
-/// The units of the next transaction. Units answered before the commit run first, so they see
-/// only what earlier transactions committed: a claim must never hand out a message whose
-/// event could still be rolled back with it.
+/// The units of the next transaction, in the order they run. Units answered before the
+/// commit run first, so they see only what earlier transactions committed: a claim must
+/// never hand out a message whose event could still be rolled back with it. Direct units run
+/// last, together, so the connection is taken from the driver once per batch.
+#[derive(Default)]
 struct Batch {
-    units: Vec<Unit>,
-    early: usize,
+    early: Vec<DriverUnit>,
+    late: Vec<DriverUnit>,
+    direct: Vec<DirectUnit>,
 }
 
 impl Batch {
-    fn add(&mut self, unit: Unit, answer: Answer) {
-        match answer {
-            Answer::BeforeCommit => {
-                self.units.insert(self.early, unit);
-                self.early += 1;
-            }
-            Answer::AfterCommit => self.units.push(unit),
+    fn add(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
+        match command {
+            Command::Write(unit, Answer::BeforeCommit) => self.early.push(unit),
+            Command::Write(unit, Answer::AfterCommit) => self.late.push(unit),
+            Command::WriteDirect(unit) => self.direct.push(unit),
+            Command::Close(done) => return Some(done),
         }
+        None
+    }
+
+    fn len(&self) -> usize {
+        self.early.len() + self.late.len() + self.direct.len()
     }
 }
 
 /// The most units one transaction carries; bounds the latency a large burst adds.
 const MAX_BATCH: usize = 1024;
 
-/// Where write units queue for the writer task. Cheap to clone.
+/// Where write units queue for the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Writer(mpsc::Sender<Command>);
+
+/// Answers a unit's caller once its batch has committed: the unit's result, unless the
+/// commit failed.
+fn answer_after_commit<T: Send + 'static>(reply: oneshot::Sender<Result<T>>, result: Result<T>) -> Finish {
+    Box::new(move |commit_error| {
+        let _ = reply.send(match (result, commit_error) {
+            (Ok(_), Some(error)) => Err(StoreError::Commit(error.to_string())),
+            (result, _) => result,
+        });
+    })
+}
 
 impl Writer {
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
@@ -91,17 +115,12 @@ impl Writer {
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let (reply, outcome) = oneshot::channel::<Result<T>>();
-        let unit: Unit = Box::new(move |conn| {
+        let unit: DriverUnit = Box::new(move |conn| {
             Box::pin(async move {
                 let result = f(conn).await;
                 let ok = result.is_ok();
                 let finish: Finish = match answer {
-                    Answer::AfterCommit => Box::new(move |commit_error| {
-                        let _ = reply.send(match (result, commit_error) {
-                            (Ok(_), Some(error)) => Err(StoreError::Commit(error.to_string())),
-                            (result, _) => result,
-                        });
-                    }),
+                    Answer::AfterCommit => answer_after_commit(reply, result),
                     Answer::BeforeCommit => {
                         let _ = reply.send(result);
                         Box::new(|_| {})
@@ -110,7 +129,26 @@ impl Writer {
                 (ok, finish)
             })
         });
-        self.0.send(Command::Write(unit, answer)).await.map_err(|_| StoreError::Closed)?;
+        self.send(Command::Write(unit, answer), outcome).await
+    }
+
+    /// Queues `f` to run on the writer's thread, straight on the connection, and waits until
+    /// its batch has committed.
+    pub(crate) async fn write_direct<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, outcome) = oneshot::channel::<Result<T>>();
+        let unit: DirectUnit = Box::new(move |db| {
+            let result = f(db);
+            (result.is_ok(), answer_after_commit(reply, result))
+        });
+        self.send(Command::WriteDirect(unit), outcome).await
+    }
+
+    async fn send<T>(&self, command: Command, outcome: oneshot::Receiver<Result<T>>) -> Result<T> {
+        self.0.send(command).await.map_err(|_| StoreError::Closed)?;
         outcome.await.map_err(|_| StoreError::Commit("the write was abandoned".into()))?
     }
 }
@@ -156,7 +194,7 @@ impl SqliteStore {
             .connect_with(connect)
             .await?;
         let (writer, commands) = mpsc::channel(8192);
-        tokio::spawn(run_writer(writer_conn, commands));
+        start_writer(writer_conn, commands)?;
         Ok(Self {
             writer: Writer(writer),
             // One writer: a second batch in flight would only queue behind the first.
@@ -172,6 +210,21 @@ impl SqliteStore {
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         self.writer.submit(f, Answer::AfterCommit).await
+    }
+
+    /// Publishes events with their messages and jobs, in one unit run on the writer's thread.
+    pub(crate) async fn insert_events(
+        &self,
+        events: Vec<crate::sql::EventUnit>,
+    ) -> Result<Vec<crate::CreateEventOutcome>> {
+        self.writer
+            .write_direct(move |db| {
+                events
+                    .into_iter()
+                    .map(|(event, messages, jobs)| direct::insert_event(db, event, &messages, &jobs))
+                    .collect()
+            })
+            .await
     }
 
     /// A handle on the writer that outlives this borrow, for batches written from a task.
@@ -225,88 +278,186 @@ impl SqliteStore {
     }
 }
 
-async fn run_writer(mut conn: SqliteConnection, mut commands: mpsc::Receiver<Command>) {
-    let mut batch = Batch { units: Vec::with_capacity(MAX_BATCH), early: 0 };
-    while let Some(first) = commands.recv().await {
-        let mut close = None;
-        match first {
-            Command::Write(unit, answer) => batch.add(unit, answer),
-            Command::Close(done) => close = Some(done),
+/// The writer's connection. Units of the driver run through sqlx, a round trip to its thread
+/// per statement; direct units run here, on the writer's thread, through the raw handle,
+/// which sqlx lends while the driver's thread waits.
+struct Connections {
+    driver: SqliteConnection,
+    /// rusqlite's view of the same connection (with its own statement cache), used only
+    /// while the handle is lent; created at the first loan.
+    direct: Option<rusqlite::Connection>,
+}
+
+impl Connections {
+    /// Runs `f` on the raw connection, with the driver's thread parked meanwhile.
+    async fn direct<R>(&mut self, f: impl FnOnce(&rusqlite::Connection) -> R) -> Result<R> {
+        let mut handle = self.driver.lock_handle().await?;
+        let db = match &mut self.direct {
+            Some(db) => db,
+            slot => {
+                // SAFETY: the handle stays open as long as the driver's connection, which
+                // outlives this one (`close` drops it first), and it is used only while lent
+                // here, when nothing else touches it.
+                let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
+                db.set_prepared_statement_cache_capacity(DIRECT_STATEMENTS);
+                slot.insert(db)
+            }
+        };
+        let result = f(db);
+        drop(handle);
+        Ok(result)
+    }
+
+    async fn close(mut self) {
+        if let Some(db) = self.direct.take() {
+            // Its cached statements are finalised while the handle is lent.
+            let lent = self.driver.lock_handle().await;
+            drop(db);
+            drop(lent);
         }
+        let _ = sqlx::Connection::close(self.driver).await;
+    }
+}
+
+/// Statements the direct units and the writer's scripts keep prepared.
+const DIRECT_STATEMENTS: usize = 32;
+
+/// The writer's thread: a runtime of its own, so what it runs on the connection never holds
+/// up a request's worker, and its units reach SQLite without leaving it.
+fn start_writer(conn: SqliteConnection, commands: mpsc::Receiver<Command>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer: {e}")))?;
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || runtime.block_on(run_writer(Connections { driver: conn, direct: None }, commands)))
+        .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer: {e}")))?;
+    Ok(())
+}
+
+async fn run_writer(mut conns: Connections, mut commands: mpsc::Receiver<Command>) {
+    let mut batch = Batch::default();
+    while let Some(first) = commands.recv().await {
+        let mut close = batch.add(first);
         // Everything that queued up while the previous batch committed goes into this one.
-        while close.is_none() && batch.units.len() < MAX_BATCH {
+        while close.is_none() && batch.len() < MAX_BATCH {
             match commands.try_recv() {
-                Ok(Command::Write(unit, answer)) => batch.add(unit, answer),
-                Ok(Command::Close(done)) => close = Some(done),
+                Ok(command) => close = batch.add(command),
                 Err(_) => break,
             }
         }
-        if !batch.units.is_empty() {
-            commit_batch(&mut conn, &mut batch.units).await;
-            batch.early = 0;
-        }
+        commit_batch(&mut conns, &mut batch).await;
         if let Some(done) = close {
             commands.close();
             // Units that raced with the close still get carried out.
-            while let Ok(Command::Write(unit, answer)) = commands.try_recv() {
-                batch.add(unit, answer);
+            while let Ok(command) = commands.try_recv() {
+                batch.add(command);
             }
-            if !batch.units.is_empty() {
-                commit_batch(&mut conn, &mut batch.units).await;
-            }
-            let _ = sqlx::Connection::close(conn).await;
+            commit_batch(&mut conns, &mut batch).await;
+            conns.close().await;
             let _ = done.send(());
             return;
         }
     }
+    conns.close().await;
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Unit>) {
+async fn commit_batch(conns: &mut Connections, batch: &mut Batch) {
+    if batch.len() == 0 {
+        return;
+    }
     let mut finishes = Vec::with_capacity(batch.len());
-    match run_units(conn, batch, &mut finishes).await {
+    match run_units(conns, batch, &mut finishes).await {
         Ok(()) => finishes.into_iter().for_each(|finish| finish(None)),
         Err(error) => {
             tracing::error!(%error, units = finishes.len(), "SQLite group commit failed; its writes were rolled back");
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            let _ = sqlx::query("ROLLBACK").execute(&mut conns.driver).await;
             let error = StoreError::Commit(error.to_string());
             finishes.into_iter().for_each(|finish| finish(Some(&error)));
         }
     }
     // Units never reached (after a failure) are dropped here; their callers see an error.
-    batch.clear();
+    *batch = Batch::default();
 }
 
-/// Runs the units in one transaction, each inside its own savepoint. Every call into SQLite
-/// is a round trip to the connection's thread, so the statements between two units (end one
-/// savepoint, open the next) travel together as one script.
-async fn run_units(
-    conn: &mut SqliteConnection,
-    batch: &mut Vec<Unit>,
-    finishes: &mut Vec<Finish>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("BEGIN IMMEDIATE; SAVEPOINT unit").execute(&mut *conn).await?;
-    let count = batch.len();
-    for (index, unit) in batch.drain(..).enumerate() {
-        let ok = match AssertUnwindSafe(unit(conn)).catch_unwind().await {
-            Ok((ok, finish)) => {
-                finishes.push(finish);
-                ok
-            }
-            Err(_) => {
-                tracing::error!("a store write panicked; it was rolled back");
-                false
-            }
-        };
-        let last = index + 1 == count;
-        let between = match (ok, last) {
-            (true, false) => "RELEASE unit; SAVEPOINT unit",
-            (false, false) => "ROLLBACK TO unit; RELEASE unit; SAVEPOINT unit",
-            (true, true) => "RELEASE unit; COMMIT",
-            (false, true) => "ROLLBACK TO unit; RELEASE unit; COMMIT",
-        };
-        sqlx::query(between).execute(&mut *conn).await?;
+/// What runs between two units, or after the last: the unit's savepoint ends (released, or
+/// rolled back if the unit failed) and the next one opens, or the transaction commits.
+fn between(ok: bool, last: bool) -> &'static [&'static str] {
+    match (ok, last) {
+        (true, false) => &["RELEASE unit", "SAVEPOINT unit"],
+        (false, false) => &["ROLLBACK TO unit", "RELEASE unit", "SAVEPOINT unit"],
+        (true, true) => &["RELEASE unit", "COMMIT"],
+        (false, true) => &["ROLLBACK TO unit", "RELEASE unit", "COMMIT"],
     }
-    Ok(())
+}
+
+const BEGIN: [&str; 2] = ["BEGIN IMMEDIATE", "SAVEPOINT unit"];
+
+/// Runs the units in one transaction, each inside its own savepoint: the driver's units
+/// first, then the direct ones with the connection lent once. Every call into SQLite through
+/// the driver is a round trip to its thread, so the statements between two driver units
+/// travel together as one script.
+async fn run_units(conns: &mut Connections, batch: &mut Batch, finishes: &mut Vec<Finish>) -> Result<()> {
+    let driver_units: Vec<DriverUnit> = batch.early.drain(..).chain(batch.late.drain(..)).collect();
+    let direct_units = std::mem::take(&mut batch.direct);
+    let begun = !driver_units.is_empty();
+    if begun {
+        sqlx::query(&BEGIN.join("; ")).execute(&mut conns.driver).await?;
+        let count = driver_units.len();
+        for (index, unit) in driver_units.into_iter().enumerate() {
+            let ok = match AssertUnwindSafe(unit(&mut conns.driver)).catch_unwind().await {
+                Ok((ok, finish)) => {
+                    finishes.push(finish);
+                    ok
+                }
+                Err(_) => {
+                    tracing::error!("a store write panicked; it was rolled back");
+                    false
+                }
+            };
+            let last = index + 1 == count && direct_units.is_empty();
+            sqlx::query(&between(ok, last).join("; ")).execute(&mut conns.driver).await?;
+        }
+    }
+    if direct_units.is_empty() {
+        return Ok(());
+    }
+    conns
+        .direct(|db| {
+            let run = |statements: &[&str]| -> rusqlite::Result<()> {
+                for statement in statements {
+                    db.prepare_cached(statement)?.execute([])?;
+                }
+                Ok(())
+            };
+            let result = (|| -> rusqlite::Result<()> {
+                if !begun {
+                    run(&BEGIN)?;
+                }
+                let count = direct_units.len();
+                for (index, unit) in direct_units.into_iter().enumerate() {
+                    let ok = match std::panic::catch_unwind(AssertUnwindSafe(|| unit(db))) {
+                        Ok((ok, finish)) => {
+                            finishes.push(finish);
+                            ok
+                        }
+                        Err(_) => {
+                            tracing::error!("a store write panicked; it was rolled back");
+                            false
+                        }
+                    };
+                    run(between(ok, index + 1 == count))?;
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                let _ = db.execute_batch("ROLLBACK");
+            }
+            result
+        })
+        .await?
+        .map_err(StoreError::from)
 }
 
 // The single writer serialises claims, so no row lock is needed.

@@ -27,6 +27,7 @@ switchboard_store::conformance_tests!(
     secrets_are_isolated_and_resealed_only_from_the_expected_key,
     rotation_reseals_every_secret_of_every_tenant,
     failing_units_roll_back_alone_inside_a_shared_commit,
+    failing_events_roll_back_alone_beside_other_writes_in_a_shared_commit,
     a_panicking_handler_parks_its_job_and_the_worker_goes_on,
 );
 
@@ -489,6 +490,48 @@ async fn failing_units_roll_back_alone_inside_a_shared_commit(backend: Backend) 
     let tenants = store.list_tenants(&Page { limit: 100, before: None }).await.unwrap();
     assert_eq!(tenants.len(), 1 + 20, "only the owner and the 20 whole units remain");
     assert!(tenants.iter().all(|t| t.name == "owner" || t.name[1..].parse::<u32>().unwrap() % 2 == 1));
+}
+
+/// Publishing (which SQLite's writer runs on its own thread) shares group commits with every
+/// other kind of write: an event that fails after its row went in leaves nothing, and takes
+/// nothing of its neighbours with it.
+async fn failing_events_roll_back_alone_beside_other_writes_in_a_shared_commit(backend: Backend) {
+    let (_db, store) = TestDb::store_for(backend).await;
+    let owner = tenant(&*store, "owner").await;
+    let writes: Vec<_> = (0..60)
+        .map(|i| {
+            let (store, owner) = (store.clone(), owner.clone());
+            tokio::spawn(async move {
+                let ok = match i % 3 {
+                    0 => {
+                        // The event row goes in, then its second job collides with its first.
+                        let twice = job(&owner, "q", t0());
+                        let event = new_event(&owner, "{}", None);
+                        store.create_event(&event, &[], &[twice.clone(), twice]).await.is_ok()
+                    }
+                    1 => {
+                        store.create_event(&new_event(&owner, "{}", None), &[], &[job(&owner, "q", t0())]).await.is_ok()
+                    }
+                    _ => {
+                        let t = NewTenant { id: Id::new(IdKind::Tenant), name: format!("t{i}"), created_at: t0() };
+                        store.create_tenant(&t, None).await.is_ok()
+                    }
+                };
+                (i, ok)
+            })
+        })
+        .collect();
+    for write in writes {
+        let (i, ok) = write.await.unwrap();
+        assert_eq!(ok, i % 3 != 0, "write {i}");
+    }
+    let events = store
+        .list_events(owner.as_str(), &EventFilter { page: Page { limit: 100, before: None }, ..EventFilter::default() })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 20, "only the whole events remain");
+    assert_eq!(store.queue_depth("q").await.unwrap(), QueueDepth { pending: 20, leased: 0, dead: 0 });
+    assert_eq!(store.list_tenants(&Page { limit: 100, before: None }).await.unwrap().len(), 1 + 20);
 }
 
 /// A handler that panics does not take the worker down; its job is parked, not retried

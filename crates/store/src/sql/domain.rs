@@ -215,11 +215,14 @@ macro_rules! domain_impl {
             }
 
             async fn create_event(&self, event: &NewEvent, messages: &[NewMessage], jobs: &[NewJob]) -> Result<CreateEventOutcome> {
-                let (event, messages, jobs) = (event.clone(), messages.to_vec(), jobs.to_vec());
                 // Messages handed to this process's own workers (leased already) need no wake-up.
                 let wakes_messages = messages.iter().any(|m| m.lease_id.is_none());
                 let wakes_jobs = !jobs.is_empty();
-                let outcome = self.write(move |c| Box::pin(async move { insert_event(c, event, &messages, &jobs).await })).await?;
+                let outcome = self
+                    .insert_events(vec![(event.clone(), messages.to_vec(), jobs.to_vec())])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| StoreError::Corrupt("publishing an event answered nothing".into()))?;
                 if matches!(outcome, CreateEventOutcome::Created(_)) {
                     if wakes_messages {
                         self.signal.wake(crate::queue::Work::Messages);
@@ -234,13 +237,7 @@ macro_rules! domain_impl {
             async fn create_events(&self, events: Vec<(NewEvent, Vec<NewMessage>)>) -> Result<Vec<CreateEventOutcome>> {
                 let wakes = events.iter().any(|(_, messages)| messages.iter().any(|m| m.lease_id.is_none()));
                 let outcomes = self
-                    .write(move |c| Box::pin(async move {
-                        let mut outcomes = Vec::with_capacity(events.len());
-                        for (event, messages) in events {
-                            outcomes.push(insert_event(c, event, &messages, &[]).await?);
-                        }
-                        Ok(outcomes)
-                    }))
+                    .insert_events(events.into_iter().map(|(event, messages)| (event, messages, Vec::new())).collect())
                     .await?;
                 if wakes && outcomes.iter().any(|o| matches!(o, CreateEventOutcome::Created(_))) {
                     self.signal.wake(crate::queue::Work::Messages);

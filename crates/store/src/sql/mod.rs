@@ -29,6 +29,49 @@ pub(crate) mod oauth;
 pub(crate) mod queue;
 pub(crate) mod secrets;
 
+use crate::model::NewEvent;
+use crate::queue::NewJob;
+use crate::webhooks::NewMessage;
+
+/// An event to publish, with the messages and jobs written in its unit.
+pub(crate) type EventUnit = (NewEvent, Vec<NewMessage>, Vec<NewJob>);
+
+// The statements of publishing an event, shared by both backends' units (SQLite runs them on
+// its writer's thread, see `sqlite::direct`).
+
+pub(crate) const INSERT_EVENT: &str =
+    "INSERT INTO events (id, tenant_id, event_type, payload, idempotency_key, request_hash, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING";
+
+macro_rules! event_columns {
+    () => {
+        "id, tenant_id, event_type, payload, idempotency_key, request_hash, created_at"
+    };
+}
+
+pub(crate) const EVENT_COLUMNS: &str = event_columns!();
+
+pub(crate) const SELECT_EVENT_BY_IDEMPOTENCY_KEY: &str =
+    concat!("SELECT ", event_columns!(), " FROM events WHERE tenant_id = $1 AND idempotency_key = $2");
+
+macro_rules! message_insert_head {
+    () => {
+        "INSERT INTO messages (id, tenant_id, event_id, endpoint_id, status, fifo, next_attempt_at, lease_id, created_at, updated_at) "
+    };
+}
+
+/// The head of a multi-row insert of new messages.
+pub(crate) const INSERT_MESSAGES_HEAD: &str = message_insert_head!();
+
+/// One new message: id, tenant, event, endpoint, fifo, first attempt (or lease end), lease,
+/// creation time.
+pub(crate) const INSERT_MESSAGE: &str =
+    concat!(message_insert_head!(), "VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $8)");
+
+pub(crate) const INSERT_JOB: &str =
+    "INSERT INTO jobs (id, tenant_id, queue, payload, run_at, created_at) VALUES ($1, $2, $3, $4, $5, $5)";
+
 macro_rules! store_impl {
     ($store:ty, $db:ty, $backend:expr, $claim_lock:literal) => {
         use async_trait::async_trait;
@@ -36,8 +79,8 @@ macro_rules! store_impl {
         use switchboard_core::{Id, Timestamp, from_micros, to_micros};
 
         use crate::model::*;
-        use crate::webhooks::*;
         use crate::queue::{Job, JobLease, NewJob};
+        use crate::webhooks::*;
         use crate::{Backend, Store};
 
         type Row = <$db as sqlx::Database>::Row;
@@ -125,7 +168,7 @@ macro_rules! store_impl {
             })
         }
 
-        const EVENT_COLUMNS: &str = "id, tenant_id, event_type, payload, idempotency_key, request_hash, created_at";
+        use crate::sql::EVENT_COLUMNS;
 
         fn event_from(row: &Row) -> Result<Event> {
             Ok(Event {
@@ -197,43 +240,42 @@ macro_rules! store_impl {
 
         async fn insert_jobs(c: &mut Conn, jobs: &[NewJob]) -> Result<()> {
             for job in jobs {
-                sqlx::query(
-                    "INSERT INTO jobs (id, tenant_id, queue, payload, run_at, created_at) VALUES ($1, $2, $3, $4, $5, $5)",
-                )
-                .bind(job.id.as_str())
-                .bind(job.tenant_id.as_str())
-                .bind(&job.queue)
-                .bind(&job.payload)
-                .bind(to_micros(job.run_at))
-                .execute(&mut *c)
-                .await?;
+                sqlx::query(crate::sql::INSERT_JOB)
+                    .bind(job.id.as_str())
+                    .bind(job.tenant_id.as_str())
+                    .bind(&job.queue)
+                    .bind(&job.payload)
+                    .bind(to_micros(job.run_at))
+                    .execute(&mut *c)
+                    .await?;
             }
             Ok(())
         }
 
         /// Inserts an event with its messages and jobs, unless its idempotency key was used
         /// before: then nothing is written and the earlier event (or the conflict) is returned.
-        async fn insert_event(c: &mut Conn, event: NewEvent, messages: &[NewMessage], jobs: &[NewJob]) -> Result<CreateEventOutcome> {
-            let done = sqlx::query(
-                "INSERT INTO events (id, tenant_id, event_type, payload, idempotency_key, request_hash, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
-            )
-            .bind(event.id.as_str())
-            .bind(event.tenant_id.as_str())
-            .bind(&event.event_type)
-            .bind(&event.payload)
-            .bind(event.idempotency.as_ref().map(|i| i.key.as_str()))
-            .bind(event.idempotency.as_ref().map(|i| i.request_hash.as_str()))
-            .bind(to_micros(event.created_at))
-            .execute(&mut *c)
-            .await
-            .map_err(|e| StoreError::conflict_or(e, "an event with this id"))?;
+        async fn insert_event(
+            c: &mut Conn,
+            event: NewEvent,
+            messages: &[NewMessage],
+            jobs: &[NewJob],
+        ) -> Result<CreateEventOutcome> {
+            let done = sqlx::query(crate::sql::INSERT_EVENT)
+                .bind(event.id.as_str())
+                .bind(event.tenant_id.as_str())
+                .bind(&event.event_type)
+                .bind(&event.payload)
+                .bind(event.idempotency.as_ref().map(|i| i.key.as_str()))
+                .bind(event.idempotency.as_ref().map(|i| i.request_hash.as_str()))
+                .bind(to_micros(event.created_at))
+                .execute(&mut *c)
+                .await
+                .map_err(|e| StoreError::conflict_or(e, "an event with this id"))?;
             if done.rows_affected() == 0 {
                 let Some(idempotency) = &event.idempotency else {
                     return Err(StoreError::Conflict("an event with this id"));
                 };
-                let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND idempotency_key = $2"))
+                let row = sqlx::query(crate::sql::SELECT_EVENT_BY_IDEMPOTENCY_KEY)
                     .bind(event.tenant_id.as_str())
                     .bind(&idempotency.key)
                     .fetch_one(&mut *c)
@@ -285,9 +327,7 @@ macro_rules! store_impl {
 
         async fn insert_messages(c: &mut Conn, event: &NewEvent, messages: &[NewMessage]) -> Result<()> {
             for chunk in messages.chunks(INSERT_CHUNK) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO messages (id, tenant_id, event_id, endpoint_id, status, fifo, next_attempt_at, lease_id, created_at, updated_at) ",
-                );
+                let mut q = sqlx::QueryBuilder::<$db>::new(crate::sql::INSERT_MESSAGES_HEAD);
                 q.push_values(chunk, |mut row, m| {
                     row.push_bind(m.id.as_str())
                         .push_bind(event.tenant_id.as_str())
@@ -314,7 +354,11 @@ macro_rules! store_impl {
         }
 
         /// ` AND created_at > … AND created_at < …` for the bounds that are set.
-        fn push_created_between(q: &mut sqlx::QueryBuilder<'_, $db>, after: Option<Timestamp>, before: Option<Timestamp>) {
+        fn push_created_between(
+            q: &mut sqlx::QueryBuilder<'_, $db>,
+            after: Option<Timestamp>,
+            before: Option<Timestamp>,
+        ) {
             if let Some(after) = after {
                 q.push(" AND created_at > ").push_bind(to_micros(after));
             }
@@ -324,7 +368,13 @@ macro_rules! store_impl {
         }
 
         /// Ends a lease: `sql` binds the job id, the lease id, a time and an error text.
-        async fn end_lease(c: &mut Conn, sql: &'static str, lease: &JobLease, at: Timestamp, error: &str) -> Result<bool> {
+        async fn end_lease(
+            c: &mut Conn,
+            sql: &'static str,
+            lease: &JobLease,
+            at: Timestamp,
+            error: &str,
+        ) -> Result<bool> {
             let done = sqlx::query(sql)
                 .bind(lease.job_id.as_str())
                 .bind(&lease.lease_id)
@@ -334,7 +384,6 @@ macro_rules! store_impl {
                 .await?;
             Ok(done.rows_affected() == 1)
         }
-
 
         crate::sql::domain::domain_impl!($store, $db, $backend);
         crate::sql::queue::queue_impl!($store, $db);
