@@ -2,6 +2,8 @@
 //! and `LISTEN/NOTIFY` so that workers of every process sharing the database wake when work
 //! becomes due (notified after the commit, coalesced).
 
+mod recording;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -100,23 +102,6 @@ impl PgStore {
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         transact(&self.pool, f).await
-    }
-
-    /// Publishes events with their messages and jobs, in one transaction.
-    pub(crate) async fn insert_events(
-        &self,
-        events: Vec<crate::sql::EventUnit>,
-    ) -> Result<Vec<crate::CreateEventOutcome>> {
-        self.write(move |c| {
-            Box::pin(async move {
-                let mut outcomes = Vec::with_capacity(events.len());
-                for (event, messages, jobs) in events {
-                    outcomes.push(insert_event(c, event, &messages, &jobs).await?);
-                }
-                Ok(outcomes)
-            })
-        })
-        .await
     }
 
     /// A handle on the pool that outlives this borrow, for batches written from a task.

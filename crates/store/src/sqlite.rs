@@ -227,6 +227,19 @@ impl SqliteStore {
             .await
     }
 
+    /// Records a batch of delivery outcomes, with the events they emit, in one unit run on
+    /// the writer's thread.
+    pub(crate) async fn record_deliveries_unit(
+        &self,
+        records: Vec<crate::DeliveryRecord>,
+        events: Vec<crate::EventWithMessages>,
+        disable_failing_before: switchboard_core::Timestamp,
+    ) -> Result<crate::RecordedDeliveries> {
+        self.writer
+            .write_direct(move |db| direct::record_deliveries(db, &records, events, disable_failing_before))
+            .await
+    }
+
     /// A handle on the writer that outlives this borrow, for batches written from a task.
     pub(crate) fn writer(&self) -> Writer {
         self.writer.clone()
@@ -292,18 +305,7 @@ impl Connections {
     /// Runs `f` on the raw connection, with the driver's thread parked meanwhile.
     async fn direct<R>(&mut self, f: impl FnOnce(&rusqlite::Connection) -> R) -> Result<R> {
         let mut handle = self.driver.lock_handle().await?;
-        let db = match &mut self.direct {
-            Some(db) => db,
-            slot => {
-                // SAFETY: the handle stays open as long as the driver's connection, which
-                // outlives this one (`close` drops it first), and it is used only while lent
-                // here, when nothing else touches it.
-                let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-                db.set_prepared_statement_cache_capacity(DIRECT_STATEMENTS);
-                slot.insert(db)
-            }
-        };
-        let result = f(db);
+        let result = f(view(&mut self.direct, &mut handle)?);
         drop(handle);
         Ok(result)
     }
@@ -317,6 +319,22 @@ impl Connections {
         }
         let _ = sqlx::Connection::close(self.driver).await;
     }
+}
+
+/// rusqlite's view of the lent connection, created at the first loan.
+fn view<'v>(
+    direct: &'v mut Option<rusqlite::Connection>,
+    handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
+) -> Result<&'v rusqlite::Connection> {
+    if let Some(db) = direct {
+        return Ok(db);
+    }
+    // SAFETY: the handle stays open as long as the driver's connection, which outlives this
+    // view (`Connections::close` drops it first), and the view is used only while the handle
+    // is lent, when nothing else touches the connection.
+    let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
+    db.set_prepared_statement_cache_capacity(DIRECT_STATEMENTS);
+    Ok(direct.insert(db))
 }
 
 /// Statements the direct units and the writer's scripts keep prepared.
@@ -336,31 +354,79 @@ fn start_writer(conn: SqliteConnection, commands: mpsc::Receiver<Command>) -> Re
     Ok(())
 }
 
+/// Takes `first` and whatever else queued up (while the previous batch committed) into
+/// `batch`; answers the close request, if one came.
+fn gather(batch: &mut Batch, first: Command, commands: &mut mpsc::Receiver<Command>) -> Option<oneshot::Sender<()>> {
+    let mut close = batch.add(first);
+    while close.is_none() && batch.len() < MAX_BATCH {
+        match commands.try_recv() {
+            Ok(command) => close = batch.add(command),
+            Err(_) => break,
+        }
+    }
+    close
+}
+
 async fn run_writer(mut conns: Connections, mut commands: mpsc::Receiver<Command>) {
     let mut batch = Batch::default();
-    while let Some(first) = commands.recv().await {
-        let mut close = batch.add(first);
-        // Everything that queued up while the previous batch committed goes into this one.
-        while close.is_none() && batch.len() < MAX_BATCH {
-            match commands.try_recv() {
-                Ok(command) => close = batch.add(command),
-                Err(_) => break,
+    let mut close = None;
+    let mut open = true;
+    while open && close.is_none() {
+        // Batches of direct units alone run with the connection lent, and it stays lent
+        // between them: they make no round trip to the driver's thread at all. A batch with
+        // units of the driver gives it back and runs below.
+        match conns.driver.lock_handle().await {
+            Ok(mut handle) => match view(&mut conns.direct, &mut handle) {
+                Ok(db) => loop {
+                    let Some(first) = commands.recv().await else {
+                        open = false;
+                        break;
+                    };
+                    close = gather(&mut batch, first, &mut commands);
+                    if !batch.early.is_empty() || !batch.late.is_empty() {
+                        break;
+                    }
+                    let mut finishes = Vec::with_capacity(batch.len());
+                    let result = run_direct(db, std::mem::take(&mut batch.direct), false, &mut finishes);
+                    settle(result.map_err(StoreError::from), finishes);
+                    if close.is_some() {
+                        break;
+                    }
+                },
+                Err(error) => {
+                    tracing::error!(%error, "the SQLite writer cannot use its connection directly");
+                    open = false;
+                }
+            },
+            Err(error) => {
+                tracing::error!(%error, "the SQLite writer cannot borrow its connection");
+                open = false;
             }
         }
         commit_batch(&mut conns, &mut batch).await;
-        if let Some(done) = close {
-            commands.close();
-            // Units that raced with the close still get carried out.
-            while let Ok(command) = commands.try_recv() {
-                batch.add(command);
-            }
-            commit_batch(&mut conns, &mut batch).await;
-            conns.close().await;
-            let _ = done.send(());
-            return;
+    }
+    commands.close();
+    // Units that raced with the close (or arrived while the writer failed) still get an answer.
+    while let Ok(command) = commands.try_recv() {
+        batch.add(command);
+    }
+    commit_batch(&mut conns, &mut batch).await;
+    conns.close().await;
+    if let Some(done) = close {
+        let _ = done.send(());
+    }
+}
+
+/// Answers every unit of a batch: committed, or failed with the batch's error.
+fn settle(result: Result<()>, finishes: Vec<Finish>) {
+    match result {
+        Ok(()) => finishes.into_iter().for_each(|finish| finish(None)),
+        Err(error) => {
+            tracing::error!(%error, units = finishes.len(), "SQLite group commit failed; its writes were rolled back");
+            let error = StoreError::Commit(error.to_string());
+            finishes.into_iter().for_each(|finish| finish(Some(&error)));
         }
     }
-    conns.close().await;
 }
 
 async fn commit_batch(conns: &mut Connections, batch: &mut Batch) {
@@ -368,15 +434,11 @@ async fn commit_batch(conns: &mut Connections, batch: &mut Batch) {
         return;
     }
     let mut finishes = Vec::with_capacity(batch.len());
-    match run_units(conns, batch, &mut finishes).await {
-        Ok(()) => finishes.into_iter().for_each(|finish| finish(None)),
-        Err(error) => {
-            tracing::error!(%error, units = finishes.len(), "SQLite group commit failed; its writes were rolled back");
-            let _ = sqlx::query("ROLLBACK").execute(&mut conns.driver).await;
-            let error = StoreError::Commit(error.to_string());
-            finishes.into_iter().for_each(|finish| finish(Some(&error)));
-        }
+    let result = run_units(conns, batch, &mut finishes).await;
+    if result.is_err() {
+        let _ = sqlx::query("ROLLBACK").execute(&mut conns.driver).await;
     }
+    settle(result, finishes);
     // Units never reached (after a failure) are dropped here; their callers see an error.
     *batch = Batch::default();
 }
@@ -423,41 +485,48 @@ async fn run_units(conns: &mut Connections, batch: &mut Batch, finishes: &mut Ve
     if direct_units.is_empty() {
         return Ok(());
     }
-    conns
-        .direct(|db| {
-            let run = |statements: &[&str]| -> rusqlite::Result<()> {
-                for statement in statements {
-                    db.prepare_cached(statement)?.execute([])?;
+    Ok(conns.direct(|db| run_direct(db, direct_units, begun, finishes)).await??)
+}
+
+/// Runs direct units on the lent connection, each in its own savepoint, and commits; opens
+/// the transaction first unless the driver's units `begun` it. On failure the transaction is
+/// rolled back whole.
+fn run_direct(
+    db: &rusqlite::Connection,
+    units: Vec<DirectUnit>,
+    begun: bool,
+    finishes: &mut Vec<Finish>,
+) -> rusqlite::Result<()> {
+    let run = |statements: &[&str]| -> rusqlite::Result<()> {
+        for statement in statements {
+            db.prepare_cached(statement)?.execute([])?;
+        }
+        Ok(())
+    };
+    let result = (|| {
+        if !begun {
+            run(&BEGIN)?;
+        }
+        let count = units.len();
+        for (index, unit) in units.into_iter().enumerate() {
+            let ok = match std::panic::catch_unwind(AssertUnwindSafe(|| unit(db))) {
+                Ok((ok, finish)) => {
+                    finishes.push(finish);
+                    ok
                 }
-                Ok(())
+                Err(_) => {
+                    tracing::error!("a store write panicked; it was rolled back");
+                    false
+                }
             };
-            let result = (|| -> rusqlite::Result<()> {
-                if !begun {
-                    run(&BEGIN)?;
-                }
-                let count = direct_units.len();
-                for (index, unit) in direct_units.into_iter().enumerate() {
-                    let ok = match std::panic::catch_unwind(AssertUnwindSafe(|| unit(db))) {
-                        Ok((ok, finish)) => {
-                            finishes.push(finish);
-                            ok
-                        }
-                        Err(_) => {
-                            tracing::error!("a store write panicked; it was rolled back");
-                            false
-                        }
-                    };
-                    run(between(ok, index + 1 == count))?;
-                }
-                Ok(())
-            })();
-            if result.is_err() {
-                let _ = db.execute_batch("ROLLBACK");
-            }
-            result
-        })
-        .await?
-        .map_err(StoreError::from)
+            run(between(ok, index + 1 == count))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = db.execute_batch("ROLLBACK");
+    }
+    result
 }
 
 // The single writer serialises claims, so no row lock is needed.

@@ -23,8 +23,7 @@ macro_rules! deliveries_impl {
             })
         }
 
-        const ATTEMPT_COLUMNS: &str = "id, tenant_id, message_id, endpoint_id, attempt_number, succeeded, response_status,
-            response_headers, response_body, error_kind, error, duration_us, created_at";
+        use crate::sql::recording::ATTEMPT_COLUMNS;
 
         fn attempt_from(row: &Row) -> Result<Attempt> {
             Ok(Attempt {
@@ -52,6 +51,18 @@ macro_rules! deliveries_impl {
                 list.push_bind(id);
             }
             list.push_unseparated(")");
+        }
+
+        /// ` IN (…)` over ids: a JSON array parameter on SQLite, one parameter each on PostgreSQL.
+        fn push_id_list<'a>(q: &mut sqlx::QueryBuilder<'a, $db>, ids: &'a [String]) {
+            match $backend {
+                Backend::Sqlite => {
+                    q.push(" IN (SELECT value FROM json_each(")
+                        .push_bind(serde_json::json!(ids).to_string())
+                        .push("))");
+                }
+                Backend::Postgres => push_ids(q, ids.iter().map(String::as_str)),
+            }
         }
 
         fn distinct<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
@@ -171,13 +182,10 @@ macro_rules! deliveries_impl {
                 events: &[EventWithMessages],
                 disable_failing_before: Timestamp,
             ) -> Result<RecordedDeliveries> {
-                let (records, events) = (records.to_vec(), events.to_vec());
                 let wakes = records.iter().any(|r| matches!(r.next, NextStep::RetryAt { .. }))
                     || events.iter().any(|e| !e.messages.is_empty());
-                let recorded = self.worker_write(move |c| Box::pin(async move {
-                    record_deliveries_in_unit(c, &records, events, disable_failing_before).await
-                }))
-                .await?;
+                let recorded =
+                    self.record_deliveries_unit(records.to_vec(), events.to_vec(), disable_failing_before).await?;
                 if wakes {
                     self.signal.wake(crate::queue::Work::Messages);
                 }
@@ -435,81 +443,6 @@ macro_rules! deliveries_impl {
                 }))
                 .await
             }
-        }
-
-        async fn record_deliveries_in_unit(
-            c: &mut Conn,
-            records: &[DeliveryRecord],
-            events: Vec<EventWithMessages>,
-            disable_failing_before: Timestamp,
-        ) -> Result<RecordedDeliveries> {
-            let mut outcome = RecordedDeliveries::default();
-            let counts = advance_messages(c, records).await?;
-            let mut attempts = Vec::new();
-            let (mut failed, mut succeeded, mut gone) = (Vec::new(), Vec::new(), Vec::new());
-            for record in records {
-                let Some(count) = counts.get(record.message_id.as_str()) else {
-                    outcome.recorded.push(false);
-                    continue;
-                };
-                outcome.recorded.push(true);
-                if let Some(attempt) = &record.attempt {
-                    attempts.push((record, attempt, *count));
-                }
-                match record.health {
-                    EndpointHealth::Unchanged => {}
-                    EndpointHealth::Succeeded => succeeded.push(record.endpoint_id.as_str()),
-                    EndpointHealth::Failed => failed.push(record.endpoint_id.as_str()),
-                    EndpointHealth::Gone => gone.push(record.endpoint_id.as_str()),
-                }
-            }
-            insert_attempts(c, &attempts).await?;
-            let (failed, succeeded, gone) =
-                (distinct(failed.into_iter()), distinct(succeeded.into_iter()), distinct(gone.into_iter()));
-            let now = records.iter().map(|r| r.at).max();
-            if let Some(now) = now {
-                // Failures first: an endpoint that also succeeded in this batch ends healthy.
-                if !failed.is_empty() {
-                    let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE endpoints SET failing_since = ");
-                    q.push_bind(to_micros(now)).push(" WHERE failing_since IS NULL AND id");
-                    push_ids(&mut q, failed.iter().map(String::as_str));
-                    q.build().execute(&mut *c).await?;
-                }
-                if !succeeded.is_empty() {
-                    let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE endpoints SET failing_since = NULL WHERE failing_since IS NOT NULL AND id");
-                    push_ids(&mut q, succeeded.iter().map(String::as_str));
-                    q.build().execute(&mut *c).await?;
-                }
-                for (reason, ids, condition) in [
-                    (crate::DisabledReason::Gone, &gone, ""),
-                    (crate::DisabledReason::Failing, &failed, " AND failing_since IS NOT NULL AND failing_since <= "),
-                ] {
-                    if ids.is_empty() {
-                        continue;
-                    }
-                    let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE endpoints SET enabled = FALSE, disabled_reason = ");
-                    q.push_bind(reason.as_str()).push(", version = version + 1, updated_at = ").push_bind(to_micros(now));
-                    q.push(" WHERE enabled AND deleted_at IS NULL");
-                    if !condition.is_empty() {
-                        q.push(condition).push_bind(to_micros(disable_failing_before));
-                    }
-                    q.push(" AND id");
-                    push_ids(&mut q, ids.iter().map(String::as_str));
-                    q.push(" RETURNING tenant_id, id");
-                    for row in q.build().fetch_all(&mut *c).await? {
-                        let (tenant_id, endpoint_id) = (id(&row, "tenant_id")?, id(&row, "id")?);
-                        // Announced through the outbox, in this unit: a crash cannot lose it.
-                        let announcement =
-                            crate::outbox::OperationalEvent::EndpointDisabled { endpoint_id: endpoint_id.clone(), reason, at: now };
-                        insert_jobs(&mut *c, &[announcement.to_job(&tenant_id, now)]).await?;
-                        outcome.disabled.push((tenant_id, endpoint_id, reason));
-                    }
-                }
-            }
-            for emitted in events {
-                insert_event(c, emitted.event, &emitted.messages, &[]).await?;
-            }
-            Ok(outcome)
         }
     };
 }

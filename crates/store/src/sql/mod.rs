@@ -18,7 +18,6 @@
 //!
 //! The including module imports `Result` and `StoreError`.
 
-pub(crate) mod batches;
 pub(crate) mod connections;
 pub(crate) mod deliveries;
 pub(crate) mod domain;
@@ -27,6 +26,7 @@ pub(crate) mod inbound;
 pub(crate) mod inbound_batch;
 pub(crate) mod oauth;
 pub(crate) mod queue;
+pub(crate) mod recording;
 pub(crate) mod secrets;
 
 use crate::model::NewEvent;
@@ -252,53 +252,6 @@ macro_rules! store_impl {
             Ok(())
         }
 
-        /// Inserts an event with its messages and jobs, unless its idempotency key was used
-        /// before: then nothing is written and the earlier event (or the conflict) is returned.
-        async fn insert_event(
-            c: &mut Conn,
-            event: NewEvent,
-            messages: &[NewMessage],
-            jobs: &[NewJob],
-        ) -> Result<CreateEventOutcome> {
-            let done = sqlx::query(crate::sql::INSERT_EVENT)
-                .bind(event.id.as_str())
-                .bind(event.tenant_id.as_str())
-                .bind(&event.event_type)
-                .bind(&event.payload)
-                .bind(event.idempotency.as_ref().map(|i| i.key.as_str()))
-                .bind(event.idempotency.as_ref().map(|i| i.request_hash.as_str()))
-                .bind(to_micros(event.created_at))
-                .execute(&mut *c)
-                .await
-                .map_err(|e| StoreError::conflict_or(e, "an event with this id"))?;
-            if done.rows_affected() == 0 {
-                let Some(idempotency) = &event.idempotency else {
-                    return Err(StoreError::Conflict("an event with this id"));
-                };
-                let row = sqlx::query(crate::sql::SELECT_EVENT_BY_IDEMPOTENCY_KEY)
-                    .bind(event.tenant_id.as_str())
-                    .bind(&idempotency.key)
-                    .fetch_one(&mut *c)
-                    .await?;
-                let earlier_hash: Option<String> = row.try_get("request_hash")?;
-                return Ok(if earlier_hash.as_deref() == Some(idempotency.request_hash.as_str()) {
-                    CreateEventOutcome::Replayed(event_from(&row)?)
-                } else {
-                    CreateEventOutcome::KeyReused
-                });
-            }
-            insert_messages(c, &event, messages).await?;
-            insert_jobs(c, jobs).await?;
-            Ok(CreateEventOutcome::Created(Event {
-                id: event.id,
-                tenant_id: event.tenant_id,
-                event_type: event.event_type,
-                payload: event.payload,
-                idempotency_key: event.idempotency.map(|i| i.key),
-                created_at: event.created_at,
-            }))
-        }
-
         /// Stores a sealed secret, or reseals the one with its id; another tenant's id is a
         /// conflict.
         async fn put_secret_in_unit(c: &mut Conn, secret: &StoredSecret) -> Result<()> {
@@ -318,29 +271,6 @@ macro_rules! store_impl {
             .await?;
             if done.rows_affected() == 0 {
                 return Err(StoreError::Conflict("a secret with this id in another tenant"));
-            }
-            Ok(())
-        }
-
-        /// Rows per multi-row INSERT: well under both backends' limits on bound parameters.
-        const INSERT_CHUNK: usize = 500;
-
-        async fn insert_messages(c: &mut Conn, event: &NewEvent, messages: &[NewMessage]) -> Result<()> {
-            for chunk in messages.chunks(INSERT_CHUNK) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(crate::sql::INSERT_MESSAGES_HEAD);
-                q.push_values(chunk, |mut row, m| {
-                    row.push_bind(m.id.as_str())
-                        .push_bind(event.tenant_id.as_str())
-                        .push_bind(event.id.as_str())
-                        .push_bind(m.endpoint_id.as_str())
-                        .push_bind("pending")
-                        .push_bind(m.fifo)
-                        .push_bind(to_micros(m.next_attempt_at))
-                        .push_bind(m.lease_id.as_deref())
-                        .push_bind(to_micros(event.created_at))
-                        .push_bind(to_micros(event.created_at));
-                });
-                q.build().execute(&mut *c).await?;
             }
             Ok(())
         }
@@ -390,7 +320,6 @@ macro_rules! store_impl {
         crate::sql::secrets::secrets_impl!($store, $db);
         crate::sql::endpoints::endpoints_impl!($store, $db);
         crate::sql::deliveries::deliveries_impl!($store, $db, $backend, $claim_lock);
-        crate::sql::batches::batches_impl!($db, $backend);
         crate::sql::connections::connections_impl!($store, $db, $backend);
         crate::sql::oauth::oauth_impl!($store, $db);
         crate::sql::inbound::inbound_impl!($store, $db, $backend, $claim_lock);
