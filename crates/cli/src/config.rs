@@ -74,7 +74,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_DELIVERY_CONCURRENCY_PER_ENDPOINT", value_name = "N")]
     pub delivery_concurrency_per_endpoint: Option<usize>,
     /// Refuse a tenant's new events (429 with Retry-After) while this many of its messages
-    /// are due and not yet delivered; 0 for no limit [default: 10000]
+    /// are due and not yet delivered; 0 for no limit [default: 5000]
     #[arg(long, env = "SWITCHBOARD_MAX_DUE_MESSAGES_PER_TENANT", value_name = "N")]
     pub max_due_messages_per_tenant: Option<u64>,
     /// Seconds a webhook receiver has to answer [default: 15]

@@ -35,6 +35,11 @@ pub(crate) fn start(state: Inbound, stop: tokio_util::sync::CancellationToken) -
                 let state = claiming.clone();
                 async move {
                     let now = state.clock.now();
+                    // Polled every IDLE_WAIT: a read when there is nothing, instead of a
+                    // claim (a write, which would keep the SQLite writer from ever idling).
+                    if !state.store.inbound_claimable(now).await? {
+                        return Ok(Vec::new());
+                    }
                     let lease =
                         chrono::TimeDelta::from_std(state.config.lease).unwrap_or(chrono::TimeDelta::seconds(60));
                     let batch = state.store.claim_inbound(BATCH, now + lease, now).await?;

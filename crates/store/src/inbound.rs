@@ -203,6 +203,9 @@ pub trait InboundStore: Send + Sync {
     async fn store_inbound(&self, inbound: NewInbound) -> Result<Stored>;
     /// Leases up to `limit` pending webhooks (of any tenant) until `lease_until`.
     async fn claim_inbound(&self, limit: u32, lease_until: Timestamp, now: Timestamp) -> Result<Vec<InboundWebhook>>;
+    /// Whether a claim at `now` would find a webhook: a read, so a loop looking for work need
+    /// not write to find none.
+    async fn inbound_claimable(&self, now: Timestamp) -> Result<bool>;
     /// Records how processing of each webhook ended and releases the leases, in one unit.
     async fn finish_inbound(&self, finished: &[FinishedInbound], now: Timestamp) -> Result<()>;
     /// `None` when the webhook is not in the tenant.

@@ -1,4 +1,4 @@
-//! SQLite: one writer thread with group commit, a pool of readers (WAL lets them run beside
+//! SQLite: one writer thread with group commit, pools of readers (WAL lets them run beside
 //! the writer), and in-process wake-ups for workers.
 
 mod direct;
@@ -71,6 +71,10 @@ impl Batch {
         self.early.len() + self.late.len() + self.direct.len()
     }
 }
+
+/// A reader idle this long is closed, with its page cache (the writer's next idle pass gives
+/// the memory back).
+const READER_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most units one transaction carries; bounds the latency a large burst adds.
 const MAX_BATCH: usize = 1024;
@@ -157,6 +161,10 @@ pub struct SqliteStore {
     writer: Writer,
     pub(crate) inbound_batches: Coalescer<NewInbound, Stored>,
     readers: SqlitePool,
+    /// Background work's reads (polling for due work) have readers of their own: the pool
+    /// hands out its idle connections oldest first, so polls spread over the API's readers
+    /// would keep every one of them (and its page cache) open forever.
+    worker_readers: SqlitePool,
     pub(crate) signal: WakeSignal,
 }
 
@@ -182,17 +190,19 @@ impl SqliteStore {
             .statement_cache_capacity(crate::sql::inbound_batch::SQLITE_MAX_ROWS + 200)
             // Inserts land all over the indexes on random keys (dedupe keys, provider ids):
             // the writer keeps up to 64 MiB of pages instead of SQLite's 2 MiB, so a grown
-            // table does not make every insert fetch its index pages again.
+            // table does not make every insert fetch its index pages again. (16 MiB cut the peak
+            // memory by a third and delivery throughput by 40 %: BENCHMARKS.md.)
             .pragma("cache_size", "-65536")
             .connect()
             .await?;
         MIGRATOR.run(&mut writer_conn).await?;
-        // A reader idle for a minute is closed, with its page cache.
         let readers = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .idle_timeout(Duration::from_secs(60))
-            .connect_with(connect)
+            .idle_timeout(READER_IDLE_TIMEOUT)
+            .connect_with(connect.clone())
             .await?;
+        let worker_readers =
+            SqlitePoolOptions::new().max_connections(2).idle_timeout(READER_IDLE_TIMEOUT).connect_with(connect).await?;
         let (writer, commands) = mpsc::channel(8192);
         start_writer(writer_conn, commands)?;
         Ok(Self {
@@ -200,6 +210,7 @@ impl SqliteStore {
             // One writer: a second batch in flight would only queue behind the first.
             inbound_batches: Coalescer::new(MAX_BATCH, 1),
             readers,
+            worker_readers,
             signal: WakeSignal::new(),
         })
     }
@@ -279,7 +290,8 @@ impl SqliteStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        self.read(f).await
+        let mut conn = self.worker_readers.acquire().await?;
+        f(&mut conn).await
     }
 
     pub(crate) async fn shutdown(&self) {
@@ -288,6 +300,7 @@ impl SqliteStore {
             let _ = closed.await;
         }
         self.readers.close().await;
+        self.worker_readers.close().await;
     }
 }
 
@@ -371,6 +384,7 @@ async fn run_writer(mut conns: Connections, mut commands: mpsc::Receiver<Command
     let mut batch = Batch::default();
     let mut close = None;
     let mut open = true;
+    let mut idle = FIRST_IDLE_WAIT;
     while open && close.is_none() {
         // Batches of direct units alone run with the connection lent, and it stays lent
         // between them: they make no round trip to the driver's thread at all. A batch with
@@ -378,10 +392,19 @@ async fn run_writer(mut conns: Connections, mut commands: mpsc::Receiver<Command
         match conns.driver.lock_handle().await {
             Ok(mut handle) => match view(&mut conns.direct, &mut handle) {
                 Ok(db) => loop {
-                    let Some(first) = commands.recv().await else {
-                        open = false;
-                        break;
+                    let first = match tokio::time::timeout(idle, commands.recv()).await {
+                        Ok(Some(first)) => first,
+                        Ok(None) => {
+                            open = false;
+                            break;
+                        }
+                        Err(_) => {
+                            give_memory_back(db);
+                            idle = (idle * 2).min(MAX_IDLE_WAIT);
+                            continue;
+                        }
                     };
+                    idle = FIRST_IDLE_WAIT;
                     close = gather(&mut batch, first, &mut commands);
                     if !batch.early.is_empty() || !batch.late.is_empty() {
                         break;
@@ -414,6 +437,25 @@ async fn run_writer(mut conns: Connections, mut commands: mpsc::Receiver<Command
     conns.close().await;
     if let Some(done) = close {
         let _ = done.send(());
+    }
+}
+
+/// After this long without a write, the writer gives memory back; then again after twice as
+/// long, and so on up to `MAX_IDLE_WAIT`, so what idle readers free is given back as well.
+const FIRST_IDLE_WAIT: Duration = Duration::from_secs(5);
+const MAX_IDLE_WAIT: Duration = Duration::from_secs(20);
+
+/// Frees the writer's cached pages and hands free heap pages back to the system. SQLite
+/// allocates through the C library, whose heaps keep what SQLite frees unless trimmed: without
+/// this, a server stays at its peak memory long after a burst.
+fn give_memory_back(db: &rusqlite::Connection) {
+    if let Err(error) = db.execute_batch("PRAGMA shrink_memory") {
+        tracing::warn!(%error, "SQLite could not shrink the writer's cache");
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the C library's own heaps.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -14,6 +14,7 @@ switchboard_store::conformance_tests!(
     pending_webhooks_are_claimed_once_then_processed_failed_or_replayed,
     concurrent_webhooks_share_batches_and_duplicates_within_a_batch_are_counted_once,
     a_storm_of_redeliveries_in_any_order_is_stored_once_per_webhook,
+    a_webhook_is_claimable_while_pending_and_unleased,
 );
 
 fn t0() -> Timestamp {
@@ -43,6 +44,21 @@ fn webhook(tenant_id: &Id, connection: &str, dedupe: &str, verified: bool) -> Ne
         provider_event_id: Some(dedupe.to_string()),
         dedupe_key: if verified { dedupe.to_string() } else { id.to_string() },
     }
+}
+
+/// The processing loop asks before it claims, so an idle hub reads instead of writing.
+async fn a_webhook_is_claimable_while_pending_and_unleased(backend: Backend) {
+    let (_db, store) = TestDb::store_for(backend).await;
+    let a = tenant(&*store).await;
+    assert!(!store.inbound_claimable(t0()).await.unwrap(), "nothing stored");
+    store.store_inbound(webhook(&a, "conn_1", "evt_rejected", false)).await.unwrap();
+    assert!(!store.inbound_claimable(t0()).await.unwrap(), "a rejected webhook is never processed");
+    store.store_inbound(webhook(&a, "conn_1", "evt_1", true)).await.unwrap();
+    assert!(store.inbound_claimable(t0()).await.unwrap());
+    let lease_until = t0() + Duration::seconds(60);
+    assert_eq!(store.claim_inbound(10, lease_until, t0()).await.unwrap().len(), 1);
+    assert!(!store.inbound_claimable(t0() + Duration::seconds(59)).await.unwrap(), "leased");
+    assert!(store.inbound_claimable(lease_until).await.unwrap(), "the lease ran out");
 }
 
 async fn webhooks_are_stored_once_with_duplicates_counted_and_kept_byte_for_byte(backend: Backend) {

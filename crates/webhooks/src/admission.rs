@@ -31,7 +31,9 @@ pub struct AdmissionConfig {
 impl Default for AdmissionConfig {
     fn default() -> Self {
         Self {
-            max_due_per_tenant: Some(10_000),
+            // About a second of deliveries on a 2-core machine: with fan-out 10 a larger
+            // backlog kept create→delivered p99 past a second (BENCHMARKS.md).
+            max_due_per_tenant: Some(5_000),
             recount_every: Duration::from_millis(100),
             retry_after: Duration::from_secs(1),
         }

@@ -106,7 +106,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 /// `Idempotent-Replayed: true`, even if the event type or its schema has changed since; the same
 /// key with a different request is a 409.
 ///
-/// While too many of the tenant's messages are due and not yet delivered (10,000 unless the
+/// While too many of the tenant's messages are due and not yet delivered (5,000 unless the
 /// operator set `--max-due-messages-per-tenant`), new events are refused with a 429 and
 /// `Retry-After`, so a burst cannot leave every later event waiting behind a backlog; messages
 /// waiting for a scheduled retry do not count.

@@ -68,6 +68,20 @@ macro_rules! inbound_impl {
                 .await
             }
 
+            async fn inbound_claimable(&self, now: Timestamp) -> Result<bool> {
+                self.worker_read(move |c| Box::pin(async move {
+                    let row = sqlx::query(
+                        "SELECT EXISTS (SELECT 1 FROM inbound_webhooks
+                             WHERE status = 'pending' AND (lease_until IS NULL OR lease_until <= $1)) AS claimable",
+                    )
+                    .bind(to_micros(now))
+                    .fetch_one(&mut *c)
+                    .await?;
+                    Ok(row.try_get::<bool, _>("claimable")?)
+                }))
+                .await
+            }
+
             async fn finish_inbound(&self, finished: &[crate::FinishedInbound], now: Timestamp) -> Result<()> {
                 // One statement for the whole batch, its rows in one JSON parameter.
                 let rows: Vec<serde_json::Value> = finished
