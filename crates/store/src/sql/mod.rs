@@ -2,16 +2,20 @@
 //!
 //! `store_impl!` expands to the whole [`crate::Store`] implementation for one backend: the row
 //! decoders and shared helpers here, then the methods by concern in `domain.rs`, `queue.rs`,
-//! `secrets.rs`, `endpoints.rs`, `deliveries.rs`, `connections.rs`, `oauth.rs` and `inbound.rs` (with `batches.rs`, the multi-row writes of
-//! recording deliveries). The statements use `$n` placeholders, which SQLite and PostgreSQL
-//! both accept; where the dialects differ (claiming jobs, signalling workers, batch writes)
-//! the backend type supplies the piece or the code matches on the backend:
+//! `secrets.rs`, `endpoints.rs`, `deliveries.rs`, `connections.rs`, `oauth.rs` and
+//! `inbound.rs`. The statements use `$n` placeholders, which SQLite and PostgreSQL both
+//! accept; where the dialects differ (claiming jobs, signalling workers, batch writes) the
+//! backend type supplies the piece or the code matches on the backend:
 //!
 //! - `write(f)`: runs `f` as one atomic unit on a connection (SQLite: inside the group commit;
 //!   PostgreSQL: in its own transaction);
 //! - `read(f)`: runs `f` on a pooled connection;
-//! - `worker_write(f)`, `worker_read(f)`: the same for background work (PostgreSQL: on a pool
-//!   of its own), and `worker_write_unconfirmed(f)`, which may answer before the commit;
+//! - `worker_write(f)`, `worker_read(f)`: the same for background work (on pools of their
+//!   own), and `worker_write_unconfirmed(f)`, which may answer before the commit;
+//! - `insert_events(events)` and `record_deliveries_unit(…)`: the hot path's two units,
+//!   publishing and recording outcomes, each backend's own (SQLite runs them on its writer's
+//!   thread, `sqlite::direct`; PostgreSQL in `postgres::recording`), from the statements and
+//!   bookkeeping shared here and in `recording.rs`;
 //! - `shutdown()`, and a `signal: WakeSignal` field: its `wake(kind)` after a commit that made
 //!   work due wakes the workers of this process and of any other sharing the database;
 //! - the row-lock clause of the claim query (the macro's last argument).
