@@ -41,8 +41,20 @@ enum Answer {
 
 enum Command {
     Write(DriverUnit, Answer),
-    WriteDirect(DirectUnit),
+    WriteDirect(DirectUnit, Durability),
     Close(oneshot::Sender<()>),
+}
+
+/// How a direct unit's commit must reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// On disk before its caller hears back (`synchronous=FULL`): what the API acknowledges.
+    Synced,
+    /// Safe from a crash of the process as soon as it commits, but not from one of the
+    /// machine (`synchronous=NORMAL`: the WAL is synced by the next synced commit or
+    /// checkpoint). For writes whose loss the system repairs by itself: a delivery outcome
+    /// lost with the machine means the message is delivered again when its lease runs out.
+    Relaxed,
 }
 
 /// The units of the next transaction, in the order they run. Units answered before the
@@ -54,14 +66,25 @@ struct Batch {
     early: Vec<DriverUnit>,
     late: Vec<DriverUnit>,
     direct: Vec<DirectUnit>,
+    /// Whether any unit needs its commit synced (driver units always do).
+    synced: bool,
 }
 
 impl Batch {
     fn add(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
         match command {
-            Command::Write(unit, Answer::BeforeCommit) => self.early.push(unit),
-            Command::Write(unit, Answer::AfterCommit) => self.late.push(unit),
-            Command::WriteDirect(unit) => self.direct.push(unit),
+            Command::Write(unit, Answer::BeforeCommit) => {
+                self.early.push(unit);
+                self.synced = true;
+            }
+            Command::Write(unit, Answer::AfterCommit) => {
+                self.late.push(unit);
+                self.synced = true;
+            }
+            Command::WriteDirect(unit, durability) => {
+                self.direct.push(unit);
+                self.synced |= durability == Durability::Synced;
+            }
             Command::Close(done) => return Some(done),
         }
         None
@@ -137,8 +160,8 @@ impl Writer {
     }
 
     /// Queues `f` to run on the writer's thread, straight on the connection, and waits until
-    /// its batch has committed.
-    pub(crate) async fn write_direct<T, F>(&self, f: F) -> Result<T>
+    /// its batch has committed as `durability` asks.
+    pub(crate) async fn write_direct<T, F>(&self, durability: Durability, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
@@ -148,7 +171,7 @@ impl Writer {
             let result = f(db);
             (result.is_ok(), answer_after_commit(reply, result))
         });
-        self.send(Command::WriteDirect(unit), outcome).await
+        self.send(Command::WriteDirect(unit, durability), outcome).await
     }
 
     async fn send<T>(&self, command: Command, outcome: oneshot::Receiver<Result<T>>) -> Result<T> {
@@ -229,7 +252,7 @@ impl SqliteStore {
         events: Vec<crate::sql::EventUnit>,
     ) -> Result<Vec<crate::CreateEventOutcome>> {
         self.writer
-            .write_direct(move |db| {
+            .write_direct(Durability::Synced, move |db| {
                 events
                     .into_iter()
                     .map(|(event, messages, jobs)| direct::insert_event(db, event, &messages, &jobs))
@@ -247,7 +270,9 @@ impl SqliteStore {
         disable_failing_before: switchboard_core::Timestamp,
     ) -> Result<crate::RecordedDeliveries> {
         self.writer
-            .write_direct(move |db| direct::record_deliveries(db, &records, events, disable_failing_before))
+            .write_direct(Durability::Relaxed, move |db| {
+                direct::record_deliveries(db, &records, events, disable_failing_before)
+            })
             .await
     }
 
@@ -312,6 +337,8 @@ struct Connections {
     /// rusqlite's view of the same connection (with its own statement cache), used only
     /// while the handle is lent; created at the first loan.
     direct: Option<rusqlite::Connection>,
+    /// The connection's `synchronous` setting now: FULL unless the last batch was relaxed.
+    synced: bool,
 }
 
 impl Connections {
@@ -362,7 +389,7 @@ fn start_writer(conn: SqliteConnection, commands: mpsc::Receiver<Command>) -> Re
         .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer: {e}")))?;
     std::thread::Builder::new()
         .name("sqlite-writer".into())
-        .spawn(move || runtime.block_on(run_writer(Connections { driver: conn, direct: None }, commands)))
+        .spawn(move || runtime.block_on(run_writer(Connections { driver: conn, direct: None, synced: true }, commands)))
         .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer: {e}")))?;
     Ok(())
 }
@@ -410,7 +437,9 @@ async fn run_writer(mut conns: Connections, mut commands: mpsc::Receiver<Command
                         break;
                     }
                     let mut finishes = Vec::with_capacity(batch.len());
-                    let result = run_direct(db, std::mem::take(&mut batch.direct), false, &mut finishes);
+                    let synced = std::mem::take(&mut batch.synced);
+                    let result = sync_as(db, &mut conns.synced, synced)
+                        .and_then(|()| run_direct(db, std::mem::take(&mut batch.direct), false, &mut finishes));
                     settle(result.map_err(StoreError::from), finishes);
                     if close.is_some() {
                         break;
@@ -507,7 +536,11 @@ async fn run_units(conns: &mut Connections, batch: &mut Batch, finishes: &mut Ve
     let direct_units = std::mem::take(&mut batch.direct);
     let begun = !driver_units.is_empty();
     if begun {
-        sqlx::query(&BEGIN.join("; ")).execute(&mut conns.driver).await?;
+        // Units of the driver are always synced.
+        let begin = BEGIN.join("; ");
+        let begin = if conns.synced { begin } else { format!("PRAGMA synchronous = FULL; {begin}") };
+        sqlx::query(&begin).execute(&mut conns.driver).await?;
+        conns.synced = true;
         let count = driver_units.len();
         for (index, unit) in driver_units.into_iter().enumerate() {
             let ok = match AssertUnwindSafe(unit(&mut conns.driver)).catch_unwind().await {
@@ -527,7 +560,22 @@ async fn run_units(conns: &mut Connections, batch: &mut Batch, finishes: &mut Ve
     if direct_units.is_empty() {
         return Ok(());
     }
-    Ok(conns.direct(|db| run_direct(db, direct_units, begun, finishes)).await??)
+    let (synced, mut current) = (batch.synced, conns.synced);
+    let result = conns
+        .direct(|db| sync_as(db, &mut current, synced).and_then(|()| run_direct(db, direct_units, begun, finishes)))
+        .await;
+    conns.synced = current;
+    Ok(result??)
+}
+
+/// Sets the connection's `synchronous` to what the next commit needs (`current` tracks it);
+/// only between transactions.
+fn sync_as(db: &rusqlite::Connection, current: &mut bool, synced: bool) -> rusqlite::Result<()> {
+    if *current != synced {
+        db.execute_batch(if synced { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" })?;
+        *current = synced;
+    }
+    Ok(())
 }
 
 /// Runs direct units on the lent connection, each in its own savepoint, and commits; opens
