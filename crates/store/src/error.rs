@@ -7,6 +7,9 @@ pub enum StoreError {
     /// The store was closed: its writer has stopped and the write was not made.
     #[error("the store is closed")]
     Closed,
+    /// The caller asked for something the store refuses (a batch too large…).
+    #[error("{0}")]
+    Invalid(String),
     /// The options cannot be used: an unsupported or invalid URL, a bad schema name.
     #[error("invalid store configuration: {0}")]
     Config(String),

@@ -53,6 +53,7 @@ pub mod oauth;
 pub mod outbox;
 mod postgres;
 pub mod queue;
+pub mod records;
 pub mod secrets;
 mod sql;
 mod sqlite;
@@ -150,6 +151,7 @@ pub trait Store:
     + ConnectionStore
     + OAuthStore
     + InboundStore
+    + records::RecordStore
     + Send
     + Sync
     + 'static

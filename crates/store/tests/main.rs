@@ -6,4 +6,5 @@
 mod conformance;
 mod inbound;
 mod oauth;
+mod records;
 mod webhooks;

@@ -31,6 +31,7 @@ pub(crate) mod inbound_batch;
 pub(crate) mod oauth;
 pub(crate) mod queue;
 pub(crate) mod recording;
+pub(crate) mod records;
 pub(crate) mod secrets;
 
 use crate::model::NewEvent;
@@ -327,6 +328,7 @@ macro_rules! store_impl {
         crate::sql::connections::connections_impl!($store, $db, $backend);
         crate::sql::oauth::oauth_impl!($store, $db);
         crate::sql::inbound::inbound_impl!($store, $db, $backend, $claim_lock);
+        crate::sql::records::records_impl!($store, $db, $backend);
     };
 }
 
