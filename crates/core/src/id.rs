@@ -33,6 +33,8 @@ pub enum IdKind {
     Connection,
     /// A received incoming webhook (`inb_`).
     Inbound,
+    /// A run of a connection's sync (`srun_`).
+    SyncRun,
 }
 
 impl IdKind {
@@ -50,6 +52,7 @@ impl IdKind {
             IdKind::Attempt => "atmpt",
             IdKind::Connection => "conn",
             IdKind::Inbound => "inb",
+            IdKind::SyncRun => "srun",
         }
     }
 }

@@ -57,6 +57,7 @@ pub mod records;
 pub mod secrets;
 mod sql;
 mod sqlite;
+pub mod sync_runs;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod webhooks;
@@ -152,6 +153,7 @@ pub trait Store:
     + OAuthStore
     + InboundStore
     + records::RecordStore
+    + sync_runs::SyncRunStore
     + Send
     + Sync
     + 'static

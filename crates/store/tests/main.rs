@@ -7,4 +7,5 @@ mod conformance;
 mod inbound;
 mod oauth;
 mod records;
+mod sync_runs;
 mod webhooks;

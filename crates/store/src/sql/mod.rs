@@ -33,6 +33,7 @@ pub(crate) mod queue;
 pub(crate) mod recording;
 pub(crate) mod records;
 pub(crate) mod secrets;
+pub(crate) mod sync_runs;
 
 use crate::model::NewEvent;
 use crate::queue::NewJob;
@@ -329,6 +330,7 @@ macro_rules! store_impl {
         crate::sql::oauth::oauth_impl!($store, $db);
         crate::sql::inbound::inbound_impl!($store, $db, $backend, $claim_lock);
         crate::sql::records::records_impl!($store, $db, $backend);
+        crate::sql::sync_runs::sync_runs_impl!($store, $db);
     };
 }
 
