@@ -90,6 +90,9 @@ macro_rules! records_impl {
                 at: Timestamp,
             ) -> Result<crate::records::RecordCounts> {
                 crate::records::check_batch(records.len())?;
+                if records.is_empty() {
+                    return Ok(crate::records::RecordCounts::default());
+                }
                 let records = crate::records::last_of_each(records);
                 let (stream, run_id) = (stream.clone(), run_id.map(Id::to_string));
                 self.write(move |c| Box::pin(async move {
@@ -149,6 +152,9 @@ macro_rules! records_impl {
                 at: Timestamp,
             ) -> Result<u64> {
                 crate::records::check_batch(external_ids.len())?;
+                if external_ids.is_empty() {
+                    return Ok(0);
+                }
                 let (stream, run_id) = (stream.clone(), run_id.map(Id::to_string));
                 self.write(move |c| Box::pin(async move {
                     lock_stream(c, &stream).await?;
