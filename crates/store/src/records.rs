@@ -85,14 +85,27 @@ pub struct RecordFilter {
 pub trait RecordStore: Send + Sync {
     /// Upserts a batch (at most [`MAX_RECORD_BATCH`]; the last of several with one id wins) in
     /// one unit. A record whose hash is unchanged and that is not deleted is left alone: a
-    /// batch of nothing new writes nothing at all.
+    /// batch of nothing new writes nothing at all. With `seen_by`, a full-refresh run, every
+    /// record of the batch is also marked seen by that run, changed or not.
     async fn write_records(
         &self,
         stream: &RecordStream,
         records: Vec<NewRecord>,
         run_id: Option<&Id>,
+        seen_by: Option<&Id>,
         at: Timestamp,
     ) -> Result<RecordCounts, crate::StoreError>;
+    /// Live records of the stream that the full-refresh run `run_id` has not seen (at most
+    /// `limit`, in id order): once it has fetched everything, those were deleted at the
+    /// provider.
+    async fn unseen_records(
+        &self,
+        stream: &RecordStream,
+        run_id: &Id,
+        limit: u32,
+    ) -> Result<Vec<String>, crate::StoreError>;
+    /// Forgets what the run has seen (when it ends, whichever way).
+    async fn forget_seen(&self, tenant_id: &Id, run_id: &Id) -> Result<(), crate::StoreError>;
     /// Soft-deletes these records (at most [`MAX_RECORD_BATCH`]) where they exist and are
     /// not deleted yet, in one unit; answers how many were.
     async fn delete_records(

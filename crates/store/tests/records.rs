@@ -15,6 +15,7 @@ switchboard_store::conformance_tests!(
     unchanged_records_are_not_rewritten_and_every_change_comes_later_in_the_order,
     a_cursor_never_skips_or_repeats_a_change_while_writers_write,
     a_batch_too_large_is_refused_and_writes_nothing,
+    a_full_refresh_finds_what_it_did_not_see,
 );
 
 fn t(seconds: i64) -> Timestamp {
@@ -41,7 +42,7 @@ async fn unchanged_records_are_not_rewritten_and_every_change_comes_later_in_the
     let issues = stream(&*store, "issue").await;
     let run = Id::new(IdKind::Job);
     let first = vec![record("1", "a"), record("2", "b"), record("3", "c"), record("2", "b2")];
-    let counts = store.write_records(&issues, first, Some(&run), t(1)).await.unwrap();
+    let counts = store.write_records(&issues, first, Some(&run), None, t(1)).await.unwrap();
     assert_eq!(counts, RecordCounts { added: 3, ..RecordCounts::default() }, "the last of one id's records wins");
     let stored = store.list_records(&issues, &all(None)).await.unwrap();
     assert_eq!(stored.iter().map(|r| r.external_id.as_str()).collect::<Vec<_>>(), ["1", "2", "3"]);
@@ -51,13 +52,14 @@ async fn unchanged_records_are_not_rewritten_and_every_change_comes_later_in_the
 
     // Nothing new: nothing is written, so nothing comes after the cursor.
     let again = vec![record("1", "a"), record("2", "b2"), record("3", "c")];
-    let counts = store.write_records(&issues, again, None, t(2)).await.unwrap();
+    let counts = store.write_records(&issues, again, None, None, t(2)).await.unwrap();
     assert_eq!(counts, RecordCounts { unchanged: 3, ..RecordCounts::default() });
     assert!(store.list_records(&issues, &all(Some(cursor))).await.unwrap().is_empty());
     assert_eq!(store.list_records(&issues, &all(None)).await.unwrap()[0].updated_at, t(1), "not rewritten");
 
     // One edit and one deletion come after the cursor, in the order they were made.
-    let counts = store.write_records(&issues, vec![record("1", "a2"), record("4", "d")], None, t(3)).await.unwrap();
+    let counts =
+        store.write_records(&issues, vec![record("1", "a2"), record("4", "d")], None, None, t(3)).await.unwrap();
     assert_eq!(counts, RecordCounts { added: 1, updated: 1, ..RecordCounts::default() });
     assert_eq!(store.delete_records(&issues, vec!["3".into(), "404".into()], None, t(4)).await.unwrap(), 1);
     assert_eq!(store.delete_records(&issues, vec!["3".into()], None, t(5)).await.unwrap(), 0, "deleted once");
@@ -71,7 +73,7 @@ async fn unchanged_records_are_not_rewritten_and_every_change_comes_later_in_the
     assert_eq!(store.list_records(&issues, &recent).await.unwrap().len(), 1);
 
     // A deleted record found again is back, as an update.
-    let counts = store.write_records(&issues, vec![record("3", "c")], None, t(6)).await.unwrap();
+    let counts = store.write_records(&issues, vec![record("3", "c")], None, None, t(6)).await.unwrap();
     assert_eq!(counts, RecordCounts { updated: 1, ..RecordCounts::default() });
     let back = store.list_records(&issues, &all(None)).await.unwrap().pop().unwrap();
     assert_eq!((back.external_id.as_str(), back.deleted_at), ("3", None));
@@ -98,7 +100,7 @@ async fn a_cursor_never_skips_or_repeats_a_change_while_writers_write(backend: B
                     let batch = (0..10)
                         .map(|i| record(&format!("{}", (writer * 7 + round + i) % 40), &format!("w{writer}r{round}")))
                         .collect();
-                    store.write_records(&issues, batch, None, t(round)).await.unwrap();
+                    store.write_records(&issues, batch, None, None, t(round)).await.unwrap();
                 }
             })
         })
@@ -137,6 +139,35 @@ async fn a_batch_too_large_is_refused_and_writes_nothing(backend: Backend) {
     let (_db, store) = TestDb::store_for(backend).await;
     let issues = stream(&*store, "issue").await;
     let batch = (0..=records::MAX_RECORD_BATCH).map(|i| record(&i.to_string(), "x")).collect();
-    assert!(matches!(store.write_records(&issues, batch, None, t(1)).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(store.write_records(&issues, batch, None, None, t(1)).await, Err(StoreError::Invalid(_))));
     assert!(store.list_records(&issues, &all(None)).await.unwrap().is_empty());
+}
+
+/// A full refresh marks every record it fetched as seen, changed or not; what it did not see
+/// is what the provider deleted.
+async fn a_full_refresh_finds_what_it_did_not_see(backend: Backend) {
+    let (_db, store) = TestDb::store_for(backend).await;
+    let issues = stream(&*store, "issue").await;
+    let first: Vec<_> = (1..=5).map(|i| record(&i.to_string(), "a")).collect();
+    store.write_records(&issues, first, None, None, t(1)).await.unwrap();
+    let (refresh, other_run) = (Id::new(IdKind::SyncRun), Id::new(IdKind::SyncRun));
+    // Two pages: nothing changed on the first, one record on the second; 2 and 4 are gone.
+    let counts = store
+        .write_records(&issues, vec![record("1", "a"), record("3", "a")], None, Some(&refresh), t(2))
+        .await
+        .unwrap();
+    assert_eq!(counts, RecordCounts { unchanged: 2, ..RecordCounts::default() });
+    store.write_records(&issues, vec![record("5", "b")], Some(&refresh), Some(&refresh), t(2)).await.unwrap();
+    store.write_records(&issues, vec![record("2", "a")], None, Some(&other_run), t(2)).await.unwrap();
+    let other_model = RecordStream { model: "pull".into(), ..issues.clone() };
+    store.write_records(&other_model, vec![record("4", "a")], None, Some(&refresh), t(2)).await.unwrap();
+
+    let unseen = store.unseen_records(&issues, &refresh, 100).await.unwrap();
+    assert_eq!(unseen, ["2", "4"], "seen by another run or in another model does not count");
+    assert_eq!(store.unseen_records(&issues, &refresh, 1).await.unwrap(), ["2"], "bounded");
+    assert_eq!(store.delete_records(&issues, unseen, Some(&refresh), t(3)).await.unwrap(), 2);
+    assert!(store.unseen_records(&issues, &refresh, 100).await.unwrap().is_empty(), "deleted records are not live");
+
+    store.forget_seen(&issues.tenant_id, &refresh).await.unwrap();
+    assert_eq!(store.unseen_records(&issues, &refresh, 100).await.unwrap(), ["1", "3", "5"], "forgotten");
 }

@@ -80,6 +80,30 @@ macro_rules! records_impl {
             Ok(states)
         }
 
+        /// Marks `ids` seen by the full-refresh run `run_id`, in one statement (the ids as one
+        /// JSON array).
+        async fn mark_seen(c: &mut Conn, stream: &crate::records::RecordStream, run_id: &str, ids: &[String]) -> Result<()> {
+            let ids_list = match $backend {
+                Backend::Sqlite => "json_each($5) AS ids",
+                Backend::Postgres => "jsonb_array_elements_text(CAST($5 AS JSONB)) AS ids (value)",
+            };
+            // `WHERE true`: SQLite would read `ON CONFLICT` as the join's constraint otherwise.
+            let query = format!(
+                "INSERT INTO records_seen (tenant_id, run_id, connection_id, model, external_id)
+                 SELECT $1, $2, $3, $4, ids.value FROM {ids_list} WHERE true
+                 ON CONFLICT DO NOTHING"
+            );
+            sqlx::query(&query)
+                .bind(stream.tenant_id.as_str())
+                .bind(run_id)
+                .bind(stream.connection_id.as_str())
+                .bind(&stream.model)
+                .bind(serde_json::json!(ids).to_string())
+                .execute(&mut *c)
+                .await?;
+            Ok(())
+        }
+
         #[async_trait]
         impl crate::records::RecordStore for $store {
             async fn write_records(
@@ -87,6 +111,7 @@ macro_rules! records_impl {
                 stream: &crate::records::RecordStream,
                 records: Vec<crate::records::NewRecord>,
                 run_id: Option<&Id>,
+                seen_by: Option<&Id>,
                 at: Timestamp,
             ) -> Result<crate::records::RecordCounts> {
                 crate::records::check_batch(records.len())?;
@@ -94,10 +119,13 @@ macro_rules! records_impl {
                     return Ok(crate::records::RecordCounts::default());
                 }
                 let records = crate::records::last_of_each(records);
-                let (stream, run_id) = (stream.clone(), run_id.map(Id::to_string));
+                let (stream, run_id, seen_by) = (stream.clone(), run_id.map(Id::to_string), seen_by.map(Id::to_string));
                 self.write(move |c| Box::pin(async move {
                     lock_stream(c, &stream).await?;
                     let ids: Vec<String> = records.iter().map(|r| r.external_id.clone()).collect();
+                    if let Some(seen_by) = &seen_by {
+                        mark_seen(c, &stream, seen_by, &ids).await?;
+                    }
                     let stored = stored_states(c, &stream, &ids).await?;
                     let mut counts = crate::records::RecordCounts::default();
                     let mut changed = Vec::with_capacity(records.len());
@@ -181,6 +209,41 @@ macro_rules! records_impl {
                         .await?;
                     }
                     Ok(live.len() as u64)
+                }))
+                .await
+            }
+
+            async fn unseen_records(&self, stream: &crate::records::RecordStream, run_id: &Id, limit: u32) -> Result<Vec<String>> {
+                let (stream, run_id) = (stream.clone(), run_id.to_string());
+                self.worker_read(move |c| Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT r.external_id FROM records r
+                         WHERE r.tenant_id = $1 AND r.connection_id = $2 AND r.model = $3 AND r.deleted_at IS NULL
+                           AND NOT EXISTS (SELECT 1 FROM records_seen s
+                                           WHERE s.run_id = $4 AND s.model = r.model AND s.external_id = r.external_id)
+                         ORDER BY r.external_id LIMIT $5",
+                    )
+                    .bind(stream.tenant_id.as_str())
+                    .bind(stream.connection_id.as_str())
+                    .bind(&stream.model)
+                    .bind(&run_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *c)
+                    .await?;
+                    rows.iter().map(|row| Ok(row.try_get::<String, _>("external_id")?)).collect()
+                }))
+                .await
+            }
+
+            async fn forget_seen(&self, tenant_id: &Id, run_id: &Id) -> Result<()> {
+                let (tenant_id, run_id) = (tenant_id.to_string(), run_id.to_string());
+                self.worker_write(move |c| Box::pin(async move {
+                    sqlx::query("DELETE FROM records_seen WHERE tenant_id = $1 AND run_id = $2")
+                        .bind(&tenant_id)
+                        .bind(&run_id)
+                        .execute(&mut *c)
+                        .await?;
+                    Ok(())
                 }))
                 .await
             }
