@@ -252,6 +252,20 @@ pub struct Idempotency {
     pub request_hash: String,
 }
 
+impl From<NewEvent> for Event {
+    /// The event as it is stored.
+    fn from(event: NewEvent) -> Self {
+        Event {
+            id: event.id,
+            tenant_id: event.tenant_id,
+            event_type: event.event_type,
+            payload: event.payload,
+            idempotency_key: event.idempotency.map(|i| i.key),
+            created_at: event.created_at,
+        }
+    }
+}
+
 /// What storing an event did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateEventOutcome {

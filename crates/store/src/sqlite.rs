@@ -543,16 +543,7 @@ async fn run_units(conns: &mut Connections, batch: &mut Batch, finishes: &mut Ve
         conns.synced = true;
         let count = driver_units.len();
         for (index, unit) in driver_units.into_iter().enumerate() {
-            let ok = match AssertUnwindSafe(unit(&mut conns.driver)).catch_unwind().await {
-                Ok((ok, finish)) => {
-                    finishes.push(finish);
-                    ok
-                }
-                Err(_) => {
-                    tracing::error!("a store write panicked; it was rolled back");
-                    false
-                }
-            };
+            let ok = ran(AssertUnwindSafe(unit(&mut conns.driver)).catch_unwind().await, finishes);
             let last = index + 1 == count && direct_units.is_empty();
             sqlx::query(&between(ok, last).join("; ")).execute(&mut conns.driver).await?;
         }
@@ -566,6 +557,21 @@ async fn run_units(conns: &mut Connections, batch: &mut Batch, finishes: &mut Ve
         .await;
     conns.synced = current;
     Ok(result??)
+}
+
+/// Whether a unit succeeded, keeping how to answer its caller; a unit that panicked failed
+/// (its savepoint is rolled back) and its caller hears that the write was abandoned.
+fn ran(outcome: std::thread::Result<(bool, Finish)>, finishes: &mut Vec<Finish>) -> bool {
+    match outcome {
+        Ok((ok, finish)) => {
+            finishes.push(finish);
+            ok
+        }
+        Err(_) => {
+            tracing::error!("a store write panicked; it was rolled back");
+            false
+        }
+    }
 }
 
 /// Sets the connection's `synchronous` to what the next commit needs (`current` tracks it);
@@ -599,16 +605,7 @@ fn run_direct(
         }
         let count = units.len();
         for (index, unit) in units.into_iter().enumerate() {
-            let ok = match std::panic::catch_unwind(AssertUnwindSafe(|| unit(db))) {
-                Ok((ok, finish)) => {
-                    finishes.push(finish);
-                    ok
-                }
-                Err(_) => {
-                    tracing::error!("a store write panicked; it was rolled back");
-                    false
-                }
-            };
+            let ok = ran(std::panic::catch_unwind(AssertUnwindSafe(|| unit(db))), finishes);
             run(between(ok, index + 1 == count))?;
         }
         Ok(())

@@ -148,9 +148,7 @@ impl Webhooks {
         let handing = self.handoff.lease(&mut messages, self.lease_ends());
         let outcome = self.store.create_event(&event, &messages, &[]).await?;
         if let CreateEventOutcome::Created(stored) = &outcome {
-            self.metrics.fanned_out.inc_by(messages.len() as u64);
-            self.backlogs.published(&stored.tenant_id, messages.len() as u64);
-            self.metrics.handed_over.inc_by(handing.hand(stored, &subscribers));
+            self.published(stored, messages.len(), handing, &subscribers);
         }
         Ok(outcome)
     }
@@ -163,18 +161,30 @@ impl Webhooks {
         let mut handings = Vec::with_capacity(events.len());
         for event in events {
             let (subscribers, mut messages) = self.fan_out_to_subscribers(&event).await?;
-            handings.push((self.handoff.lease(&mut messages, lease_ends), subscribers));
+            handings.push((messages.len(), self.handoff.lease(&mut messages, lease_ends), subscribers));
             batch.push((event, messages));
         }
-        let fan_outs: Vec<usize> = batch.iter().map(|(_, messages)| messages.len()).collect();
         let outcomes = self.store.create_events(batch).await?;
-        for ((outcome, fanned_out), (handing, subscribers)) in outcomes.iter().zip(fan_outs).zip(handings) {
+        for (outcome, (fanned_out, handing, subscribers)) in outcomes.iter().zip(handings) {
             if let CreateEventOutcome::Created(stored) = outcome {
-                self.metrics.fanned_out.inc_by(fanned_out as u64);
-                self.metrics.handed_over.inc_by(handing.hand(stored, &subscribers));
+                self.published(stored, fanned_out, handing, &subscribers);
             }
         }
         Ok(outcomes)
+    }
+
+    /// What follows the commit of an event published here: the fan-out count, the tenant's
+    /// backlog as admission sees it, and the hand-over of its leased messages.
+    fn published(
+        &self,
+        stored: &Event,
+        fanned_out: usize,
+        handing: handoff::Handing<'_>,
+        subscribers: &[fanout::Subscriber],
+    ) {
+        self.metrics.fanned_out.inc_by(fanned_out as u64);
+        self.backlogs.published(&stored.tenant_id, fanned_out as u64);
+        self.metrics.handed_over.inc_by(handing.hand(stored, subscribers));
     }
 
     /// Gives an event published before to the endpoints subscribed since: those that would

@@ -10,11 +10,11 @@ use sqlx::{Postgres, QueryBuilder, Row as _};
 use switchboard_core::{Timestamp, to_micros};
 
 use super::{PgStore, event_from, insert_jobs, push_ids};
-use crate::model::{CreateEventOutcome, Event, NewEvent};
+use crate::model::{CreateEventOutcome, NewEvent};
 use crate::queue::NewJob;
 use crate::sql::EventUnit;
 use crate::sql::recording::{
-    ADVANCE_COLUMNS, ADVANCE_HEAD, ADVANCE_TAIL, ATTEMPT_COLUMNS, Advance, AttemptRow, Recording,
+    ADVANCE_COLUMNS, ADVANCE_HEAD, ADVANCE_TAIL, ATTEMPT_COLUMNS, Advance, AttemptRow, Recording, announce_disabled,
 };
 use crate::webhooks::{DeliveryRecord, EventWithMessages, NewMessage, RecordedDeliveries};
 use crate::{Result, StoreError};
@@ -104,14 +104,7 @@ async fn insert_event(
         q.build().execute(&mut *c).await?;
     }
     insert_jobs(c, jobs).await?;
-    Ok(CreateEventOutcome::Created(Event {
-        id: event.id,
-        tenant_id: event.tenant_id,
-        event_type: event.event_type,
-        payload: event.payload,
-        idempotency_key: event.idempotency.map(|i| i.key),
-        created_at: event.created_at,
-    }))
+    Ok(CreateEventOutcome::Created(event.into()))
 }
 
 async fn record_deliveries_in_unit(
@@ -121,9 +114,9 @@ async fn record_deliveries_in_unit(
     disable_failing_before: Timestamp,
 ) -> Result<RecordedDeliveries> {
     let counts = advance_messages(c, records).await?;
-    let recording = Recording::of(records, &counts);
+    let mut recording = Recording::of(records, &counts);
     insert_attempts(c, &recording.attempts).await?;
-    let mut outcome = RecordedDeliveries { recorded: recording.recorded, disabled: Vec::new() };
+    let mut outcome = RecordedDeliveries { recorded: std::mem::take(&mut recording.recorded), disabled: Vec::new() };
     if let Some(now) = recording.now {
         // Failures first: an endpoint that also succeeded in this batch ends healthy.
         if !recording.failed.is_empty() {
@@ -139,10 +132,7 @@ async fn record_deliveries_in_unit(
             push_ids(&mut q, recording.succeeded.iter().map(String::as_str));
             q.build().execute(&mut *c).await?;
         }
-        for (reason, ids, failing_before) in [
-            (crate::DisabledReason::Gone, &recording.gone, None),
-            (crate::DisabledReason::Failing, &recording.failed, Some(disable_failing_before)),
-        ] {
+        for (reason, ids, failing_before) in recording.to_disable(disable_failing_before) {
             if ids.is_empty() {
                 continue;
             }
@@ -158,13 +148,7 @@ async fn record_deliveries_in_unit(
             for row in q.build().fetch_all(&mut *c).await? {
                 let tenant_id = switchboard_core::Id::from_trusted(row.try_get::<String, _>("tenant_id")?);
                 let endpoint_id = switchboard_core::Id::from_trusted(row.try_get::<String, _>("id")?);
-                // Announced through the outbox, in this unit: a crash cannot lose it.
-                let announcement = crate::outbox::OperationalEvent::EndpointDisabled {
-                    endpoint_id: endpoint_id.clone(),
-                    reason,
-                    at: now,
-                };
-                insert_jobs(&mut *c, &[announcement.to_job(&tenant_id, now)]).await?;
+                insert_jobs(&mut *c, &[announce_disabled(&tenant_id, &endpoint_id, reason, now)]).await?;
                 outcome.disabled.push((tenant_id, endpoint_id, reason));
             }
         }

@@ -6,9 +6,11 @@
 
 use std::collections::HashMap;
 
-use switchboard_core::{Timestamp, to_micros};
+use switchboard_core::{Id, Timestamp, to_micros};
 
-use crate::webhooks::{DeliveryRecord, EndpointHealth, NewAttempt, NextStep};
+use crate::outbox::OperationalEvent;
+use crate::queue::NewJob;
+use crate::webhooks::{DeliveryRecord, DisabledReason, EndpointHealth, NewAttempt, NextStep};
 
 /// What recording does to one message. The field names are the columns of the batch (`v`)
 /// in `ADVANCE_HEAD`/`ADVANCE_TAIL`.
@@ -156,6 +158,22 @@ impl<'a> Recording<'a> {
         }
         recording
     }
+}
+
+impl Recording<'_> {
+    /// The endpoints to disable, by reason: those gone, and those failing since
+    /// `failing_before` or earlier (only failures of this batch are candidates). Failures are
+    /// marked before successes, so an endpoint that also succeeded in the batch ends healthy
+    /// and is not disabled.
+    pub(crate) fn to_disable(&self, failing_before: Timestamp) -> [(DisabledReason, &[String], Option<Timestamp>); 2] {
+        [(DisabledReason::Gone, &self.gone, None), (DisabledReason::Failing, &self.failed, Some(failing_before))]
+    }
+}
+
+/// The job announcing an endpoint disabled now, enqueued in the unit that disabled it, so a
+/// crash cannot lose the announcement.
+pub(crate) fn announce_disabled(tenant_id: &Id, endpoint_id: &Id, reason: DisabledReason, now: Timestamp) -> NewJob {
+    OperationalEvent::EndpointDisabled { endpoint_id: endpoint_id.clone(), reason, at: now }.to_job(tenant_id, now)
 }
 
 /// SQLite: the select list that reads these fields of each `json_each` row.

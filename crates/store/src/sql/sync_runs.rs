@@ -59,19 +59,19 @@ macro_rules! sync_runs_impl {
                 let (run, job) = (run.clone(), job.clone());
                 self.write(move |c| Box::pin(async move {
                     // DO NOTHING on any conflict: the one-active-run index, or the id.
-                    let done = sqlx::query(
+                    let queued = sqlx::query(&format!(
                         "INSERT INTO sync_runs (id, tenant_id, connection_id, sync_name, mode, status, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6) ON CONFLICT DO NOTHING",
-                    )
+                         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6) ON CONFLICT DO NOTHING RETURNING {SYNC_RUN_COLUMNS}"
+                    ))
                     .bind(run.id.as_str())
                     .bind(run.tenant_id.as_str())
                     .bind(run.connection_id.as_str())
                     .bind(&run.sync_name)
                     .bind(run.mode.as_str())
                     .bind(to_micros(run.created_at))
-                    .execute(&mut *c)
+                    .fetch_optional(&mut *c)
                     .await?;
-                    if done.rows_affected() == 0 {
+                    let Some(queued) = queued else {
                         let row = sqlx::query(&format!(
                             "SELECT {SYNC_RUN_COLUMNS} FROM sync_runs
                              WHERE tenant_id = $1 AND connection_id = $2 AND sync_name = $3 AND status IN ('queued', 'running')"
@@ -85,10 +85,9 @@ macro_rules! sync_runs_impl {
                             Some(row) => Ok(crate::sync_runs::QueuedRun::AlreadyActive(sync_run_from(&row)?)),
                             None => Err(StoreError::Conflict("a sync run with this id")),
                         };
-                    }
+                    };
                     insert_jobs(c, std::slice::from_ref(&job)).await?;
-                    let queued = select_sync_run(c, run.tenant_id.as_str(), run.id.as_str()).await?;
-                    queued.map(crate::sync_runs::QueuedRun::Queued).ok_or(StoreError::Corrupt("a queued run vanished".into()))
+                    Ok(crate::sync_runs::QueuedRun::Queued(sync_run_from(&queued)?))
                 }))
                 .await
             }

@@ -14,15 +14,16 @@ use switchboard_core::{Id, Timestamp, from_micros, to_micros};
 use crate::model::{CreateEventOutcome, Event, NewEvent};
 use crate::queue::NewJob;
 use crate::sql::recording::{
-    ADVANCE_COLUMNS, ADVANCE_HEAD, ADVANCE_TAIL, ATTEMPT_COLUMNS, Advance, Recording, json_fields, to_json_text,
+    ADVANCE_COLUMNS, ADVANCE_HEAD, ADVANCE_TAIL, ATTEMPT_COLUMNS, Advance, Recording, announce_disabled, json_fields,
+    to_json_text,
 };
 use crate::sql::{INSERT_EVENT, INSERT_JOB, INSERT_MESSAGE, SELECT_EVENT_BY_IDEMPOTENCY_KEY};
 use crate::webhooks::{DeliveryRecord, EventWithMessages, NewMessage, RecordedDeliveries};
-use crate::{DisabledReason, Result, StoreError};
+use crate::{Result, StoreError};
 
 /// Inserts an event with its messages and jobs, unless its idempotency key was used before:
-/// then nothing is written and the earlier event (or the conflict) is returned. The same
-/// unit as the shared `insert_event`, written for the writer's own thread.
+/// then nothing is written and the earlier event (or the conflict) is returned. PostgreSQL's
+/// counterpart is `postgres::recording::insert_event`.
 pub(super) fn insert_event(
     db: &Connection,
     event: NewEvent,
@@ -79,14 +80,7 @@ pub(super) fn insert_event(
         ])?;
     }
     insert_jobs(db, jobs)?;
-    Ok(CreateEventOutcome::Created(Event {
-        id: event.id,
-        tenant_id: event.tenant_id,
-        event_type: event.event_type,
-        payload: event.payload,
-        idempotency_key: key.map(str::to_owned),
-        created_at: event.created_at,
-    }))
+    Ok(CreateEventOutcome::Created(event.into()))
 }
 
 fn insert_jobs(db: &Connection, jobs: &[NewJob]) -> Result<()> {
@@ -144,11 +138,11 @@ pub(super) fn record_deliveries(
     while let Some(row) = advanced.next()? {
         counts.insert(row.get::<_, String>("id")?, row.get::<_, i32>("attempts")?);
     }
-    let recording = Recording::of(records, &counts);
+    let mut recording = Recording::of(records, &counts);
     if !recording.attempts.is_empty() {
         db.prepare_cached(&INSERT_ATTEMPTS)?.execute(params![to_json_text(&recording.attempts)])?;
     }
-    let mut outcome = RecordedDeliveries { recorded: recording.recorded, disabled: Vec::new() };
+    let mut outcome = RecordedDeliveries { recorded: std::mem::take(&mut recording.recorded), disabled: Vec::new() };
     if let Some(now) = recording.now {
         // Failures first: an endpoint that also succeeded in this batch ends healthy.
         if !recording.failed.is_empty() {
@@ -157,25 +151,21 @@ pub(super) fn record_deliveries(
         if !recording.succeeded.is_empty() {
             db.prepare_cached(MARK_HEALTHY)?.execute(params![to_json_text(&recording.succeeded)])?;
         }
-        for (reason, ids, failing_before) in [
-            (DisabledReason::Gone, &recording.gone, None),
-            (DisabledReason::Failing, &recording.failed, Some(to_micros(disable_failing_before))),
-        ] {
+        for (reason, ids, failing_before) in recording.to_disable(disable_failing_before) {
             if ids.is_empty() {
                 continue;
             }
             let mut disable = db.prepare_cached(DISABLE)?;
-            let mut disabled =
-                disable.query(params![reason.as_str(), to_micros(now), failing_before, to_json_text(ids)])?;
+            let mut disabled = disable.query(params![
+                reason.as_str(),
+                to_micros(now),
+                failing_before.map(to_micros),
+                to_json_text(ids)
+            ])?;
             while let Some(row) = disabled.next()? {
                 let tenant_id = Id::from_trusted(row.get::<_, String>("tenant_id")?);
                 let endpoint_id = Id::from_trusted(row.get::<_, String>("id")?);
-                let announcement = crate::outbox::OperationalEvent::EndpointDisabled {
-                    endpoint_id: endpoint_id.clone(),
-                    reason,
-                    at: now,
-                };
-                insert_jobs(db, &[announcement.to_job(&tenant_id, now)])?;
+                insert_jobs(db, &[announce_disabled(&tenant_id, &endpoint_id, reason, now)])?;
                 outcome.disabled.push((tenant_id, endpoint_id, reason));
             }
         }
